@@ -1,0 +1,114 @@
+//! [`Jobs`]: the typed, timeout-bounded API over a node's actors that the
+//! HTTP layer and tests use. Every call has a deadline.
+
+use std::time::Duration;
+
+use ractor::{ActorRef, MessagingErr, RpcReplyPort};
+
+use crate::gateway::{GatewayMsg, NodeStats, SubmitError, SubmitRequest, Submitted};
+use crate::job::{JobId, JobSnapshot, JobStatus};
+use crate::supervisor::{Subscription, SupervisorMsg};
+
+/// How long a call to an actor may take before the caller gives up.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a request to the node's actors failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("no job with this id")]
+    NotFound,
+    #[error(transparent)]
+    Submit(#[from] SubmitError),
+    #[error("the node did not answer in time")]
+    Timeout,
+    #[error("the node is shutting down")]
+    Unavailable,
+}
+
+impl<T> From<MessagingErr<T>> for ServiceError {
+    fn from(_: MessagingErr<T>) -> Self {
+        Self::Unavailable
+    }
+}
+
+/// A cheap, cloneable handle on one node's jobs.
+#[derive(Clone)]
+pub struct Jobs {
+    gateway: ActorRef<GatewayMsg>,
+}
+
+impl Jobs {
+    pub(crate) fn new(gateway: ActorRef<GatewayMsg>) -> Self {
+        Self { gateway }
+    }
+
+    /// Accepts an upload as a job.
+    pub async fn submit(&self, request: SubmitRequest) -> Result<Submitted, ServiceError> {
+        let request = Box::new(request);
+        Ok(call(&self.gateway, |reply| GatewayMsg::Submit(request, reply)).await??)
+    }
+
+    /// Returns the current state of a job.
+    pub async fn get(&self, id: JobId) -> Result<JobSnapshot, ServiceError> {
+        call(&supervisor(id)?, SupervisorMsg::GetSnapshot).await
+    }
+
+    /// Cancels a job; returns its state once the request is in effect.
+    pub async fn cancel(&self, id: JobId) -> Result<JobSnapshot, ServiceError> {
+        call(&supervisor(id)?, SupervisorMsg::Cancel).await
+    }
+
+    /// Subscribes to a job's events after `since`, or from a snapshot.
+    pub async fn subscribe(
+        &self,
+        id: JobId,
+        since: Option<u64>,
+    ) -> Result<Subscription, ServiceError> {
+        call(&supervisor(id)?, |reply| SupervisorMsg::Subscribe { since, reply }).await
+    }
+
+    /// Returns jobs newest first, of one status if given, older than `before`.
+    pub async fn list(
+        &self,
+        status: Option<JobStatus>,
+        before: Option<JobId>,
+        limit: usize,
+    ) -> Result<Vec<JobSnapshot>, ServiceError> {
+        let ids = call(&self.gateway, |reply| GatewayMsg::List {
+            status,
+            before,
+            limit,
+            reply,
+        })
+        .await?;
+        let snapshots = futures::future::join_all(ids.into_iter().map(|id| self.get(id))).await;
+        // A job removed between the listing and the lookup is simply left out.
+        Ok(snapshots.into_iter().filter_map(Result::ok).collect())
+    }
+
+    /// Returns this node's load.
+    pub async fn stats(&self) -> Result<NodeStats, ServiceError> {
+        call(&self.gateway, GatewayMsg::Stats).await
+    }
+}
+
+fn supervisor(id: JobId) -> Result<ActorRef<SupervisorMsg>, ServiceError> {
+    ractor::registry::where_is(id.actor_name())
+        .map(ActorRef::from)
+        .ok_or(ServiceError::NotFound)
+}
+
+async fn call<M, T>(
+    actor: &ActorRef<M>,
+    message: impl FnOnce(RpcReplyPort<T>) -> M,
+) -> Result<T, ServiceError>
+where
+    M: ractor::Message,
+    T: Send + 'static,
+{
+    match actor.call(message, Some(CALL_TIMEOUT)).await? {
+        ractor::rpc::CallResult::Success(value) => Ok(value),
+        ractor::rpc::CallResult::Timeout => Err(ServiceError::Timeout),
+        ractor::rpc::CallResult::SenderError => Err(ServiceError::Unavailable),
+    }
+}

@@ -1,0 +1,271 @@
+//! The job model: identities, the typed state machine, snapshots and events.
+//!
+//! A job's truth lives in its `JobSupervisor`; everything here is the shape of
+//! that truth and of the read-only copies ([`JobSnapshot`], [`JobEvent`]) the
+//! supervisor hands out. None of it is a wire format: the HTTP layer maps it
+//! to its own documents.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+use vidpress_cluster::NodeName;
+use vidpress_transcode::{EncodeOptions, MediaInfo, TranscodeError};
+
+/// The identity of a job: a UUIDv7, so that IDs sort by creation time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JobId(Uuid);
+
+impl JobId {
+    /// Returns a new, time-ordered job ID.
+    pub fn new() -> Self {
+        Self(Uuid::now_v7())
+    }
+
+    /// Returns the name the job's supervisor is registered under.
+    pub(crate) fn actor_name(&self) -> String {
+        format!("vidpress.job.{}", self.0)
+    }
+}
+
+impl Default for JobId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.hyphenated().fmt(f)
+    }
+}
+
+/// Why a string is not a job ID.
+#[derive(Debug, thiserror::Error)]
+#[error("not a job id")]
+pub struct JobIdError;
+
+impl FromStr for JobId {
+    type Err = JobIdError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Uuid::parse_str(s).map(Self).map_err(|_| JobIdError)
+    }
+}
+
+/// The coarse status of a job, as clients see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    Queued,
+    Running,
+    Completed,
+    Failed,
+    Canceled,
+}
+
+impl JobStatus {
+    /// Returns the status as its lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+            Self::Canceled => "canceled",
+        }
+    }
+
+    /// Returns whether no further change can happen.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Completed | Self::Failed | Self::Canceled)
+    }
+}
+
+impl fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a string is not a job status.
+#[derive(Debug, thiserror::Error)]
+#[error("status must be one of queued, running, completed, failed, canceled")]
+pub struct JobStatusError;
+
+impl FromStr for JobStatus {
+    type Err = JobStatusError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "queued" => Self::Queued,
+            "running" => Self::Running,
+            "completed" => Self::Completed,
+            "failed" => Self::Failed,
+            "canceled" => Self::Canceled,
+            _ => return Err(JobStatusError),
+        })
+    }
+}
+
+/// The state machine of a job: `queued → running → completed | failed | canceled`.
+#[derive(Clone, Debug)]
+pub enum JobState {
+    /// Accepted, waiting for a worker slot.
+    Queued,
+    /// An attempt is running on a worker.
+    Running {
+        /// Fraction done, 0–1, never decreasing within an attempt.
+        progress: f64,
+        /// Estimated seconds left, once progress has been measured.
+        eta_seconds: Option<f64>,
+        /// A cancel was asked for and the worker has been told.
+        cancel_requested: bool,
+    },
+    /// The output is ready.
+    Completed {
+        /// Where the output lives on the node that owns the job.
+        output: PathBuf,
+        /// Size of the output in bytes.
+        bytes: u64,
+    },
+    /// The job cannot complete.
+    Failed(TranscodeError),
+    /// A client canceled the job.
+    Canceled,
+}
+
+impl JobState {
+    /// Returns the coarse status of this state.
+    pub fn status(&self) -> JobStatus {
+        match self {
+            Self::Queued => JobStatus::Queued,
+            Self::Running { .. } => JobStatus::Running,
+            Self::Completed { .. } => JobStatus::Completed,
+            Self::Failed(_) => JobStatus::Failed,
+            Self::Canceled => JobStatus::Canceled,
+        }
+    }
+}
+
+/// What is known of a job's input.
+#[derive(Clone, Debug)]
+pub struct InputInfo {
+    /// Size of the upload in bytes.
+    pub bytes: u64,
+    /// What the transcoder found in it, once probed.
+    pub media: Option<MediaInfo>,
+}
+
+/// A read-only copy of a job's state at one instant.
+#[derive(Clone, Debug)]
+pub struct JobSnapshot {
+    pub id: JobId,
+    pub state: JobState,
+    /// Dispatches so far, counted from 1; 0 while never dispatched.
+    pub attempt: u32,
+    /// The node running (or that ran) the current attempt.
+    pub node: Option<NodeName>,
+    pub created_at: SystemTime,
+    pub updated_at: SystemTime,
+    pub options: EncodeOptions,
+    pub input: InputInfo,
+    /// The sequence number of the last event of this job.
+    pub seq: u64,
+}
+
+impl JobSnapshot {
+    /// Returns the coarse status.
+    pub fn status(&self) -> JobStatus {
+        self.state.status()
+    }
+
+    /// Returns the fraction done, 0–1.
+    pub fn progress(&self) -> f64 {
+        match &self.state {
+            JobState::Queued => 0.0,
+            JobState::Running { progress, .. } => *progress,
+            JobState::Completed { .. } => 1.0,
+            JobState::Failed(_) | JobState::Canceled => 0.0,
+        }
+    }
+
+    /// Returns the estimated time left, when there is one.
+    pub fn eta(&self) -> Option<Duration> {
+        match &self.state {
+            JobState::Running {
+                eta_seconds: Some(s),
+                ..
+            } => Some(Duration::from_secs_f64(s.max(0.0))),
+            _ => None,
+        }
+    }
+}
+
+/// The kind of a job event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// The state as of `seq`, sent first to every subscriber.
+    Snapshot,
+    /// Progress moved.
+    Progress,
+    /// The state changed; a terminal status is the last event.
+    Status,
+}
+
+impl EventKind {
+    /// Returns the lowercase name of the kind.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Snapshot => "snapshot",
+            Self::Progress => "progress",
+            Self::Status => "status",
+        }
+    }
+}
+
+/// One event of a job, as pushed to subscribers.
+#[derive(Clone, Debug)]
+pub struct JobEvent {
+    pub kind: EventKind,
+    /// Rises by one per event of the job; a snapshot carries the seq of the
+    /// last event it includes.
+    pub seq: u64,
+    pub job: Arc<JobSnapshot>,
+}
+
+impl JobEvent {
+    /// Returns whether this event ends the stream.
+    pub fn is_terminal(&self) -> bool {
+        self.job.status().is_terminal() && self.kind != EventKind::Progress
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_ids_round_trip_and_sort_by_creation() {
+        let a = JobId::new();
+        let b = JobId::new();
+        assert!(a < b);
+        assert_eq!(a.to_string().parse::<JobId>().unwrap(), a);
+        assert!("not-a-uuid".parse::<JobId>().is_err());
+    }
+
+    #[test]
+    fn statuses_parse_and_know_terminality() {
+        for s in ["queued", "running", "completed", "failed", "canceled"] {
+            let status: JobStatus = s.parse().unwrap();
+            assert_eq!(status.as_str(), s);
+            assert_eq!(status.is_terminal(), !matches!(s, "queued" | "running"));
+        }
+        assert!("done".parse::<JobStatus>().is_err());
+    }
+}

@@ -1,0 +1,62 @@
+//! The actors of vidpress, free of HTTP and sockets.
+//!
+//! # Layout
+//! - [`job`]: job identities, the typed state machine, snapshots and events.
+//! - [`gateway`]: the Gateway actor, one per node: accepts jobs, queues them,
+//!   hands out worker slots.
+//! - [`supervisor`]: the JobSupervisor actor, one per job: owns its state,
+//!   fences attempts, fans events out.
+//! - [`worker`]: the WorkerActor, N per node in a process group: runs one
+//!   transcode at a time in a child process.
+//! - [`handle`]: [`Jobs`], the typed API with deadlines that callers use.
+//!
+//! [`start`] brings a node's actors up.
+
+pub mod gateway;
+pub mod handle;
+pub mod job;
+pub mod supervisor;
+pub mod worker;
+
+pub use gateway::{GatewayArgs, NodeStats, SubmitError, SubmitRequest, Submitted};
+pub use handle::{Jobs, ServiceError};
+pub use job::{EventKind, InputInfo, JobEvent, JobId, JobSnapshot, JobState, JobStatus};
+pub use supervisor::Subscription;
+
+use ractor::{Actor, ActorRef};
+use tokio::task::JoinHandle;
+
+use crate::gateway::{Gateway, GatewayMsg};
+
+/// A running node's actors.
+pub struct Node {
+    gateway: ActorRef<GatewayMsg>,
+    task: JoinHandle<()>,
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("the node's actors could not start: {0}")]
+pub struct StartError(String);
+
+/// Starts a node's gateway and workers.
+pub async fn start(args: GatewayArgs) -> Result<Node, StartError> {
+    let (gateway, task) = Actor::spawn(None, Gateway, args)
+        .await
+        .map_err(|e| StartError(e.to_string()))?;
+    Ok(Node { gateway, task })
+}
+
+impl Node {
+    /// Returns the handle callers use.
+    pub fn jobs(&self) -> Jobs {
+        Jobs::new(self.gateway.clone())
+    }
+
+    /// Stops the gateway and everything it started, and waits for it.
+    pub async fn stop(self) {
+        self.gateway.stop_children(None);
+        self.gateway.stop(None);
+        let _ = self.task.await;
+    }
+}

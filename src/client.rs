@@ -1,0 +1,317 @@
+//! The command-line client: `submit`, `status`, `watch`, `cancel`, speaking
+//! the HTTP API and the WebSocket event stream like any other client.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::Message;
+use vidpress_transcode::Preset;
+
+/// Reconnects a watch may make after its WebSocket drops.
+const RECONNECTS: u32 = 30;
+
+/// Where the server is.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ServerArg {
+    /// Base URL of any vidpress node.
+    #[arg(long, env = "VIDPRESS_SERVER", default_value = "http://127.0.0.1:8080")]
+    pub server: String,
+}
+
+/// `vidpress submit`.
+#[derive(clap::Args, Debug)]
+pub struct SubmitArgs {
+    /// The video to compress.
+    pub file: PathBuf,
+    /// Constant rate factor, 0 (best) to 51 (smallest).
+    #[arg(long)]
+    pub crf: Option<u8>,
+    /// x264 preset.
+    #[arg(long)]
+    pub preset: Option<Preset>,
+    /// Downscale to at most this height, keeping the aspect ratio.
+    #[arg(long)]
+    pub max_height: Option<u32>,
+    /// AAC bitrate in kbit/s.
+    #[arg(long)]
+    pub audio_bitrate: Option<u32>,
+    /// Follow the job to its end, then download the result.
+    #[arg(long)]
+    pub wait: bool,
+    /// Where to write the result with --wait [default: <file>.compressed.mp4].
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub server: ServerArg,
+}
+
+/// A command on one job.
+#[derive(clap::Args, Debug)]
+pub struct JobArgs {
+    /// The job ID.
+    pub id: String,
+    #[command(flatten)]
+    pub server: ServerArg,
+}
+
+/// Why a client command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot reach the server: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("the event stream failed: {0}")]
+    WebSocket(#[from] tokio_tungstenite::tungstenite::Error),
+    #[error("the server answered {status}: {message}")]
+    Server { status: u16, message: String },
+    #[error("the job ended {status}{}", .message.as_deref().map(|m| format!(": {m}")).unwrap_or_default())]
+    JobEnded {
+        status: String,
+        message: Option<String>,
+    },
+    #[error("the server sent something unexpected: {0}")]
+    Protocol(String),
+}
+
+/// Uploads a file; with `--wait`, follows it and downloads the result.
+pub async fn submit(args: SubmitArgs) -> Result<(), ClientError> {
+    let base = args.server.server.trim_end_matches('/').to_owned();
+    let file = tokio::fs::File::open(&args.file)
+        .await
+        .map_err(|source| ClientError::Read {
+            path: args.file.display().to_string(),
+            source,
+        })?;
+    let size = file
+        .metadata()
+        .await
+        .map_err(|source| ClientError::Read {
+            path: args.file.display().to_string(),
+            source,
+        })?
+        .len();
+    let mut query: Vec<(&str, String)> = Vec::new();
+    if let Some(crf) = args.crf {
+        query.push(("crf", crf.to_string()));
+    }
+    if let Some(preset) = args.preset {
+        query.push(("preset", preset.to_string()));
+    }
+    if let Some(h) = args.max_height {
+        query.push(("max_height", h.to_string()));
+    }
+    if let Some(b) = args.audio_bitrate {
+        query.push(("audio_bitrate", b.to_string()));
+    }
+    let bar = ProgressBar::new(size).with_style(bar_style("uploading"));
+    let uploaded = bar.clone();
+    let body = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024)
+        .inspect_ok(move |chunk| uploaded.inc(chunk.len() as u64));
+    let response = reqwest::Client::new()
+        .post(format!("{base}/jobs"))
+        .query(&query)
+        .header(reqwest::header::CONTENT_LENGTH, size)
+        .body(reqwest::Body::wrap_stream(body))
+        .send()
+        .await?;
+    bar.finish_and_clear();
+    let job = expect_json(response).await?;
+    let id = job["id"]
+        .as_str()
+        .ok_or_else(|| ClientError::Protocol("no job id in the answer".into()))?
+        .to_owned();
+    println!("{id}");
+    if !args.wait {
+        return Ok(());
+    }
+    let last = follow(&base, &id, true).await?;
+    let output = args
+        .output
+        .unwrap_or_else(|| default_output(&args.file));
+    download(&base, &id, &output).await?;
+    let bytes = last["result"]["bytes"].as_u64().unwrap_or_default();
+    eprintln!(
+        "completed: {} ({} → {} bytes)",
+        output.display(),
+        size,
+        bytes
+    );
+    Ok(())
+}
+
+/// Prints a job's status document.
+pub async fn status(args: JobArgs) -> Result<(), ClientError> {
+    let base = args.server.server.trim_end_matches('/');
+    let response = reqwest::get(format!("{base}/jobs/{}", args.id)).await?;
+    let code = response.status();
+    let body: Value = response.json().await?;
+    if code == reqwest::StatusCode::NOT_FOUND {
+        return Err(server_error(code.as_u16(), &body));
+    }
+    println!("{}", serde_json::to_string_pretty(&body).unwrap_or_default());
+    Ok(())
+}
+
+/// Follows a job's events with a progress bar until it ends.
+pub async fn watch(args: JobArgs) -> Result<(), ClientError> {
+    let base = args.server.server.trim_end_matches('/');
+    follow(base, &args.id, true).await.map(|_| ())
+}
+
+/// Cancels a job and prints the status it reached.
+pub async fn cancel(args: JobArgs) -> Result<(), ClientError> {
+    let base = args.server.server.trim_end_matches('/');
+    let response = reqwest::Client::new()
+        .delete(format!("{base}/jobs/{}", args.id))
+        .send()
+        .await?;
+    let job = expect_json(response).await?;
+    println!("{}", job["status"].as_str().unwrap_or("unknown"));
+    Ok(())
+}
+
+/// Follows the events of job `id` until its terminal status, reconnecting
+/// with `since` when the stream drops. Returns the last status document;
+/// a job that did not complete is an error.
+async fn follow(base: &str, id: &str, show_bar: bool) -> Result<Value, ClientError> {
+    let ws_base = base
+        .replacen("https://", "wss://", 1)
+        .replacen("http://", "ws://", 1);
+    let bar = if show_bar {
+        ProgressBar::new(1000).with_style(bar_style("compressing"))
+    } else {
+        ProgressBar::hidden()
+    };
+    let mut since: Option<u64> = None;
+    let mut failures = 0;
+    loop {
+        let url = match since {
+            Some(n) => format!("{ws_base}/jobs/{id}/events?since={n}"),
+            None => format!("{ws_base}/jobs/{id}/events"),
+        };
+        let mut stream = match tokio_tungstenite::connect_async(&url).await {
+            Ok((stream, _)) => stream,
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                return Err(ClientError::Server {
+                    status: response.status().as_u16(),
+                    message: "the job cannot be followed (unknown id?)".into(),
+                })
+            }
+            Err(e) if failures < RECONNECTS => {
+                failures += 1;
+                bar.set_message(format!("reconnecting: {e}"));
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        while let Some(message) = stream.next().await {
+            let text = match message {
+                Ok(Message::Text(text)) => text,
+                Ok(Message::Close(_)) => break,
+                Ok(_) => continue,
+                Err(_) => break,
+            };
+            let event: Value = serde_json::from_str(&text)
+                .map_err(|e| ClientError::Protocol(format!("bad event: {e}")))?;
+            since = event["seq"].as_u64().or(since);
+            let job = &event["job"];
+            let status = job["status"].as_str().unwrap_or("unknown").to_owned();
+            let progress = job["progress"].as_f64().unwrap_or(0.0);
+            bar.set_position((progress * 1000.0).round() as u64);
+            bar.set_message(status.clone());
+            match status.as_str() {
+                "completed" => {
+                    bar.finish_and_clear();
+                    return Ok(job.clone());
+                }
+                "failed" | "canceled" => {
+                    bar.abandon();
+                    return Err(ClientError::JobEnded {
+                        status,
+                        message: job["error"]["message"].as_str().map(str::to_owned),
+                    });
+                }
+                _ => {}
+            }
+        }
+        failures += 1;
+        if failures > RECONNECTS {
+            return Err(ClientError::Protocol(
+                "the event stream kept closing before the job ended".into(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn download(base: &str, id: &str, output: &Path) -> Result<(), ClientError> {
+    let response = reqwest::get(format!("{base}/jobs/{id}/result")).await?;
+    if !response.status().is_success() {
+        let code = response.status().as_u16();
+        let body: Value = response.json().await.unwrap_or_default();
+        return Err(server_error(code, &body));
+    }
+    let write_err = |source| ClientError::Write {
+        path: output.display().to_string(),
+        source,
+    };
+    let mut file = tokio::fs::File::create(output).await.map_err(write_err)?;
+    let mut body = response.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        tokio::io::AsyncWriteExt::write_all(&mut file, &chunk?)
+            .await
+            .map_err(write_err)?;
+    }
+    tokio::io::AsyncWriteExt::flush(&mut file)
+        .await
+        .map_err(write_err)
+}
+
+async fn expect_json(response: reqwest::Response) -> Result<Value, ClientError> {
+    let code = response.status();
+    let body: Value = response.json().await.unwrap_or_default();
+    if code.is_success() {
+        Ok(body)
+    } else {
+        Err(server_error(code.as_u16(), &body))
+    }
+}
+
+fn server_error(status: u16, body: &Value) -> ClientError {
+    ClientError::Server {
+        status,
+        message: body["error"]["message"]
+            .as_str()
+            .unwrap_or("no error message")
+            .to_owned(),
+    }
+}
+
+fn default_output(input: &Path) -> PathBuf {
+    let stem = input
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "output".into());
+    input.with_file_name(format!("{stem}.compressed.mp4"))
+}
+
+fn bar_style(label: &str) -> ProgressStyle {
+    ProgressStyle::with_template(&format!(
+        "{label:>11} [{{bar:40}}] {{percent:>3}}% {{msg}} (eta {{eta}})"
+    ))
+    .unwrap_or_else(|_| ProgressStyle::default_bar())
+    .progress_chars("=> ")
+}

@@ -1,0 +1,112 @@
+//! [`ApiError`]: every error a client can get, mapped to a status code and
+//! the `{"error": {"code", "message"}}` document. Internals never leak.
+
+use std::time::Duration;
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+use tracing::error;
+use vidpress_actors::{ServiceError, SubmitError};
+
+/// An error answered to a client.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{message}")]
+    BadOption { message: String },
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("no job with this id")]
+    NotFound,
+    #[error("the upload is larger than the limit of {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("{0}")]
+    UnsupportedMedia(String),
+    #[error("the upload is empty")]
+    EmptyUpload,
+    #[error("the upload was interrupted before it was complete")]
+    UploadInterrupted,
+    #[error("this Idempotency-Key was already used with a different body")]
+    IdempotencyConflict,
+    #[error("the cluster cannot take more work now; retry later")]
+    QueueFull { retry_after: Duration },
+    #[error("the service is unavailable; retry later")]
+    Unavailable,
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::BadOption { .. } | Self::BadRequest(_) | Self::UploadInterrupted => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMedia(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::EmptyUpload | Self::IdempotencyConflict => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::QueueFull { .. } | Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            Self::BadOption { .. } => "invalid_option",
+            Self::BadRequest(_) => "bad_request",
+            Self::NotFound => "not_found",
+            Self::TooLarge { .. } => "payload_too_large",
+            Self::UnsupportedMedia(_) => "unsupported_media_type",
+            Self::EmptyUpload => "empty_upload",
+            Self::UploadInterrupted => "upload_interrupted",
+            Self::IdempotencyConflict => "idempotency_key_reused",
+            Self::QueueFull { .. } => "queue_full",
+            Self::Unavailable => "unavailable",
+            Self::Internal(_) => "internal",
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let Self::Internal(detail) = &self {
+            error!(error = %detail, "internal error");
+        }
+        let body = json!({"error": {"code": self.code(), "message": self.to_string()}});
+        let mut response = (self.status(), Json(body)).into_response();
+        let retry_after = match &self {
+            Self::QueueFull { retry_after } => Some(retry_after_secs(*retry_after)),
+            Self::Unavailable => Some(1),
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::NotFound => Self::NotFound,
+            ServiceError::Timeout | ServiceError::Unavailable => Self::Unavailable,
+            ServiceError::Submit(SubmitError::QueueFull { retry_after }) => {
+                Self::QueueFull { retry_after }
+            }
+            ServiceError::Submit(SubmitError::IdempotencyConflict) => Self::IdempotencyConflict,
+            ServiceError::Submit(e @ (SubmitError::Storage(_) | SubmitError::Spawn(_))) => {
+                Self::Internal(e.to_string())
+            }
+        }
+    }
+}
+
+/// Returns whole seconds for a `Retry-After` header: at least 1, at most 60.
+pub fn retry_after_secs(d: Duration) -> u64 {
+    (d.as_secs_f64().ceil() as u64).clamp(1, 60)
+}

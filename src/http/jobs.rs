@@ -1,0 +1,274 @@
+//! The job endpoints: submit, poll, list, cancel, download.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures::TryStreamExt;
+use tower::ServiceExt;
+use tower_http::services::ServeFile;
+use vidpress_actors::{JobId, JobSnapshot, JobState, JobStatus, SubmitRequest};
+use vidpress_transcode::{EncodeOptions, Preset};
+
+use super::dto::{JobDocument, JobList};
+use super::error::{retry_after_secs, ApiError};
+use super::upload::{self, Upload};
+use super::AppState;
+
+/// Page size of `GET /jobs` when no `limit` is given, and the largest allowed.
+const DEFAULT_LIMIT: usize = 50;
+const MAX_LIMIT: usize = 1000;
+/// Poll interval suggested while no estimate exists yet.
+const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(2);
+
+/// `POST /jobs`: streams the upload to disk and accepts it as a job.
+pub async fn submit(
+    State(app): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let options = parse_options(&query)?;
+    let idempotency_key = headers
+        .get("idempotency-key")
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .filter(|k| !k.is_empty() && k.len() <= 255)
+                .map(str::to_owned)
+                .ok_or_else(|| {
+                    ApiError::BadRequest("Idempotency-Key must be 1 to 255 visible ASCII characters".into())
+                })
+        })
+        .transpose()?;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > app.max_upload_bytes) {
+        return Err(ApiError::TooLarge {
+            limit: app.max_upload_bytes,
+        });
+    }
+    let upload = if is_multipart(&headers) {
+        receive_multipart(&app, request).await?
+    } else {
+        let body = request.into_body().into_data_stream();
+        upload::receive(&app.uploads_dir, app.max_upload_bytes, body).await?
+    };
+    let Upload {
+        file,
+        bytes,
+        digest,
+    } = upload;
+    let submitted = app
+        .jobs
+        .submit(SubmitRequest {
+            upload: file.keep(),
+            bytes,
+            digest,
+            options,
+            idempotency_key,
+        })
+        .await?;
+    let mut response = (
+        StatusCode::ACCEPTED,
+        Json(JobDocument::from(&submitted.job)),
+    )
+        .into_response();
+    let headers = response.headers_mut();
+    if let Ok(location) = HeaderValue::from_str(&format!("/jobs/{}", submitted.job.id)) {
+        headers.insert(header::LOCATION, location);
+    }
+    headers.insert(
+        header::RETRY_AFTER,
+        HeaderValue::from(retry_after_secs(submitted.estimate)),
+    );
+    Ok(response)
+}
+
+fn is_multipart(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().starts_with("multipart/form-data"))
+}
+
+async fn receive_multipart(app: &AppState, request: Request) -> Result<Upload, ApiError> {
+    let mut multipart = Multipart::from_request(request, &())
+        .await
+        .map_err(|e| ApiError::BadRequest(format!("malformed multipart body: {}", e.body_text())))?;
+    while let Some(field) = multipart
+        .next_field()
+        .await
+        .map_err(|_| ApiError::UploadInterrupted)?
+    {
+        if field.name() == Some("file") {
+            let body = field.map_err(|_| ApiError::UploadInterrupted);
+            return upload::receive(&app.uploads_dir, app.max_upload_bytes, Box::pin(body)).await;
+        }
+    }
+    Err(ApiError::BadRequest(
+        "the multipart body has no part named \"file\"".into(),
+    ))
+}
+
+/// Parses the submit options, refusing unknown names and bad values.
+pub fn parse_options(query: &HashMap<String, String>) -> Result<EncodeOptions, ApiError> {
+    let mut options = EncodeOptions::default();
+    for (name, value) in query {
+        let bad = |what: &str| ApiError::BadOption {
+            message: format!("{name} {what}"),
+        };
+        match name.as_str() {
+            "crf" => options.crf = value.parse().map_err(|_| bad("must be an integer from 0 to 51"))?,
+            "preset" => {
+                options.preset = value.parse::<Preset>().map_err(|_| {
+                    bad("must be one of ultrafast, superfast, veryfast, faster, fast, medium, slow, slower, veryslow")
+                })?
+            }
+            "max_height" => {
+                options.max_height = Some(value.parse().map_err(|_| bad("must be a positive integer"))?)
+            }
+            "audio_bitrate" => {
+                options.audio_bitrate_kbps =
+                    value.parse().map_err(|_| bad("must be an integer in kbit/s"))?
+            }
+            _ => {
+                return Err(ApiError::BadOption {
+                    message: format!(
+                        "unknown option {name}; options are crf, preset, max_height, audio_bitrate"
+                    ),
+                })
+            }
+        }
+    }
+    options.validate().map_err(|e| ApiError::BadOption {
+        message: e.to_string(),
+    })?;
+    Ok(options)
+}
+
+/// `GET /jobs/{id}`: 202 while queued or running, 200 completed, 400 failed or canceled.
+pub async fn status(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let job = app.jobs.get(parse_id(&id)?).await?;
+    Ok(status_response(&job))
+}
+
+/// Answers a snapshot with the status code and headers of its state.
+pub fn status_response(job: &JobSnapshot) -> Response {
+    let code = match job.status() {
+        JobStatus::Queued | JobStatus::Running => StatusCode::ACCEPTED,
+        JobStatus::Completed => StatusCode::OK,
+        JobStatus::Failed | JobStatus::Canceled => StatusCode::BAD_REQUEST,
+    };
+    let mut response = (code, Json(JobDocument::from(job))).into_response();
+    if code == StatusCode::ACCEPTED {
+        let wait = job.eta().unwrap_or(DEFAULT_RETRY_AFTER);
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(retry_after_secs(wait).min(30)),
+        );
+    }
+    response
+}
+
+/// `DELETE /jobs/{id}`: 200 once terminal, 202 while the encode is stopping.
+pub async fn cancel(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let job = app.jobs.cancel(parse_id(&id)?).await?;
+    let code = if job.status().is_terminal() {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((code, Json(JobDocument::from(&job))).into_response())
+}
+
+/// `GET /jobs/{id}/result`: the MP4, with Range support; 409 until completed.
+pub async fn result(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let job = app.jobs.get(parse_id(&id)?).await?;
+    let JobState::Completed { output, .. } = &job.state else {
+        return Ok((StatusCode::CONFLICT, Json(JobDocument::from(&job))).into_response());
+    };
+    let mut response = ServeFile::new(output)
+        .oneshot(request)
+        .await
+        .map_err(|e| ApiError::Internal(format!("cannot serve result: {e}")))?
+        .map(Body::new);
+    if response.status() == StatusCode::NOT_FOUND {
+        return Err(ApiError::Internal("the result file is missing".into()));
+    }
+    if let Ok(disposition) =
+        HeaderValue::from_str(&format!("attachment; filename=\"{}.mp4\"", job.id))
+    {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_DISPOSITION, disposition);
+    }
+    Ok(response)
+}
+
+/// `GET /jobs?status=&limit=&cursor=`: newest first, one page.
+pub async fn list(
+    State(app): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<JobList>, ApiError> {
+    let mut status = None;
+    let mut limit = DEFAULT_LIMIT;
+    let mut cursor = None;
+    for (name, value) in &query {
+        match name.as_str() {
+            "status" => {
+                status = Some(value.parse::<JobStatus>().map_err(|e| ApiError::BadOption {
+                    message: e.to_string(),
+                })?)
+            }
+            "limit" => {
+                limit = value
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=MAX_LIMIT).contains(n))
+                    .ok_or_else(|| ApiError::BadOption {
+                        message: format!("limit must be an integer from 1 to {MAX_LIMIT}"),
+                    })?
+            }
+            "cursor" => {
+                cursor = Some(value.parse::<JobId>().map_err(|_| ApiError::BadOption {
+                    message: "cursor must be a job id from next_cursor".into(),
+                })?)
+            }
+            _ => {
+                return Err(ApiError::BadOption {
+                    message: format!("unknown parameter {name}; parameters are status, limit, cursor"),
+                })
+            }
+        }
+    }
+    let jobs = app.jobs.list(status, cursor, limit).await?;
+    let next_cursor = (jobs.len() == limit)
+        .then(|| jobs.last().map(|j| j.id.to_string()))
+        .flatten();
+    Ok(Json(JobList {
+        jobs: jobs.iter().map(JobDocument::from).collect(),
+        next_cursor,
+    }))
+}
+
+/// Parses a job ID from a path; anything else is an unknown job.
+pub fn parse_id(id: &str) -> Result<JobId, ApiError> {
+    id.parse().map_err(|_| ApiError::NotFound)
+}

@@ -1,0 +1,97 @@
+//! The HTTP layer: the axum router and its handlers, in front of the node's
+//! Gateway actor. Handlers only talk to actors through [`Jobs`]; none of them
+//! waits for a transcode.
+//!
+//! # Layout
+//! - [`jobs`]: submit, poll, list, cancel, download.
+//! - [`events`]: the WebSocket event stream.
+//! - [`upload`]: streaming an upload to disk.
+//! - [`dto`]: the JSON documents.
+//! - [`error`]: [`ApiError`](error::ApiError), the error document.
+
+pub mod dto;
+pub mod error;
+pub mod events;
+pub mod jobs;
+pub mod upload;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+use tower_http::trace::TraceLayer;
+use vidpress_actors::Jobs;
+use vidpress_cluster::NodeName;
+
+use self::error::ApiError;
+
+/// What every handler needs.
+#[derive(Clone)]
+pub struct AppState {
+    pub jobs: Jobs,
+    pub node: NodeName,
+    /// The address other nodes and clients know this node by.
+    pub address: Arc<str>,
+    /// Where uploads are written while they arrive.
+    pub uploads_dir: Arc<PathBuf>,
+    pub max_upload_bytes: u64,
+}
+
+/// Builds the router of the whole HTTP API.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route(
+            "/jobs",
+            get(jobs::list)
+                .post(jobs::submit)
+                // Uploads are bounded while streaming, by `max_upload_bytes`.
+                .layer(DefaultBodyLimit::disable()),
+        )
+        .route("/jobs/{id}", get(jobs::status).delete(jobs::cancel))
+        .route("/jobs/{id}/result", get(jobs::result))
+        .route("/jobs/{id}/events", get(events::events))
+        .route("/cluster", get(cluster))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// Ready when the node's gateway answers.
+async fn readyz(State(app): State<AppState>) -> Response {
+    match app.jobs.stats().await {
+        Ok(_) => Json(json!({"status": "ready"})).into_response(),
+        Err(_) => ApiError::Unavailable.into_response(),
+    }
+}
+
+/// `GET /cluster`: every known node with its load.
+async fn cluster(State(app): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let stats = app.jobs.stats().await?;
+    Ok(Json(json!({
+        "self": app.node.as_str(),
+        "nodes": [{
+            "name": stats.node.as_str(),
+            "address": &*app.address,
+            "state": "up",
+            "workers": stats.workers,
+            "busy": stats.busy,
+            "queued": stats.queued,
+        }],
+    })))
+}
+
+async fn not_found() -> Response {
+    let body = json!({"error": {"code": "not_found", "message": "no such endpoint"}});
+    (StatusCode::NOT_FOUND, Json(body)).into_response()
+}

@@ -1,0 +1,15 @@
+//! vidpress: a clustered video-compression service.
+//!
+//! # Layout
+//! - [`config`]: `vidpress serve` settings (flags and `VIDPRESS_*` env).
+//! - [`server`]: starts a node's actors and serves its HTTP API.
+//! - [`http`]: the axum router, handlers, documents and errors.
+//! - [`client`]: the `submit`, `status`, `watch` and `cancel` commands.
+//!
+//! The actors live in `vidpress-actors`, the transcoder in
+//! `vidpress-transcode`, node identity and membership in `vidpress-cluster`.
+
+pub mod client;
+pub mod config;
+pub mod http;
+pub mod server;

@@ -1,0 +1,135 @@
+//! Bad input gets a clear error and costs nothing else: a 4xx at submit, or a
+//! job that ends `failed` with a code, and the node keeps working.
+
+use std::io::Write;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+
+use crate::support::{clip, fixture, TestNode};
+
+#[tokio::test]
+async fn not_a_video_empty_and_oversized_uploads_are_refused_at_submit() {
+    let node = TestNode::start_with(|c| c.max_upload_bytes = 64 * 1024).await.serve();
+    let client = reqwest::Client::new();
+    let post = |body: Vec<u8>| client.post(format!("{}/jobs", node.base)).body(body).send();
+
+    let text = post(b"this is a plain text file, not a video at all. ".repeat(20)).await.unwrap();
+    assert_eq!(text.status(), 415);
+    let body: serde_json::Value = text.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unsupported_media_type");
+
+    let wav = fixture("tone.wav", &["-f", "lavfi", "-i", "sine=duration=0.2"]);
+    let refused = post(std::fs::read(wav).unwrap()).await.unwrap();
+    assert_eq!(refused.status(), 415, "a WAV file is audio, not a video container");
+
+    let empty = post(Vec::new()).await.unwrap();
+    assert_eq!(empty.status(), 422);
+    let body: serde_json::Value = empty.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "empty_upload");
+
+    let big = post(vec![0u8; 100 * 1024]).await.unwrap();
+    assert_eq!(big.status(), 413);
+    let body: serde_json::Value = big.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "payload_too_large");
+
+    // Over the limit without a Content-Length: refused while streaming.
+    let mut video = std::fs::read(clip(1)).unwrap();
+    video.resize(100 * 1024, 0);
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = video.chunks(8 * 1024).map(|c| Ok(c.to_vec())).collect();
+    let streamed = client
+        .post(format!("{}/jobs", node.base))
+        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(streamed.status(), 413);
+
+    let list: serde_json::Value = reqwest::get(format!("{}/jobs", node.base)).await.unwrap().json().await.unwrap();
+    assert_eq!(list["jobs"].as_array().unwrap().len(), 0, "no job was created");
+    let uploads = node.data.path().join("uploads");
+    assert_eq!(std::fs::read_dir(uploads).unwrap().count(), 0, "no upload file is left");
+}
+
+/// Submits `path` and returns the terminal (status code, document).
+async fn run_to_end(node: &crate::support::Served, path: &std::path::Path) -> (u16, serde_json::Value) {
+    let (status, job) = node.submit(path, "").await;
+    assert_eq!(status, 202, "{job}");
+    node.wait_terminal(job["id"].as_str().unwrap(), Duration::from_secs(60)).await
+}
+
+#[tokio::test]
+async fn unreadable_media_fails_the_job_with_a_code_and_a_message() {
+    let node = TestNode::start().await.serve();
+    let dir = tempfile::tempdir().unwrap();
+
+    // An mp4 cut in half, its index (moov, at the end) gone.
+    let whole = fixture(
+        "moov-at-end.mp4",
+        &["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25", "-t", "2", "-c:v", "libx264", "-preset", "ultrafast"],
+    );
+    let bytes = std::fs::read(whole).unwrap();
+    let truncated = dir.path().join("truncated.mp4");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+
+    // Garbage after a valid-looking container signature.
+    let garbage = dir.path().join("garbage.mp4");
+    let mut f = std::fs::File::create(&garbage).unwrap();
+    f.write_all(b"\0\0\0\x18ftypisom\0\0\0\0isomiso2").unwrap();
+    f.write_all(&[0x5a; 4096]).unwrap();
+    drop(f);
+
+    let audio_only = fixture(
+        "audio-only.m4a",
+        &["-f", "lavfi", "-i", "sine=duration=1", "-c:a", "aac"],
+    );
+    let absurd = fixture(
+        "absurd-10000x16.mkv",
+        &["-f", "lavfi", "-i", "color=c=black:s=10000x16:d=0.2", "-c:v", "ffv1"],
+    );
+
+    for (path, code) in [
+        (truncated.as_path(), "invalid_media"),
+        (garbage.as_path(), "invalid_media"),
+        (audio_only.as_path(), "no_video_stream"),
+        (absurd.as_path(), "unsupported_dimensions"),
+    ] {
+        let (status, doc) = run_to_end(&node, path).await;
+        assert_eq!(status, 400, "{}: {doc}", path.display());
+        assert_eq!(doc["status"], "failed");
+        assert_eq!(doc["error"]["code"], code, "{}: {doc}", path.display());
+        let message = doc["error"]["message"].as_str().unwrap();
+        assert!(message.len() > 10, "a human message: {message}");
+    }
+
+    // The node still compresses a good file afterwards: no stuck worker.
+    let (status, doc) = run_to_end(&node, &clip(1)).await;
+    assert_eq!(status, 200, "{doc}");
+}
+
+#[tokio::test]
+async fn a_client_that_disconnects_mid_upload_leaves_no_job_and_no_file() {
+    let node = TestNode::start().await.serve();
+    let addr = node.base.trim_start_matches("http://").to_owned();
+    let video = std::fs::read(clip(2)).unwrap();
+    let mut socket = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /jobs HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\n\r\n",
+        video.len() * 4
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    socket.write_all(&video).await.unwrap();
+    socket.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let uploads = node.data.path().join("uploads");
+    assert_eq!(std::fs::read_dir(&uploads).unwrap().count(), 1, "the upload is being written");
+    drop(socket);
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::fs::read_dir(&uploads).unwrap().count() > 0 {
+        assert!(std::time::Instant::now() < deadline, "the partial upload was not removed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let list: serde_json::Value = reqwest::get(format!("{}/jobs", node.base)).await.unwrap().json().await.unwrap();
+    assert_eq!(list["jobs"].as_array().unwrap().len(), 0);
+}

@@ -1,0 +1,223 @@
+//! Jobs end to end over a real socket: real compression checked with
+//! ffprobe, cancel, concurrency, and a transcoder that crashes or hangs.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::support::{clip, duration, ffprobe, fixture, long_clip, stream, Served, TestNode};
+
+async fn download(node: &Served, id: &str, to: &Path) -> reqwest::header::HeaderMap {
+    let response = reqwest::get(format!("{}/jobs/{id}/result", node.base)).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let headers = response.headers().clone();
+    std::fs::write(to, response.bytes().await.unwrap()).unwrap();
+    headers
+}
+
+#[tokio::test]
+async fn compresses_to_h264_aac_mp4_of_the_same_duration_and_smaller() {
+    let node = TestNode::start().await.serve();
+    let input = fixture(
+        "hq-640x360-4s.mp4",
+        &[
+            "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30",
+            "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+            "-t", "4", "-c:v", "libx264", "-preset", "ultrafast", "-crf", "10", "-c:a", "aac", "-b:a", "256k",
+        ],
+    );
+    let (status, job) = node.submit(&input, "").await;
+    assert_eq!(status, 202);
+    let id = job["id"].as_str().unwrap();
+    let (status, done) = node.wait_terminal(id, Duration::from_secs(60)).await;
+    assert_eq!(status, 200, "{done}");
+
+    let out = node.data.path().join("downloaded.mp4");
+    let headers = download(&node, id, &out).await;
+    assert_eq!(headers["content-type"], "video/mp4");
+    let size = std::fs::metadata(&out).unwrap().len();
+    assert_eq!(headers["content-length"], size.to_string().as_str());
+    assert_eq!(done["result"]["bytes"], size);
+
+    let probe = ffprobe(&out);
+    let input_probe = ffprobe(&input);
+    assert_eq!(stream(&probe, "video").unwrap()["codec_name"], "h264");
+    assert_eq!(stream(&probe, "audio").unwrap()["codec_name"], "aac");
+    assert_eq!(stream(&probe, "video").unwrap()["width"], 640);
+    assert!((duration(&probe) - duration(&input_probe)).abs() < 0.2);
+    assert!(size < std::fs::metadata(&input).unwrap().len(), "the output is smaller");
+    // +faststart: the index comes before the media data.
+    let bytes = std::fs::read(&out).unwrap();
+    let moov = bytes.windows(4).position(|w| w == b"moov").unwrap();
+    let mdat = bytes.windows(4).position(|w| w == b"mdat").unwrap();
+    assert!(moov < mdat, "moov must precede mdat");
+
+    // Range requests give 206 with the asked bytes.
+    let partial = reqwest::Client::new()
+        .get(format!("{}/jobs/{id}/result", node.base))
+        .header("Range", "bytes=0-99")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(partial.status(), 206);
+    assert_eq!(partial.bytes().await.unwrap().as_ref(), &bytes[..100]);
+}
+
+#[tokio::test]
+async fn max_height_downscales_with_even_dimensions_and_odd_inputs_work() {
+    let node = TestNode::start().await.serve();
+    let odd = fixture(
+        "odd-321x241.mkv",
+        &["-f", "lavfi", "-i", "testsrc2=size=321x241:rate=25", "-t", "1", "-c:v", "ffv1"],
+    );
+    let (status, job) = node.submit(&odd, "?max_height=101").await;
+    assert_eq!(status, 202);
+    let id = job["id"].as_str().unwrap();
+    let (status, done) = node.wait_terminal(id, Duration::from_secs(60)).await;
+    assert_eq!(status, 200, "{done}");
+    let out = node.data.path().join("scaled.mp4");
+    download(&node, id, &out).await;
+    let probe = ffprobe(&out);
+    let video = stream(&probe, "video").unwrap();
+    let (w, h) = (video["width"].as_u64().unwrap(), video["height"].as_u64().unwrap());
+    assert_eq!(h, 100, "101 rounded down to even");
+    assert_eq!(w % 2, 0);
+    assert!((w as f64 / h as f64 - 321.0 / 241.0).abs() < 0.05, "aspect kept: {w}x{h}");
+    assert!(stream(&probe, "audio").is_none(), "no audio in, none out");
+}
+
+#[tokio::test]
+async fn ten_jobs_at_once_all_complete() {
+    let node = TestNode::start().await.serve();
+    let video = clip(1);
+    let submits = (0..10).map(|_| node.submit(&video, "?preset=ultrafast"));
+    let accepted = futures::future::join_all(submits).await;
+    let ids: Vec<String> = accepted
+        .iter()
+        .map(|(status, job)| {
+            assert_eq!(*status, 202);
+            job["id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    for id in &ids {
+        let (status, done) = node.wait_terminal(id, Duration::from_secs(120)).await;
+        assert_eq!(status, 200, "{done}");
+    }
+    let unique: std::collections::HashSet<&String> = ids.iter().collect();
+    assert_eq!(unique.len(), 10);
+}
+
+/// Returns the pids of transcoder children working on job `id`.
+fn transcoders_of(id: &str) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        let zombie = std::fs::read_to_string(entry.path().join("stat"))
+            .map(|s| s.contains(") Z "))
+            .unwrap_or(true);
+        if cmdline.contains("__transcode") && cmdline.contains(id) && !zombie {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+#[tokio::test]
+async fn cancel_stops_the_encoder_within_a_second() {
+    let node = TestNode::start().await.serve();
+    let (status, job) = node.submit(&long_clip(), "?preset=veryslow").await;
+    assert_eq!(status, 202);
+    let id = job["id"].as_str().unwrap().to_owned();
+
+    // Wait until it is really encoding.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let doc: serde_json::Value = reqwest::get(format!("{}/jobs/{id}", node.base)).await.unwrap().json().await.unwrap();
+        if doc["status"] == "running" && !transcoders_of(&id).is_empty() && doc["progress"].as_f64().unwrap() > 0.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never started: {doc}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let client = reqwest::Client::new();
+    let canceled_at = Instant::now();
+    let response = client.delete(format!("{}/jobs/{id}", node.base)).send().await.unwrap();
+    assert!(matches!(response.status().as_u16(), 200 | 202));
+    while !transcoders_of(&id).is_empty() {
+        assert!(canceled_at.elapsed() < Duration::from_secs(1), "the encoder still runs after 1 s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (status, doc) = node.wait_terminal(&id, Duration::from_secs(5)).await;
+    assert_eq!(status, 400);
+    assert_eq!(doc["status"], "canceled");
+
+    // Cancel is idempotent: again, 200 and still canceled.
+    let again = client.delete(format!("{}/jobs/{id}", node.base)).send().await.unwrap();
+    assert_eq!(again.status(), 200);
+    // The slot is free again.
+    let (status, job) = node.submit(&clip(1), "").await;
+    assert_eq!(status, 202);
+    let (status, _) = node.wait_terminal(job["id"].as_str().unwrap(), Duration::from_secs(60)).await;
+    assert_eq!(status, 200);
+}
+
+/// A transcoder program that runs the real one with a fault injected.
+fn faulty_transcoder(dir: &Path, fault: &str) -> PathBuf {
+    let script = dir.join(format!("transcoder-{fault}.sh"));
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nVIDPRESS_TRANSCODE_FAULT={fault} exec '{}' \"$@\"\n",
+            env!("CARGO_BIN_EXE_vidpress")
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    script
+}
+
+#[tokio::test]
+async fn a_crashing_transcoder_fails_the_job_and_the_node_lives() {
+    let scripts = tempfile::tempdir().unwrap();
+    let program = faulty_transcoder(scripts.path(), "crash");
+    let node = TestNode::start_with(|c| {
+        c.transcoder = Some(program);
+        c.workers = Some(1);
+    })
+    .await
+    .serve();
+    for _ in 0..2 {
+        let (status, job) = node.submit(&clip(1), "").await;
+        assert_eq!(status, 202);
+        let (status, doc) = node.wait_terminal(job["id"].as_str().unwrap(), Duration::from_secs(30)).await;
+        assert_eq!(status, 400, "{doc}");
+        assert_eq!(doc["error"]["code"], "transcoder_crashed");
+    }
+    let health = reqwest::get(format!("{}/readyz", node.base)).await.unwrap();
+    assert_eq!(health.status(), 200);
+}
+
+#[tokio::test]
+async fn a_hung_transcoder_is_killed_after_the_stall_timeout() {
+    let scripts = tempfile::tempdir().unwrap();
+    let program = faulty_transcoder(scripts.path(), "hang");
+    let node = TestNode::start_with(|c| {
+        c.transcoder = Some(program);
+        c.workers = Some(1);
+        c.stall_timeout = 1;
+    })
+    .await
+    .serve();
+    let started = Instant::now();
+    let (status, job) = node.submit(&clip(1), "").await;
+    assert_eq!(status, 202);
+    let id = job["id"].as_str().unwrap().to_owned();
+    let (status, doc) = node.wait_terminal(&id, Duration::from_secs(30)).await;
+    assert_eq!(status, 400, "{doc}");
+    assert_eq!(doc["error"]["code"], "transcode_stalled");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(transcoders_of(&id).is_empty(), "the hung child was killed");
+}

@@ -1,0 +1,8 @@
+//! Integration tests of vidpress, one binary with a module per area.
+
+mod api;
+mod bad_input;
+mod cli;
+mod events;
+mod jobs;
+mod support;

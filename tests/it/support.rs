@@ -1,0 +1,168 @@
+//! Shared test support: generated fixtures, nodes on port 0, ffprobe.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tempfile::TempDir;
+use vidpress::config::ServeConfig;
+use vidpress::server::Server;
+
+/// Returns a fixture made by the `ffmpeg` CLI with `args` (inputs and
+/// codec settings; the output path is appended), cached by name.
+pub fn fixture(name: &str, args: &[&str]) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fixtures");
+    std::fs::create_dir_all(&dir).expect("fixture dir");
+    let path = dir.join(name);
+    if path.exists() {
+        return path;
+    }
+    // Tests run in parallel processes: write aside, then rename atomically.
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("bin");
+    let tmp = dir.join(format!("{}.{}.tmp.{ext}", name, std::process::id()));
+    let status = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y"])
+        .args(args)
+        .arg(&tmp)
+        .status()
+        .expect("the ffmpeg CLI runs");
+    assert!(status.success(), "ffmpeg failed to make fixture {name}");
+    std::fs::rename(&tmp, &path).expect("fixture rename");
+    path
+}
+
+/// A small clip with video and audio: 320x240, 25 fps, `seconds` long.
+pub fn clip(seconds: u32) -> PathBuf {
+    let t = seconds.to_string();
+    fixture(
+        &format!("clip-{seconds}s.mp4"),
+        &[
+            "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25",
+            "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100",
+            "-t", &t, "-c:v", "libx264", "-preset", "ultrafast", "-crf", "18",
+            "-c:a", "aac", "-b:a", "128k", "-pix_fmt", "yuv420p",
+        ],
+    )
+}
+
+/// A clip big enough to still be encoding a few seconds after it starts.
+pub fn long_clip() -> PathBuf {
+    fixture(
+        "long-720p-60s.mp4",
+        &[
+            "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30",
+            "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+            "-t", "60", "-c:v", "libx264", "-preset", "ultrafast", "-crf", "30",
+            "-c:a", "aac", "-pix_fmt", "yuv420p",
+        ],
+    )
+}
+
+/// Probes a media file with ffprobe: `{"streams": [...], "format": {...}}`.
+pub fn ffprobe(path: &Path) -> Value {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-show_streams", "-show_format", "-of", "json"])
+        .arg(path)
+        .output()
+        .expect("ffprobe runs");
+    assert!(out.status.success(), "ffprobe failed on {}", path.display());
+    serde_json::from_slice(&out.stdout).expect("ffprobe json")
+}
+
+/// Returns the stream of `kind` ("video" or "audio") in a probe, if any.
+pub fn stream<'a>(probe: &'a Value, kind: &str) -> Option<&'a Value> {
+    probe["streams"]
+        .as_array()?
+        .iter()
+        .find(|s| s["codec_type"] == kind)
+}
+
+/// Returns the duration in seconds of a probe.
+pub fn duration(probe: &Value) -> f64 {
+    probe["format"]["duration"]
+        .as_str()
+        .and_then(|d| d.parse().ok())
+        .expect("a duration")
+}
+
+/// A node on 127.0.0.1:0 with its own data directory.
+pub struct TestNode {
+    pub server: Server,
+    pub data: TempDir,
+}
+
+impl TestNode {
+    /// Starts a node whose transcoder is the real `vidpress` binary.
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts a node after `tweak` adjusts its settings.
+    pub async fn start_with(tweak: impl FnOnce(&mut ServeConfig)) -> Self {
+        let data = tempfile::tempdir().expect("temp dir");
+        let mut config = ServeConfig::defaults();
+        config.http = "127.0.0.1:0".parse().expect("addr");
+        config.data_dir = data.path().to_owned();
+        config.workers = Some(2);
+        config.transcoder = Some(PathBuf::from(env!("CARGO_BIN_EXE_vidpress")));
+        tweak(&mut config);
+        let server = Server::start(&config).await.expect("node starts");
+        Self { server, data }
+    }
+
+    /// Serves over a real socket in the background; returns the base URL.
+    pub fn serve(self) -> Served {
+        let addr = self.server.local_addr();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(self.server.run(async move {
+            let _ = stopped.await;
+        }));
+        Served {
+            base: format!("http://{addr}"),
+            data: self.data,
+            _stop: stop,
+            _task: task,
+        }
+    }
+}
+
+/// A node serving on a socket until dropped.
+pub struct Served {
+    pub base: String,
+    pub data: TempDir,
+    _stop: tokio::sync::oneshot::Sender<()>,
+    _task: tokio::task::JoinHandle<Result<(), vidpress::server::ServeError>>,
+}
+
+impl Served {
+    /// Uploads `path` with `query` and returns (status, body).
+    pub async fn submit(&self, path: &Path, query: &str) -> (u16, Value) {
+        let body = std::fs::read(path).expect("read fixture");
+        let response = reqwest::Client::new()
+            .post(format!("{}/jobs{query}", self.base))
+            .body(body)
+            .send()
+            .await
+            .expect("submit");
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("json body"))
+    }
+
+    /// Polls a job until it is terminal, or panics after `limit`.
+    pub async fn wait_terminal(&self, id: &str, limit: Duration) -> (u16, Value) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let response = reqwest::get(format!("{}/jobs/{id}", self.base))
+                .await
+                .expect("poll");
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.expect("json body");
+            if status != 202 {
+                return (status, body);
+            }
+            assert!(Instant::now() < deadline, "job {id} not terminal in {limit:?}: {body}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}

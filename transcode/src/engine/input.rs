@@ -1,0 +1,402 @@
+//! Opening an untrusted input safely and deciding what in it gets transcoded.
+//!
+//! **Invariant:** only the one local file is ever opened. The protocol
+//! whitelist is `file`, and the container is detected first and checked
+//! against [`ALLOWED_DEMUXERS`], a list of demuxers that read a single file
+//! and never open another file or URL (no HLS, DASH, concat, image
+//! sequences). The same list is passed to libav as `format_whitelist`, so
+//! the check holds even if detection here and in libav ever disagreed.
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::ptr;
+
+use ffmpeg_next::{ffi, format, media, Dictionary, Rational};
+
+use super::{av_error, avlog};
+use crate::protocol::{ErrorCode, MediaInfo, TranscodeError};
+
+/// Demuxers accepted for input: real single-file containers and elementary
+/// streams. libav names some demuxers with a comma-separated list
+/// (`"mov,mp4,m4a,3gp,3g2,mj2"`, `"matroska,webm"`); a demuxer is accepted
+/// when any of its names is here.
+///
+/// Audio-only containers are accepted so that audio files are reported as
+/// having no video stream rather than as an unknown format.
+pub(super) const ALLOWED_DEMUXERS: &[&str] = &[
+    // Video containers.
+    "mov",
+    "mp4",
+    "matroska",
+    "webm",
+    "avi",
+    "flv",
+    "mpegts",
+    "mpeg",
+    "ogg",
+    "asf",
+    "nut",
+    "mxf",
+    "dv",
+    "ivf",
+    "yuv4mpegpipe",
+    "gif",
+    // Elementary video streams.
+    "m4v",
+    "h264",
+    "hevc",
+    "mpegvideo",
+    "mjpeg",
+    "obu",
+    // Audio-only containers, so audio files get a precise error.
+    "mp3",
+    "aac",
+    "flac",
+    "wav",
+];
+
+/// libav's AVPROBE_SCORE_RETRY: below this a detection is a guess.
+const PROBE_SCORE_RETRY: i32 = ffi::AVPROBE_SCORE_MAX / 4;
+
+/// Largest accepted width or height; beyond this a frame would cost hundreds
+/// of megabytes and x264 levels stop anyway.
+pub(super) const MAX_DIMENSION: u32 = 8192;
+
+/// An opened input and the streams chosen from it.
+pub(super) struct Input {
+    pub ctx: format::context::Input,
+    pub video_index: usize,
+    pub audio_index: Option<usize>,
+    pub info: MediaInfo,
+    /// Clockwise rotation to apply for display: 0, 90, 180 or 270.
+    pub rotation: u32,
+    /// Container start time in AV_TIME_BASE units, subtracted from every
+    /// timestamp so the output starts at zero, as the ffmpeg CLI does.
+    pub start_time: i64,
+}
+
+/// Opens `path`, checks it is a video we accept, and picks its streams.
+pub(super) fn open(path: &Path) -> Result<Input, TranscodeError> {
+    let metadata = std::fs::metadata(path).map_err(|err| {
+        TranscodeError::new(
+            ErrorCode::Io,
+            format!("the input file could not be read: {}", io_reason(&err)),
+        )
+    })?;
+    if !metadata.is_file() {
+        return Err(TranscodeError::new(
+            ErrorCode::Io,
+            "the input is not a regular file",
+        ));
+    }
+    if metadata.len() == 0 {
+        return Err(TranscodeError::new(
+            ErrorCode::InvalidMedia,
+            "the file is empty",
+        ));
+    }
+
+    let url = file_url(path)?;
+    let demuxer = detect_format(&url)?;
+    let ctx = open_with_whitelist(&url, demuxer)?;
+    select_streams(ctx)
+}
+
+/// Returns the path as a `file:` URL, so that a name like `http:x.mp4` can
+/// never be taken for another protocol.
+pub(super) fn file_url(path: &Path) -> Result<CString, TranscodeError> {
+    let mut url = b"file:".to_vec();
+    url.extend_from_slice(path.as_os_str().as_bytes());
+    CString::new(url).map_err(|_| {
+        TranscodeError::new(ErrorCode::Io, "the file path contains a NUL byte")
+    })
+}
+
+/// The dictionary that restricts what libav may open while reading `url`.
+fn whitelist_options() -> Dictionary<'static> {
+    let mut options = Dictionary::new();
+    options.set("protocol_whitelist", "file");
+    options.set("format_whitelist", &ALLOWED_DEMUXERS.join(","));
+    options
+}
+
+/// Returns whether a libav demuxer name (possibly a comma-separated list)
+/// is on the allow list.
+pub(super) fn is_allowed_demuxer(name: &str) -> bool {
+    name.split(',')
+        .any(|part| ALLOWED_DEMUXERS.contains(&part.trim()))
+}
+
+/// Detects the container the way `avformat_open_input` would, without
+/// letting any demuxer run yet.
+fn detect_format(url: &CString) -> Result<*const ffi::AVInputFormat, TranscodeError> {
+    let mut pb: *mut ffi::AVIOContext = ptr::null_mut();
+    let mut options = Dictionary::new();
+    options.set("protocol_whitelist", "file");
+    // SAFETY: `url` is a valid C string; `options` is handed over and taken
+    // back; `pb` is closed on every path below.
+    let opened = unsafe {
+        let mut raw = options.disown();
+        let ret = ffi::avio_open2(&mut pb, url.as_ptr(), ffi::AVIO_FLAG_READ, ptr::null(), &mut raw);
+        drop(Dictionary::own(raw));
+        ret
+    };
+    if opened < 0 {
+        return Err(TranscodeError::new(
+            ErrorCode::Io,
+            format!("the input file could not be opened: {}", av_error(opened)),
+        ));
+    }
+
+    let mut demuxer: *const ffi::AVInputFormat = ptr::null();
+    avlog::clear();
+    // SAFETY: `pb` is open; libav writes the detected format into `demuxer`.
+    let score = unsafe {
+        let score = ffi::av_probe_input_buffer2(pb, &mut demuxer, url.as_ptr(), ptr::null_mut(), 0, 0);
+        ffi::avio_closep(&mut pb);
+        score
+    };
+    if score < 0 || demuxer.is_null() {
+        return Err(TranscodeError::new(
+            ErrorCode::InvalidMedia,
+            "the file is not in a recognized video format",
+        ));
+    }
+
+    // SAFETY: a detected AVInputFormat is a static with a NUL-terminated name.
+    let name = unsafe { std::ffi::CStr::from_ptr((*demuxer).name) }
+        .to_string_lossy()
+        .into_owned();
+    if !is_allowed_demuxer(&name) {
+        if score < PROBE_SCORE_RETRY {
+            // A weak guess at a format we refuse anyway is most likely noise.
+            return Err(TranscodeError::new(
+                ErrorCode::InvalidMedia,
+                "the file is not in a recognized video format",
+            ));
+        }
+        let label = name.split(',').next().unwrap_or(&name).to_owned();
+        return Err(TranscodeError::new(
+            ErrorCode::UnsupportedFormat,
+            format!("the {label} format is not supported; upload a single video file such as mp4, mov, mkv, webm or avi"),
+        ));
+    }
+    Ok(demuxer)
+}
+
+fn open_with_whitelist(
+    url: &CString,
+    demuxer: *const ffi::AVInputFormat,
+) -> Result<format::context::Input, TranscodeError> {
+    let mut ps: *mut ffi::AVFormatContext = ptr::null_mut();
+    avlog::clear();
+    // SAFETY: `url` is a valid C string and `demuxer` a format returned by
+    // av_probe_input_buffer2. On failure avformat_open_input frees `ps`.
+    let ret = unsafe {
+        let mut raw = whitelist_options().disown();
+        let ret = ffi::avformat_open_input(&mut ps, url.as_ptr(), demuxer, &mut raw);
+        drop(Dictionary::own(raw));
+        ret
+    };
+    if ret < 0 {
+        let detail = avlog::take().unwrap_or_else(|| av_error(ret));
+        if detail.contains("not on whitelist") {
+            return Err(TranscodeError::new(
+                ErrorCode::UnsupportedFormat,
+                "the file format is not supported",
+            ));
+        }
+        return Err(TranscodeError::new(
+            ErrorCode::InvalidMedia,
+            format!("the file is not a readable video: {detail}"),
+        ));
+    }
+
+    avlog::clear();
+    // SAFETY: `ps` was opened above; on failure it is closed here.
+    let ret = unsafe { ffi::avformat_find_stream_info(ps, ptr::null_mut()) };
+    if ret < 0 {
+        // SAFETY: `ps` is an open input context that nothing else owns.
+        unsafe { ffi::avformat_close_input(&mut ps) };
+        let detail = avlog::take().unwrap_or_else(|| av_error(ret));
+        return Err(TranscodeError::new(
+            ErrorCode::InvalidMedia,
+            format!("the file is not a readable video: {detail}"),
+        ));
+    }
+    // SAFETY: `ps` is an open input context; the wrapper now owns it.
+    Ok(unsafe { format::context::Input::wrap(ps) })
+}
+
+fn select_streams(mut ctx: format::context::Input) -> Result<Input, TranscodeError> {
+    let is_video = |stream: &format::stream::Stream| {
+        stream.parameters().medium() == media::Type::Video
+            // Cover art is a still picture, not the video.
+            && !stream
+                .disposition()
+                .contains(format::stream::Disposition::ATTACHED_PIC)
+    };
+    let candidates: Vec<usize> = ctx
+        .streams()
+        .filter(|stream| is_video(stream))
+        .map(|stream| stream.index())
+        .collect();
+    let video_index = match ctx.streams().best(media::Type::Video) {
+        Some(best) if candidates.contains(&best.index()) => best.index(),
+        _ => *candidates.first().ok_or_else(|| {
+            TranscodeError::new(ErrorCode::NoVideoStream, "the file has no video stream")
+        })?,
+    };
+
+    let video = ctx
+        .stream(video_index)
+        .ok_or_else(|| TranscodeError::new(ErrorCode::NoVideoStream, "the file has no video stream"))?;
+    let parameters = video.parameters();
+    let codec_id = parameters.id();
+    // SAFETY: parameters of a stream of an open context are valid.
+    let (coded_width, coded_height) = unsafe {
+        let par = parameters.as_ptr();
+        ((*par).width, (*par).height)
+    };
+    let (coded_width, coded_height) = (coded_width.max(0) as u32, coded_height.max(0) as u32);
+    if coded_width == 0
+        || coded_height == 0
+        || coded_width > MAX_DIMENSION
+        || coded_height > MAX_DIMENSION
+    {
+        return Err(TranscodeError::new(
+            ErrorCode::UnsupportedDimensions,
+            format!(
+                "the video is {coded_width}x{coded_height}; width and height must be between 1 and {MAX_DIMENSION} pixels"
+            ),
+        ));
+    }
+    if ffmpeg_next::decoder::find(codec_id).is_none() {
+        return Err(TranscodeError::new(
+            ErrorCode::UnsupportedFormat,
+            format!("the {} video codec is not supported", codec_id.name()),
+        ));
+    }
+
+    let rotation = display_rotation(&video);
+    let (width, height) = if rotation % 180 == 90 {
+        (coded_height, coded_width)
+    } else {
+        (coded_width, coded_height)
+    };
+
+    let audio_index = ctx
+        .streams()
+        .best(media::Type::Audio)
+        .filter(|stream| {
+            let parameters = stream.parameters();
+            // SAFETY: as above.
+            let (rate, channels) = unsafe {
+                let par = parameters.as_ptr();
+                ((*par).sample_rate, (*par).channels)
+            };
+            rate > 0 && channels > 0 && ffmpeg_next::decoder::find(parameters.id()).is_some()
+        })
+        .map(|stream| stream.index());
+
+    let duration_seconds = {
+        let container = ctx.duration();
+        if container > 0 {
+            Some(container as f64 / f64::from(ffi::AV_TIME_BASE))
+        } else if video.duration() > 0 {
+            Some(video.duration() as f64 * f64::from(video.time_base()))
+        } else {
+            None
+        }
+    };
+    let info = MediaInfo {
+        duration_seconds,
+        width,
+        height,
+        video_codec: codec_id.name().to_owned(),
+        has_audio: audio_index.is_some(),
+    };
+
+    // SAFETY: reading a plain field of an open context.
+    let start_time = unsafe { (*ctx.as_mut_ptr()).start_time };
+    let start_time = if start_time == ffi::AV_NOPTS_VALUE {
+        0
+    } else {
+        start_time
+    };
+
+    Ok(Input {
+        ctx,
+        video_index,
+        audio_index,
+        info,
+        rotation,
+        start_time,
+    })
+}
+
+/// Returns the clockwise rotation (0, 90, 180, 270) a player applies to the
+/// stream, from its display matrix, computed as the ffmpeg CLI does for
+/// `-autorotate`.
+fn display_rotation(stream: &format::stream::Stream) -> u32 {
+    let Some(side_data) = stream
+        .side_data()
+        .find(|data| data.kind() == ffmpeg_next::packet::side_data::Type::DisplayMatrix)
+    else {
+        return 0;
+    };
+    let bytes = side_data.data();
+    if bytes.len() < 9 * 4 {
+        return 0;
+    }
+    let mut matrix = [0i32; 9];
+    for (value, chunk) in matrix.iter_mut().zip(bytes.chunks_exact(4)) {
+        *value = i32::from_ne_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+    }
+    // SAFETY: `matrix` holds the nine values the function reads.
+    let counter_clockwise = unsafe { ffi::av_display_rotation_get(matrix.as_ptr()) };
+    if !counter_clockwise.is_finite() {
+        return 0;
+    }
+    let theta = -counter_clockwise.round();
+    let theta = theta - 360.0 * (theta / 360.0 + 0.9 / 360.0).floor();
+    [90.0, 180.0, 270.0]
+        .into_iter()
+        .find(|angle| (theta - angle).abs() < 1.0)
+        .map_or(0, |angle| angle as u32)
+}
+
+/// Returns the libav time base used for container-level times.
+pub(super) fn av_time_base() -> Rational {
+    Rational::new(1, ffi::AV_TIME_BASE)
+}
+
+fn io_reason(err: &std::io::Error) -> String {
+    match err.kind() {
+        std::io::ErrorKind::NotFound => "no such file".to_owned(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
+        _ => err.to_string().to_lowercase(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn comma_separated_demuxer_names_match_any_part() {
+        assert!(is_allowed_demuxer("mov,mp4,m4a,3gp,3g2,mj2"));
+        assert!(is_allowed_demuxer("matroska,webm"));
+        assert!(!is_allowed_demuxer("hls"));
+        assert!(!is_allowed_demuxer("concat"));
+        assert!(!is_allowed_demuxer("image2"));
+        assert!(!is_allowed_demuxer("webm_dash_manifest"));
+    }
+
+    #[test]
+    fn paths_become_file_urls() {
+        let url = file_url(Path::new("http://example.com/x.mp4")).unwrap();
+        assert_eq!(url.to_bytes(), b"file:http://example.com/x.mp4");
+    }
+}

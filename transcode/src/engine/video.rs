@@ -1,0 +1,519 @@
+//! The video path: decoder → filter graph (rotation, scale when needed,
+//! `yuv420p`) → libx264 → muxer.
+//!
+//! Mirrors what `ffmpeg -c:v libx264` does, because the service is measured
+//! against it: automatic decoder and encoder threads, the frame rate guessed
+//! like the CLI's, a constant-frame-rate time base when the input has a sane
+//! rate, and the encoder opened on the first filtered frame so its colour
+//! properties match the pictures it receives.
+
+use ffmpeg_next::{
+    codec, decoder, encoder, ffi, filter, format, frame, picture, Dictionary, Packet, Rational,
+    Rescale,
+};
+
+use super::input::Input;
+use super::mux::Muxer;
+use super::{decode_error_is_fatal, encoder_error, is_again_or_eof};
+use crate::protocol::{EncodeOptions, ErrorCode, TranscodeError};
+
+/// Frame rates outside this range are treated as unknown.
+const SANE_FPS: std::ops::RangeInclusive<f64> = 1.0..=1000.0;
+
+pub(super) struct VideoPipeline {
+    /// Index of the input stream this pipeline consumes.
+    pub stream_index: usize,
+    out_index: usize,
+    decoder: decoder::Video,
+    stream_tb: Rational,
+    /// Container start time in the stream time base, subtracted from
+    /// timestamps.
+    start_offset: i64,
+    rotation: u32,
+    out_width: u32,
+    out_height: u32,
+    /// The constant output frame rate, or `None` to keep input timestamps.
+    frame_rate: Option<Rational>,
+    options: EncodeOptions,
+    filter: Option<VideoFilter>,
+    encoder: Option<encoder::video::Encoder>,
+    encoder_tb: Rational,
+    /// Duration stamped on packets, in the encoder time base; the mp4 muxer
+    /// needs it for the last frame.
+    packet_duration: i64,
+    last_encoded_pts: Option<i64>,
+    /// Where the next frame is expected, in the stream time base, for frames
+    /// that carry no timestamp.
+    next_pts: Option<i64>,
+    frame_step: i64,
+    decoded: frame::Video,
+    filtered: frame::Video,
+    /// Frames that came out of the decoder.
+    pub frames_decoded: u64,
+    /// Packets the decoder rejected.
+    pub decode_errors: u64,
+    /// Presentation time in seconds of the last decoded frame.
+    pub last_seconds: Option<f64>,
+}
+
+/// A configured graph and the frame properties it was built for; a frame
+/// with other properties (a mid-stream resolution change) rebuilds it.
+struct VideoFilter {
+    graph: filter::Graph,
+    input: FrameShape,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct FrameShape {
+    width: u32,
+    height: u32,
+    format: format::Pixel,
+}
+
+impl VideoPipeline {
+    pub fn new(
+        input: &mut Input,
+        muxer: &mut Muxer,
+        options: EncodeOptions,
+    ) -> Result<Self, TranscodeError> {
+        let stream = input.ctx.stream(input.video_index).ok_or_else(|| {
+            TranscodeError::new(ErrorCode::NoVideoStream, "the file has no video stream")
+        })?;
+        let stream_tb = stream.time_base();
+        let parameters = stream.parameters();
+        let codec = decoder::find(parameters.id()).ok_or_else(|| {
+            TranscodeError::new(
+                ErrorCode::UnsupportedFormat,
+                format!("the {} video codec is not supported", parameters.id().name()),
+            )
+        })?;
+        let mut context = codec::context::Context::from_parameters(parameters)
+            .map_err(|err| invalid("the video stream parameters are invalid", err))?;
+        // SAFETY: plain field writes on a context that is not open yet.
+        unsafe {
+            (*context.as_mut_ptr()).pkt_timebase = stream_tb.into();
+        }
+        // threads=auto is what the CLI passes; the libavcodec default is one
+        // thread, which halves throughput on two cores.
+        let mut decoder_options = Dictionary::new();
+        decoder_options.set("threads", "auto");
+        let decoder = context
+            .decoder()
+            .open_as_with(codec, decoder_options)
+            .and_then(|opened| opened.video())
+            .map_err(|err| invalid("the video decoder could not be opened", err))?;
+
+        // SAFETY: both pointers come from the open input context.
+        let guessed = unsafe {
+            let ctx = input.ctx.as_mut_ptr();
+            let stream = *(*ctx).streams.add(input.video_index);
+            Rational::from(ffi::av_guess_frame_rate(ctx, stream, std::ptr::null_mut()))
+        };
+        let frame_rate = [guessed, stream.avg_frame_rate()]
+            .into_iter()
+            .find(|rate| is_sane_rate(*rate));
+        let (encoder_tb, packet_duration) = match frame_rate {
+            Some(rate) => (rate.invert(), 1),
+            None => (stream_tb, 0),
+        };
+        let frame_step = frame_rate
+            .map(|rate| 1i64.rescale(rate.invert(), stream_tb).max(1))
+            .unwrap_or(1);
+
+        let (out_width, out_height) = output_size(
+            input.info.width,
+            input.info.height,
+            options.max_height,
+        );
+        let out_index = muxer.add_stream()?;
+        let start_offset = input
+            .start_time
+            .rescale(super::input::av_time_base(), stream_tb);
+
+        Ok(VideoPipeline {
+            stream_index: input.video_index,
+            out_index,
+            decoder,
+            stream_tb,
+            start_offset,
+            rotation: input.rotation,
+            out_width,
+            out_height,
+            frame_rate,
+            options,
+            filter: None,
+            encoder: None,
+            encoder_tb,
+            packet_duration,
+            last_encoded_pts: None,
+            next_pts: None,
+            frame_step,
+            decoded: frame::Video::empty(),
+            filtered: frame::Video::empty(),
+            frames_decoded: 0,
+            decode_errors: 0,
+            last_seconds: None,
+        })
+    }
+
+    /// Decodes one demuxed packet and pushes whatever comes out downstream.
+    pub fn send_packet(&mut self, packet: &Packet, muxer: &mut Muxer) -> Result<(), TranscodeError> {
+        if let Err(err) = self.decoder.send_packet(packet) {
+            if decode_error_is_fatal(&err) {
+                return Err(invalid("the video could not be decoded", err));
+            }
+            // The CLI logs and carries on past a corrupt packet; so do we.
+            self.decode_errors += 1;
+        }
+        self.receive_frames(muxer)
+    }
+
+    /// Drains the decoder, the filter graph and the encoder at end of input.
+    pub fn finish(&mut self, muxer: &mut Muxer) -> Result<(), TranscodeError> {
+        // An error here means the decoder was already drained.
+        let _ = self.decoder.send_eof();
+        self.receive_frames(muxer)?;
+        if let Some(filter) = self.filter.as_mut() {
+            source(&mut filter.graph)
+                .flush()
+                .map_err(|err| encoder_error("the video filter failed", err))?;
+            self.drain_filter(muxer)?;
+        }
+        if let Some(encoder) = self.encoder.as_mut() {
+            encoder
+                .send_eof()
+                .map_err(|err| encoder_error("the video encoder failed", err))?;
+            self.receive_packets(muxer)?;
+        }
+        Ok(())
+    }
+
+    fn receive_frames(&mut self, muxer: &mut Muxer) -> Result<(), TranscodeError> {
+        loop {
+            match self.decoder.receive_frame(&mut self.decoded) {
+                Ok(()) => {}
+                Err(err) if is_again_or_eof(&err) => return Ok(()),
+                Err(err) if decode_error_is_fatal(&err) => {
+                    return Err(invalid("the video could not be decoded", err));
+                }
+                Err(_) => {
+                    self.decode_errors += 1;
+                    return Ok(());
+                }
+            }
+            self.frames_decoded += 1;
+
+            let pts = match self.decoded.timestamp() {
+                Some(ts) => ts - self.start_offset,
+                None => self.next_pts.unwrap_or(0),
+            };
+            self.next_pts = Some(pts + self.frame_step);
+            self.decoded.set_pts(Some(pts));
+            self.decoded.set_kind(picture::Type::None);
+            self.last_seconds = Some(pts as f64 * f64::from(self.stream_tb));
+
+            let shape = FrameShape {
+                width: self.decoded.width(),
+                height: self.decoded.height(),
+                format: self.decoded.format(),
+            };
+            if self.filter.as_ref().map(|filter| filter.input) != Some(shape) {
+                self.rebuild_filter(shape, muxer)?;
+            }
+            let filter = self
+                .filter
+                .as_mut()
+                .ok_or_else(|| TranscodeError::new(ErrorCode::EncoderFailed, "the video filter is missing"))?;
+            source(&mut filter.graph)
+                .add(&self.decoded)
+                .map_err(|err| encoder_error("the video filter failed", err))?;
+            self.drain_filter(muxer)?;
+        }
+    }
+
+    /// Builds the graph for frames of `shape`, first draining any graph built
+    /// for an earlier shape.
+    fn rebuild_filter(&mut self, shape: FrameShape, muxer: &mut Muxer) -> Result<(), TranscodeError> {
+        if shape.width == 0
+            || shape.height == 0
+            || shape.width > super::input::MAX_DIMENSION
+            || shape.height > super::input::MAX_DIMENSION
+        {
+            return Err(TranscodeError::new(
+                ErrorCode::UnsupportedDimensions,
+                format!(
+                    "the video changes size to {}x{}, beyond the supported {} pixels",
+                    shape.width,
+                    shape.height,
+                    super::input::MAX_DIMENSION
+                ),
+            ));
+        }
+        if let Some(filter) = self.filter.as_mut() {
+            source(&mut filter.graph)
+                .flush()
+                .map_err(|err| encoder_error("the video filter failed", err))?;
+            self.drain_filter(muxer)?;
+        }
+        let mut sar = self.decoded.aspect_ratio();
+        if sar.numerator() <= 0 || sar.denominator() <= 0 {
+            sar = Rational::new(0, 1);
+        }
+        let graph = build_graph(
+            shape,
+            sar,
+            self.stream_tb,
+            self.frame_rate,
+            self.rotation,
+            (self.out_width, self.out_height),
+        )
+        .map_err(|err| encoder_error("the video filter could not be set up", err))?;
+        self.filter = Some(VideoFilter {
+            graph,
+            input: shape,
+        });
+        Ok(())
+    }
+
+    fn drain_filter(&mut self, muxer: &mut Muxer) -> Result<(), TranscodeError> {
+        loop {
+            let Some(filter) = self.filter.as_mut() else {
+                return Ok(());
+            };
+            let mut sink_ctx = sink_context(&mut filter.graph)?;
+            let sink_tb = sink_ctx.sink().time_base();
+            match sink_ctx.sink().frame(&mut self.filtered) {
+                Ok(()) => {}
+                Err(err) if is_again_or_eof(&err) => return Ok(()),
+                Err(err) => return Err(encoder_error("the video filter failed", err)),
+            }
+            if self.encoder.is_none() {
+                self.open_encoder(&sink_ctx, muxer)?;
+            }
+
+            let Some(pts) = self.filtered.pts() else {
+                continue;
+            };
+            let pts = pts.rescale(sink_tb, self.encoder_tb);
+            // In constant-rate mode two frames closer than one frame period
+            // land on the same tick; keep the first, as the CLI drops the
+            // second.
+            if self.last_encoded_pts.is_some_and(|last| pts <= last) {
+                continue;
+            }
+            self.last_encoded_pts = Some(pts);
+            self.filtered.set_pts(Some(pts));
+            self.filtered.set_kind(picture::Type::None);
+            let encoder = self
+                .encoder
+                .as_mut()
+                .ok_or_else(|| TranscodeError::new(ErrorCode::EncoderFailed, "the video encoder is missing"))?;
+            encoder
+                .send_frame(&self.filtered)
+                .map_err(|err| encoder_error("the video encoder failed", err))?;
+            self.receive_packets(muxer)?;
+        }
+    }
+
+    /// Opens libx264 for the first filtered frame and registers the stream.
+    fn open_encoder(&mut self, sink: &filter::Context, muxer: &mut Muxer) -> Result<(), TranscodeError> {
+        let codec = encoder::find_by_name("libx264").ok_or_else(|| {
+            TranscodeError::new(
+                ErrorCode::EncoderFailed,
+                "the h264 encoder (libx264) is not available",
+            )
+        })?;
+        let mut context = codec::context::Context::new_with_codec(codec)
+            .encoder()
+            .video()
+            .map_err(|err| encoder_error("the video encoder could not be created", err))?;
+        // SAFETY: reading properties of a configured buffersink.
+        let (width, height, sar) = unsafe {
+            let ptr = sink.as_ptr();
+            (
+                ffi::av_buffersink_get_w(ptr),
+                ffi::av_buffersink_get_h(ptr),
+                Rational::from(ffi::av_buffersink_get_sample_aspect_ratio(ptr)),
+            )
+        };
+        context.set_width(width.max(0) as u32);
+        context.set_height(height.max(0) as u32);
+        context.set_format(format::Pixel::YUV420P);
+        context.set_aspect_ratio(sar);
+        context.set_time_base(self.encoder_tb);
+        context.set_frame_rate(self.frame_rate);
+        context.set_color_range(self.filtered.color_range());
+        context.set_colorspace(self.filtered.color_space());
+        context.set_color_primaries(self.filtered.color_primaries());
+        context.set_color_transfer_characteristic(self.filtered.color_transfer_characteristic());
+        // SAFETY: plain field write on a context that is not open yet.
+        unsafe {
+            (*context.as_mut_ptr()).chroma_sample_location = self.filtered.chroma_location().into();
+        }
+        if muxer.wants_global_header() {
+            context.set_flags(codec::Flags::GLOBAL_HEADER);
+        }
+
+        let mut options = Dictionary::new();
+        options.set("preset", self.options.preset.as_str());
+        options.set("crf", &self.options.crf.to_string());
+        // libx264 picks its own thread count from the cores (1.5 per core),
+        // as with the CLI's threads=auto; libavcodec's default is one.
+        options.set("threads", "auto");
+        let encoder = context
+            .open_with(options)
+            .map_err(|err| encoder_error("the video encoder could not be opened", err))?;
+
+        muxer.configure(
+            self.out_index,
+            codec::Parameters::from(&encoder),
+            self.encoder_tb,
+            self.frame_rate,
+        )?;
+        self.encoder = Some(encoder);
+        Ok(())
+    }
+
+    fn receive_packets(&mut self, muxer: &mut Muxer) -> Result<(), TranscodeError> {
+        let Some(encoder) = self.encoder.as_mut() else {
+            return Ok(());
+        };
+        loop {
+            let mut packet = Packet::empty();
+            match encoder.receive_packet(&mut packet) {
+                Ok(()) => {}
+                Err(err) if is_again_or_eof(&err) => return Ok(()),
+                Err(err) => return Err(encoder_error("the video encoder failed", err)),
+            }
+            packet.set_stream(self.out_index);
+            if packet.duration() <= 0 {
+                packet.set_duration(self.packet_duration);
+            }
+            muxer.write(packet)?;
+        }
+    }
+}
+
+fn is_sane_rate(rate: Rational) -> bool {
+    rate.numerator() > 0 && rate.denominator() > 0 && SANE_FPS.contains(&f64::from(rate))
+}
+
+/// Returns the output size for a displayed `width`×`height` input: at most
+/// `max_height` high (never upscaled), aspect kept, both even and at least 2.
+pub(super) fn output_size(width: u32, height: u32, max_height: Option<u32>) -> (u32, u32) {
+    let even_floor = |value: u32| (value & !1).max(2);
+    match max_height {
+        Some(max) if max < height && height > 0 => {
+            let out_height = even_floor(max);
+            // Nearest even width: round(width * h / height / 2) * 2.
+            let halves = (2 * u64::from(width) * u64::from(out_height) + 2 * u64::from(height))
+                / (4 * u64::from(height));
+            let out_width = u32::try_from(halves * 2).unwrap_or(u32::MAX).max(2);
+            (out_width, out_height)
+        }
+        _ => (even_floor(width), even_floor(height)),
+    }
+}
+
+fn build_graph(
+    shape: FrameShape,
+    sar: Rational,
+    time_base: Rational,
+    frame_rate: Option<Rational>,
+    rotation: u32,
+    (out_width, out_height): (u32, u32),
+) -> Result<filter::Graph, ffmpeg_next::Error> {
+    let mut graph = filter::Graph::new();
+    let pix_fmt: ffi::AVPixelFormat = shape.format.into();
+    let mut args = format!(
+        "video_size={}x{}:pix_fmt={}:time_base={}/{}:pixel_aspect={}/{}",
+        shape.width,
+        shape.height,
+        pix_fmt as i32,
+        time_base.numerator(),
+        time_base.denominator(),
+        sar.numerator(),
+        sar.denominator().max(1),
+    );
+    if let Some(rate) = frame_rate {
+        args.push_str(&format!(":frame_rate={}/{}", rate.numerator(), rate.denominator()));
+    }
+    let buffer = filter::find("buffer").ok_or(ffmpeg_next::Error::FilterNotFound)?;
+    let buffersink = filter::find("buffersink").ok_or(ffmpeg_next::Error::FilterNotFound)?;
+    graph.add(&buffer, "in", &args)?;
+    graph.add(&buffersink, "out", "")?;
+
+    let mut chain: Vec<String> = Vec::new();
+    let (mut width, mut height) = (shape.width, shape.height);
+    match rotation {
+        90 => chain.push("transpose=clock".into()),
+        180 => chain.extend(["hflip".into(), "vflip".into()]),
+        270 => chain.push("transpose=cclock".into()),
+        _ => {}
+    }
+    if rotation % 180 == 90 {
+        std::mem::swap(&mut width, &mut height);
+    }
+    if (width, height) != (out_width, out_height) {
+        // bicubic is what the CLI asks swscale for.
+        chain.push(format!("scale={out_width}:{out_height}:flags=bicubic"));
+    }
+    chain.push("format=yuv420p".into());
+
+    graph
+        .output("in", 0)?
+        .input("out", 0)?
+        .parse(&chain.join(","))?;
+    graph.validate()?;
+    Ok(graph)
+}
+
+fn source(graph: &mut filter::Graph) -> filter::context::Source<'static> {
+    // The graph owns its filter contexts for as long as it lives; the
+    // wrapper only borrows them for one call.
+    let mut context = graph.get("in").expect("the graph was built with an `in` buffer");
+    // SAFETY: the context pointer stays valid while `graph` is alive, and the
+    // returned source is used immediately by the caller.
+    unsafe { std::mem::transmute::<filter::context::Source<'_>, filter::context::Source<'static>>(context.source()) }
+}
+
+fn sink_context(graph: &mut filter::Graph) -> Result<filter::Context, TranscodeError> {
+    graph
+        .get("out")
+        .ok_or_else(|| TranscodeError::new(ErrorCode::EncoderFailed, "the video filter is missing its output"))
+}
+
+fn invalid(context: &str, err: ffmpeg_next::Error) -> TranscodeError {
+    TranscodeError::new(
+        ErrorCode::InvalidMedia,
+        format!("{context}: {}", super::lower(&err.to_string())),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::output_size;
+
+    #[test]
+    fn keeps_even_sizes_and_evens_odd_ones() {
+        assert_eq!(output_size(320, 240, None), (320, 240));
+        assert_eq!(output_size(321, 241, None), (320, 240));
+        assert_eq!(output_size(1, 1, None), (2, 2));
+    }
+
+    #[test]
+    fn never_upscales() {
+        assert_eq!(output_size(320, 240, Some(480)), (320, 240));
+        assert_eq!(output_size(320, 240, Some(240)), (320, 240));
+        assert_eq!(output_size(321, 241, Some(241)), (320, 240));
+    }
+
+    #[test]
+    fn downscales_to_even_dimensions_keeping_aspect() {
+        assert_eq!(output_size(1920, 1080, Some(720)), (1280, 720));
+        assert_eq!(output_size(1280, 720, Some(481)), (854, 480));
+        // 320 * 100 / 240 = 133.3 → 134 (nearest even).
+        assert_eq!(output_size(320, 240, Some(100)), (134, 100));
+        assert_eq!(output_size(10, 8192, Some(2)), (2, 2));
+    }
+}
