@@ -137,9 +137,7 @@ pub async fn submit(args: SubmitArgs) -> Result<(), ClientError> {
         return Ok(());
     }
     let last = follow(&base, &id, true).await?;
-    let output = args
-        .output
-        .unwrap_or_else(|| default_output(&args.file));
+    let output = args.output.unwrap_or_else(|| default_output(&args.file));
     download(&base, &id, &output).await?;
     let bytes = last["result"]["bytes"].as_u64().unwrap_or_default();
     eprintln!(
@@ -160,7 +158,10 @@ pub async fn status(args: JobArgs) -> Result<(), ClientError> {
     if code == reqwest::StatusCode::NOT_FOUND {
         return Err(server_error(code.as_u16(), &body));
     }
-    println!("{}", serde_json::to_string_pretty(&body).unwrap_or_default());
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&body).unwrap_or_default()
+    );
     Ok(())
 }
 

@@ -10,7 +10,11 @@ use vidpress::config::ServeConfig;
 use vidpress::server::Server;
 
 #[derive(Parser)]
-#[command(name = "vidpress", version, about = "A clustered video-compression service")]
+#[command(
+    name = "vidpress",
+    version,
+    about = "A clustered video-compression service"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -29,7 +33,7 @@ enum Command {
     /// Cancels a job.
     Cancel(JobArgs),
     /// Runs one transcode and reports over stdout (used by the node itself).
-    #[command(name = "__transcode", hide = true)]
+    #[command(name = vidpress_transcode::child::SUBCOMMAND, hide = true)]
     Transcode { job: String },
 }
 

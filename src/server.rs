@@ -12,9 +12,6 @@ use vidpress_transcode::driver::ChildCommand;
 use crate::config::{ConfigError, ServeConfig};
 use crate::http::{self, AppState};
 
-/// The internal subcommand that runs one transcode in a child process.
-pub const TRANSCODE_SUBCOMMAND: &str = "__transcode";
-
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -59,20 +56,21 @@ impl Server {
             queue_capacity: config.queue_capacity,
             command: ChildCommand {
                 program: config.transcoder()?,
-                args: vec![TRANSCODE_SUBCOMMAND.into()],
+                args: vec![vidpress_transcode::child::SUBCOMMAND.into()],
             },
             stall_timeout: config.stall_timeout(),
             // Until nodes form clusters, each node is a cluster of its own; a
             // unique scope keeps nodes started in one process (tests) apart.
-            scope: format!("vidpress.{}", uuid::Uuid::new_v4()),
+            scope: format!("vidpress.{}", uuid::Uuid::now_v7()),
         })
         .await?;
-        let listener = TcpListener::bind(config.http)
-            .await
-            .map_err(|source| ServeError::Listen {
-                addr: config.http,
-                source,
-            })?;
+        let listener =
+            TcpListener::bind(config.http)
+                .await
+                .map_err(|source| ServeError::Listen {
+                    addr: config.http,
+                    source,
+                })?;
         let local = listener.local_addr().map_err(ServeError::Http)?;
         let state = AppState {
             jobs: node.jobs(),

@@ -10,7 +10,9 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor::{
+    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
+};
 use tracing::{error, info, warn};
 use vidpress_cluster::NodeName;
 use vidpress_transcode::driver::ChildCommand;
@@ -288,10 +290,14 @@ impl GatewayState {
             input_bytes: request.bytes,
             gateway: myself.clone(),
         };
-        let (supervisor, _) =
-            Actor::spawn_linked(Some(id.actor_name()), JobSupervisor, args, myself.get_cell())
-                .await
-                .map_err(|e| SubmitError::Spawn(e.to_string()))?;
+        let (supervisor, _) = Actor::spawn_linked(
+            Some(id.actor_name()),
+            JobSupervisor,
+            args,
+            myself.get_cell(),
+        )
+        .await
+        .map_err(|e| SubmitError::Spawn(e.to_string()))?;
         let estimate = self.estimate(request.bytes);
         self.jobs.insert(
             id,

@@ -64,7 +64,11 @@ impl Jobs {
         id: JobId,
         since: Option<u64>,
     ) -> Result<Subscription, ServiceError> {
-        call(&supervisor(id)?, |reply| SupervisorMsg::Subscribe { since, reply }).await
+        call(&supervisor(id)?, |reply| SupervisorMsg::Subscribe {
+            since,
+            reply,
+        })
+        .await
     }
 
     /// Returns jobs newest first, of one status if given, older than `before`.

@@ -172,7 +172,12 @@ impl SupervisorState {
         self.dir.join(format!("output.attempt-{attempt}.mp4"))
     }
 
-    fn dispatch(&mut self, myself: ActorRef<SupervisorMsg>, worker: ActorRef<WorkerMsg>, node: NodeName) {
+    fn dispatch(
+        &mut self,
+        myself: ActorRef<SupervisorMsg>,
+        worker: ActorRef<WorkerMsg>,
+        node: NodeName,
+    ) {
         if !matches!(self.job.state, JobState::Queued) {
             // Canceled while the slot was on its way: give it back.
             let _ = self.gateway.cast(GatewayMsg::WorkerIdle(worker));
@@ -186,11 +191,14 @@ impl SupervisorState {
             transcode: TranscodeJob {
                 input: self.input_path(),
                 output: self.attempt_output(attempt),
-                options: self.job.options.clone(),
+                options: self.job.options,
             },
             supervisor: myself,
         };
-        if worker.cast(WorkerMsg::Assign(Box::new(assignment))).is_err() {
+        if worker
+            .cast(WorkerMsg::Assign(Box::new(assignment)))
+            .is_err()
+        {
             // The worker is gone; wait for another slot.
             let _ = self.gateway.cast(GatewayMsg::Requeue(self.job.id));
             return;

@@ -117,7 +117,9 @@ impl Actor for WorkerActor {
         match message {
             WorkerMsg::Assign(assignment) => state.start(myself, *assignment),
             WorkerMsg::Cancel { job, attempt } => {
-                let Some(current) = state.current.take_if(|c| c.job == job && c.attempt == attempt)
+                let Some(current) = state
+                    .current
+                    .take_if(|c| c.job == job && c.attempt == attempt)
                 else {
                     return Ok(());
                 };
@@ -134,7 +136,9 @@ impl Actor for WorkerActor {
                 attempt,
                 result,
             } => {
-                let Some(current) = state.current.take_if(|c| c.job == job && c.attempt == attempt)
+                let Some(current) = state
+                    .current
+                    .take_if(|c| c.job == job && c.attempt == attempt)
                 else {
                     return Ok(());
                 };

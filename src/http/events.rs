@@ -4,6 +4,7 @@
 //! is tested without a socket; the handler only upgrades and plugs it in.
 
 use std::collections::HashMap;
+use std::future::Future;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
@@ -11,7 +12,7 @@ use axum::response::Response;
 use futures::{Sink, SinkExt, Stream, StreamExt};
 use tokio::sync::broadcast::error::RecvError;
 use tracing::debug;
-use vidpress_actors::{JobEvent, JobId, Jobs, Subscription};
+use vidpress_actors::{JobEvent, Subscription};
 
 use super::dto::EventDocument;
 use super::error::ApiError;
@@ -41,23 +42,34 @@ pub async fn events(
         .transpose()?;
     let subscription = app.jobs.subscribe(id, since).await?;
     let jobs = app.jobs.clone();
+    let resubscribe = move |since| {
+        let jobs = jobs.clone();
+        async move {
+            jobs.subscribe(id, since)
+                .await
+                .inspect_err(|e| debug!(job_id = %id, error = %e, "resubscribe failed"))
+                .ok()
+        }
+    };
     Ok(upgrade.on_upgrade(move |socket: WebSocket| async move {
         let (sink, stream) = socket.split();
-        stream_events(sink, stream, subscription, jobs, id).await;
+        stream_events(sink, stream, subscription, resubscribe).await;
     }))
 }
 
 /// Sends a subscription's events as text frames until the job is terminal,
-/// then closes with 1000. Returns early if the client goes away.
-pub async fn stream_events<S, R, E>(
+/// then closes with 1000. Returns early if the client goes away. A subscriber
+/// too slow for the live feed catches up through `resubscribe(last_seq)`.
+pub async fn stream_events<S, R, E, F, Fut>(
     mut sink: S,
     mut incoming: R,
     subscription: Subscription,
-    jobs: Jobs,
-    id: JobId,
+    mut resubscribe: F,
 ) where
     S: Sink<Message> + Unpin,
     R: Stream<Item = Result<Message, E>> + Unpin,
+    F: FnMut(Option<u64>) -> Fut,
+    Fut: Future<Output = Option<Subscription>>,
 {
     let mut last_seq = None;
     let mut subscription = subscription;
@@ -93,10 +105,10 @@ pub async fn stream_events<S, R, E>(
             }
         };
         // Too slow for the live feed: catch up from the supervisor's history.
-        debug!(job_id = %id, missed = lagged, "subscriber lagged; resubscribing");
-        match jobs.subscribe(id, last_seq).await {
-            Ok(next) => subscription = next,
-            Err(_) => {
+        debug!(missed = lagged, "subscriber lagged; resubscribing");
+        match resubscribe(last_seq).await {
+            Some(next) => subscription = next,
+            None => {
                 close(&mut sink, GOING_AWAY).await;
                 return;
             }
@@ -144,4 +156,133 @@ async fn close<S: Sink<Message> + Unpin>(sink: &mut S, code: u16) {
     };
     let _ = sink.send(Message::Close(Some(frame))).await;
     let _ = sink.close().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::SystemTime;
+
+    use futures::channel::mpsc;
+    use tokio::sync::broadcast;
+    use vidpress_actors::{EventKind, InputInfo, JobId, JobSnapshot, JobState};
+
+    use super::*;
+
+    fn event(kind: EventKind, seq: u64, state: JobState) -> JobEvent {
+        JobEvent {
+            kind,
+            seq,
+            job: Arc::new(JobSnapshot {
+                id: JobId::new(),
+                state,
+                attempt: 1,
+                node: None,
+                created_at: SystemTime::now(),
+                updated_at: SystemTime::now(),
+                options: Default::default(),
+                input: InputInfo {
+                    bytes: 1,
+                    media: None,
+                },
+                seq,
+            }),
+        }
+    }
+
+    fn running(progress: f64) -> JobState {
+        JobState::Running {
+            progress,
+            eta_seconds: None,
+            cancel_requested: false,
+        }
+    }
+
+    /// Splits what the stream sent into event seqs and the close code.
+    fn sent(frames: Vec<Message>) -> (Vec<u64>, Option<u16>) {
+        let mut seqs = Vec::new();
+        let mut close = None;
+        for frame in frames {
+            match frame {
+                Message::Text(text) => {
+                    let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+                    seqs.push(doc["seq"].as_u64().unwrap());
+                }
+                Message::Close(frame) => close = frame.map(|f| f.code),
+                _ => {}
+            }
+        }
+        (seqs, close)
+    }
+
+    async fn no_resubscribe(_: Option<u64>) -> Option<Subscription> {
+        None
+    }
+
+    #[tokio::test]
+    async fn sends_backlog_then_live_events_and_closes_normally_after_the_terminal_one() {
+        let (tx, rx) = broadcast::channel(8);
+        let subscription = Subscription {
+            backlog: vec![event(EventKind::Snapshot, 3, running(0.1))],
+            live: Some(rx),
+        };
+        tx.send(event(EventKind::Progress, 4, running(0.5)))
+            .unwrap();
+        tx.send(event(
+            EventKind::Status,
+            5,
+            JobState::Completed {
+                output: "out.mp4".into(),
+                bytes: 9,
+            },
+        ))
+        .unwrap();
+        let (sink, frames) = mpsc::unbounded();
+        let incoming = futures::stream::pending::<Result<Message, ()>>();
+        stream_events(sink, incoming, subscription, no_resubscribe).await;
+        let (seqs, close) = sent(frames.collect().await);
+        assert_eq!(seqs, vec![3, 4, 5]);
+        assert_eq!(close, Some(NORMAL));
+    }
+
+    #[tokio::test]
+    async fn a_lagging_subscriber_catches_up_from_a_fresh_subscription() {
+        let (tx, rx) = broadcast::channel(2);
+        let subscription = Subscription {
+            backlog: vec![event(EventKind::Snapshot, 1, running(0.0))],
+            live: Some(rx),
+        };
+        for seq in 2..=9 {
+            tx.send(event(EventKind::Progress, seq, running(seq as f64 / 10.0)))
+                .unwrap();
+        }
+        let resubscribe = |since: Option<u64>| async move {
+            assert_eq!(since, Some(1));
+            Some(Subscription {
+                backlog: vec![event(EventKind::Status, 10, JobState::Canceled)],
+                live: None,
+            })
+        };
+        let (sink, frames) = mpsc::unbounded();
+        let incoming = futures::stream::pending::<Result<Message, ()>>();
+        stream_events(sink, incoming, subscription, resubscribe).await;
+        let (seqs, close) = sent(frames.collect().await);
+        assert_eq!(seqs, vec![1, 10]);
+        assert_eq!(close, Some(NORMAL));
+    }
+
+    #[tokio::test]
+    async fn stops_when_the_client_closes() {
+        let (_tx, rx) = broadcast::channel(2);
+        let subscription = Subscription {
+            backlog: vec![event(EventKind::Snapshot, 1, running(0.0))],
+            live: Some(rx),
+        };
+        let (sink, frames) = mpsc::unbounded();
+        let incoming = futures::stream::iter([Ok::<_, ()>(Message::Close(None))]);
+        stream_events(sink, incoming, subscription, no_resubscribe).await;
+        let (seqs, close) = sent(frames.collect().await);
+        assert_eq!(seqs, vec![1]);
+        assert_eq!(close, None, "no close frame is owed to a client that left");
+    }
 }

@@ -41,7 +41,9 @@ pub async fn submit(
                 .filter(|k| !k.is_empty() && k.len() <= 255)
                 .map(str::to_owned)
                 .ok_or_else(|| {
-                    ApiError::BadRequest("Idempotency-Key must be 1 to 255 visible ASCII characters".into())
+                    ApiError::BadRequest(
+                        "Idempotency-Key must be 1 to 255 visible ASCII characters".into(),
+                    )
                 })
         })
         .transpose()?;
@@ -99,9 +101,9 @@ fn is_multipart(headers: &HeaderMap) -> bool {
 }
 
 async fn receive_multipart(app: &AppState, request: Request) -> Result<Upload, ApiError> {
-    let mut multipart = Multipart::from_request(request, &())
-        .await
-        .map_err(|e| ApiError::BadRequest(format!("malformed multipart body: {}", e.body_text())))?;
+    let mut multipart = Multipart::from_request(request, &()).await.map_err(|e| {
+        ApiError::BadRequest(format!("malformed multipart body: {}", e.body_text()))
+    })?;
     while let Some(field) = multipart
         .next_field()
         .await
@@ -233,9 +235,13 @@ pub async fn list(
     for (name, value) in &query {
         match name.as_str() {
             "status" => {
-                status = Some(value.parse::<JobStatus>().map_err(|e| ApiError::BadOption {
-                    message: e.to_string(),
-                })?)
+                status = Some(
+                    value
+                        .parse::<JobStatus>()
+                        .map_err(|e| ApiError::BadOption {
+                            message: e.to_string(),
+                        })?,
+                )
             }
             "limit" => {
                 limit = value
@@ -253,7 +259,9 @@ pub async fn list(
             }
             _ => {
                 return Err(ApiError::BadOption {
-                    message: format!("unknown parameter {name}; parameters are status, limit, cursor"),
+                    message: format!(
+                        "unknown parameter {name}; parameters are status, limit, cursor"
+                    ),
                 })
             }
         }

@@ -26,7 +26,7 @@ pub struct TempUpload {
 impl TempUpload {
     fn new(dir: &Path) -> Self {
         Self {
-            path: dir.join(format!("{}.part", uuid::Uuid::new_v4())),
+            path: dir.join(format!("{}.part", uuid::Uuid::now_v7())),
             kept: false,
         }
     }
@@ -118,9 +118,11 @@ fn check_container(head: &[u8]) -> Result<(), ApiError> {
 pub fn sniff(head: &[u8]) -> Option<&'static str> {
     let at = |offset: usize, magic: &[u8]| head.get(offset..offset + magic.len()) == Some(magic);
     if head.len() >= 8
-        && [b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip", b"pnot"]
-            .iter()
-            .any(|m| at(4, *m))
+        && [
+            b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip", b"pnot",
+        ]
+        .iter()
+        .any(|m| at(4, *m))
     {
         Some("mp4")
     } else if at(0, &[0x1A, 0x45, 0xDF, 0xA3]) {
@@ -150,7 +152,10 @@ mod tests {
     #[test]
     fn sniffs_common_containers_and_refuses_other_bytes() {
         assert_eq!(sniff(b"\0\0\0\x20ftypisom\0\0\0\0"), Some("mp4"));
-        assert_eq!(sniff(&[0x1A, 0x45, 0xDF, 0xA3, 1, 2, 3, 4]), Some("matroska"));
+        assert_eq!(
+            sniff(&[0x1A, 0x45, 0xDF, 0xA3, 1, 2, 3, 4]),
+            Some("matroska")
+        );
         assert_eq!(sniff(b"RIFF\0\0\0\0AVI LIST"), Some("avi"));
         assert_eq!(sniff(b"OggS\0\x02"), Some("ogg"));
         assert_eq!(sniff(b"hello, world, this is text"), None);

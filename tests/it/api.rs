@@ -8,11 +8,24 @@ use tower::ServiceExt;
 
 use crate::support::{clip, TestNode};
 
-async fn call(node: &TestNode, request: Request<Body>) -> (StatusCode, axum::http::HeaderMap, Value) {
-    let response = node.server.router().oneshot(request).await.expect("infallible");
+async fn call(
+    node: &TestNode,
+    request: Request<Body>,
+) -> (StatusCode, axum::http::HeaderMap, Value) {
+    let response = node
+        .server
+        .router()
+        .oneshot(request)
+        .await
+        .expect("infallible");
     let status = response.status();
     let headers = response.headers().clone();
-    let bytes = response.into_body().collect().await.expect("body").to_bytes();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
     let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     (status, headers, body)
 }
@@ -29,13 +42,21 @@ fn get(uri: &str) -> Request<Body> {
 async fn submit_answers_202_with_location_retry_after_and_status_document() {
     let node = TestNode::start().await;
     let video = std::fs::read(clip(1)).unwrap();
-    let (status, headers, body) = call(&node, post("/jobs?crf=30&preset=ultrafast", video.clone())).await;
+    let (status, headers, body) =
+        call(&node, post("/jobs?crf=30&preset=ultrafast", video.clone())).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     let id = body["id"].as_str().expect("id");
     assert_eq!(headers[header::LOCATION], format!("/jobs/{id}").as_str());
-    let retry: u64 = headers[header::RETRY_AFTER].to_str().unwrap().parse().unwrap();
+    let retry: u64 = headers[header::RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=60).contains(&retry));
-    assert!(matches!(body["status"].as_str(), Some("queued" | "running")));
+    assert!(matches!(
+        body["status"].as_str(),
+        Some("queued" | "running")
+    ));
     assert_eq!(body["options"]["crf"], 30);
     assert_eq!(body["options"]["preset"], "ultrafast");
     assert_eq!(body["options"]["audio_bitrate"], 96);
@@ -72,12 +93,18 @@ async fn multipart_uploads_are_accepted_from_the_file_part() {
     let video = std::fs::read(clip(1)).unwrap();
     let boundary = "vidpressboundary";
     let mut body = Vec::new();
-    body.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhello\r\n").as_bytes());
+    body.extend_from_slice(
+        format!("--{boundary}\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhello\r\n")
+            .as_bytes(),
+    );
     body.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"clip.mp4\"\r\nContent-Type: video/mp4\r\n\r\n").as_bytes());
     body.extend_from_slice(&video);
     body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
     let request = Request::post("/jobs")
-        .header(header::CONTENT_TYPE, format!("multipart/form-data; boundary={boundary}"))
+        .header(
+            header::CONTENT_TYPE,
+            format!("multipart/form-data; boundary={boundary}"),
+        )
         .body(Body::from(body))
         .unwrap();
     let (status, _, doc) = call(&node, request).await;
@@ -131,7 +158,9 @@ async fn unknown_and_malformed_ids_are_404_with_an_error_document() {
         assert_eq!(status, StatusCode::NOT_FOUND, "{uri}");
         assert_eq!(body["error"]["code"], "not_found", "{uri}");
     }
-    let request = Request::delete(format!("/jobs/{unknown}")).body(Body::empty()).unwrap();
+    let request = Request::delete(format!("/jobs/{unknown}"))
+        .body(Body::empty())
+        .unwrap();
     let (status, _, _) = call(&node, request).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
@@ -189,17 +218,33 @@ async fn list_is_newest_first_filtered_and_paginated() {
         ids.push(body["id"].as_str().unwrap().to_owned());
     }
     // Cancel the oldest so that one status differs.
-    let request = Request::delete(format!("/jobs/{}", ids[0])).body(Body::empty()).unwrap();
+    let request = Request::delete(format!("/jobs/{}", ids[0]))
+        .body(Body::empty())
+        .unwrap();
     let (status, _, canceled) = call(&node, request).await;
-    assert_eq!(status, StatusCode::OK, "a queued job cancels at once: {canceled}");
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "a queued job cancels at once: {canceled}"
+    );
     assert_eq!(canceled["status"], "canceled");
 
     let (_, _, page1) = call(&node, get("/jobs?limit=2")).await;
-    let page1_ids: Vec<&str> = page1["jobs"].as_array().unwrap().iter().map(|j| j["id"].as_str().unwrap()).collect();
+    let page1_ids: Vec<&str> = page1["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap())
+        .collect();
     assert_eq!(page1_ids, vec![ids[4].as_str(), ids[3].as_str()]);
     let cursor = page1["next_cursor"].as_str().expect("more pages");
     let (_, _, page2) = call(&node, get(&format!("/jobs?limit=2&cursor={cursor}"))).await;
-    let page2_ids: Vec<&str> = page2["jobs"].as_array().unwrap().iter().map(|j| j["id"].as_str().unwrap()).collect();
+    let page2_ids: Vec<&str> = page2["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap())
+        .collect();
     assert_eq!(page2_ids, vec![ids[2].as_str(), ids[1].as_str()]);
 
     let (_, _, queued) = call(&node, get("/jobs?status=queued")).await;

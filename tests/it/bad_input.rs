@@ -10,18 +10,26 @@ use crate::support::{clip, fixture, TestNode};
 
 #[tokio::test]
 async fn not_a_video_empty_and_oversized_uploads_are_refused_at_submit() {
-    let node = TestNode::start_with(|c| c.max_upload_bytes = 64 * 1024).await.serve();
+    let node = TestNode::start_with(|c| c.max_upload_bytes = 64 * 1024)
+        .await
+        .serve();
     let client = reqwest::Client::new();
     let post = |body: Vec<u8>| client.post(format!("{}/jobs", node.base)).body(body).send();
 
-    let text = post(b"this is a plain text file, not a video at all. ".repeat(20)).await.unwrap();
+    let text = post(b"this is a plain text file, not a video at all. ".repeat(20))
+        .await
+        .unwrap();
     assert_eq!(text.status(), 415);
     let body: serde_json::Value = text.json().await.unwrap();
     assert_eq!(body["error"]["code"], "unsupported_media_type");
 
     let wav = fixture("tone.wav", &["-f", "lavfi", "-i", "sine=duration=0.2"]);
     let refused = post(std::fs::read(wav).unwrap()).await.unwrap();
-    assert_eq!(refused.status(), 415, "a WAV file is audio, not a video container");
+    assert_eq!(
+        refused.status(),
+        415,
+        "a WAV file is audio, not a video container"
+    );
 
     let empty = post(Vec::new()).await.unwrap();
     assert_eq!(empty.status(), 422);
@@ -36,7 +44,8 @@ async fn not_a_video_empty_and_oversized_uploads_are_refused_at_submit() {
     // Over the limit without a Content-Length: refused while streaming.
     let mut video = std::fs::read(clip(1)).unwrap();
     video.resize(100 * 1024, 0);
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = video.chunks(8 * 1024).map(|c| Ok(c.to_vec())).collect();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        video.chunks(8 * 1024).map(|c| Ok(c.to_vec())).collect();
     let streamed = client
         .post(format!("{}/jobs", node.base))
         .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
@@ -45,17 +54,34 @@ async fn not_a_video_empty_and_oversized_uploads_are_refused_at_submit() {
         .unwrap();
     assert_eq!(streamed.status(), 413);
 
-    let list: serde_json::Value = reqwest::get(format!("{}/jobs", node.base)).await.unwrap().json().await.unwrap();
-    assert_eq!(list["jobs"].as_array().unwrap().len(), 0, "no job was created");
+    let list: serde_json::Value = reqwest::get(format!("{}/jobs", node.base))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        list["jobs"].as_array().unwrap().len(),
+        0,
+        "no job was created"
+    );
     let uploads = node.data.path().join("uploads");
-    assert_eq!(std::fs::read_dir(uploads).unwrap().count(), 0, "no upload file is left");
+    assert_eq!(
+        std::fs::read_dir(uploads).unwrap().count(),
+        0,
+        "no upload file is left"
+    );
 }
 
 /// Submits `path` and returns the terminal (status code, document).
-async fn run_to_end(node: &crate::support::Served, path: &std::path::Path) -> (u16, serde_json::Value) {
+async fn run_to_end(
+    node: &crate::support::Served,
+    path: &std::path::Path,
+) -> (u16, serde_json::Value) {
     let (status, job) = node.submit(path, "").await;
     assert_eq!(status, 202, "{job}");
-    node.wait_terminal(job["id"].as_str().unwrap(), Duration::from_secs(60)).await
+    node.wait_terminal(job["id"].as_str().unwrap(), Duration::from_secs(60))
+        .await
 }
 
 #[tokio::test]
@@ -66,7 +92,18 @@ async fn unreadable_media_fails_the_job_with_a_code_and_a_message() {
     // An mp4 cut in half, its index (moov, at the end) gone.
     let whole = fixture(
         "moov-at-end.mp4",
-        &["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25", "-t", "2", "-c:v", "libx264", "-preset", "ultrafast"],
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x240:rate=25",
+            "-t",
+            "2",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+        ],
     );
     let bytes = std::fs::read(whole).unwrap();
     let truncated = dir.path().join("truncated.mp4");
@@ -85,7 +122,14 @@ async fn unreadable_media_fails_the_job_with_a_code_and_a_message() {
     );
     let absurd = fixture(
         "absurd-10000x16.mkv",
-        &["-f", "lavfi", "-i", "color=c=black:s=10000x16:d=0.2", "-c:v", "ffv1"],
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "color=c=black:s=10000x16:d=0.2",
+            "-c:v",
+            "ffv1",
+        ],
     );
 
     for (path, code) in [
@@ -122,14 +166,26 @@ async fn a_client_that_disconnects_mid_upload_leaves_no_job_and_no_file() {
     socket.flush().await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let uploads = node.data.path().join("uploads");
-    assert_eq!(std::fs::read_dir(&uploads).unwrap().count(), 1, "the upload is being written");
+    assert_eq!(
+        std::fs::read_dir(&uploads).unwrap().count(),
+        1,
+        "the upload is being written"
+    );
     drop(socket);
 
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while std::fs::read_dir(&uploads).unwrap().count() > 0 {
-        assert!(std::time::Instant::now() < deadline, "the partial upload was not removed");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the partial upload was not removed"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let list: serde_json::Value = reqwest::get(format!("{}/jobs", node.base)).await.unwrap().json().await.unwrap();
+    let list: serde_json::Value = reqwest::get(format!("{}/jobs", node.base))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(list["jobs"].as_array().unwrap().len(), 0);
 }

@@ -13,7 +13,17 @@ async fn submit_wait_downloads_the_result_and_status_prints_it() {
     let out_path = out.clone();
     let output = tokio::task::spawn_blocking(move || {
         Command::new(env!("CARGO_BIN_EXE_vidpress"))
-            .args(["submit", "--wait", "--crf", "32", "--max-height", "120", "--server", &base, "-o"])
+            .args([
+                "submit",
+                "--wait",
+                "--crf",
+                "32",
+                "--max-height",
+                "120",
+                "--server",
+                &base,
+                "-o",
+            ])
             .arg(&out_path)
             .arg(&input)
             .output()
@@ -21,7 +31,11 @@ async fn submit_wait_downloads_the_result_and_status_prints_it() {
     })
     .await
     .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let id = String::from_utf8_lossy(&output.stdout).trim().to_owned();
     let probe = ffprobe(&out);
     assert_eq!(stream(&probe, "video").unwrap()["height"], 120);

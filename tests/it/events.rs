@@ -12,19 +12,25 @@ use crate::support::{clip, fixture, TestNode};
 
 /// Reads every frame until the close; returns the events and the close code.
 async fn collect(url: &str) -> (Vec<Value>, Option<CloseCode>) {
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("upgrade");
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("upgrade");
     let mut events = Vec::new();
     let read = async {
         while let Some(message) = ws.next().await {
             match message.expect("frame") {
-                Message::Text(text) => events.push(serde_json::from_str(&text).expect("json event")),
+                Message::Text(text) => {
+                    events.push(serde_json::from_str(&text).expect("json event"))
+                }
                 Message::Close(frame) => return frame.map(|f| f.code),
                 _ => {}
             }
         }
         None
     };
-    let code = tokio::time::timeout(Duration::from_secs(120), read).await.expect("stream ends");
+    let code = tokio::time::timeout(Duration::from_secs(120), read)
+        .await
+        .expect("stream ends");
     (events, code)
 }
 
@@ -34,9 +40,22 @@ async fn events_are_snapshot_then_progress_then_terminal_status_then_close_1000(
     let input = fixture(
         "ws-640x360-6s.mp4",
         &[
-            "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30",
-            "-f", "lavfi", "-i", "sine=frequency=440",
-            "-t", "6", "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=640x360:rate=30",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440",
+            "-t",
+            "6",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-c:a",
+            "aac",
         ],
     );
     let (status, job) = node.submit(&input, "?preset=medium").await;
@@ -46,21 +65,41 @@ async fn events_are_snapshot_then_progress_then_terminal_status_then_close_1000(
     let (events, code) = collect(&format!("{ws_base}/jobs/{id}/events")).await;
 
     assert_eq!(code, Some(CloseCode::Normal));
-    assert!(events.len() >= 3, "snapshot, progress, terminal: {events:?}");
+    assert!(
+        events.len() >= 3,
+        "snapshot, progress, terminal: {events:?}"
+    );
     assert_eq!(events[0]["event"], "snapshot");
     for pair in events.windows(2) {
-        assert_eq!(pair[1]["seq"].as_u64().unwrap(), pair[0]["seq"].as_u64().unwrap() + 1, "seq rises by one");
-        let (a, b) = (pair[0]["job"]["progress"].as_f64().unwrap(), pair[1]["job"]["progress"].as_f64().unwrap());
+        assert_eq!(
+            pair[1]["seq"].as_u64().unwrap(),
+            pair[0]["seq"].as_u64().unwrap() + 1,
+            "seq rises by one"
+        );
+        let (a, b) = (
+            pair[0]["job"]["progress"].as_f64().unwrap(),
+            pair[1]["job"]["progress"].as_f64().unwrap(),
+        );
         if pair[1]["job"]["status"] == "running" || pair[1]["job"]["status"] == "completed" {
             assert!(b >= a, "progress never goes back: {a} then {b}");
         }
     }
-    assert!(events.iter().any(|e| e["event"] == "progress"), "progress events were pushed");
+    assert!(
+        events.iter().any(|e| e["event"] == "progress"),
+        "progress events were pushed"
+    );
     let last = events.last().unwrap();
     assert_eq!(last["event"], "status");
     assert_eq!(last["job"]["status"], "completed");
     assert_eq!(last["job"]["progress"], 1.0);
-    assert_eq!(events.iter().filter(|e| e["job"]["status"] == "completed").count(), 1, "terminal is last");
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e["job"]["status"] == "completed")
+            .count(),
+        1,
+        "terminal is last"
+    );
 
     // Resuming after a reconnect replays what came after `since`.
     let since = events[1]["seq"].as_u64().unwrap();
@@ -83,14 +122,21 @@ async fn unknown_jobs_get_404_before_the_upgrade() {
     let ws_base = node.base.replace("http://", "ws://");
     let unknown = uuid::Uuid::now_v7();
     match tokio_tungstenite::connect_async(format!("{ws_base}/jobs/{unknown}/events")).await {
-        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => assert_eq!(response.status(), 404),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 404)
+        }
         other => panic!("expected a 404, got {:?}", other.map(|(_, r)| r.status())),
     }
     let (status, job) = node.submit(&clip(1), "").await;
     assert_eq!(status, 202);
-    let bad = format!("{ws_base}/jobs/{}/events?since=minus-one", job["id"].as_str().unwrap());
+    let bad = format!(
+        "{ws_base}/jobs/{}/events?since=minus-one",
+        job["id"].as_str().unwrap()
+    );
     match tokio_tungstenite::connect_async(bad).await {
-        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => assert_eq!(response.status(), 400),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 400)
+        }
         other => panic!("expected a 400, got {:?}", other.map(|(_, r)| r.status())),
     }
 }
@@ -105,7 +151,11 @@ async fn a_canceled_job_ends_its_stream_with_the_canceled_status() {
     let url = format!("{ws_base}/jobs/{id}/events");
     let reader = tokio::spawn(async move { collect(&url).await });
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let response = reqwest::Client::new().delete(format!("{}/jobs/{id}", node.base)).send().await.unwrap();
+    let response = reqwest::Client::new()
+        .delete(format!("{}/jobs/{id}", node.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     let (events, code) = reader.await.unwrap();
     assert_eq!(code, Some(CloseCode::Normal));

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use crate::support::{clip, duration, ffprobe, fixture, long_clip, stream, Served, TestNode};
 
 async fn download(node: &Served, id: &str, to: &Path) -> reqwest::header::HeaderMap {
-    let response = reqwest::get(format!("{}/jobs/{id}/result", node.base)).await.unwrap();
+    let response = reqwest::get(format!("{}/jobs/{id}/result", node.base))
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     let headers = response.headers().clone();
     std::fs::write(to, response.bytes().await.unwrap()).unwrap();
@@ -21,9 +23,26 @@ async fn compresses_to_h264_aac_mp4_of_the_same_duration_and_smaller() {
     let input = fixture(
         "hq-640x360-4s.mp4",
         &[
-            "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30",
-            "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
-            "-t", "4", "-c:v", "libx264", "-preset", "ultrafast", "-crf", "10", "-c:a", "aac", "-b:a", "256k",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=640x360:rate=30",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=48000",
+            "-t",
+            "4",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-crf",
+            "10",
+            "-c:a",
+            "aac",
+            "-b:a",
+            "256k",
         ],
     );
     let (status, job) = node.submit(&input, "").await;
@@ -45,7 +64,10 @@ async fn compresses_to_h264_aac_mp4_of_the_same_duration_and_smaller() {
     assert_eq!(stream(&probe, "audio").unwrap()["codec_name"], "aac");
     assert_eq!(stream(&probe, "video").unwrap()["width"], 640);
     assert!((duration(&probe) - duration(&input_probe)).abs() < 0.2);
-    assert!(size < std::fs::metadata(&input).unwrap().len(), "the output is smaller");
+    assert!(
+        size < std::fs::metadata(&input).unwrap().len(),
+        "the output is smaller"
+    );
     // +faststart: the index comes before the media data.
     let bytes = std::fs::read(&out).unwrap();
     let moov = bytes.windows(4).position(|w| w == b"moov").unwrap();
@@ -68,7 +90,16 @@ async fn max_height_downscales_with_even_dimensions_and_odd_inputs_work() {
     let node = TestNode::start().await.serve();
     let odd = fixture(
         "odd-321x241.mkv",
-        &["-f", "lavfi", "-i", "testsrc2=size=321x241:rate=25", "-t", "1", "-c:v", "ffv1"],
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=321x241:rate=25",
+            "-t",
+            "1",
+            "-c:v",
+            "ffv1",
+        ],
     );
     let (status, job) = node.submit(&odd, "?max_height=101").await;
     assert_eq!(status, 202);
@@ -79,10 +110,16 @@ async fn max_height_downscales_with_even_dimensions_and_odd_inputs_work() {
     download(&node, id, &out).await;
     let probe = ffprobe(&out);
     let video = stream(&probe, "video").unwrap();
-    let (w, h) = (video["width"].as_u64().unwrap(), video["height"].as_u64().unwrap());
+    let (w, h) = (
+        video["width"].as_u64().unwrap(),
+        video["height"].as_u64().unwrap(),
+    );
     assert_eq!(h, 100, "101 rounded down to even");
     assert_eq!(w % 2, 0);
-    assert!((w as f64 / h as f64 - 321.0 / 241.0).abs() < 0.05, "aspect kept: {w}x{h}");
+    assert!(
+        (w as f64 / h as f64 - 321.0 / 241.0).abs() < 0.05,
+        "aspect kept: {w}x{h}"
+    );
     assert!(stream(&probe, "audio").is_none(), "no audio in, none out");
 }
 
@@ -111,8 +148,12 @@ async fn ten_jobs_at_once_all_complete() {
 fn transcoders_of(id: &str) -> Vec<u32> {
     let mut pids = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
         let cmdline = String::from_utf8_lossy(&cmdline);
         let zombie = std::fs::read_to_string(entry.path().join("stat"))
             .map(|s| s.contains(") Z "))
@@ -134,8 +175,16 @@ async fn cancel_stops_the_encoder_within_a_second() {
     // Wait until it is really encoding.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let doc: serde_json::Value = reqwest::get(format!("{}/jobs/{id}", node.base)).await.unwrap().json().await.unwrap();
-        if doc["status"] == "running" && !transcoders_of(&id).is_empty() && doc["progress"].as_f64().unwrap() > 0.0 {
+        let doc: serde_json::Value = reqwest::get(format!("{}/jobs/{id}", node.base))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if doc["status"] == "running"
+            && !transcoders_of(&id).is_empty()
+            && doc["progress"].as_f64().unwrap() > 0.0
+        {
             break;
         }
         assert!(Instant::now() < deadline, "never started: {doc}");
@@ -144,10 +193,17 @@ async fn cancel_stops_the_encoder_within_a_second() {
 
     let client = reqwest::Client::new();
     let canceled_at = Instant::now();
-    let response = client.delete(format!("{}/jobs/{id}", node.base)).send().await.unwrap();
+    let response = client
+        .delete(format!("{}/jobs/{id}", node.base))
+        .send()
+        .await
+        .unwrap();
     assert!(matches!(response.status().as_u16(), 200 | 202));
     while !transcoders_of(&id).is_empty() {
-        assert!(canceled_at.elapsed() < Duration::from_secs(1), "the encoder still runs after 1 s");
+        assert!(
+            canceled_at.elapsed() < Duration::from_secs(1),
+            "the encoder still runs after 1 s"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let (status, doc) = node.wait_terminal(&id, Duration::from_secs(5)).await;
@@ -155,12 +211,18 @@ async fn cancel_stops_the_encoder_within_a_second() {
     assert_eq!(doc["status"], "canceled");
 
     // Cancel is idempotent: again, 200 and still canceled.
-    let again = client.delete(format!("{}/jobs/{id}", node.base)).send().await.unwrap();
+    let again = client
+        .delete(format!("{}/jobs/{id}", node.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(again.status(), 200);
     // The slot is free again.
     let (status, job) = node.submit(&clip(1), "").await;
     assert_eq!(status, 202);
-    let (status, _) = node.wait_terminal(job["id"].as_str().unwrap(), Duration::from_secs(60)).await;
+    let (status, _) = node
+        .wait_terminal(job["id"].as_str().unwrap(), Duration::from_secs(60))
+        .await;
     assert_eq!(status, 200);
 }
 
@@ -192,7 +254,9 @@ async fn a_crashing_transcoder_fails_the_job_and_the_node_lives() {
     for _ in 0..2 {
         let (status, job) = node.submit(&clip(1), "").await;
         assert_eq!(status, 202);
-        let (status, doc) = node.wait_terminal(job["id"].as_str().unwrap(), Duration::from_secs(30)).await;
+        let (status, doc) = node
+            .wait_terminal(job["id"].as_str().unwrap(), Duration::from_secs(30))
+            .await;
         assert_eq!(status, 400, "{doc}");
         assert_eq!(doc["error"]["code"], "transcoder_crashed");
     }

@@ -38,10 +38,28 @@ pub fn clip(seconds: u32) -> PathBuf {
     fixture(
         &format!("clip-{seconds}s.mp4"),
         &[
-            "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25",
-            "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100",
-            "-t", &t, "-c:v", "libx264", "-preset", "ultrafast", "-crf", "18",
-            "-c:a", "aac", "-b:a", "128k", "-pix_fmt", "yuv420p",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x240:rate=25",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=44100",
+            "-t",
+            &t,
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-crf",
+            "18",
+            "-c:a",
+            "aac",
+            "-b:a",
+            "128k",
+            "-pix_fmt",
+            "yuv420p",
         ],
     )
 }
@@ -51,10 +69,26 @@ pub fn long_clip() -> PathBuf {
     fixture(
         "long-720p-60s.mp4",
         &[
-            "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30",
-            "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
-            "-t", "60", "-c:v", "libx264", "-preset", "ultrafast", "-crf", "30",
-            "-c:a", "aac", "-pix_fmt", "yuv420p",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=1280x720:rate=30",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=48000",
+            "-t",
+            "60",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-crf",
+            "30",
+            "-c:a",
+            "aac",
+            "-pix_fmt",
+            "yuv420p",
         ],
     )
 }
@@ -62,7 +96,14 @@ pub fn long_clip() -> PathBuf {
 /// Probes a media file with ffprobe: `{"streams": [...], "format": {...}}`.
 pub fn ffprobe(path: &Path) -> Value {
     let out = Command::new("ffprobe")
-        .args(["-v", "error", "-show_streams", "-show_format", "-of", "json"])
+        .args([
+            "-v",
+            "error",
+            "-show_streams",
+            "-show_format",
+            "-of",
+            "json",
+        ])
         .arg(path)
         .output()
         .expect("ffprobe runs");
@@ -161,7 +202,10 @@ impl Served {
             if status != 202 {
                 return (status, body);
             }
-            assert!(Instant::now() < deadline, "job {id} not terminal in {limit:?}: {body}");
+            assert!(
+                Instant::now() < deadline,
+                "job {id} not terminal in {limit:?}: {body}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }

@@ -341,7 +341,10 @@ mod tests {
     fn unknown_preset_names_the_option() {
         let err = "Fast".parse::<Preset>().unwrap_err();
         assert_eq!(err.option(), "preset");
-        assert!(err.to_string().starts_with("preset must be one of"), "{err}");
+        assert!(
+            err.to_string().starts_with("preset must be one of"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -108,9 +108,8 @@ pub(super) fn open(path: &Path) -> Result<Input, TranscodeError> {
 pub(super) fn file_url(path: &Path) -> Result<CString, TranscodeError> {
     let mut url = b"file:".to_vec();
     url.extend_from_slice(path.as_os_str().as_bytes());
-    CString::new(url).map_err(|_| {
-        TranscodeError::new(ErrorCode::Io, "the file path contains a NUL byte")
-    })
+    CString::new(url)
+        .map_err(|_| TranscodeError::new(ErrorCode::Io, "the file path contains a NUL byte"))
 }
 
 /// The dictionary that restricts what libav may open while reading `url`.
@@ -138,7 +137,13 @@ fn detect_format(url: &CString) -> Result<*const ffi::AVInputFormat, TranscodeEr
     // back; `pb` is closed on every path below.
     let opened = unsafe {
         let mut raw = options.disown();
-        let ret = ffi::avio_open2(&mut pb, url.as_ptr(), ffi::AVIO_FLAG_READ, ptr::null(), &mut raw);
+        let ret = ffi::avio_open2(
+            &mut pb,
+            url.as_ptr(),
+            ffi::AVIO_FLAG_READ,
+            ptr::null(),
+            &mut raw,
+        );
         drop(Dictionary::own(raw));
         ret
     };
@@ -153,7 +158,8 @@ fn detect_format(url: &CString) -> Result<*const ffi::AVInputFormat, TranscodeEr
     avlog::clear();
     // SAFETY: `pb` is open; libav writes the detected format into `demuxer`.
     let score = unsafe {
-        let score = ffi::av_probe_input_buffer2(pb, &mut demuxer, url.as_ptr(), ptr::null_mut(), 0, 0);
+        let score =
+            ffi::av_probe_input_buffer2(pb, &mut demuxer, url.as_ptr(), ptr::null_mut(), 0, 0);
         ffi::avio_closep(&mut pb);
         score
     };
@@ -249,9 +255,9 @@ fn select_streams(mut ctx: format::context::Input) -> Result<Input, TranscodeErr
         })?,
     };
 
-    let video = ctx
-        .stream(video_index)
-        .ok_or_else(|| TranscodeError::new(ErrorCode::NoVideoStream, "the file has no video stream"))?;
+    let video = ctx.stream(video_index).ok_or_else(|| {
+        TranscodeError::new(ErrorCode::NoVideoStream, "the file has no video stream")
+    })?;
     let parameters = video.parameters();
     let codec_id = parameters.id();
     // SAFETY: parameters of a stream of an open context are valid.

@@ -45,7 +45,10 @@ impl Muxer {
         let ctx = format::output_as_with(url, "mp4", options).map_err(|err| {
             TranscodeError::new(
                 ErrorCode::Io,
-                format!("the output file could not be created: {}", super::lower(&err.to_string())),
+                format!(
+                    "the output file could not be created: {}",
+                    super::describe(err)
+                ),
             )
         })?;
         Ok(Muxer {

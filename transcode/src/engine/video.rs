@@ -8,10 +8,10 @@
 //! properties match the pictures it receives.
 
 use ffmpeg_next::{
-    codec, decoder, encoder, ffi, filter, format, frame, picture, Dictionary, Packet, Rational,
-    Rescale,
+    codec, decoder, encoder, ffi, format, frame, picture, Dictionary, Packet, Rational, Rescale,
 };
 
+use super::graph::Graph;
 use super::input::Input;
 use super::mux::Muxer;
 use super::{decode_error_is_fatal, encoder_error, is_again_or_eof};
@@ -30,6 +30,9 @@ pub(super) struct VideoPipeline {
     /// timestamps.
     start_offset: i64,
     rotation: u32,
+    /// Sample aspect ratio declared by the container, which the CLI prefers
+    /// over the codec's.
+    stream_sar: Rational,
     out_width: u32,
     out_height: u32,
     /// The constant output frame rate, or `None` to keep input timestamps.
@@ -59,7 +62,7 @@ pub(super) struct VideoPipeline {
 /// A configured graph and the frame properties it was built for; a frame
 /// with other properties (a mid-stream resolution change) rebuilds it.
 struct VideoFilter {
-    graph: filter::Graph,
+    graph: Graph,
     input: FrameShape,
 }
 
@@ -76,15 +79,27 @@ impl VideoPipeline {
         muxer: &mut Muxer,
         options: EncodeOptions,
     ) -> Result<Self, TranscodeError> {
+        // SAFETY: both pointers come from the open input context.
+        // The CLI's guess, mostly r_frame_rate, before borrowing the stream.
+        let guessed = unsafe {
+            let ctx = input.ctx.as_mut_ptr();
+            let stream = *(*ctx).streams.add(input.video_index);
+            Rational::from(ffi::av_guess_frame_rate(ctx, stream, std::ptr::null_mut()))
+        };
         let stream = input.ctx.stream(input.video_index).ok_or_else(|| {
             TranscodeError::new(ErrorCode::NoVideoStream, "the file has no video stream")
         })?;
         let stream_tb = stream.time_base();
+        // SAFETY: reading a plain field of a stream of the open context.
+        let stream_sar = Rational::from(unsafe { (*stream.as_ptr()).sample_aspect_ratio });
         let parameters = stream.parameters();
         let codec = decoder::find(parameters.id()).ok_or_else(|| {
             TranscodeError::new(
                 ErrorCode::UnsupportedFormat,
-                format!("the {} video codec is not supported", parameters.id().name()),
+                format!(
+                    "the {} video codec is not supported",
+                    parameters.id().name()
+                ),
             )
         })?;
         let mut context = codec::context::Context::from_parameters(parameters)
@@ -103,12 +118,6 @@ impl VideoPipeline {
             .and_then(|opened| opened.video())
             .map_err(|err| invalid("the video decoder could not be opened", err))?;
 
-        // SAFETY: both pointers come from the open input context.
-        let guessed = unsafe {
-            let ctx = input.ctx.as_mut_ptr();
-            let stream = *(*ctx).streams.add(input.video_index);
-            Rational::from(ffi::av_guess_frame_rate(ctx, stream, std::ptr::null_mut()))
-        };
         let frame_rate = [guessed, stream.avg_frame_rate()]
             .into_iter()
             .find(|rate| is_sane_rate(*rate));
@@ -120,11 +129,8 @@ impl VideoPipeline {
             .map(|rate| 1i64.rescale(rate.invert(), stream_tb).max(1))
             .unwrap_or(1);
 
-        let (out_width, out_height) = output_size(
-            input.info.width,
-            input.info.height,
-            options.max_height,
-        );
+        let (out_width, out_height) =
+            output_size(input.info.width, input.info.height, options.max_height);
         let out_index = muxer.add_stream()?;
         let start_offset = input
             .start_time
@@ -137,6 +143,7 @@ impl VideoPipeline {
             stream_tb,
             start_offset,
             rotation: input.rotation,
+            stream_sar,
             out_width,
             out_height,
             frame_rate,
@@ -157,7 +164,11 @@ impl VideoPipeline {
     }
 
     /// Decodes one demuxed packet and pushes whatever comes out downstream.
-    pub fn send_packet(&mut self, packet: &Packet, muxer: &mut Muxer) -> Result<(), TranscodeError> {
+    pub fn send_packet(
+        &mut self,
+        packet: &Packet,
+        muxer: &mut Muxer,
+    ) -> Result<(), TranscodeError> {
         if let Err(err) = self.decoder.send_packet(packet) {
             if decode_error_is_fatal(&err) {
                 return Err(invalid("the video could not be decoded", err));
@@ -174,7 +185,8 @@ impl VideoPipeline {
         let _ = self.decoder.send_eof();
         self.receive_frames(muxer)?;
         if let Some(filter) = self.filter.as_mut() {
-            source(&mut filter.graph)
+            filter
+                .graph
                 .flush()
                 .map_err(|err| encoder_error("the video filter failed", err))?;
             self.drain_filter(muxer)?;
@@ -220,12 +232,12 @@ impl VideoPipeline {
             if self.filter.as_ref().map(|filter| filter.input) != Some(shape) {
                 self.rebuild_filter(shape, muxer)?;
             }
-            let filter = self
-                .filter
-                .as_mut()
-                .ok_or_else(|| TranscodeError::new(ErrorCode::EncoderFailed, "the video filter is missing"))?;
-            source(&mut filter.graph)
-                .add(&self.decoded)
+            let filter = self.filter.as_mut().ok_or_else(|| {
+                TranscodeError::new(ErrorCode::EncoderFailed, "the video filter is missing")
+            })?;
+            filter
+                .graph
+                .push(&self.decoded)
                 .map_err(|err| encoder_error("the video filter failed", err))?;
             self.drain_filter(muxer)?;
         }
@@ -233,7 +245,11 @@ impl VideoPipeline {
 
     /// Builds the graph for frames of `shape`, first draining any graph built
     /// for an earlier shape.
-    fn rebuild_filter(&mut self, shape: FrameShape, muxer: &mut Muxer) -> Result<(), TranscodeError> {
+    fn rebuild_filter(
+        &mut self,
+        shape: FrameShape,
+        muxer: &mut Muxer,
+    ) -> Result<(), TranscodeError> {
         if shape.width == 0
             || shape.height == 0
             || shape.width > super::input::MAX_DIMENSION
@@ -250,15 +266,17 @@ impl VideoPipeline {
             ));
         }
         if let Some(filter) = self.filter.as_mut() {
-            source(&mut filter.graph)
+            filter
+                .graph
                 .flush()
                 .map_err(|err| encoder_error("the video filter failed", err))?;
             self.drain_filter(muxer)?;
         }
-        let mut sar = self.decoded.aspect_ratio();
-        if sar.numerator() <= 0 || sar.denominator() <= 0 {
-            sar = Rational::new(0, 1);
-        }
+        let valid = |sar: Rational| sar.numerator() > 0 && sar.denominator() > 0;
+        let sar = [self.stream_sar, self.decoded.aspect_ratio()]
+            .into_iter()
+            .find(|sar| valid(*sar))
+            .unwrap_or(Rational::new(0, 1));
         let graph = build_graph(
             shape,
             sar,
@@ -280,15 +298,16 @@ impl VideoPipeline {
             let Some(filter) = self.filter.as_mut() else {
                 return Ok(());
             };
-            let mut sink_ctx = sink_context(&mut filter.graph)?;
-            let sink_tb = sink_ctx.sink().time_base();
-            match sink_ctx.sink().frame(&mut self.filtered) {
-                Ok(()) => {}
-                Err(err) if is_again_or_eof(&err) => return Ok(()),
-                Err(err) => return Err(encoder_error("the video filter failed", err)),
+            let pulled = filter
+                .graph
+                .pull(&mut self.filtered)
+                .map_err(|err| encoder_error("the video filter failed", err))?;
+            if !pulled {
+                return Ok(());
             }
+            let sink_tb = filter.graph.time_base();
             if self.encoder.is_none() {
-                self.open_encoder(&sink_ctx, muxer)?;
+                self.open_encoder(muxer)?;
             }
 
             let Some(pts) = self.filtered.pts() else {
@@ -304,10 +323,9 @@ impl VideoPipeline {
             self.last_encoded_pts = Some(pts);
             self.filtered.set_pts(Some(pts));
             self.filtered.set_kind(picture::Type::None);
-            let encoder = self
-                .encoder
-                .as_mut()
-                .ok_or_else(|| TranscodeError::new(ErrorCode::EncoderFailed, "the video encoder is missing"))?;
+            let encoder = self.encoder.as_mut().ok_or_else(|| {
+                TranscodeError::new(ErrorCode::EncoderFailed, "the video encoder is missing")
+            })?;
             encoder
                 .send_frame(&self.filtered)
                 .map_err(|err| encoder_error("the video encoder failed", err))?;
@@ -316,7 +334,7 @@ impl VideoPipeline {
     }
 
     /// Opens libx264 for the first filtered frame and registers the stream.
-    fn open_encoder(&mut self, sink: &filter::Context, muxer: &mut Muxer) -> Result<(), TranscodeError> {
+    fn open_encoder(&mut self, muxer: &mut Muxer) -> Result<(), TranscodeError> {
         let codec = encoder::find_by_name("libx264").ok_or_else(|| {
             TranscodeError::new(
                 ErrorCode::EncoderFailed,
@@ -327,6 +345,14 @@ impl VideoPipeline {
             .encoder()
             .video()
             .map_err(|err| encoder_error("the video encoder could not be created", err))?;
+        let sink = self
+            .filter
+            .as_ref()
+            .ok_or_else(|| {
+                TranscodeError::new(ErrorCode::EncoderFailed, "the video filter is missing")
+            })?
+            .graph
+            .sink();
         // SAFETY: reading properties of a configured buffersink.
         let (width, height, sar) = unsafe {
             let ptr = sink.as_ptr();
@@ -351,7 +377,7 @@ impl VideoPipeline {
             (*context.as_mut_ptr()).chroma_sample_location = self.filtered.chroma_location().into();
         }
         if muxer.wants_global_header() {
-            context.set_flags(codec::Flags::GLOBAL_HEADER);
+            super::add_global_header_flag(&mut context);
         }
 
         let mut options = Dictionary::new();
@@ -422,8 +448,7 @@ fn build_graph(
     frame_rate: Option<Rational>,
     rotation: u32,
     (out_width, out_height): (u32, u32),
-) -> Result<filter::Graph, ffmpeg_next::Error> {
-    let mut graph = filter::Graph::new();
+) -> Result<Graph, ffmpeg_next::Error> {
     let pix_fmt: ffi::AVPixelFormat = shape.format.into();
     let mut args = format!(
         "video_size={}x{}:pix_fmt={}:time_base={}/{}:pixel_aspect={}/{}",
@@ -436,12 +461,12 @@ fn build_graph(
         sar.denominator().max(1),
     );
     if let Some(rate) = frame_rate {
-        args.push_str(&format!(":frame_rate={}/{}", rate.numerator(), rate.denominator()));
+        args.push_str(&format!(
+            ":frame_rate={}/{}",
+            rate.numerator(),
+            rate.denominator()
+        ));
     }
-    let buffer = filter::find("buffer").ok_or(ffmpeg_next::Error::FilterNotFound)?;
-    let buffersink = filter::find("buffersink").ok_or(ffmpeg_next::Error::FilterNotFound)?;
-    graph.add(&buffer, "in", &args)?;
-    graph.add(&buffersink, "out", "")?;
 
     let mut chain: Vec<String> = Vec::new();
     let (mut width, mut height) = (shape.width, shape.height);
@@ -460,33 +485,13 @@ fn build_graph(
     }
     chain.push("format=yuv420p".into());
 
-    graph
-        .output("in", 0)?
-        .input("out", 0)?
-        .parse(&chain.join(","))?;
-    graph.validate()?;
-    Ok(graph)
-}
-
-fn source(graph: &mut filter::Graph) -> filter::context::Source<'static> {
-    // The graph owns its filter contexts for as long as it lives; the
-    // wrapper only borrows them for one call.
-    let mut context = graph.get("in").expect("the graph was built with an `in` buffer");
-    // SAFETY: the context pointer stays valid while `graph` is alive, and the
-    // returned source is used immediately by the caller.
-    unsafe { std::mem::transmute::<filter::context::Source<'_>, filter::context::Source<'static>>(context.source()) }
-}
-
-fn sink_context(graph: &mut filter::Graph) -> Result<filter::Context, TranscodeError> {
-    graph
-        .get("out")
-        .ok_or_else(|| TranscodeError::new(ErrorCode::EncoderFailed, "the video filter is missing its output"))
+    Graph::build("buffer", &args, &chain.join(","), "buffersink")
 }
 
 fn invalid(context: &str, err: ffmpeg_next::Error) -> TranscodeError {
     TranscodeError::new(
         ErrorCode::InvalidMedia,
-        format!("{context}: {}", super::lower(&err.to_string())),
+        format!("{context}: {}", super::describe(err)),
     )
 }
 

@@ -1,0 +1,19 @@
+//! A stand-alone transcoding child, for the crate's own tests and for
+//! measuring the engine against the ffmpeg CLI:
+//! `vidpress-transcode-child '<TranscodeJob as JSON>'`.
+//!
+//! The `vidpress` binary does the same through its `__transcode` subcommand.
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let Some(job) = std::env::args_os().nth(1) else {
+        eprintln!("usage: vidpress-transcode-child '<transcode job as JSON>'");
+        return ExitCode::from(2);
+    };
+    let Some(job) = job.to_str() else {
+        eprintln!("the transcode job is not valid UTF-8");
+        return ExitCode::from(2);
+    };
+    vidpress_transcode::child::main(job)
+}

@@ -1,0 +1,327 @@
+//! The parent side of the process boundary: runs one transcode in a child
+//! process and turns its event lines back into a result. No libav here.
+//!
+//! **Invariant:** the child never outlives the transcode. Dropping the
+//! future returned by [`run`] (a cancel) kills the child with SIGKILL at
+//! once (`kill_on_drop`), and on Linux the child also gets SIGKILL if the
+//! thread that spawned it dies (`PR_SET_PDEATHSIG`), so a crashed parent
+//! does not leave an encoder running. Because that signal is tied to the
+//! spawning *thread*, poll [`run`] on a runtime worker (e.g. inside
+//! `tokio::spawn`), not on a short-lived blocking thread.
+
+use std::ffi::OsString;
+use std::io;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::protocol::{ChildEvent, ErrorCode, TranscodeError, TranscodeJob};
+
+/// How much of the child's stderr is kept to explain a crash.
+const STDERR_TAIL_BYTES: usize = 4096;
+
+/// Longest accepted event line; anything longer is a broken child.
+const MAX_LINE_BYTES: u64 = 1 << 20;
+
+/// How to start the transcoding child: `program args… '<job JSON>'`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChildCommand {
+    /// The executable, normally the `vidpress` binary itself.
+    pub program: PathBuf,
+    /// Arguments before the job, normally `["__transcode"]`.
+    pub args: Vec<OsString>,
+}
+
+impl ChildCommand {
+    /// Returns the command that re-runs the current executable with the
+    /// internal [`crate::child::SUBCOMMAND`].
+    pub fn current_exe() -> io::Result<Self> {
+        Ok(ChildCommand {
+            program: std::env::current_exe()?,
+            args: vec![crate::child::SUBCOMMAND.into()],
+        })
+    }
+}
+
+/// Runs `job` in a child process and returns the size of the output file.
+///
+/// `on_event` sees [`ChildEvent::Probed`] and every
+/// [`ChildEvent::Progress`]; the terminal event becomes the return value.
+/// If no line arrives for `stall_timeout` the child is killed and the
+/// result is [`ErrorCode::TranscodeStalled`]; if the child dies without
+/// reporting an outcome, or talks nonsense, it is
+/// [`ErrorCode::TranscoderCrashed`].
+///
+/// Cancel by dropping the future: the child is killed immediately. Unless
+/// the result is `Ok`, `job.output` is removed, so a partial file never
+/// looks like a result.
+pub async fn run(
+    cmd: &ChildCommand,
+    job: &TranscodeJob,
+    stall_timeout: Duration,
+    mut on_event: impl FnMut(ChildEvent) + Send,
+) -> Result<u64, TranscodeError> {
+    let job_json = serde_json::to_string(job).map_err(|err| {
+        TranscodeError::new(
+            ErrorCode::Io,
+            format!("the transcode job could not be encoded: {err}"),
+        )
+    })?;
+    // Declared before the child so that, on drop, the child is killed first
+    // and its file removed after.
+    let mut output_guard = RemoveOnDrop(Some(job.output.clone()));
+    let mut command = Command::new(&cmd.program);
+    command
+        .args(&cmd.args)
+        .arg(job_json)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    kill_with_parent(&mut command);
+
+    let mut child = command.spawn().map_err(|err| {
+        TranscodeError::new(
+            ErrorCode::Io,
+            format!(
+                "the transcoder could not be started: {}",
+                err.to_string().to_lowercase()
+            ),
+        )
+    })?;
+    let pid = child.id();
+    tracing::debug!(pid, input = %job.input.display(), "transcoder started");
+
+    let stderr_tail = child.stderr.take().map(|stderr| tokio::spawn(tail(stderr)));
+    let Some(stdout) = child.stdout.take() else {
+        return Err(TranscodeError::new(
+            ErrorCode::Io,
+            "the transcoder's output could not be read",
+        ));
+    };
+    let mut stdout = BufReader::new(stdout);
+
+    let ending = loop {
+        let mut line = Vec::new();
+        let read = tokio::time::timeout(
+            stall_timeout,
+            (&mut stdout)
+                .take(MAX_LINE_BYTES)
+                .read_until(b'\n', &mut line),
+        )
+        .await;
+        match read {
+            Err(_elapsed) => break Ending::Stalled,
+            Ok(Err(_)) | Ok(Ok(0)) => break Ending::Vanished,
+            Ok(Ok(_)) => {}
+        }
+        if line.last() != Some(&b'\n') {
+            // Either over-long or cut off by the child's death.
+            break Ending::Malformed;
+        }
+        match serde_json::from_slice::<ChildEvent>(&line) {
+            Ok(ChildEvent::Done { output_bytes }) => break Ending::Done(output_bytes),
+            Ok(ChildEvent::Failed(err)) => break Ending::Failed(err),
+            Ok(event) => on_event(event),
+            Err(_) => break Ending::Malformed,
+        }
+    };
+
+    let status = match ending {
+        Ending::Done(_) | Ending::Failed(_) | Ending::Vanished => {
+            // It is about to exit on its own; give it a moment, no more.
+            wait_or_kill(&mut child, stall_timeout.min(Duration::from_secs(5))).await
+        }
+        Ending::Stalled | Ending::Malformed => wait_or_kill(&mut child, Duration::ZERO).await,
+    };
+    let stderr = match stderr_tail {
+        Some(task) => tokio::time::timeout(Duration::from_secs(1), task)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default(),
+        None => String::new(),
+    };
+
+    match ending {
+        Ending::Done(output_bytes) => {
+            output_guard.0 = None;
+            if !status.as_ref().is_some_and(ExitStatus::success) {
+                tracing::warn!(
+                    pid,
+                    ?status,
+                    "transcoder reported done but exited uncleanly"
+                );
+            }
+            Ok(output_bytes)
+        }
+        Ending::Failed(err) => Err(err),
+        Ending::Stalled => {
+            tracing::warn!(pid, stderr = %stderr, "transcoder stalled and was killed");
+            Err(TranscodeError::new(
+                ErrorCode::TranscodeStalled,
+                format!(
+                    "the transcoder made no progress for {} and was stopped",
+                    describe_duration(stall_timeout)
+                ),
+            ))
+        }
+        Ending::Vanished | Ending::Malformed => {
+            tracing::warn!(pid, ?status, stderr = %stderr, "transcoder crashed");
+            let mut message = match ending {
+                Ending::Malformed => "the transcoder sent a malformed message".to_owned(),
+                _ => describe_exit(status),
+            };
+            if let Some(last) = stderr
+                .lines()
+                .rev()
+                .map(str::trim)
+                .find(|line| !line.is_empty())
+            {
+                message.push_str(": ");
+                message.push_str(last);
+            }
+            Err(TranscodeError::new(ErrorCode::TranscoderCrashed, message))
+        }
+    }
+}
+
+/// Removes a file when dropped, unless disarmed by taking the path.
+struct RemoveOnDrop(Option<PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// How the event stream ended.
+enum Ending {
+    Done(u64),
+    Failed(TranscodeError),
+    /// No line for the stall timeout.
+    Stalled,
+    /// stdout closed without an outcome.
+    Vanished,
+    /// A line that is not an event.
+    Malformed,
+}
+
+/// Waits up to `grace` for the child to exit, then kills it and reaps it.
+/// Returns `None` if its status could not be obtained.
+async fn wait_or_kill(child: &mut Child, grace: Duration) -> Option<ExitStatus> {
+    if !grace.is_zero() {
+        if let Ok(status) = tokio::time::timeout(grace, child.wait()).await {
+            return status.ok();
+        }
+    }
+    let _ = child.start_kill();
+    child.wait().await.ok()
+}
+
+fn describe_exit(status: Option<ExitStatus>) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match status {
+        Some(status) => match (status.signal(), status.code()) {
+            (Some(signal), _) => format!("the transcoder crashed (signal {signal})"),
+            (None, Some(code)) => {
+                format!("the transcoder exited unexpectedly (exit code {code})")
+            }
+            (None, None) => "the transcoder exited unexpectedly".to_owned(),
+        },
+        None => "the transcoder stopped unexpectedly".to_owned(),
+    }
+}
+
+fn describe_duration(duration: Duration) -> String {
+    let seconds = duration.as_secs_f64();
+    if seconds >= 1.0 {
+        format!("{} s", seconds.round())
+    } else {
+        format!("{} ms", duration.as_millis())
+    }
+}
+
+/// Reads a pipe to its end, keeping only the last [`STDERR_TAIL_BYTES`].
+async fn tail(mut pipe: impl AsyncRead + Unpin) -> String {
+    let mut kept: Vec<u8> = Vec::with_capacity(2 * STDERR_TAIL_BYTES);
+    let mut chunk = [0u8; 4096];
+    loop {
+        match pipe.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                kept.extend_from_slice(&chunk[..n]);
+                if kept.len() > 2 * STDERR_TAIL_BYTES {
+                    kept.drain(..kept.len() - STDERR_TAIL_BYTES);
+                }
+            }
+        }
+    }
+    if kept.len() > STDERR_TAIL_BYTES {
+        kept.drain(..kept.len() - STDERR_TAIL_BYTES);
+    }
+    String::from_utf8_lossy(&kept).into_owned()
+}
+
+/// Asks the kernel to SIGKILL the child when its parent goes away.
+#[cfg(target_os = "linux")]
+fn kill_with_parent(command: &mut Command) {
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: the closure runs between fork and exec and only makes
+    // async-signal-safe system calls, allocating nothing.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) == -1
+            {
+                return Err(io::Error::last_os_error());
+            }
+            // The parent may have died before prctl took effect.
+            if libc::getppid() != parent {
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn kill_with_parent(_command: &mut Command) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn tail_keeps_the_end() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+        let kept = tail(&data[..]).await;
+        assert_eq!(kept.len(), STDERR_TAIL_BYTES);
+        assert_eq!(kept.as_bytes(), &data[data.len() - STDERR_TAIL_BYTES..]);
+    }
+
+    #[test]
+    fn exits_are_described_for_people() {
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(
+            describe_exit(Some(ExitStatus::from_raw(6))),
+            "the transcoder crashed (signal 6)"
+        );
+        assert_eq!(
+            describe_exit(Some(ExitStatus::from_raw(101 << 8))),
+            "the transcoder exited unexpectedly (exit code 101)"
+        );
+        assert_eq!(describe_duration(Duration::from_secs(30)), "30 s");
+        assert_eq!(describe_duration(Duration::from_millis(250)), "250 ms");
+    }
+}

@@ -1,0 +1,260 @@
+//! The driver against the real child binary: events cross the process
+//! boundary intact, and a crashing, hanging, babbling or cancelled child
+//! ends the way the contract says.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+use vidpress_transcode::driver::{self, ChildCommand};
+use vidpress_transcode::{ChildEvent, EncodeOptions, ErrorCode, Preset, TranscodeJob};
+
+use crate::fixtures::{self, ffprobe, streams};
+
+const CHILD: &str = env!("CARGO_BIN_EXE_vidpress-transcode-child");
+const STALL: Duration = Duration::from_secs(30);
+
+fn child() -> ChildCommand {
+    ChildCommand {
+        program: PathBuf::from(CHILD),
+        args: Vec::new(),
+    }
+}
+
+/// The child with `VIDPRESS_TRANSCODE_FAULT=<fault>` in its environment
+/// only, through env(1), so parallel tests are unaffected.
+fn faulty_child(fault: &str) -> ChildCommand {
+    ChildCommand {
+        program: PathBuf::from("/usr/bin/env"),
+        args: vec![
+            OsString::from(format!("VIDPRESS_TRANSCODE_FAULT={fault}")),
+            OsString::from(CHILD),
+        ],
+    }
+}
+
+/// A shell script standing in for the child.
+fn fake_child(script: &str) -> ChildCommand {
+    ChildCommand {
+        program: PathBuf::from("/bin/sh"),
+        args: vec!["-c".into(), script.into(), "fake-child".into()],
+    }
+}
+
+fn job(input: PathBuf, dir: &TempDir, options: EncodeOptions) -> TranscodeJob {
+    TranscodeJob {
+        input,
+        output: dir.path().join("out.mp4"),
+        options,
+    }
+}
+
+#[tokio::test]
+async fn happy_path_reports_probe_progress_and_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = job(fixtures::mp4_with_audio(), &dir, EncodeOptions::default());
+    let mut events = Vec::new();
+    let bytes = driver::run(&child(), &job, STALL, |event| events.push(event))
+        .await
+        .expect("transcode succeeds");
+
+    assert_eq!(bytes, std::fs::metadata(&job.output).unwrap().len());
+    let probe = ffprobe(&job.output);
+    assert_eq!(streams(&probe, "video")[0]["codec_name"], "h264");
+    assert_eq!(streams(&probe, "audio")[0]["codec_name"], "aac");
+
+    assert!(matches!(events.first(), Some(ChildEvent::Probed(info)) if info.video_codec == "h264"));
+    let fractions: Vec<f64> = events[1..]
+        .iter()
+        .map(|event| match event {
+            ChildEvent::Progress { fraction, .. } => *fraction,
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert!(fractions.windows(2).all(|w| w[0] <= w[1]), "{fractions:?}");
+    assert!(
+        *fractions.last().expect("some progress") >= 0.99,
+        "{fractions:?}"
+    );
+}
+
+#[tokio::test]
+async fn child_failures_arrive_with_their_code_and_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = job(fixtures::truncated(), &dir, EncodeOptions::default());
+    let err = driver::run(&child(), &job, STALL, |_| {})
+        .await
+        .expect_err("a truncated file fails");
+    assert_eq!(err.code, ErrorCode::InvalidMedia);
+    assert!(
+        err.message.contains("moov atom not found"),
+        "{}",
+        err.message
+    );
+    assert!(!job.output.exists());
+}
+
+#[tokio::test]
+async fn a_crash_is_reported_with_its_signal() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = job(fixtures::mp4_with_audio(), &dir, EncodeOptions::default());
+    let mut probed = false;
+    let err = driver::run(&faulty_child("crash"), &job, STALL, |event| {
+        probed |= matches!(event, ChildEvent::Probed(_));
+    })
+    .await
+    .expect_err("the child aborts");
+    assert!(probed, "events before the crash are delivered");
+    assert_eq!(err.code, ErrorCode::TranscoderCrashed);
+    assert!(
+        err.message.starts_with("the transcoder crashed (signal 6)"),
+        "{}",
+        err.message
+    );
+    assert!(!job.output.exists(), "a partial output is removed");
+}
+
+#[tokio::test]
+async fn a_hang_is_stopped_after_the_stall_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = job(fixtures::mp4_with_audio(), &dir, EncodeOptions::default());
+    let started = Instant::now();
+    let err = driver::run(
+        &faulty_child("hang"),
+        &job,
+        Duration::from_millis(1500),
+        |_| {},
+    )
+    .await
+    .expect_err("the child hangs");
+    let elapsed = started.elapsed();
+    assert_eq!(err.code, ErrorCode::TranscodeStalled, "{err:?}");
+    assert!(err.message.contains("no progress"), "{}", err.message);
+    assert!(
+        elapsed >= Duration::from_millis(1500) && elapsed < Duration::from_secs(10),
+        "stopped after {elapsed:?}"
+    );
+    assert!(!job.output.exists());
+}
+
+#[tokio::test]
+async fn malformed_output_is_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = job(fixtures::mp4_with_audio(), &dir, EncodeOptions::default());
+    let started = Instant::now();
+    let err = driver::run(
+        &fake_child("echo this is not json; sleep 30"),
+        &job,
+        STALL,
+        |_| {},
+    )
+    .await
+    .expect_err("not an event");
+    assert_eq!(err.code, ErrorCode::TranscoderCrashed);
+    assert!(err.message.contains("malformed"), "{}", err.message);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the child is killed, not awaited"
+    );
+}
+
+#[tokio::test]
+async fn an_exit_without_outcome_is_a_crash_with_the_last_stderr_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = job(fixtures::mp4_with_audio(), &dir, EncodeOptions::default());
+    let err = driver::run(
+        &fake_child("echo decoder exploded >&2; exit 7"),
+        &job,
+        STALL,
+        |_| {},
+    )
+    .await
+    .expect_err("no outcome");
+    assert_eq!(err.code, ErrorCode::TranscoderCrashed);
+    assert_eq!(
+        err.message,
+        "the transcoder exited unexpectedly (exit code 7): decoder exploded"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_program_is_an_io_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = job(fixtures::mp4_with_audio(), &dir, EncodeOptions::default());
+    let cmd = ChildCommand {
+        program: PathBuf::from("/nonexistent/vidpress"),
+        args: Vec::new(),
+    };
+    let err = driver::run(&cmd, &job, STALL, |_| {})
+        .await
+        .expect_err("cannot spawn");
+    assert_eq!(err.code, ErrorCode::Io);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_future_kills_the_child_within_a_second() {
+    let dir = tempfile::tempdir().unwrap();
+    // Slow settings on 10 s of 640x360: many seconds of work.
+    let options = EncodeOptions {
+        preset: Preset::Veryslow,
+        crf: 12,
+        ..Default::default()
+    };
+    let job = job(fixtures::long(), &dir, options);
+    let (progress_tx, mut progress_rx) = tokio::sync::mpsc::unbounded_channel();
+    let cmd = child();
+    let mut run = Box::pin(driver::run(&cmd, &job, STALL, move |event| {
+        if matches!(event, ChildEvent::Progress { .. }) {
+            let _ = progress_tx.send(());
+        }
+    }));
+
+    tokio::select! {
+        result = &mut run => panic!("finished before it could be cancelled: {result:?}"),
+        _ = progress_rx.recv() => {}
+    }
+    let pid = find_child(&job.output).expect("the child process is running");
+    assert!(is_running(pid));
+
+    drop(run);
+    let cancelled = Instant::now();
+    while is_running(pid) {
+        assert!(
+            cancelled.elapsed() < Duration::from_secs(1),
+            "child {pid} still running 1 s after the cancel"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!job.output.exists(), "the partial output is removed");
+}
+
+/// Finds our child process whose command line mentions `marker`.
+fn find_child(marker: &Path) -> Option<u32> {
+    let me = std::process::id();
+    let marker = marker.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let (_, ppid) = stat(pid)?;
+            (ppid == me && String::from_utf8_lossy(&cmdline).contains(&marker)).then_some(pid)
+        })
+}
+
+/// Returns whether `pid` exists and is not a zombie (a zombie uses no CPU).
+fn is_running(pid: u32) -> bool {
+    stat(pid).is_some_and(|(state, _)| state != 'Z' && state != 'X')
+}
+
+/// Returns the state letter and parent pid of `pid` from /proc.
+fn stat(pid: u32) -> Option<(char, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces; fields resume after its ')'.
+    let mut fields = stat[stat.rfind(')')? + 2..].split(' ');
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    Some((state, ppid))
+}

@@ -1,0 +1,321 @@
+//! Test inputs, generated with the ffmpeg CLI from its `testsrc2` and `sine`
+//! sources (or written byte by byte), cached under Cargo's per-target temp
+//! directory so a rerun does not regenerate them.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+
+use serde_json::Value;
+
+/// Serializes generation: tests run in parallel and may want the same file.
+static GENERATE: Mutex<()> = Mutex::new(());
+
+/// Bump when a recipe changes, so stale cached files are not reused.
+const VERSION: &str = "v1";
+
+fn dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("vidpress-transcode-fixtures")
+        .join(VERSION);
+    std::fs::create_dir_all(&dir).expect("create the fixture directory");
+    dir
+}
+
+/// Returns `dir()/name`, running `make` to create it on first use. `make`
+/// writes to the path it is given; the result is renamed into place so a
+/// failed or interrupted run never leaves a half-written fixture.
+fn cached(name: &str, make: impl FnOnce(&Path)) -> PathBuf {
+    let _lock = GENERATE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let path = dir().join(name);
+    if !path.exists() {
+        let partial = dir().join(format!("partial.{name}"));
+        make(&partial);
+        assert!(partial.exists(), "fixture {name} was not generated");
+        std::fs::rename(&partial, &path).expect("move the fixture into place");
+    }
+    path
+}
+
+/// Runs `ffmpeg -y <args> <out>`, failing the test with ffmpeg's stderr.
+fn ffmpeg(name: &str, args: &str) -> PathBuf {
+    cached(name, |out| {
+        let output = Command::new("ffmpeg")
+            .args(["-hide_banner", "-v", "error", "-y"])
+            .args(args.split_whitespace())
+            .arg(out)
+            .output()
+            .expect("run ffmpeg");
+        assert!(
+            output.status.success(),
+            "ffmpeg {args} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    })
+}
+
+const VIDEO_320: &str = "-f lavfi -i testsrc2=size=320x240:rate=30";
+const VIDEO_160: &str = "-f lavfi -i testsrc2=size=160x120:rate=30";
+const SINE_48K: &str = "-f lavfi -i sine=frequency=440:sample_rate=48000";
+
+/// MP4, H.264 at a high quality (so re-encoding shrinks it) + AAC, 2 s.
+pub fn mp4_with_audio() -> PathBuf {
+    ffmpeg(
+        "av.mp4",
+        &format!("{VIDEO_320} {SINE_48K} -t 2 -c:v libx264 -preset ultrafast -crf 10 -pix_fmt yuv420p -c:a aac -b:a 128k -f mp4"),
+    )
+}
+
+/// QuickTime, Motion JPEG (full-range yuvj422p) + 16-bit PCM, 2 s.
+pub fn mov() -> PathBuf {
+    ffmpeg(
+        "av.mov",
+        &format!("{VIDEO_160} {SINE_48K} -t 2 -c:v mjpeg -q:v 3 -c:a pcm_s16le -f mov"),
+    )
+}
+
+/// Matroska, MPEG-4 Part 2 + FLAC stereo at 44.1 kHz, 2 s.
+pub fn mkv() -> PathBuf {
+    ffmpeg(
+        "av.mkv",
+        &format!("{VIDEO_320} -f lavfi -i sine=frequency=300:sample_rate=44100 -t 2 -ac 2 -c:v mpeg4 -q:v 2 -c:a flac -f matroska"),
+    )
+}
+
+/// WebM, VP9 + Opus, 2 s.
+pub fn webm() -> PathBuf {
+    ffmpeg(
+        "av.webm",
+        &format!("{VIDEO_160} {SINE_48K} -t 2 -c:v libvpx-vp9 -deadline realtime -cpu-used 8 -b:v 300k -c:a libopus -b:a 48k -f webm"),
+    )
+}
+
+/// AVI, MPEG-4 Part 2 + MP3, 2 s.
+pub fn avi() -> PathBuf {
+    ffmpeg(
+        "av.avi",
+        &format!("{VIDEO_160} {SINE_48K} -t 2 -c:v mpeg4 -q:v 3 -c:a libmp3lame -b:a 64k -f avi"),
+    )
+}
+
+/// MP4 with video only, 2 s.
+pub fn video_only() -> PathBuf {
+    ffmpeg(
+        "video.mp4",
+        &format!("{VIDEO_320} -t 2 -c:v libx264 -preset ultrafast -crf 20 -pix_fmt yuv420p -f mp4"),
+    )
+}
+
+/// 321x241 (odd both ways) FFV1 in Matroska, 1 s.
+pub fn odd_dimensions() -> PathBuf {
+    ffmpeg(
+        "odd.mkv",
+        "-f lavfi -i testsrc2=size=321x241:rate=25 -t 1 -c:v ffv1 -f matroska",
+    )
+}
+
+/// Variable frame rate: 30 fps for a second, then every third frame, with
+/// audio, 3 s, in Matroska with the gaps kept.
+pub fn variable_frame_rate() -> PathBuf {
+    ffmpeg(
+        "vfr.mkv",
+        &format!("{VIDEO_320} {SINE_48K} -t 3 -vf select=lt(n\\,30)+not(mod(n\\,3)) -fps_mode vfr -c:v libx264 -preset ultrafast -crf 20 -pix_fmt yuv420p -c:a libopus -f matroska"),
+    )
+}
+
+/// Audio only (AAC in an M4A), 2 s.
+pub fn audio_only() -> PathBuf {
+    ffmpeg("audio.m4a", &format!("{SINE_48K} -t 2 -c:a aac -f ipod"))
+}
+
+/// A 10000x16 video, wider than anything accepted, one second of FFV1.
+pub fn too_wide() -> PathBuf {
+    ffmpeg(
+        "wide.mkv",
+        "-f lavfi -i color=c=red:size=10000x16:rate=5 -t 1 -c:v ffv1 -f matroska",
+    )
+}
+
+/// MP4 whose display matrix says "rotate 90° clockwise", 320x240 coded,
+/// as phones write portrait video. (FFmpeg 5.1 has no option for this, so
+/// the matrix in the track header is patched in.)
+pub fn rotated() -> PathBuf {
+    let upright = ffmpeg(
+        "upright.mp4",
+        &format!("{VIDEO_320} -t 1 -c:v libx264 -preset ultrafast -pix_fmt yuv420p -f mp4"),
+    );
+    cached("rotated.mp4", |out| {
+        let mut bytes = std::fs::read(&upright).expect("read the mp4 fixture");
+        let tkhd = find_box(&bytes, &["moov", "trak", "tkhd"]).expect("a track header");
+        let version = bytes[tkhd];
+        let matrix = tkhd + if version == 1 { 52 } else { 40 };
+        // 16.16 fixed point a, b, u, c, d, v and 2.30 x, y, w: a 90° turn.
+        let rotate_90: [i32; 9] = [0, 0x10000, 0, -0x10000, 0, 0, 0, 0, 0x4000_0000];
+        for (i, value) in rotate_90.iter().enumerate() {
+            bytes[matrix + 4 * i..matrix + 4 * i + 4].copy_from_slice(&value.to_be_bytes());
+        }
+        std::fs::write(out, bytes).expect("write the rotated mp4");
+    })
+}
+
+/// Returns the offset of the payload of the box at `path` (first match at
+/// each level) in an ISO-BMFF file.
+fn find_box(bytes: &[u8], path: &[&str]) -> Option<usize> {
+    let (mut start, mut end) = (0usize, bytes.len());
+    for name in path {
+        let mut at = start;
+        let mut found = None;
+        while at + 8 <= end {
+            let size = u32::from_be_bytes(bytes[at..at + 4].try_into().ok()?) as usize;
+            if size < 8 {
+                return None;
+            }
+            if &bytes[at + 4..at + 8] == name.as_bytes() {
+                found = Some((at + 8, at + size));
+                break;
+            }
+            at += size;
+        }
+        (start, end) = found?;
+    }
+    Some(start)
+}
+
+/// 10 s of 640x360, long enough to still be encoding when a test cancels.
+pub fn long() -> PathBuf {
+    ffmpeg(
+        "long.mp4",
+        &format!("-f lavfi -i testsrc2=size=640x360:rate=30 {SINE_48K} -t 10 -c:v libx264 -preset ultrafast -crf 18 -pix_fmt yuv420p -c:a aac -f mp4"),
+    )
+}
+
+/// 64 KiB of deterministic noise.
+pub fn garbage() -> PathBuf {
+    cached("garbage.bin", |out| {
+        let mut state: u32 = 0x1234_5678;
+        let bytes: Vec<u8> = (0..65_536)
+            .map(|_| {
+                // xorshift32: reproducible, and not any container's magic.
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                (state >> 24) as u8
+            })
+            .collect();
+        std::fs::write(out, bytes).expect("write garbage");
+    })
+}
+
+/// A zero-byte `.mp4`.
+pub fn empty() -> PathBuf {
+    cached("empty.mp4", |out| {
+        std::fs::write(out, b"").expect("write empty file");
+    })
+}
+
+/// The first half of an MP4 whose index (moov) is at the end, so the index
+/// is missing.
+pub fn truncated() -> PathBuf {
+    let whole = mp4_with_audio();
+    cached("truncated.mp4", |out| {
+        let bytes = std::fs::read(&whole).expect("read the mp4 fixture");
+        assert_eq!(
+            top_level_boxes(&bytes).last().map(String::as_str),
+            Some("moov"),
+            "the fixture must keep its index at the end"
+        );
+        std::fs::write(out, &bytes[..bytes.len() / 2]).expect("write truncated file");
+    })
+}
+
+/// An HLS playlist next to the local MPEG-TS segment it lists.
+pub fn hls_playlist() -> PathBuf {
+    let segment = ffmpeg(
+        "segment.ts",
+        &format!("{VIDEO_160} -t 1 -c:v libx264 -preset ultrafast -pix_fmt yuv420p -f mpegts"),
+    );
+    cached("playlist.m3u8", |out| {
+        let playlist = format!(
+            "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:1\n#EXT-X-MEDIA-SEQUENCE:0\n#EXTINF:1.0,\n{}\n#EXT-X-ENDLIST\n",
+            segment.display()
+        );
+        std::fs::write(out, playlist).expect("write playlist");
+    })
+}
+
+/// An ffconcat script listing a real local MP4.
+pub fn concat_script() -> PathBuf {
+    let part = mp4_with_audio();
+    cached("list.ffconcat", |out| {
+        let script = format!("ffconcat version 1.0\nfile '{}'\n", part.display());
+        std::fs::write(out, script).expect("write concat script");
+    })
+}
+
+/// Returns the names of an ISO-BMFF file's top-level boxes, in order.
+pub fn top_level_boxes(bytes: &[u8]) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut at = 0usize;
+    while at + 8 <= bytes.len() {
+        let size =
+            u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]) as u64;
+        names.push(String::from_utf8_lossy(&bytes[at + 4..at + 8]).into_owned());
+        let size = match size {
+            0 => break,
+            1 if at + 16 <= bytes.len() => {
+                let mut large = [0u8; 8];
+                large.copy_from_slice(&bytes[at + 8..at + 16]);
+                u64::from_be_bytes(large)
+            }
+            size => size,
+        };
+        at = at.saturating_add(size as usize);
+    }
+    names
+}
+
+/// Runs ffprobe on `path` and returns its JSON (`streams` and `format`).
+pub fn ffprobe(path: &Path) -> Value {
+    let output = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_streams",
+            "-show_format",
+            "-of",
+            "json",
+        ])
+        .arg(path)
+        .output()
+        .expect("run ffprobe");
+    assert!(
+        output.status.success(),
+        "ffprobe {} failed: {}",
+        path.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("ffprobe prints JSON")
+}
+
+/// Returns the container duration ffprobe reports, in seconds.
+pub fn duration(probe: &Value) -> f64 {
+    probe["format"]["duration"]
+        .as_str()
+        .and_then(|d| d.parse().ok())
+        .expect("a format duration")
+}
+
+/// Returns the streams of one kind (`"video"`, `"audio"`).
+pub fn streams<'a>(probe: &'a Value, kind: &str) -> Vec<&'a Value> {
+    probe["streams"]
+        .as_array()
+        .map(|streams| {
+            streams
+                .iter()
+                .filter(|stream| stream["codec_type"] == kind)
+                .collect()
+        })
+        .unwrap_or_default()
+}
