@@ -119,8 +119,11 @@ pub async fn run(
             Ok(Ok(_)) => {}
         }
         if line.last() != Some(&b'\n') {
-            // Either over-long or cut off by the child's death.
-            break Ending::Malformed;
+            if line.len() as u64 >= MAX_LINE_BYTES {
+                break Ending::Malformed;
+            }
+            // Cut off at end of stream: the child died mid-line.
+            break Ending::Vanished;
         }
         match serde_json::from_slice::<ChildEvent>(&line) {
             Ok(ChildEvent::Done { output_bytes }) => break Ending::Done(output_bytes),
@@ -239,11 +242,12 @@ fn describe_exit(status: Option<ExitStatus>) -> String {
 }
 
 fn describe_duration(duration: Duration) -> String {
-    let seconds = duration.as_secs_f64();
-    if seconds >= 1.0 {
-        format!("{} s", seconds.round())
-    } else {
+    if duration < Duration::from_secs(1) {
         format!("{} ms", duration.as_millis())
+    } else if duration.subsec_millis() == 0 {
+        format!("{} s", duration.as_secs())
+    } else {
+        format!("{:.1} s", duration.as_secs_f64())
     }
 }
 
@@ -302,6 +306,21 @@ fn kill_with_parent(_command: &mut Command) {}
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_run_future_can_be_spawned() {
+        fn assert_send<T: Send>(_: T) {}
+        let cmd = ChildCommand {
+            program: PathBuf::from("/bin/true"),
+            args: Vec::new(),
+        };
+        let job = TranscodeJob {
+            input: PathBuf::from("in.mp4"),
+            output: PathBuf::from("out.mp4"),
+            options: Default::default(),
+        };
+        assert_send(run(&cmd, &job, Duration::from_secs(1), |_| {}));
+    }
+
     #[tokio::test]
     async fn tail_keeps_the_end() {
         let data: Vec<u8> = (0..10_000u32).map(|i| b'a' + (i % 26) as u8).collect();
@@ -323,5 +342,6 @@ mod tests {
         );
         assert_eq!(describe_duration(Duration::from_secs(30)), "30 s");
         assert_eq!(describe_duration(Duration::from_millis(250)), "250 ms");
+        assert_eq!(describe_duration(Duration::from_millis(1500)), "1.5 s");
     }
 }

@@ -119,6 +119,7 @@ impl AudioPipeline {
             codec::Parameters::from(&encoder),
             Rational::new(1, out_rate as i32),
             None,
+            "aac",
         )?;
 
         let start_offset = input
@@ -335,18 +336,11 @@ impl AudioPipeline {
 /// supported layout with the most channels not above the input's. An unknown
 /// input layout is taken as the default for its channel count, or stereo.
 fn encoder_layout(aac: &codec::Audio, layout: ChannelLayout, channels: u16) -> ChannelLayout {
-    let layout = if layout.bits() != 0 {
-        layout
-    } else if channels > 0 {
-        ChannelLayout::default(i32::from(channels))
-    } else {
-        ChannelLayout::STEREO
-    };
-    let layout = if layout.bits() == 0 {
-        ChannelLayout::STEREO
-    } else {
-        layout
-    };
+    let layout = Some(layout)
+        .filter(|layout| layout.bits() != 0)
+        .or_else(|| Some(ChannelLayout::default(i32::from(channels))))
+        .filter(|layout| layout.bits() != 0)
+        .unwrap_or(ChannelLayout::STEREO);
     match aac.channel_layouts() {
         Some(supported) => {
             let supported: Vec<ChannelLayout> = supported.collect();

@@ -32,6 +32,10 @@ use video::VideoPipeline;
 /// Minimum time between two progress events.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
 
+/// Longest silence while work continues without new frames (the final
+/// encoder flush).
+const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+
 /// How many unreadable packets in a row the demuxer may skip before the rest
 /// of the input is given up on.
 const MAX_CONSECUTIVE_DEMUX_ERRORS: u32 = 1000;
@@ -142,7 +146,7 @@ fn run(
         progress.update(video.last_seconds, position, on_event);
     }
 
-    video.finish(&mut muxer)?;
+    video.finish(&mut muxer, &mut || progress.heartbeat(on_event))?;
     if let Some(audio) = audio.as_mut() {
         audio.finish(&mut muxer)?;
     }
@@ -187,6 +191,7 @@ struct Progress {
     input_bytes: u64,
     last_emit: Option<Instant>,
     fraction: f64,
+    seconds: f64,
 }
 
 impl Progress {
@@ -196,7 +201,24 @@ impl Progress {
             input_bytes,
             last_emit: None,
             fraction: 0.0,
+            seconds: 0.0,
         }
+    }
+
+    /// Repeats the last progress if nothing was sent for a second, so the
+    /// parent's stall timer sees a live child while the encoder flushes.
+    fn heartbeat(&mut self, on_event: &mut dyn FnMut(ChildEvent)) {
+        if self
+            .last_emit
+            .is_some_and(|last| last.elapsed() < HEARTBEAT_INTERVAL)
+        {
+            return;
+        }
+        self.last_emit = Some(Instant::now());
+        on_event(ChildEvent::Progress {
+            fraction: self.fraction,
+            out_seconds: self.seconds,
+        });
     }
 
     fn update(
@@ -222,10 +244,11 @@ impl Progress {
         };
         // Never 1.0 before the end: the flush and trailer are still to come.
         self.fraction = self.fraction.max(fraction.clamp(0.0, 0.999));
+        self.seconds = self.seconds.max(seconds);
         self.last_emit = Some(Instant::now());
         on_event(ChildEvent::Progress {
             fraction: self.fraction,
-            out_seconds: seconds.max(0.0),
+            out_seconds: self.seconds,
         });
     }
 }
@@ -334,6 +357,19 @@ mod tests {
             })
             .collect();
         assert_eq!(fractions, vec![0.5, 0.5, 0.999]);
+    }
+
+    #[test]
+    fn heartbeat_repeats_the_last_progress_at_most_every_second() {
+        let mut events = Vec::new();
+        let mut progress = Progress::new(Some(4.0), 0);
+        progress.update(Some(3.0), 0, &mut |event| events.push(event));
+        progress.heartbeat(&mut |event| events.push(event));
+        assert_eq!(events.len(), 1, "too soon after the last event");
+        progress.last_emit = Some(Instant::now() - HEARTBEAT_INTERVAL);
+        progress.heartbeat(&mut |event| events.push(event));
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[0], events[1]);
     }
 
     #[test]

@@ -84,13 +84,15 @@ impl Muxer {
     }
 
     /// Copies an opened encoder's parameters into stream `index`; writes the
-    /// header once every stream is configured.
+    /// header once every stream is configured. `encoder_name` (`"libx264"`)
+    /// is recorded the way the CLI records it.
     pub fn configure(
         &mut self,
         index: usize,
         parameters: codec::Parameters,
         encoder_tb: Rational,
         frame_rate: Option<Rational>,
+        encoder_name: &str,
     ) -> Result<(), TranscodeError> {
         {
             let mut stream = self.ctx.stream_mut(index).ok_or_else(|| {
@@ -102,6 +104,9 @@ impl Muxer {
             if let Some(rate) = frame_rate {
                 stream.set_avg_frame_rate(rate);
             }
+            let mut metadata = Dictionary::new();
+            metadata.set("encoder", &format!("{} {encoder_name}", libavcodec_ident()));
+            stream.set_metadata(metadata);
         }
         let slot = &mut self.streams[index];
         slot.encoder_tb = encoder_tb;
@@ -177,4 +182,16 @@ impl Muxer {
         drop(self);
         Ok(())
     }
+}
+
+/// Returns libavcodec's identity as the CLI writes it, e.g. `Lavc59.37.100`.
+fn libavcodec_ident() -> String {
+    // SAFETY: a pure query of the linked library.
+    let version = unsafe { ffmpeg_next::ffi::avcodec_version() };
+    format!(
+        "Lavc{}.{}.{}",
+        version >> 16,
+        (version >> 8) & 0xff,
+        version & 0xff
+    )
 }

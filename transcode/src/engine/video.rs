@@ -41,10 +41,18 @@ pub(super) struct VideoPipeline {
     filter: Option<VideoFilter>,
     encoder: Option<encoder::video::Encoder>,
     encoder_tb: Rational,
-    /// Duration stamped on packets, in the encoder time base; the mp4 muxer
-    /// needs it for the last frame.
+    /// Duration stamped on packets, in the encoder time base: the gap
+    /// between the last two frames sent to the encoder (one tick at a
+    /// constant rate, as the CLI stamps). The mp4 muxer takes the last
+    /// sample's duration from it, so a variable-rate video keeps its length.
     packet_duration: i64,
+    first_encoded_pts: Option<i64>,
     last_encoded_pts: Option<i64>,
+    /// Decoding timestamp of the first packet out of the encoder.
+    first_dts: Option<i64>,
+    /// The latest packet, held back until the next one or the end: the
+    /// last one's duration is only known then.
+    held: Option<Packet>,
     /// Where the next frame is expected, in the stream time base, for frames
     /// that carry no timestamp.
     next_pts: Option<i64>,
@@ -79,8 +87,10 @@ impl VideoPipeline {
         muxer: &mut Muxer,
         options: EncodeOptions,
     ) -> Result<Self, TranscodeError> {
-        // SAFETY: both pointers come from the open input context.
-        // The CLI's guess, mostly r_frame_rate, before borrowing the stream.
+        // The CLI's frame-rate guess (mostly r_frame_rate), taken before the
+        // stream is borrowed below.
+        // SAFETY: both pointers come from the open input context, and the
+        // index was checked when the stream was selected.
         let guessed = unsafe {
             let ctx = input.ctx.as_mut_ptr();
             let stream = *(*ctx).streams.add(input.video_index);
@@ -121,10 +131,9 @@ impl VideoPipeline {
         let frame_rate = [guessed, stream.avg_frame_rate()]
             .into_iter()
             .find(|rate| is_sane_rate(*rate));
-        let (encoder_tb, packet_duration) = match frame_rate {
-            Some(rate) => (rate.invert(), 1),
-            None => (stream_tb, 0),
-        };
+        // At a sane rate, a tick per frame as in the CLI's constant-rate
+        // mode; otherwise the input's own timestamps.
+        let encoder_tb = frame_rate.map_or(stream_tb, |rate| rate.invert());
         let frame_step = frame_rate
             .map(|rate| 1i64.rescale(rate.invert(), stream_tb).max(1))
             .unwrap_or(1);
@@ -151,8 +160,11 @@ impl VideoPipeline {
             filter: None,
             encoder: None,
             encoder_tb,
-            packet_duration,
+            packet_duration: 1,
+            first_encoded_pts: None,
             last_encoded_pts: None,
+            first_dts: None,
+            held: None,
             next_pts: None,
             frame_step,
             decoded: frame::Video::empty(),
@@ -180,7 +192,14 @@ impl VideoPipeline {
     }
 
     /// Drains the decoder, the filter graph and the encoder at end of input.
-    pub fn finish(&mut self, muxer: &mut Muxer) -> Result<(), TranscodeError> {
+    /// Calls `tick` after each packet of the encoder flush, which can take a
+    /// while with slow presets (the lookahead holds dozens of frames), so
+    /// the caller can show it is alive.
+    pub fn finish(
+        &mut self,
+        muxer: &mut Muxer,
+        tick: &mut dyn FnMut(),
+    ) -> Result<(), TranscodeError> {
         // An error here means the decoder was already drained.
         let _ = self.decoder.send_eof();
         self.receive_frames(muxer)?;
@@ -195,9 +214,11 @@ impl VideoPipeline {
             encoder
                 .send_eof()
                 .map_err(|err| encoder_error("the video encoder failed", err))?;
-            self.receive_packets(muxer)?;
+            while self.receive_packet(muxer)? {
+                tick();
+            }
         }
-        Ok(())
+        self.write_last_packet(muxer)
     }
 
     fn receive_frames(&mut self, muxer: &mut Muxer) -> Result<(), TranscodeError> {
@@ -320,6 +341,10 @@ impl VideoPipeline {
             if self.last_encoded_pts.is_some_and(|last| pts <= last) {
                 continue;
             }
+            if let Some(last) = self.last_encoded_pts {
+                self.packet_duration = pts - last;
+            }
+            self.first_encoded_pts.get_or_insert(pts);
             self.last_encoded_pts = Some(pts);
             self.filtered.set_pts(Some(pts));
             self.filtered.set_kind(picture::Type::None);
@@ -395,28 +420,74 @@ impl VideoPipeline {
             codec::Parameters::from(&encoder),
             self.encoder_tb,
             self.frame_rate,
+            "libx264",
         )?;
         self.encoder = Some(encoder);
         Ok(())
     }
 
     fn receive_packets(&mut self, muxer: &mut Muxer) -> Result<(), TranscodeError> {
+        while self.receive_packet(muxer)? {}
+        Ok(())
+    }
+
+    /// Moves one packet from the encoder to the muxer; `false` when the
+    /// encoder has none ready.
+    fn receive_packet(&mut self, muxer: &mut Muxer) -> Result<bool, TranscodeError> {
         let Some(encoder) = self.encoder.as_mut() else {
+            return Ok(false);
+        };
+        let mut packet = Packet::empty();
+        match encoder.receive_packet(&mut packet) {
+            Ok(()) => {}
+            Err(err) if is_again_or_eof(&err) => return Ok(false),
+            Err(err) => return Err(encoder_error("the video encoder failed", err)),
+        }
+        packet.set_stream(self.out_index);
+        if self.first_dts.is_none() {
+            self.first_dts = packet.dts();
+        }
+        if let Some(mut previous) = self.held.replace(packet) {
+            if previous.duration() <= 0 {
+                previous.set_duration(self.packet_duration);
+            }
+            muxer.write(previous)?;
+        }
+        Ok(true)
+    }
+
+    /// Writes the held-back last packet with a duration that ends the video
+    /// where the last frame's display ends. mp4 measures a track both in
+    /// decoding timestamps (which lag the presentation ones by the B-frame
+    /// delay) and by the furthest `pts + duration`; the duration is the
+    /// smaller of the two that would reach the end, so neither overshoots.
+    /// At a constant rate this is one frame, as the CLI writes.
+    fn write_last_packet(&mut self, muxer: &mut Muxer) -> Result<(), TranscodeError> {
+        let Some(mut last) = self.held.take() else {
             return Ok(());
         };
-        loop {
-            let mut packet = Packet::empty();
-            match encoder.receive_packet(&mut packet) {
-                Ok(()) => {}
-                Err(err) if is_again_or_eof(&err) => return Ok(()),
-                Err(err) => return Err(encoder_error("the video encoder failed", err)),
+        let fitted = match (
+            self.first_encoded_pts,
+            self.last_encoded_pts,
+            self.first_dts,
+            last.dts(),
+            last.pts(),
+        ) {
+            (Some(first_pts), Some(last_pts), Some(first_dts), Some(dts), Some(pts)) => {
+                let end = last_pts + self.packet_duration;
+                let by_dts = end - first_pts + first_dts - dts;
+                let by_pts = end - pts;
+                Some(by_dts.min(by_pts))
             }
-            packet.set_stream(self.out_index);
-            if packet.duration() <= 0 {
-                packet.set_duration(self.packet_duration);
-            }
-            muxer.write(packet)?;
+            _ => None,
+        };
+        let duration = fitted
+            .filter(|duration| *duration > 0)
+            .unwrap_or(self.packet_duration);
+        if last.duration() <= 0 {
+            last.set_duration(duration);
         }
+        muxer.write(last)
     }
 }
 

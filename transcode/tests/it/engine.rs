@@ -162,6 +162,20 @@ fn mkv_with_mpeg4_and_flac_at_44k() {
 }
 
 #[test]
+fn six_channels_of_unknown_layout_become_5_1() {
+    let input = fixtures::surround_unknown_layout();
+    let source = ffprobe(&input);
+    let layout = streams(&source, "audio")[0]["channel_layout"].as_str();
+    assert!(matches!(layout, None | Some("unknown")), "{layout:?}");
+    let (run, probe) = transcode_ok(&input, EncodeOptions::default());
+    assert_playable_mp4(&probe, &run.output, &input, (160, 120), true);
+    let audio = &streams(&probe, "audio")[0];
+    assert_eq!(audio["channels"], 6);
+    assert_eq!(audio["channel_layout"], "5.1");
+    assert_eq!(audio["sample_rate"], "22050");
+}
+
+#[test]
 fn webm_with_vp9_and_opus() {
     let input = fixtures::webm();
     let (run, probe) = transcode_ok(&input, EncodeOptions::default());
@@ -176,6 +190,25 @@ fn avi_with_mpeg4_and_mp3() {
 }
 
 #[test]
+fn mpegts_start_time_is_moved_to_zero() {
+    let input = fixtures::mpegts();
+    let start = |probe: &Value| -> f64 {
+        probe["format"]["start_time"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .expect("a start time")
+    };
+    assert!(start(&ffprobe(&input)) > 1.0, "the fixture starts late");
+    let (run, probe) = transcode_ok(&input, EncodeOptions::default());
+    assert_playable_mp4(&probe, &run.output, &input, (160, 120), false);
+    assert!(
+        start(&probe).abs() < 0.001,
+        "output starts at {}",
+        start(&probe)
+    );
+}
+
+#[test]
 fn video_without_audio_gets_no_audio_stream() {
     let input = fixtures::video_only();
     let (run, probe) = transcode_ok(&input, EncodeOptions::default());
@@ -187,6 +220,11 @@ fn video_without_audio_gets_no_audio_stream() {
 fn odd_dimensions_are_made_even() {
     let input = fixtures::odd_dimensions();
     let (run, probe) = transcode_ok(&input, EncodeOptions::default());
+    assert!(
+        matches!(&run.events[0], ChildEvent::Probed(info) if (info.width, info.height) == (321, 241)),
+        "the fixture is odd-sized: {:?}",
+        run.events[0]
+    );
     assert_playable_mp4(&probe, &run.output, &input, (320, 240), false);
 }
 
@@ -201,6 +239,13 @@ fn variable_frame_rate_keeps_duration_and_order() {
         .expect("frame count");
     // 30 frames in the first second, then 10 a second: 50, not 90.
     assert!((45..=55).contains(&frames), "{frames} frames");
+}
+
+#[test]
+fn corrupt_frames_mid_stream_are_tolerated() {
+    let input = fixtures::corrupt_frames();
+    let (run, probe) = transcode_ok(&input, EncodeOptions::default());
+    assert_playable_mp4(&probe, &run.output, &input, (320, 240), true);
 }
 
 #[test]

@@ -84,6 +84,15 @@ pub fn mkv() -> PathBuf {
     )
 }
 
+/// Matroska, MPEG-4 Part 2 + six channels of 22.05 kHz PCM whose layout
+/// the container leaves unknown, 2 s.
+pub fn surround_unknown_layout() -> PathBuf {
+    ffmpeg(
+        "surround.mkv",
+        &format!("{VIDEO_160} -f lavfi -i sine=frequency=440:sample_rate=22050 -t 2 -filter_complex [1:a]pan=5.1(side)|c0=c0|c1=c0|c2=c0|c3=c0|c4=c0|c5=c0[a] -map 0:v -map [a] -c:v mpeg4 -c:a pcm_s16le -f matroska"),
+    )
+}
+
 /// WebM, VP9 + Opus, 2 s.
 pub fn webm() -> PathBuf {
     ffmpeg(
@@ -108,11 +117,12 @@ pub fn video_only() -> PathBuf {
     )
 }
 
-/// 321x241 (odd both ways) FFV1 in Matroska, 1 s.
+/// 321x241 (odd both ways) FFV1 in Matroska, 1 s. testsrc2 only makes
+/// even sizes and 4:2:0 crops round to even, hence 4:4:4 and a crop.
 pub fn odd_dimensions() -> PathBuf {
     ffmpeg(
-        "odd.mkv",
-        "-f lavfi -i testsrc2=size=321x241:rate=25 -t 1 -c:v ffv1 -f matroska",
+        "odd-321x241.mkv",
+        "-f lavfi -i testsrc2=size=322x242:rate=25 -t 1 -vf format=yuv444p,crop=321:241:0:0 -c:v ffv1 -f matroska",
     )
 }
 
@@ -194,18 +204,22 @@ pub fn long() -> PathBuf {
 /// 64 KiB of deterministic noise.
 pub fn garbage() -> PathBuf {
     cached("garbage.bin", |out| {
-        let mut state: u32 = 0x1234_5678;
-        let bytes: Vec<u8> = (0..65_536)
-            .map(|_| {
-                // xorshift32: reproducible, and not any container's magic.
-                state ^= state << 13;
-                state ^= state >> 17;
-                state ^= state << 5;
-                (state >> 24) as u8
-            })
-            .collect();
-        std::fs::write(out, bytes).expect("write garbage");
+        std::fs::write(out, noise(65_536)).expect("write garbage");
     })
+}
+
+/// Deterministic pseudo-random bytes (xorshift32): reproducible, and not
+/// any container's magic.
+fn noise(len: usize) -> Vec<u8> {
+    let mut state: u32 = 0x1234_5678;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            (state >> 24) as u8
+        })
+        .collect()
 }
 
 /// A zero-byte `.mp4`.
@@ -230,12 +244,31 @@ pub fn truncated() -> PathBuf {
     })
 }
 
-/// An HLS playlist next to the local MPEG-TS segment it lists.
-pub fn hls_playlist() -> PathBuf {
-    let segment = ffmpeg(
+/// The MP4 fixture with 4 KiB of noise written over the middle of its media
+/// data: the container is intact, some frames are not.
+pub fn corrupt_frames() -> PathBuf {
+    let whole = mp4_with_audio();
+    cached("corrupt.mp4", |out| {
+        let mut bytes = std::fs::read(&whole).expect("read the mp4 fixture");
+        let mdat = find_box(&bytes, &["mdat"]).expect("a media data box");
+        let start = mdat + (bytes.len() - mdat) / 3;
+        let noise = noise(4096);
+        bytes[start..start + noise.len()].copy_from_slice(&noise);
+        std::fs::write(out, bytes).expect("write the corrupt mp4");
+    })
+}
+
+/// MPEG-TS, which starts its clock at 1.4 s rather than 0, 1 s of H.264.
+pub fn mpegts() -> PathBuf {
+    ffmpeg(
         "segment.ts",
         &format!("{VIDEO_160} -t 1 -c:v libx264 -preset ultrafast -pix_fmt yuv420p -f mpegts"),
-    );
+    )
+}
+
+/// An HLS playlist next to the local MPEG-TS segment it lists.
+pub fn hls_playlist() -> PathBuf {
+    let segment = mpegts();
     cached("playlist.m3u8", |out| {
         let playlist = format!(
             "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:1\n#EXT-X-MEDIA-SEQUENCE:0\n#EXTINF:1.0,\n{}\n#EXT-X-ENDLIST\n",
