@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use vidpress_cluster::NodeName;
+use vidpress_cluster::{ClusterConfig, NodeName};
 
 /// Settings of one node.
 #[derive(clap::Args, Clone, Debug)]
@@ -43,6 +43,15 @@ pub struct ServeConfig {
     /// Seconds a transcoder may stay silent before it is killed as hung.
     #[arg(long, env = "VIDPRESS_STALL_TIMEOUT", default_value_t = 120)]
     pub stall_timeout: u64,
+    /// Base URL other nodes reach this node's HTTP API at [default: http:// + the --advertise host + the --http port].
+    #[arg(long, env = "VIDPRESS_ADVERTISE_HTTP")]
+    pub advertise_http: Option<String>,
+    /// Milliseconds between heartbeats to every other node.
+    #[arg(long, env = "VIDPRESS_HEARTBEAT_MS", default_value_t = 500)]
+    pub heartbeat_ms: u64,
+    /// Milliseconds of silence after which a node is marked down.
+    #[arg(long, env = "VIDPRESS_FAILURE_TIMEOUT_MS", default_value_t = 3000)]
+    pub failure_timeout_ms: u64,
     /// Program run as the transcoder child [default: this executable].
     #[arg(long, env = "VIDPRESS_TRANSCODER", hide = true)]
     pub transcoder: Option<PathBuf>,
@@ -57,8 +66,14 @@ pub enum ConfigError {
     StallTimeout,
     #[error("--max-upload-bytes must be at least 1")]
     MaxUpload,
-    #[error("multi-node clusters (--cluster-listen, --advertise, --seeds, --cookie) are not supported by this build yet")]
-    ClusterUnsupported,
+    #[error("--seeds, --cookie and --advertise need --cluster-listen")]
+    ClusterListenMissing,
+    #[error("a cluster needs a --cookie that its nodes share")]
+    CookieMissing,
+    #[error("a cluster needs each node to have its own --node-name")]
+    NodeNameMissing,
+    #[error("--failure-timeout-ms must be at least twice --heartbeat-ms")]
+    FailureTimeout,
     #[error("cannot find this executable to run the transcoder: {0}")]
     Executable(std::io::Error),
 }
@@ -86,10 +101,54 @@ impl ServeConfig {
         if self.max_upload_bytes == 0 {
             return Err(ConfigError::MaxUpload);
         }
-        if self.cluster_listen.is_some() || !self.seeds.is_empty() || self.cookie.is_some() {
-            return Err(ConfigError::ClusterUnsupported);
+        if self.cluster_listen.is_none() {
+            if !self.seeds.is_empty() || self.cookie.is_some() || self.advertise.is_some() {
+                return Err(ConfigError::ClusterListenMissing);
+            }
+            return Ok(());
+        }
+        if self.cookie.as_deref().is_none_or(str::is_empty) {
+            return Err(ConfigError::CookieMissing);
+        }
+        if self.node_name.is_none() {
+            return Err(ConfigError::NodeNameMissing);
+        }
+        if self.heartbeat_ms == 0 || self.failure_timeout_ms < 2 * self.heartbeat_ms {
+            return Err(ConfigError::FailureTimeout);
         }
         Ok(())
+    }
+
+    /// Returns the cluster settings, when this node is to join a cluster;
+    /// `http` is the address the HTTP API is bound to.
+    pub fn cluster(&self, http: SocketAddr) -> Option<ClusterConfig> {
+        let listen = self.cluster_listen?;
+        let advertise = self.advertise.clone().unwrap_or_else(|| listen.to_string());
+        Some(ClusterConfig {
+            node: self.node_name(),
+            listen,
+            http: self.http_url(http),
+            advertise,
+            seeds: self.seeds.clone(),
+            cookie: self.cookie.clone().unwrap_or_default(),
+            heartbeat_interval: Duration::from_millis(self.heartbeat_ms),
+            failure_timeout: Duration::from_millis(self.failure_timeout_ms),
+        })
+    }
+
+    /// Returns the base URL other nodes reach this node's HTTP API at.
+    pub fn http_url(&self, http: SocketAddr) -> String {
+        if let Some(url) = &self.advertise_http {
+            return url.trim_end_matches('/').to_owned();
+        }
+        let host = match &self.advertise {
+            Some(advertise) => advertise
+                .rsplit_once(':')
+                .map_or(advertise.as_str(), |(host, _)| host)
+                .to_owned(),
+            None => http.ip().to_string(),
+        };
+        format!("http://{host}:{}", http.port())
     }
 
     /// Returns the node name, `node-1` unless set.

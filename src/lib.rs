@@ -5,6 +5,7 @@
 //! - [`server`]: starts a node's actors and serves its HTTP API.
 //! - [`http`]: the axum router, handlers, documents and errors.
 //! - [`client`]: the `submit`, `status`, `watch` and `cancel` commands.
+//! - [`transfer`]: node-to-node byte transfers over HTTP.
 //!
 //! The actors live in `vidpress-actors`, the transcoder in
 //! `vidpress-transcode`, node identity and membership in `vidpress-cluster`.
@@ -13,3 +14,4 @@ pub mod client;
 pub mod config;
 pub mod http;
 pub mod server;
+pub mod transfer;

@@ -1,16 +1,23 @@
-//! Runs a node: its actors and its HTTP listener, until shutdown.
+//! Runs a node: its cluster membership, its actors and its HTTP listener,
+//! until shutdown.
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tracing::info;
-use vidpress_actors::{GatewayArgs, Jobs, Node};
+use tokio::sync::{broadcast, watch};
+use tracing::{info, warn};
+use vidpress_actors::{ClusterLink, GatewayArgs, Jobs, Node};
+use vidpress_cluster::{Cluster, MemberEvent, NodeLoad};
 use vidpress_transcode::driver::ChildCommand;
 
 use crate::config::{ConfigError, ServeConfig};
 use crate::http::{self, AppState};
+use crate::transfer::HttpTransfer;
+
+/// The process-group scope shared by the nodes of a cluster.
+const CLUSTER_SCOPE: &str = "vidpress";
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -28,20 +35,24 @@ pub enum ServeError {
         source: std::io::Error,
     },
     #[error(transparent)]
+    Cluster(#[from] vidpress_cluster::ClusterError),
+    #[error(transparent)]
     Actors(#[from] vidpress_actors::StartError),
     #[error("the HTTP server failed: {0}")]
     Http(std::io::Error),
 }
 
-/// A node that is up: its actors and a bound listener, not yet serving.
+/// A node that is up: membership, actors and a bound listener, not yet serving.
 pub struct Server {
     node: Node,
+    cluster: Option<Cluster>,
     listener: TcpListener,
     state: AppState,
 }
 
 impl Server {
-    /// Validates the settings, starts the actors and binds the HTTP address.
+    /// Validates the settings, binds the HTTP address, joins the cluster (if
+    /// configured) and starts the actors.
     pub async fn start(config: &ServeConfig) -> Result<Self, ServeError> {
         config.validate()?;
         let uploads_dir = config.data_dir.join("uploads");
@@ -49,6 +60,31 @@ impl Server {
             path: uploads_dir.display().to_string(),
             source,
         })?;
+        let listener =
+            TcpListener::bind(config.http)
+                .await
+                .map_err(|source| ServeError::Listen {
+                    addr: config.http,
+                    source,
+                })?;
+        let local = listener.local_addr().map_err(ServeError::Http)?;
+        let http = config.http_url(local);
+
+        let (cluster, link, scope) = match config.cluster(local) {
+            Some(cluster_config) => {
+                let (load_tx, load_rx) = watch::channel(NodeLoad::default());
+                let cluster = Cluster::join(cluster_config, load_rx).await?;
+                let link = ClusterLink {
+                    view: cluster.view(),
+                    load: Arc::new(load_tx),
+                };
+                (Some(cluster), Some(link), CLUSTER_SCOPE.to_owned())
+            }
+            // A node on its own is a cluster of its own; a unique scope keeps
+            // nodes started in one process (tests) apart.
+            None => (None, None, format!("vidpress.{}", uuid::Uuid::now_v7())),
+        };
+        let cookie = config.cookie.clone().unwrap_or_default();
         let node = vidpress_actors::start(GatewayArgs {
             node: config.node_name(),
             data_dir: config.data_dir.clone(),
@@ -59,19 +95,15 @@ impl Server {
                 args: vec![vidpress_transcode::child::SUBCOMMAND.into()],
             },
             stall_timeout: config.stall_timeout(),
-            // Until nodes form clusters, each node is a cluster of its own; a
-            // unique scope keeps nodes started in one process (tests) apart.
-            scope: format!("vidpress.{}", uuid::Uuid::now_v7()),
+            scope,
+            http,
+            transfer: Arc::new(HttpTransfer::new(cookie)),
+            cluster: link.clone(),
         })
         .await?;
-        let listener =
-            TcpListener::bind(config.http)
-                .await
-                .map_err(|source| ServeError::Listen {
-                    addr: config.http,
-                    source,
-                })?;
-        let local = listener.local_addr().map_err(ServeError::Http)?;
+        if let Some(cluster) = &cluster {
+            tokio::spawn(forward_member_events(cluster.events(), node.jobs()));
+        }
         let state = AppState {
             jobs: node.jobs(),
             node: config.node_name(),
@@ -81,10 +113,18 @@ impl Server {
                 .unwrap_or_else(|| local.to_string())
                 .into(),
             uploads_dir: Arc::new(uploads_dir),
+            data_dir: Arc::new(config.data_dir.clone()),
             max_upload_bytes: config.max_upload_bytes,
+            cookie: config.cookie.as_deref().map(Arc::from),
+            cluster: link.map(|l| l.view),
+            proxy: reqwest::Client::builder()
+                .connect_timeout(std::time::Duration::from_secs(2))
+                .build()
+                .unwrap_or_default(),
         };
         Ok(Self {
             node,
+            cluster,
             listener,
             state,
         })
@@ -107,7 +147,8 @@ impl Server {
         self.state.jobs.clone()
     }
 
-    /// Serves HTTP until `shutdown` completes, then stops the actors.
+    /// Serves HTTP until `shutdown` completes, then stops the actors and
+    /// leaves the cluster.
     pub async fn run(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -118,7 +159,25 @@ impl Server {
             .with_graceful_shutdown(shutdown)
             .await;
         self.node.stop().await;
+        if let Some(cluster) = self.cluster {
+            cluster.leave().await;
+        }
         served.map_err(ServeError::Http)
+    }
+}
+
+/// Tells the gateway about nodes that went down or restarted, whose attempts
+/// must then run elsewhere.
+async fn forward_member_events(mut events: broadcast::Receiver<MemberEvent>, jobs: Jobs) {
+    loop {
+        match events.recv().await {
+            Ok(MemberEvent::Down(node) | MemberEvent::Restarted(node)) => jobs.node_down(node),
+            Ok(_) => {}
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                warn!(missed, "membership events lagged");
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
     }
 }
 

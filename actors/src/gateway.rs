@@ -2,25 +2,41 @@
 //!
 //! It accepts jobs (spawning one `JobSupervisor` each), enforces idempotency
 //! keys, holds the bounded queue of jobs waiting for a worker slot, hands
-//! slots to supervisors as workers of the process group become free, and
-//! keeps a small index of job statuses for listing. Job state itself stays in
-//! the supervisors.
+//! slots on the least-loaded node of the cluster to supervisors, routes
+//! workers' reports (from any node) to the supervisors, and keeps a small
+//! index of job statuses for listing. Job state itself stays in the
+//! supervisors.
+//!
+//! Gateways join the process group `vidpress.gateway.<node>`, which is how a
+//! worker on another node finds the gateway of the job's owner.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use ractor::message::{BoxedDowncastErr, SerializedMessage};
 use ractor::{
     Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
 };
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 use tracing::{error, info, warn};
-use vidpress_cluster::NodeName;
+use vidpress_cluster::{wire, ClusterView, NodeLoad, NodeName};
 use vidpress_transcode::driver::ChildCommand;
 use vidpress_transcode::EncodeOptions;
 
 use crate::job::{JobId, JobSnapshot, JobStatus};
-use crate::supervisor::{JobSupervisor, SupervisorArgs, SupervisorMsg};
-use crate::worker::{WorkerActor, WorkerArgs, WorkerMsg, WORKER_GROUP};
+use crate::paths;
+use crate::supervisor::{AttemptReport, JobSupervisor, SupervisorArgs, SupervisorMsg};
+use crate::transfer::Transfer;
+use crate::worker::{self, WorkerActor, WorkerArgs, WorkerMsg};
+
+/// How often queued jobs look again for free workers on other nodes, whose
+/// load arrives with heartbeats.
+const PUMP_EVERY: Duration = Duration::from_millis(250);
+/// A worker that refused an assignment is skipped for this long.
+const REJECT_COOLDOWN: Duration = Duration::from_secs(1);
 
 /// Until a job has been measured, assume one second per megabyte of input.
 const INITIAL_SECONDS_PER_BYTE: f64 = 1e-6;
@@ -88,8 +104,21 @@ pub enum GatewayMsg {
     },
     /// Replies with this node's load.
     Stats(RpcReplyPort<NodeStats>),
-    /// A worker is free again (from the worker, or a slot handed back).
-    WorkerIdle(ActorRef<WorkerMsg>),
+    /// A worker's report on an attempt of a job this node owns, from any node.
+    Report {
+        job: JobId,
+        attempt: u32,
+        report: AttemptReport,
+    },
+    /// The job's worker slot is free again; `rejected` when the worker
+    /// refused the assignment (it is then skipped for a while).
+    Release { job: JobId, rejected: bool },
+    /// A worker of this node started (`true`) or ended (`false`) an attempt.
+    WorkerBusy { worker: ActorId, busy: bool },
+    /// A node is down: its attempts must run elsewhere.
+    NodeDown(NodeName),
+    /// Periodic: look for free workers across the cluster.
+    Tick,
     /// A job's status changed; `ran` gives input bytes and run time of a
     /// completed job, to refine estimates.
     StatusChanged {
@@ -103,8 +132,79 @@ pub enum GatewayMsg {
     Requeue(JobId),
 }
 
+/// The variants other nodes may send, in their wire form. Append only: a
+/// node that cannot decode a newer variant drops that message.
+#[derive(Serialize, Deserialize)]
+enum GatewayWire {
+    Report {
+        job: JobId,
+        attempt: u32,
+        report: AttemptReport,
+    },
+}
+
+impl ractor::Message for GatewayMsg {
+    fn serializable() -> bool {
+        true
+    }
+
+    fn serialize(self) -> Result<SerializedMessage, BoxedDowncastErr> {
+        match self {
+            Self::Report {
+                job,
+                attempt,
+                report,
+            } => wire::encode_cast(
+                "gateway.v1",
+                &GatewayWire::Report {
+                    job,
+                    attempt,
+                    report,
+                },
+            ),
+            _ => Err(BoxedDowncastErr),
+        }
+    }
+
+    fn deserialize(message: SerializedMessage) -> Result<Self, BoxedDowncastErr> {
+        Ok(match wire::decode::<GatewayWire>(message)? {
+            GatewayWire::Report {
+                job,
+                attempt,
+                report,
+            } => Self::Report {
+                job,
+                attempt,
+                report,
+            },
+        })
+    }
+}
+
+/// Returns the process group of the gateway of `node`.
+pub fn group(node: &NodeName) -> String {
+    format!("vidpress.gateway.{node}")
+}
+
+/// Returns the gateway of `node`, local or remote, if it is reachable.
+pub fn of(scope: &str, node: &NodeName) -> Option<ActorRef<GatewayMsg>> {
+    ractor::pg::get_scoped_members(&scope.to_owned(), &group(node))
+        .into_iter()
+        .next()
+        .map(ActorRef::from)
+}
+
+/// The cluster this node belongs to, when it is not alone.
+#[derive(Clone)]
+pub struct ClusterLink {
+    /// The latest membership view, with every node's load.
+    pub view: watch::Receiver<Arc<ClusterView>>,
+    /// Where this node publishes its own load for heartbeats.
+    pub load: Arc<watch::Sender<NodeLoad>>,
+}
+
 /// How a node's actors are set up.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct GatewayArgs {
     pub node: NodeName,
     /// Where job folders live (`<data_dir>/jobs/<id>`).
@@ -117,6 +217,18 @@ pub struct GatewayArgs {
     pub stall_timeout: Duration,
     /// Process-group scope shared by the nodes of one cluster.
     pub scope: String,
+    /// Base URL of this node's HTTP API, where workers elsewhere move bytes.
+    pub http: String,
+    /// Moves bytes for attempts of jobs owned by other nodes.
+    pub transfer: Arc<dyn Transfer>,
+    /// The cluster, or `None` for a node on its own.
+    pub cluster: Option<ClusterLink>,
+}
+
+/// A worker slot held by a job.
+struct Slot {
+    worker: ActorRef<WorkerMsg>,
+    node: NodeName,
 }
 
 struct JobEntry {
@@ -129,7 +241,14 @@ pub struct GatewayState {
     args: GatewayArgs,
     jobs: BTreeMap<JobId, JobEntry>,
     queue: VecDeque<JobId>,
+    /// Slots this gateway handed out, by job.
+    running: HashMap<JobId, Slot>,
+    /// Workers (anywhere) holding a slot this gateway handed out.
     busy: HashSet<ActorId>,
+    /// This node's workers running an attempt for any node.
+    local_busy: HashSet<ActorId>,
+    /// Workers that refused an assignment, until when they are skipped.
+    cooldown: HashMap<ActorId, Instant>,
     idempotency: HashMap<String, ([u8; 32], JobId)>,
     seconds_per_byte: f64,
 }
@@ -148,22 +267,37 @@ impl Actor for Gateway {
         args: GatewayArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         std::fs::create_dir_all(args.data_dir.join("jobs"))?;
+        // Scratch space of attempts for other nodes does not survive a restart.
+        let _ = std::fs::remove_dir_all(args.data_dir.join("work"));
+        ractor::pg::join_scoped(
+            args.scope.clone(),
+            group(&args.node),
+            vec![myself.get_cell()],
+        );
         for _ in 0..args.workers {
             let worker_args = WorkerArgs {
                 node: args.node.clone(),
-                gateway: myself.clone(),
+                data_dir: args.data_dir.clone(),
                 command: args.command.clone(),
                 stall_timeout: args.stall_timeout,
                 scope: args.scope.clone(),
+                transfer: args.transfer.clone(),
+                gateway: myself.clone(),
             };
             Actor::spawn_linked(None, WorkerActor, worker_args, myself.get_cell()).await?;
+        }
+        if args.cluster.is_some() {
+            myself.send_interval(PUMP_EVERY, || GatewayMsg::Tick);
         }
         info!(node = %args.node, workers = args.workers, "gateway started");
         Ok(GatewayState {
             args,
             jobs: BTreeMap::new(),
             queue: VecDeque::new(),
+            running: HashMap::new(),
             busy: HashSet::new(),
+            local_busy: HashSet::new(),
+            cooldown: HashMap::new(),
             idempotency: HashMap::new(),
             seconds_per_byte: INITIAL_SECONDS_PER_BYTE,
         })
@@ -201,8 +335,47 @@ impl Actor for Gateway {
             GatewayMsg::Stats(reply) => {
                 let _ = reply.send(state.stats());
             }
-            GatewayMsg::WorkerIdle(worker) => {
-                state.busy.remove(&worker.get_id());
+            GatewayMsg::Report {
+                job,
+                attempt,
+                report,
+            } => {
+                if let Some(entry) = state.jobs.get(&job) {
+                    let _ = entry
+                        .supervisor
+                        .cast(SupervisorMsg::Report { attempt, report });
+                }
+            }
+            GatewayMsg::Release { job, rejected } => {
+                if let Some(slot) = state.running.remove(&job) {
+                    let id = slot.worker.get_id();
+                    state.busy.remove(&id);
+                    if rejected {
+                        state.cooldown.insert(id, Instant::now() + REJECT_COOLDOWN);
+                    }
+                }
+                state.pump();
+            }
+            GatewayMsg::WorkerBusy { worker, busy } => {
+                if busy {
+                    state.local_busy.insert(worker);
+                } else {
+                    state.local_busy.remove(&worker);
+                }
+                state.pump();
+            }
+            GatewayMsg::NodeDown(node) => {
+                for (job, slot) in &state.running {
+                    if slot.node == node {
+                        if let Some(entry) = state.jobs.get(job) {
+                            let _ = entry.supervisor.cast(SupervisorMsg::NodeLost(node.clone()));
+                        }
+                    }
+                }
+            }
+            GatewayMsg::Tick => {
+                let now = Instant::now();
+                state.cooldown.retain(|_, until| *until > now);
                 state.pump();
             }
             GatewayMsg::StatusChanged { id, status, ran } => {
@@ -215,7 +388,10 @@ impl Actor for Gateway {
                         SPEED_WEIGHT * measured + (1.0 - SPEED_WEIGHT) * state.seconds_per_byte;
                 }
             }
-            GatewayMsg::Dequeue(id) => state.queue.retain(|q| *q != id),
+            GatewayMsg::Dequeue(id) => {
+                state.queue.retain(|q| *q != id);
+                state.publish_load();
+            }
             GatewayMsg::Requeue(id) => {
                 state.queue.push_front(id);
                 state.pump();
@@ -234,10 +410,10 @@ impl Actor for Gateway {
         match event {
             SupervisionEvent::ActorFailed(who, why) => {
                 error!(node = %state.args.node, actor = %who.get_id(), error = %why, "actor failed");
-                state.busy.remove(&who.get_id());
+                state.local_busy.remove(&who.get_id());
             }
             SupervisionEvent::ActorTerminated(who, _, _) => {
-                state.busy.remove(&who.get_id());
+                state.local_busy.remove(&who.get_id());
             }
             _ => {}
         }
@@ -274,10 +450,10 @@ impl GatewayState {
             });
         }
 
-        let id = JobId::new();
-        let dir = self.args.data_dir.join("jobs").join(id.to_string());
+        let id = JobId::new(&self.args.node);
+        let dir = paths::job_dir(&self.args.data_dir, id);
         let stored = std::fs::create_dir_all(&dir)
-            .and_then(|()| std::fs::rename(&request.upload, dir.join("input")));
+            .and_then(|()| std::fs::rename(&request.upload, paths::input(&self.args.data_dir, id)));
         if let Err(e) = stored {
             let _ = std::fs::remove_file(&request.upload);
             let _ = std::fs::remove_dir_all(&dir);
@@ -286,9 +462,11 @@ impl GatewayState {
         let args = SupervisorArgs {
             id,
             options: request.options,
-            dir,
+            data_dir: self.args.data_dir.clone(),
             input_bytes: request.bytes,
             gateway: myself.clone(),
+            node: self.args.node.clone(),
+            http: self.args.http.clone(),
         };
         let (supervisor, _) = Actor::spawn_linked(
             Some(id.actor_name()),
@@ -338,53 +516,117 @@ impl GatewayState {
             .filter_map(|id| self.jobs.get(id))
             .map(|e| e.bytes)
             .sum();
-        let workers = self.workers().len().max(1) as f64;
+        let workers = self
+            .free_slots()
+            .iter()
+            .map(|(node, _, _)| self.workers_of(node).len())
+            .sum::<usize>()
+            .max(1) as f64;
         let seconds = self.seconds_per_byte * (queued as f64 / workers + bytes as f64);
         Duration::from_secs_f64(seconds.clamp(1.0, 86_400.0))
     }
 
-    fn workers(&self) -> Vec<ActorCell> {
-        ractor::pg::get_scoped_members(&self.args.scope, &WORKER_GROUP.to_owned())
+    fn workers_of(&self, node: &NodeName) -> Vec<ActorCell> {
+        ractor::pg::get_scoped_members(&self.args.scope, &worker::group(node))
     }
 
     fn stats(&self) -> NodeStats {
         NodeStats {
             node: self.args.node.clone(),
-            workers: self.workers().len(),
-            busy: self.busy.len(),
+            workers: self.workers_of(&self.args.node).len(),
+            busy: self.local_busy.len(),
             queued: self.queue.len(),
         }
     }
 
-    /// Hands free worker slots to the jobs at the head of the queue.
-    fn pump(&mut self) {
-        if self.queue.is_empty() {
+    /// Publishes this node's load for the heartbeats, when it changed.
+    fn publish_load(&self) {
+        let Some(cluster) = &self.args.cluster else {
             return;
-        }
-        let free: Vec<ActorCell> = self
-            .workers()
-            .into_iter()
-            .filter(|w| !self.busy.contains(&w.get_id()))
-            .collect();
-        let mut free = free.into_iter();
-        while let Some(id) = self.queue.front().copied() {
-            let Some(entry) = self.jobs.get(&id) else {
-                self.queue.pop_front();
-                continue;
-            };
-            let Some(worker) = free.next() else { break };
-            self.queue.pop_front();
-            let worker: ActorRef<WorkerMsg> = worker.into();
-            self.busy.insert(worker.get_id());
-            let dispatch = SupervisorMsg::Dispatch {
-                worker: worker.clone(),
-                node: self.args.node.clone(),
-            };
-            if entry.supervisor.cast(dispatch).is_err() {
-                warn!(job_id = %id, "job supervisor gone before dispatch");
-                self.busy.remove(&worker.get_id());
+        };
+        let stats = self.stats();
+        let load = NodeLoad {
+            workers: stats.workers as u32,
+            busy: stats.busy as u32,
+            queued: stats.queued as u32,
+        };
+        cluster.load.send_if_modified(|current| {
+            let changed = *current != load;
+            *current = load;
+            changed
+        });
+    }
+
+    /// Returns, per node, the workers this gateway may hand out now and how
+    /// many slots the node has free: this node first, then the others that
+    /// are up, each judged by the load its heartbeats report.
+    fn free_slots(&self) -> Vec<(NodeName, usize, Vec<ActorCell>)> {
+        let usable = |cells: Vec<ActorCell>| -> Vec<ActorCell> {
+            cells
+                .into_iter()
+                .filter(|w| {
+                    let id = w.get_id();
+                    !self.busy.contains(&id)
+                        && !self.local_busy.contains(&id)
+                        && !self.cooldown.contains_key(&id)
+                })
+                .collect()
+        };
+        let me = &self.args.node;
+        let local = usable(self.workers_of(me));
+        let mut nodes = vec![(me.clone(), local.len(), local)];
+        if let Some(cluster) = &self.args.cluster {
+            let view = cluster.view.borrow().clone();
+            for member in view.up().filter(|m| &m.name != me) {
+                let workers = usable(self.workers_of(&member.name));
+                let reported = member.load.workers.saturating_sub(member.load.busy) as usize;
+                nodes.push((member.name.clone(), workers.len().min(reported), workers));
             }
         }
+        nodes
+    }
+
+    /// Hands free worker slots to the jobs at the head of the queue, each to
+    /// the node with the most free slots (this node on a tie).
+    fn pump(&mut self) {
+        if !self.queue.is_empty() {
+            let mut nodes = self.free_slots();
+            while let Some(id) = self.queue.front().copied() {
+                let Some(entry) = self.jobs.get(&id) else {
+                    self.queue.pop_front();
+                    continue;
+                };
+                let best = nodes
+                    .iter_mut()
+                    .enumerate()
+                    .filter(|(_, (_, free, workers))| *free > 0 && !workers.is_empty())
+                    .max_by_key(|(i, (_, free, _))| (*free, std::cmp::Reverse(*i)))
+                    .map(|(_, node)| node);
+                let Some((node, free, workers)) = best else {
+                    break;
+                };
+                let Some(cell) = workers.pop() else { break };
+                *free -= 1;
+                self.queue.pop_front();
+                let worker: ActorRef<WorkerMsg> = cell.into();
+                let dispatch = SupervisorMsg::Dispatch {
+                    worker: worker.clone(),
+                    node: node.clone(),
+                };
+                if entry.supervisor.cast(dispatch).is_err() {
+                    warn!(job_id = %id, "job supervisor gone before dispatch");
+                    continue;
+                }
+                self.busy.insert(worker.get_id());
+                self.running.insert(
+                    id,
+                    Slot {
+                        worker,
+                        node: node.clone(),
+                    },
+                );
+            }
+        }
+        self.publish_load();
     }
 }
-impl ractor::Message for GatewayMsg {}

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use ractor::{ActorRef, MessagingErr, RpcReplyPort};
+use vidpress_cluster::NodeName;
 
 use crate::gateway::{GatewayMsg, NodeStats, SubmitError, SubmitRequest, Submitted};
 use crate::job::{JobId, JobSnapshot, JobStatus};
@@ -88,6 +89,16 @@ impl Jobs {
         let snapshots = futures::future::join_all(ids.into_iter().map(|id| self.get(id))).await;
         // A job removed between the listing and the lookup is simply left out.
         Ok(snapshots.into_iter().filter_map(Result::ok).collect())
+    }
+
+    /// Returns whether this node owns the job (its supervisor runs here).
+    pub fn is_local(&self, id: JobId) -> bool {
+        supervisor(id).is_ok()
+    }
+
+    /// Tells the gateway a node is down, so attempts running there move.
+    pub fn node_down(&self, node: NodeName) {
+        let _ = self.gateway.cast(GatewayMsg::NodeDown(node));
     }
 
     /// Returns this node's load.

@@ -16,15 +16,27 @@ use uuid::Uuid;
 use vidpress_cluster::NodeName;
 use vidpress_transcode::{EncodeOptions, MediaInfo, TranscodeError};
 
-/// The identity of a job: a UUIDv7, so that IDs sort by creation time.
+/// The identity of a job: a UUIDv7, so that IDs sort by creation time, whose
+/// last two bytes name the node that owns it ([`JobId::owner_tag`]), so any
+/// node can route a request for it without asking the others.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct JobId(Uuid);
 
 impl JobId {
-    /// Returns a new, time-ordered job ID.
-    pub fn new() -> Self {
-        Self(Uuid::now_v7())
+    /// Returns a new, time-ordered job ID owned by `owner`.
+    pub fn new(owner: &NodeName) -> Self {
+        let mut bytes = *Uuid::now_v7().as_bytes();
+        // The last bytes are random in a UUIDv7 (the monotonic counter sits
+        // before them), so the ID stays a valid, time-ordered v7.
+        bytes[14..].copy_from_slice(&node_tag(owner).to_be_bytes());
+        Self(Uuid::from_bytes(bytes))
+    }
+
+    /// Returns the tag of the owning node, as [`node_tag`] computes it.
+    pub fn owner_tag(&self) -> u16 {
+        let bytes = self.0.as_bytes();
+        u16::from_be_bytes([bytes[14], bytes[15]])
     }
 
     /// Returns the name the job's supervisor is registered under.
@@ -33,10 +45,13 @@ impl JobId {
     }
 }
 
-impl Default for JobId {
-    fn default() -> Self {
-        Self::new()
-    }
+/// Returns the 16-bit tag a node stamps on the IDs of the jobs it owns
+/// (FNV-1a of its name).
+pub fn node_tag(node: &NodeName) -> u16 {
+    let hash = node.as_str().bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    (hash ^ (hash >> 16)) as u16
 }
 
 impl fmt::Display for JobId {
@@ -251,10 +266,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn job_ids_round_trip_and_sort_by_creation() {
-        let a = JobId::new();
-        let b = JobId::new();
+    fn job_ids_round_trip_sort_by_creation_and_name_their_owner() {
+        let node: NodeName = "node-a".parse().unwrap();
+        let other: NodeName = "node-b".parse().unwrap();
+        let a = JobId::new(&node);
+        let b = JobId::new(&node);
         assert!(a < b);
+        assert_eq!(a.owner_tag(), node_tag(&node));
+        assert_ne!(node_tag(&node), node_tag(&other));
+        assert_eq!(a.0.get_version_num(), 7);
         assert_eq!(a.to_string().parse::<JobId>().unwrap(), a);
         assert!("not-a-uuid".parse::<JobId>().is_err());
     }

@@ -9,19 +9,24 @@
 //! - [`worker`]: the WorkerActor, N per node in a process group: runs one
 //!   transcode at a time in a child process.
 //! - [`handle`]: [`Jobs`], the typed API with deadlines that callers use.
+//! - [`paths`]: where a job's files live in the data directory.
+//! - [`transfer`]: [`Transfer`], how workers move bytes between nodes.
 //!
 //! [`start`] brings a node's actors up.
 
 pub mod gateway;
 pub mod handle;
 pub mod job;
+pub mod paths;
 pub mod supervisor;
+pub mod transfer;
 pub mod worker;
 
-pub use gateway::{GatewayArgs, NodeStats, SubmitError, SubmitRequest, Submitted};
+pub use gateway::{ClusterLink, GatewayArgs, NodeStats, SubmitError, SubmitRequest, Submitted};
 pub use handle::{Jobs, ServiceError};
 pub use job::{EventKind, InputInfo, JobEvent, JobId, JobSnapshot, JobState, JobStatus};
 pub use supervisor::Subscription;
+pub use transfer::{Transfer, TransferError, TransferFuture};
 
 use ractor::{Actor, ActorRef};
 use tokio::task::JoinHandle;

@@ -11,13 +11,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 use vidpress_cluster::NodeName;
-use vidpress_transcode::{EncodeOptions, MediaInfo, TranscodeError, TranscodeJob};
+use vidpress_transcode::{EncodeOptions, ErrorCode, MediaInfo, TranscodeError};
 
 use crate::gateway::GatewayMsg;
 use crate::job::{EventKind, InputInfo, JobEvent, JobId, JobSnapshot, JobState, JobStatus};
+use crate::paths;
 use crate::worker::{Assignment, WorkerMsg};
 
 /// Progress events go out at most this often; status events always go out.
@@ -27,8 +29,12 @@ const HISTORY: usize = 128;
 /// Events buffered per live subscriber before it is told it lagged.
 const CHANNEL: usize = 64;
 
-/// What a worker reports about one attempt.
-#[derive(Debug)]
+/// A job whose attempts were lost this many times fails instead of looping.
+const MAX_LOST_ATTEMPTS: u32 = 3;
+
+/// What a worker reports about one attempt. Crosses nodes inside
+/// `GatewayMsg::Report`; append only.
+#[derive(Debug, Serialize, Deserialize)]
 pub enum AttemptReport {
     /// The worker on `node` has started the attempt.
     Started { node: NodeName },
@@ -42,6 +48,9 @@ pub enum AttemptReport {
     Canceled,
     /// The worker was busy and did not start the attempt.
     Rejected,
+    /// The attempt could not run for reasons that are not the job's (its
+    /// bytes could not be moved); another worker should try.
+    Lost(String),
 }
 
 /// Events for one subscriber: what it missed (or a snapshot), then the live feed.
@@ -70,22 +79,32 @@ pub enum SupervisorMsg {
     },
     /// A worker's report on attempt `attempt`; stale attempts are ignored.
     Report { attempt: u32, report: AttemptReport },
+    /// A node is down: if it ran the current attempt, run the job elsewhere.
+    NodeLost(NodeName),
 }
 
 /// How a supervisor is set up.
 pub struct SupervisorArgs {
     pub id: JobId,
     pub options: EncodeOptions,
-    /// The job's own folder, holding its input and its output.
-    pub dir: PathBuf,
+    /// This node's data directory, holding the job's input and output.
+    pub data_dir: PathBuf,
     pub input_bytes: u64,
     pub gateway: ActorRef<GatewayMsg>,
+    /// This node, the job's owner.
+    pub node: NodeName,
+    /// Base URL of this node's HTTP API, where workers move the bytes.
+    pub http: String,
 }
 
 pub struct SupervisorState {
     job: JobSnapshot,
-    dir: PathBuf,
+    data_dir: PathBuf,
     gateway: ActorRef<GatewayMsg>,
+    owner: NodeName,
+    owner_http: String,
+    /// Attempts lost to dead workers or failed transfers.
+    lost_attempts: u32,
     worker: Option<ActorRef<WorkerMsg>>,
     attempt_started: Option<Instant>,
     last_progress_event: Option<Instant>,
@@ -123,8 +142,11 @@ impl Actor for JobSupervisor {
                 },
                 seq: 0,
             },
-            dir: args.dir,
+            data_dir: args.data_dir,
             gateway: args.gateway,
+            owner: args.node,
+            owner_http: args.http,
+            lost_attempts: 0,
             worker: None,
             attempt_started: None,
             last_progress_event: None,
@@ -135,7 +157,7 @@ impl Actor for JobSupervisor {
 
     async fn handle(
         &self,
-        myself: ActorRef<Self::Msg>,
+        _myself: ActorRef<Self::Msg>,
         message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
@@ -150,7 +172,14 @@ impl Actor for JobSupervisor {
                 state.cancel();
                 let _ = reply.send(state.job.clone());
             }
-            SupervisorMsg::Dispatch { worker, node } => state.dispatch(myself, worker, node),
+            SupervisorMsg::Dispatch { worker, node } => state.dispatch(worker, node),
+            SupervisorMsg::NodeLost(node) => {
+                if matches!(state.job.state, JobState::Running { .. })
+                    && state.job.node.as_ref() == Some(&node)
+                {
+                    state.retry(format!("node {node} was lost"));
+                }
+            }
             SupervisorMsg::Report { attempt, report } => {
                 if attempt != state.job.attempt {
                     debug!(job_id = %state.job.id, attempt, current = state.job.attempt, "stale attempt report ignored");
@@ -164,23 +193,26 @@ impl Actor for JobSupervisor {
 }
 
 impl SupervisorState {
-    fn input_path(&self) -> PathBuf {
-        self.dir.join("input")
-    }
-
     fn attempt_output(&self, attempt: u32) -> PathBuf {
-        self.dir.join(format!("output.attempt-{attempt}.mp4"))
+        paths::attempt_output(&self.data_dir, self.job.id, attempt)
     }
 
-    fn dispatch(
-        &mut self,
-        myself: ActorRef<SupervisorMsg>,
-        worker: ActorRef<WorkerMsg>,
-        node: NodeName,
-    ) {
+    /// Tells the gateway the job's worker slot is free again.
+    fn release_slot(&self) {
+        self.release(false);
+    }
+
+    fn release(&self, rejected: bool) {
+        let _ = self.gateway.cast(GatewayMsg::Release {
+            job: self.job.id,
+            rejected,
+        });
+    }
+
+    fn dispatch(&mut self, worker: ActorRef<WorkerMsg>, node: NodeName) {
         if !matches!(self.job.state, JobState::Queued) {
             // Canceled while the slot was on its way: give it back.
-            let _ = self.gateway.cast(GatewayMsg::WorkerIdle(worker));
+            self.release_slot();
             return;
         }
         self.job.attempt += 1;
@@ -188,18 +220,13 @@ impl SupervisorState {
         let assignment = Assignment {
             job: self.job.id,
             attempt,
-            transcode: TranscodeJob {
-                input: self.input_path(),
-                output: self.attempt_output(attempt),
-                options: self.job.options,
-            },
-            supervisor: myself,
+            options: self.job.options,
+            owner: self.owner.clone(),
+            owner_http: self.owner_http.clone(),
         };
-        if worker
-            .cast(WorkerMsg::Assign(Box::new(assignment)))
-            .is_err()
-        {
+        if worker.cast(WorkerMsg::Assign(assignment)).is_err() {
             // The worker is gone; wait for another slot.
+            self.release_slot();
             let _ = self.gateway.cast(GatewayMsg::Requeue(self.job.id));
             return;
         }
@@ -229,35 +256,76 @@ impl SupervisorState {
             }
             AttemptReport::Progress(fraction) => self.progress(fraction),
             AttemptReport::Ended(Ok(bytes)) => {
+                self.release_slot();
                 if self.cancel_requested() {
                     self.finish(JobState::Canceled);
                     return;
                 }
-                let output = self.dir.join("output.mp4");
+                let output = paths::result(&self.data_dir, self.job.id);
                 match std::fs::rename(self.attempt_output(self.job.attempt), &output) {
                     Ok(()) => self.finish(JobState::Completed { output, bytes }),
-                    Err(e) => self.finish(JobState::Failed(TranscodeError {
-                        code: vidpress_transcode::ErrorCode::Io,
-                        message: format!("the output could not be stored: {e}"),
-                    })),
+                    Err(e) => self.finish(JobState::Failed(TranscodeError::new(
+                        ErrorCode::Io,
+                        format!("the output could not be stored: {e}"),
+                    ))),
                 }
             }
             AttemptReport::Ended(Err(error)) => {
+                self.release_slot();
                 if self.cancel_requested() {
                     self.finish(JobState::Canceled);
                 } else {
                     self.finish(JobState::Failed(error));
                 }
             }
-            AttemptReport::Canceled => self.finish(JobState::Canceled),
-            AttemptReport::Rejected => {
-                self.worker = None;
-                self.job.state = JobState::Queued;
-                self.job.node = None;
-                let _ = self.gateway.cast(GatewayMsg::Requeue(self.job.id));
-                self.status_changed(None);
+            AttemptReport::Canceled => {
+                self.release_slot();
+                self.finish(JobState::Canceled);
             }
+            AttemptReport::Rejected => {
+                // Not the job's fault and not a loss: wait for another slot.
+                self.release(true);
+                self.requeue();
+            }
+            AttemptReport::Lost(reason) => self.retry(reason),
         }
+    }
+
+    /// Runs the job again elsewhere after its attempt was lost, or fails it
+    /// once too many attempts were.
+    fn retry(&mut self, reason: String) {
+        self.release_slot();
+        self.lost_attempts += 1;
+        if let Some(worker) = self.worker.take() {
+            // If the attempt still runs somewhere (a frozen node), stop it;
+            // its reports are fenced off by the attempt number anyway.
+            let _ = worker.cast(WorkerMsg::Cancel {
+                job: self.job.id,
+                attempt: self.job.attempt,
+            });
+        }
+        warn!(job_id = %self.job.id, attempt = self.job.attempt, lost = self.lost_attempts, reason = %reason, "attempt lost");
+        if self.cancel_requested() {
+            self.finish(JobState::Canceled);
+        } else if self.lost_attempts >= MAX_LOST_ATTEMPTS {
+            self.finish(JobState::Failed(TranscodeError::new(
+                ErrorCode::WorkerLost,
+                format!(
+                    "the job was lost with its worker {} times; last: {reason}",
+                    self.lost_attempts
+                ),
+            )));
+        } else {
+            self.requeue();
+        }
+    }
+
+    fn requeue(&mut self) {
+        self.worker = None;
+        self.job.state = JobState::Queued;
+        self.job.node = None;
+        let _ = self.gateway.cast(GatewayMsg::Requeue(self.job.id));
+        self.status_changed(None);
     }
 
     fn progress(&mut self, fraction: f64) {
@@ -333,7 +401,7 @@ impl SupervisorState {
         self.job.state = state;
         self.worker = None;
         // The input is no longer needed, nor any partial output.
-        let _ = std::fs::remove_file(self.input_path());
+        let _ = std::fs::remove_file(paths::input(&self.data_dir, self.job.id));
         for attempt in 1..=self.job.attempt {
             let _ = std::fs::remove_file(self.attempt_output(attempt));
         }

@@ -1,62 +1,110 @@
 //! The WorkerActor: runs one transcode at a time in a child process and
-//! reports its progress to the job's supervisor.
+//! reports to the gateway of the node that owns the job.
 //!
-//! Workers join the `vidpress.workers` process group so that any gateway can
-//! find them. The transcode itself runs in a tokio task that drives the child
-//! process; the actor only starts, cancels and reaps that task, so its
-//! handlers never block.
+//! Workers join the process group `vidpress.workers.<node>`, so a gateway on
+//! any node can find them and knows which node each runs on. An attempt for
+//! a job owned by another node first fetches the input from that node and
+//! finally pushes the output back (through [`Transfer`]); its reports travel
+//! as cluster messages. The transcode itself runs in a tokio task that
+//! drives the child process; the actor only starts, cancels and reaps that
+//! task, so its handlers never block.
 
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
+use ractor::message::{BoxedDowncastErr, SerializedMessage};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
+use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
-use vidpress_cluster::NodeName;
+use vidpress_cluster::{wire, NodeName};
 use vidpress_transcode::driver::{self, ChildCommand};
-use vidpress_transcode::{ChildEvent, TranscodeError, TranscodeJob};
+use vidpress_transcode::{ChildEvent, EncodeOptions, TranscodeError, TranscodeJob};
 
-use crate::gateway::GatewayMsg;
+use crate::gateway::{self, GatewayMsg};
 use crate::job::JobId;
-use crate::supervisor::{AttemptReport, SupervisorMsg};
+use crate::paths;
+use crate::supervisor::AttemptReport;
+use crate::transfer::Transfer;
 
-/// The process group every worker joins.
-pub const WORKER_GROUP: &str = "vidpress.workers";
+/// Returns the process group of the workers of `node`.
+pub fn group(node: &NodeName) -> String {
+    format!("vidpress.workers.{node}")
+}
 
-/// One attempt of a job, handed to a worker.
+/// One attempt of a job, handed to a worker on any node.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Assignment {
     pub job: JobId,
     /// The attempt number, which fences reports of older attempts.
     pub attempt: u32,
-    pub transcode: TranscodeJob,
-    /// Where progress and the outcome go.
-    pub supervisor: ActorRef<SupervisorMsg>,
+    pub options: EncodeOptions,
+    /// The node that owns the job and receives the reports.
+    pub owner: NodeName,
+    /// Base URL of the owner's HTTP API, for moving the job's bytes.
+    pub owner_http: String,
 }
 
 /// Messages a worker handles.
 pub enum WorkerMsg {
     /// Runs an attempt; refused with [`AttemptReport::Rejected`] when busy.
-    Assign(Box<Assignment>),
+    Assign(Assignment),
     /// Stops the given attempt at once if it is the one running.
     Cancel { job: JobId, attempt: u32 },
     /// The running attempt's task finished (sent by the worker to itself).
     AttemptEnded {
         job: JobId,
         attempt: u32,
-        result: Result<u64, TranscodeError>,
+        report: AttemptReport,
     },
+}
+
+/// The variants other nodes may send, in their wire form. Append only: a
+/// node that cannot decode a newer variant drops that message.
+#[derive(Serialize, Deserialize)]
+enum WorkerWire {
+    Assign(Assignment),
+    Cancel { job: JobId, attempt: u32 },
+}
+
+impl ractor::Message for WorkerMsg {
+    fn serializable() -> bool {
+        true
+    }
+
+    fn serialize(self) -> Result<SerializedMessage, BoxedDowncastErr> {
+        let wire = match self {
+            Self::Assign(a) => WorkerWire::Assign(a),
+            Self::Cancel { job, attempt } => WorkerWire::Cancel { job, attempt },
+            Self::AttemptEnded { .. } => return Err(BoxedDowncastErr),
+        };
+        wire::encode_cast("worker.v1", &wire)
+    }
+
+    fn deserialize(message: SerializedMessage) -> Result<Self, BoxedDowncastErr> {
+        Ok(match wire::decode::<WorkerWire>(message)? {
+            WorkerWire::Assign(a) => Self::Assign(a),
+            WorkerWire::Cancel { job, attempt } => Self::Cancel { job, attempt },
+        })
+    }
 }
 
 /// How a worker is set up.
 pub struct WorkerArgs {
     pub node: NodeName,
-    /// Told each time this worker becomes free.
-    pub gateway: ActorRef<GatewayMsg>,
+    /// This node's data directory.
+    pub data_dir: PathBuf,
     /// How to start the transcoder child process.
     pub command: ChildCommand,
     /// A child silent for this long is killed as hung.
     pub stall_timeout: Duration,
     /// The process-group scope of the cluster this worker serves.
     pub scope: String,
+    /// Moves bytes for jobs owned by other nodes.
+    pub transfer: Arc<dyn Transfer>,
+    /// This node's gateway, told when this worker is busy or free.
+    pub gateway: ActorRef<GatewayMsg>,
 }
 
 /// The attempt a worker is running.
@@ -64,7 +112,7 @@ struct Current {
     job: JobId,
     attempt: u32,
     task: JoinHandle<()>,
-    supervisor: ActorRef<SupervisorMsg>,
+    owner: ActorRef<GatewayMsg>,
 }
 
 pub struct WorkerState {
@@ -87,7 +135,7 @@ impl Actor for WorkerActor {
     ) -> Result<Self::State, ActorProcessingErr> {
         ractor::pg::join_scoped(
             args.scope.clone(),
-            WORKER_GROUP.to_owned(),
+            group(&args.node),
             vec![myself.get_cell()],
         );
         Ok(WorkerState {
@@ -115,102 +163,185 @@ impl Actor for WorkerActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            WorkerMsg::Assign(assignment) => state.start(myself, *assignment),
+            WorkerMsg::Assign(assignment) => state.start(myself, assignment),
             WorkerMsg::Cancel { job, attempt } => {
-                let Some(current) = state
-                    .current
-                    .take_if(|c| c.job == job && c.attempt == attempt)
-                else {
+                let Some(current) = state.take(job, attempt, &myself) else {
                     return Ok(());
                 };
                 current.task.abort();
                 info!(job_id = %job, node = %state.args.node, attempt, "attempt canceled");
-                let _ = current.supervisor.cast(SupervisorMsg::Report {
-                    attempt,
-                    report: AttemptReport::Canceled,
-                });
-                state.free(&myself);
+                report(&current.owner, job, attempt, AttemptReport::Canceled);
             }
             WorkerMsg::AttemptEnded {
                 job,
                 attempt,
-                result,
+                report: outcome,
             } => {
-                let Some(current) = state
-                    .current
-                    .take_if(|c| c.job == job && c.attempt == attempt)
-                else {
+                let Some(current) = state.take(job, attempt, &myself) else {
                     return Ok(());
                 };
-                match &result {
-                    Ok(bytes) => {
+                match &outcome {
+                    AttemptReport::Ended(Ok(bytes)) => {
                         info!(job_id = %job, node = %state.args.node, attempt, bytes, "attempt finished")
                     }
-                    Err(e) => {
+                    AttemptReport::Ended(Err(e)) => {
                         warn!(job_id = %job, node = %state.args.node, attempt, code = e.code.as_str(), error = %e, "attempt failed")
                     }
+                    other => {
+                        warn!(job_id = %job, node = %state.args.node, attempt, outcome = ?other, "attempt lost")
+                    }
                 }
-                let _ = current.supervisor.cast(SupervisorMsg::Report {
-                    attempt,
-                    report: AttemptReport::Ended(result),
-                });
-                state.free(&myself);
+                report(&current.owner, job, attempt, outcome);
             }
         }
         Ok(())
     }
 }
 
+/// Sends a report to the owner's gateway; a gone owner cannot be told.
+fn report(owner: &ActorRef<GatewayMsg>, job: JobId, attempt: u32, report: AttemptReport) {
+    let _ = owner.cast(GatewayMsg::Report {
+        job,
+        attempt,
+        report,
+    });
+}
+
 impl WorkerState {
+    /// Takes the current attempt if it is this one; the worker is then free.
+    fn take(&mut self, job: JobId, attempt: u32, myself: &ActorRef<WorkerMsg>) -> Option<Current> {
+        let current = self
+            .current
+            .take_if(|c| c.job == job && c.attempt == attempt)?;
+        self.tell_busy(myself, false);
+        Some(current)
+    }
+
+    fn tell_busy(&self, myself: &ActorRef<WorkerMsg>, busy: bool) {
+        let _ = self.args.gateway.cast(GatewayMsg::WorkerBusy {
+            worker: myself.get_id(),
+            busy,
+        });
+    }
+
     fn start(&mut self, myself: ActorRef<WorkerMsg>, a: Assignment) {
+        let Some(owner) = gateway::of(&self.args.scope, &a.owner) else {
+            warn!(job_id = %a.job, owner = %a.owner, "assignment from an unknown node ignored");
+            return;
+        };
         if self.current.is_some() {
-            let _ = a.supervisor.cast(SupervisorMsg::Report {
-                attempt: a.attempt,
-                report: AttemptReport::Rejected,
-            });
+            report(&owner, a.job, a.attempt, AttemptReport::Rejected);
             return;
         }
-        info!(job_id = %a.job, node = %self.args.node, attempt = a.attempt, "attempt started");
-        let _ = a.supervisor.cast(SupervisorMsg::Report {
-            attempt: a.attempt,
-            report: AttemptReport::Started {
+        info!(job_id = %a.job, node = %self.args.node, attempt = a.attempt, owner = %a.owner, "attempt started");
+        report(
+            &owner,
+            a.job,
+            a.attempt,
+            AttemptReport::Started {
                 node: self.args.node.clone(),
             },
-        });
+        );
+        self.tell_busy(&myself, true);
         let (job, attempt) = (a.job, a.attempt);
-        let supervisor = a.supervisor.clone();
-        let command = self.args.command.clone();
-        let stall_timeout = self.args.stall_timeout;
+        let run = Attempt {
+            local: a.owner == self.args.node,
+            data_dir: self.args.data_dir.clone(),
+            command: self.args.command.clone(),
+            stall_timeout: self.args.stall_timeout,
+            transfer: self.args.transfer.clone(),
+            owner: owner.clone(),
+            assignment: a,
+        };
         let task = tokio::spawn(async move {
-            let reports = supervisor.clone();
-            let result = driver::run(&command, &a.transcode, stall_timeout, move |event| {
-                let report = match event {
-                    ChildEvent::Probed(info) => AttemptReport::Probed(info),
-                    ChildEvent::Progress { fraction, .. } => AttemptReport::Progress(fraction),
-                    ChildEvent::Done { .. } | ChildEvent::Failed(_) => return,
-                };
-                let _ = reports.cast(SupervisorMsg::Report { attempt, report });
-            })
-            .await;
+            let report = run.run().await;
             let _ = myself.cast(WorkerMsg::AttemptEnded {
                 job,
                 attempt,
-                result,
+                report,
             });
         });
         self.current = Some(Current {
             job,
             attempt,
             task,
-            supervisor: a.supervisor,
+            owner,
         });
     }
+}
 
-    fn free(&self, myself: &ActorRef<WorkerMsg>) {
-        let _ = self
-            .args
-            .gateway
-            .cast(GatewayMsg::WorkerIdle(myself.clone()));
+/// Everything one attempt needs, moved into its task.
+struct Attempt {
+    local: bool,
+    data_dir: PathBuf,
+    command: ChildCommand,
+    stall_timeout: Duration,
+    transfer: Arc<dyn Transfer>,
+    owner: ActorRef<GatewayMsg>,
+    assignment: Assignment,
+}
+
+impl Attempt {
+    /// Runs the attempt to its outcome: `Ended` for a transcode that ran,
+    /// `Lost` when the bytes could not be moved (not the job's fault).
+    async fn run(self) -> AttemptReport {
+        let a = &self.assignment;
+        if self.local {
+            let job = TranscodeJob {
+                input: paths::input(&self.data_dir, a.job),
+                output: paths::attempt_output(&self.data_dir, a.job, a.attempt),
+                options: a.options,
+            };
+            return AttemptReport::Ended(self.transcode(&job).await);
+        }
+        let work = paths::work_dir(&self.data_dir, a.job, a.attempt);
+        let report = self.remote(&work).await;
+        let _ = tokio::fs::remove_dir_all(&work).await;
+        report
+    }
+
+    async fn remote(&self, work: &std::path::Path) -> AttemptReport {
+        let a = &self.assignment;
+        if let Err(e) = tokio::fs::create_dir_all(work).await {
+            return AttemptReport::Lost(format!("cannot create a work folder: {e}"));
+        }
+        let job = TranscodeJob {
+            input: work.join("input"),
+            output: work.join("output.mp4"),
+            options: a.options,
+        };
+        if let Err(e) = self
+            .transfer
+            .fetch_input(&a.owner_http, a.job, &job.input)
+            .await
+        {
+            return AttemptReport::Lost(format!("cannot fetch the input from {}: {e}", a.owner));
+        }
+        let bytes = match self.transcode(&job).await {
+            Ok(bytes) => bytes,
+            Err(e) => return AttemptReport::Ended(Err(e)),
+        };
+        match self
+            .transfer
+            .push_output(&a.owner_http, a.job, a.attempt, &job.output)
+            .await
+        {
+            Ok(()) => AttemptReport::Ended(Ok(bytes)),
+            Err(e) => AttemptReport::Lost(format!("cannot send the output to {}: {e}", a.owner)),
+        }
+    }
+
+    async fn transcode(&self, job: &TranscodeJob) -> Result<u64, TranscodeError> {
+        let (id, attempt) = (self.assignment.job, self.assignment.attempt);
+        let owner = self.owner.clone();
+        driver::run(&self.command, job, self.stall_timeout, move |event| {
+            let progress = match event {
+                ChildEvent::Probed(info) => AttemptReport::Probed(info),
+                ChildEvent::Progress { fraction, .. } => AttemptReport::Progress(fraction),
+                ChildEvent::Done { .. } | ChildEvent::Failed(_) => return,
+            };
+            report(&owner, id, attempt, progress);
+        })
+        .await
     }
 }
-impl ractor::Message for WorkerMsg {}

@@ -33,6 +33,10 @@ pub enum ApiError {
     QueueFull { retry_after: Duration },
     #[error("the service is unavailable; retry later")]
     Unavailable,
+    #[error("the node that owns this job is unreachable; retry later")]
+    OwnerUnavailable,
+    #[error("this endpoint is for the nodes of the cluster")]
+    Forbidden,
     #[error("internal error")]
     Internal(String),
 }
@@ -47,7 +51,10 @@ impl ApiError {
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMedia(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::EmptyUpload | Self::IdempotencyConflict => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::QueueFull { .. } | Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::QueueFull { .. } | Self::Unavailable | Self::OwnerUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Self::Forbidden => StatusCode::FORBIDDEN,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -64,6 +71,8 @@ impl ApiError {
             Self::IdempotencyConflict => "idempotency_key_reused",
             Self::QueueFull { .. } => "queue_full",
             Self::Unavailable => "unavailable",
+            Self::OwnerUnavailable => "owner_unavailable",
+            Self::Forbidden => "forbidden",
             Self::Internal(_) => "internal",
         }
     }
@@ -78,7 +87,7 @@ impl IntoResponse for ApiError {
         let mut response = (self.status(), Json(body)).into_response();
         let retry_after = match &self {
             Self::QueueFull { retry_after } => Some(retry_after_secs(*retry_after)),
-            Self::Unavailable => Some(1),
+            Self::Unavailable | Self::OwnerUnavailable => Some(1),
             _ => None,
         };
         if let Some(secs) = retry_after {

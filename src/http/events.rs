@@ -174,7 +174,7 @@ mod tests {
             kind,
             seq,
             job: Arc::new(JobSnapshot {
-                id: JobId::new(),
+                id: JobId::new(&"node-1".parse().unwrap()),
                 state,
                 attempt: 1,
                 node: None,

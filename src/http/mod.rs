@@ -6,13 +6,17 @@
 //! - [`jobs`]: submit, poll, list, cancel, download.
 //! - [`events`]: the WebSocket event stream.
 //! - [`upload`]: streaming an upload to disk.
+//! - [`route`]: forwarding requests about jobs owned by other nodes.
+//! - [`internal`]: node-to-node byte transfers.
 //! - [`dto`]: the JSON documents.
 //! - [`error`]: [`ApiError`](error::ApiError), the error document.
 
 pub mod dto;
 pub mod error;
 pub mod events;
+pub mod internal;
 pub mod jobs;
+pub mod route;
 pub mod upload;
 
 use std::path::PathBuf;
@@ -21,11 +25,13 @@ use std::sync::Arc;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::routing::{get, put};
+use axum::{middleware, Json, Router};
 use serde_json::json;
+use tokio::sync::watch;
 use tower_http::trace::TraceLayer;
 use vidpress_actors::Jobs;
+use vidpress_cluster::ClusterView;
 use vidpress_cluster::NodeName;
 
 use self::error::ApiError;
@@ -39,12 +45,28 @@ pub struct AppState {
     pub address: Arc<str>,
     /// Where uploads are written while they arrive.
     pub uploads_dir: Arc<PathBuf>,
+    /// The node's data directory.
+    pub data_dir: Arc<PathBuf>,
     pub max_upload_bytes: u64,
+    /// The cluster cookie, required on `/internal` requests.
+    pub cookie: Option<Arc<str>>,
+    /// The membership view, when the node is in a cluster.
+    pub cluster: Option<watch::Receiver<Arc<ClusterView>>>,
+    /// Client for requests forwarded to other nodes.
+    pub proxy: reqwest::Client,
 }
 
 /// Builds the router of the whole HTTP API.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let job_routes = Router::new()
+        .route("/jobs/{id}", get(jobs::status).delete(jobs::cancel))
+        .route("/jobs/{id}/result", get(jobs::result))
+        .route("/jobs/{id}/events", get(events::events))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            route::to_owner,
+        ));
+    let mut router = Router::new()
         .route(
             "/jobs",
             get(jobs::list)
@@ -52,12 +74,19 @@ pub fn router(state: AppState) -> Router {
                 // Uploads are bounded while streaming, by `max_upload_bytes`.
                 .layer(DefaultBodyLimit::disable()),
         )
-        .route("/jobs/{id}", get(jobs::status).delete(jobs::cancel))
-        .route("/jobs/{id}/result", get(jobs::result))
-        .route("/jobs/{id}/events", get(events::events))
+        .merge(job_routes)
         .route("/cluster", get(cluster))
         .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+        .route("/readyz", get(readyz));
+    if state.cookie.is_some() {
+        router = router
+            .route("/internal/jobs/{id}/input", get(internal::input))
+            .route(
+                "/internal/jobs/{id}/attempts/{attempt}/output",
+                put(internal::output).layer(DefaultBodyLimit::disable()),
+            );
+    }
+    router
         .fallback(not_found)
         .layer(TraceLayer::new_for_http())
         .with_state(state)
@@ -75,20 +104,31 @@ async fn readyz(State(app): State<AppState>) -> Response {
     }
 }
 
-/// `GET /cluster`: every known node with its load.
+/// `GET /cluster`: every known node, itself included, with its state and load.
 async fn cluster(State(app): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     let stats = app.jobs.stats().await?;
-    Ok(Json(json!({
-        "self": app.node.as_str(),
-        "nodes": [{
-            "name": stats.node.as_str(),
-            "address": &*app.address,
-            "state": "up",
-            "workers": stats.workers,
-            "busy": stats.busy,
-            "queued": stats.queued,
-        }],
-    })))
+    let mut nodes = vec![json!({
+        "name": stats.node.as_str(),
+        "address": &*app.address,
+        "state": "up",
+        "workers": stats.workers,
+        "busy": stats.busy,
+        "queued": stats.queued,
+    })];
+    if let Some(view) = &app.cluster {
+        let view = view.borrow().clone();
+        for member in view.members.values().filter(|m| m.name != app.node) {
+            nodes.push(json!({
+                "name": member.name.as_str(),
+                "address": member.address,
+                "state": member.state.as_str(),
+                "workers": member.load.workers,
+                "busy": member.load.busy,
+                "queued": member.load.queued,
+            }));
+        }
+    }
+    Ok(Json(json!({"self": app.node.as_str(), "nodes": nodes})))
 }
 
 async fn not_found() -> Response {

@@ -298,6 +298,9 @@ pub enum ErrorCode {
     TranscodeStalled,
     /// A file could not be read or written, or the child could not be started.
     Io,
+    /// The job's attempts kept being lost with their workers (dead nodes,
+    /// failed transfers) and it was given up.
+    WorkerLost,
 }
 
 impl ErrorCode {
@@ -312,6 +315,7 @@ impl ErrorCode {
             ErrorCode::TranscoderCrashed => "transcoder_crashed",
             ErrorCode::TranscodeStalled => "transcode_stalled",
             ErrorCode::Io => "io",
+            ErrorCode::WorkerLost => "worker_lost",
         }
     }
 }
@@ -456,6 +460,7 @@ mod tests {
             ErrorCode::TranscoderCrashed,
             ErrorCode::TranscodeStalled,
             ErrorCode::Io,
+            ErrorCode::WorkerLost,
         ] {
             let json = serde_json::to_string(&code).unwrap();
             assert_eq!(json, format!("\"{}\"", code.as_str()));

@@ -1,0 +1,33 @@
+//! Where a node keeps a job's files under its data directory. Every part of
+//! the node (actors and the HTTP layer) goes through these.
+
+use std::path::{Path, PathBuf};
+
+use crate::job::JobId;
+
+/// The folder of a job owned by this node: `<data>/jobs/<id>`.
+pub fn job_dir(data: &Path, id: JobId) -> PathBuf {
+    data.join("jobs").join(id.to_string())
+}
+
+/// The uploaded input of a job owned by this node.
+pub fn input(data: &Path, id: JobId) -> PathBuf {
+    job_dir(data, id).join("input")
+}
+
+/// Where attempt `attempt` of a job owned by this node puts its output.
+/// Each attempt has its own file, so a stale attempt cannot overwrite a
+/// newer one's.
+pub fn attempt_output(data: &Path, id: JobId, attempt: u32) -> PathBuf {
+    job_dir(data, id).join(format!("output.attempt-{attempt}.mp4"))
+}
+
+/// The accepted result of a completed job.
+pub fn result(data: &Path, id: JobId) -> PathBuf {
+    job_dir(data, id).join("output.mp4")
+}
+
+/// Scratch space for an attempt this node runs for a job owned elsewhere.
+pub fn work_dir(data: &Path, id: JobId, attempt: u32) -> PathBuf {
+    data.join("work").join(format!("{id}.{attempt}"))
+}

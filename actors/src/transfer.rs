@@ -1,0 +1,39 @@
+//! [`Transfer`]: how a worker moves a job's bytes between its node and the
+//! job's owner when they differ. The actors only see this trait; the HTTP
+//! layer implements it with streaming node-to-node requests, so no video
+//! ever travels inside a cluster message.
+
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+
+use crate::job::JobId;
+
+/// A transfer that did not complete.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct TransferError(pub String);
+
+/// A boxed future of a transfer.
+pub type TransferFuture<'a> = Pin<Box<dyn Future<Output = Result<(), TransferError>> + Send + 'a>>;
+
+/// Moves job files between nodes, streaming, with memory bounded whatever
+/// the file size.
+pub trait Transfer: Send + Sync + 'static {
+    /// Copies the input of `job` from its owner at `owner_http` to `to`.
+    fn fetch_input<'a>(
+        &'a self,
+        owner_http: &'a str,
+        job: JobId,
+        to: &'a Path,
+    ) -> TransferFuture<'a>;
+
+    /// Sends the output of attempt `attempt` of `job` from `from` to its owner.
+    fn push_output<'a>(
+        &'a self,
+        owner_http: &'a str,
+        job: JobId,
+        attempt: u32,
+        from: &'a Path,
+    ) -> TransferFuture<'a>;
+}

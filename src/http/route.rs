@@ -1,0 +1,195 @@
+//! Any node answers for any job: requests about a job this node does not own
+//! are forwarded to its owner, found from the tag in the job ID and the
+//! membership view (no node is asked who owns what). HTTP requests are
+//! streamed through; a WebSocket is bridged frame by frame.
+
+use axum::body::Body;
+use axum::extract::ws::{CloseFrame, Message as AxumMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use futures::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame as TungsteniteClose;
+use tokio_tungstenite::tungstenite::Message as TungsteniteMessage;
+use tracing::debug;
+use vidpress_actors::job::node_tag;
+use vidpress_actors::JobId;
+use vidpress_cluster::{ClusterView, MemberState};
+
+use super::error::ApiError;
+use super::AppState;
+
+/// Marks a forwarded request, which is never forwarded again.
+const FORWARDED: HeaderName = HeaderName::from_static("x-vidpress-forwarded");
+
+/// Headers that belong to one connection and are not passed on.
+const HOP_BY_HOP: [HeaderName; 5] = [
+    header::CONNECTION,
+    header::HOST,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    HeaderName::from_static("keep-alive"),
+];
+
+/// Middleware on `/jobs/{id}…`: serves jobs owned here, forwards the others.
+pub async fn to_owner(State(app): State<AppState>, request: Request, next: Next) -> Response {
+    let Some(cluster) = &app.cluster else {
+        return next.run(request).await;
+    };
+    let Some(id) = job_id(request.uri().path()) else {
+        return next.run(request).await;
+    };
+    if app.jobs.is_local(id) || request.headers().contains_key(&FORWARDED) {
+        return next.run(request).await;
+    }
+    let view = cluster.borrow().clone();
+    let Some((owner, http)) = owner_of(&view, id) else {
+        // No node owns it: the local handler answers 404.
+        return next.run(request).await;
+    };
+    let Some(http) = http else {
+        debug!(job_id = %id, owner = %owner, "owner of job is down");
+        return ApiError::OwnerUnavailable.into_response();
+    };
+    let is_websocket = request
+        .headers()
+        .get(header::UPGRADE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    let result = if is_websocket {
+        bridge_websocket(app.clone(), &http, request).await
+    } else {
+        forward_http(&app.proxy, &http, request).await
+    };
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// Returns the job ID in a `/jobs/{id}…` path.
+fn job_id(path: &str) -> Option<JobId> {
+    path.strip_prefix("/jobs/")?.split('/').next()?.parse().ok()
+}
+
+/// Returns the owner of `id` other than this node, with its HTTP base URL
+/// when it is reachable (up or suspect).
+fn owner_of(view: &ClusterView, id: JobId) -> Option<(String, Option<String>)> {
+    view.members
+        .values()
+        .filter(|m| m.name != view.me && node_tag(&m.name) == id.owner_tag())
+        .map(|m| {
+            let http = (m.state != MemberState::Down).then(|| m.http.clone());
+            (m.name.to_string(), http)
+        })
+        .next()
+}
+
+async fn forward_http(
+    client: &reqwest::Client,
+    http: &str,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut outgoing = client
+        .request(parts.method.clone(), format!("{http}{path}"))
+        .body(reqwest::Body::wrap_stream(body.into_data_stream()));
+    for (name, value) in &parts.headers {
+        if !HOP_BY_HOP.contains(name) {
+            outgoing = outgoing.header(name, value);
+        }
+    }
+    let response = outgoing.header(&FORWARDED, "1").send().await.map_err(|e| {
+        debug!(error = %e, "forward to owner failed");
+        ApiError::OwnerUnavailable
+    })?;
+    let mut builder = Response::builder().status(response.status());
+    for (name, value) in response.headers() {
+        if !HOP_BY_HOP.contains(name) {
+            builder = builder.header(name, value);
+        }
+    }
+    builder
+        .body(Body::from_stream(response.bytes_stream()))
+        .map_err(|e| ApiError::Internal(format!("cannot build forwarded response: {e}")))
+}
+
+/// Connects to the owner's event stream first (so an unknown job is a 404
+/// before the upgrade), then upgrades the client and pipes frames.
+async fn bridge_websocket(
+    app: AppState,
+    http: &str,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let (mut parts, _) = request.into_parts();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    let upgrade = WebSocketUpgrade::from_request_parts(&mut parts, &app)
+        .await
+        .map_err(|_| ApiError::BadRequest("a WebSocket upgrade was expected".into()))?;
+    let ws_url = format!("{}{path}", http.replacen("http://", "ws://", 1));
+    let mut owner_request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(ws_url)
+            .map_err(|e| ApiError::Internal(format!("bad owner url: {e}")))?;
+    owner_request
+        .headers_mut()
+        .insert(FORWARDED, HeaderValue::from_static("1"));
+    let (owner, _) = match tokio_tungstenite::connect_async(owner_request).await {
+        Ok(connected) => connected,
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            let status =
+                StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+            let body = response.into_body().unwrap_or_default();
+            return Ok((status, [(header::CONTENT_TYPE, "application/json")], body).into_response());
+        }
+        Err(e) => {
+            debug!(error = %e, "websocket to owner failed");
+            return Err(ApiError::OwnerUnavailable);
+        }
+    };
+    Ok(upgrade.on_upgrade(move |client: WebSocket| pipe(client, owner)))
+}
+
+type OwnerSocket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Copies the owner's frames to the client, keeping the close code, until
+/// either side ends.
+async fn pipe(client: WebSocket, owner: OwnerSocket) {
+    let (mut client_tx, mut client_rx) = client.split();
+    let (mut owner_tx, mut owner_rx) = owner.split();
+    loop {
+        tokio::select! {
+            from_owner = owner_rx.next() => match from_owner {
+                Some(Ok(TungsteniteMessage::Text(text))) => {
+                    if client_tx.send(AxumMessage::Text(text.as_str().into())).await.is_err() {
+                        return;
+                    }
+                }
+                Some(Ok(TungsteniteMessage::Close(frame))) => {
+                    let frame = frame.map(|f| CloseFrame { code: f.code.into(), reason: f.reason.as_str().into() });
+                    let _ = client_tx.send(AxumMessage::Close(frame)).await;
+                    return;
+                }
+                Some(Ok(_)) => {}
+                None | Some(Err(_)) => {
+                    let frame = CloseFrame { code: 1001, reason: "the job's owner went away".into() };
+                    let _ = client_tx.send(AxumMessage::Close(Some(frame))).await;
+                    return;
+                }
+            },
+            from_client = client_rx.next() => match from_client {
+                None | Some(Err(_)) | Some(Ok(AxumMessage::Close(_))) => {
+                    let _ = owner_tx.send(TungsteniteMessage::Close(Some(TungsteniteClose {
+                        code: CloseCode::Normal,
+                        reason: "".into(),
+                    }))).await;
+                    return;
+                }
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! [`HttpTransfer`]: moves a job's bytes between nodes over their HTTP APIs
+//! (`/internal/...`), streaming both ways so memory stays bounded whatever
+//! the file size. Requests carry the cluster cookie.
+
+use std::path::Path;
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::io::AsyncWriteExt;
+use vidpress_actors::{JobId, Transfer, TransferError, TransferFuture};
+
+/// The header that carries the cluster cookie on node-to-node requests.
+pub const COOKIE_HEADER: &str = "x-vidpress-cookie";
+
+/// Node-to-node transfers over HTTP.
+pub struct HttpTransfer {
+    client: reqwest::Client,
+    cookie: String,
+}
+
+impl HttpTransfer {
+    /// Returns a transfer that authenticates with `cookie`.
+    pub fn new(cookie: String) -> Self {
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .read_timeout(Duration::from_secs(30))
+            .build()
+            .unwrap_or_default();
+        Self { client, cookie }
+    }
+}
+
+fn failed(e: impl std::fmt::Display) -> TransferError {
+    TransferError(e.to_string())
+}
+
+impl Transfer for HttpTransfer {
+    fn fetch_input<'a>(
+        &'a self,
+        owner_http: &'a str,
+        job: JobId,
+        to: &'a Path,
+    ) -> TransferFuture<'a> {
+        Box::pin(async move {
+            let response = self
+                .client
+                .get(format!("{owner_http}/internal/jobs/{job}/input"))
+                .header(COOKIE_HEADER, &self.cookie)
+                .send()
+                .await
+                .map_err(failed)?;
+            if !response.status().is_success() {
+                return Err(TransferError(format!(
+                    "the owner answered {}",
+                    response.status()
+                )));
+            }
+            let mut file = tokio::fs::File::create(to).await.map_err(failed)?;
+            let mut body = response.bytes_stream();
+            while let Some(chunk) = body.next().await {
+                file.write_all(&chunk.map_err(failed)?)
+                    .await
+                    .map_err(failed)?;
+            }
+            file.flush().await.map_err(failed)
+        })
+    }
+
+    fn push_output<'a>(
+        &'a self,
+        owner_http: &'a str,
+        job: JobId,
+        attempt: u32,
+        from: &'a Path,
+    ) -> TransferFuture<'a> {
+        Box::pin(async move {
+            let file = tokio::fs::File::open(from).await.map_err(failed)?;
+            let size = file.metadata().await.map_err(failed)?.len();
+            let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(
+                file,
+                256 * 1024,
+            ));
+            let response = self
+                .client
+                .put(format!(
+                    "{owner_http}/internal/jobs/{job}/attempts/{attempt}/output"
+                ))
+                .header(COOKIE_HEADER, &self.cookie)
+                .header(reqwest::header::CONTENT_LENGTH, size)
+                .body(body)
+                .send()
+                .await
+                .map_err(failed)?;
+            if response.status().is_success() {
+                Ok(())
+            } else {
+                Err(TransferError(format!(
+                    "the owner answered {}",
+                    response.status()
+                )))
+            }
+        })
+    }
+}

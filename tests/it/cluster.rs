@@ -1,0 +1,503 @@
+//! Three `vidpress serve` processes on loopback ports joined into a cluster:
+//! any node answers any job, work spreads, and a dead or frozen worker node
+//! does not lose the job.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+use crate::support::{clip, ffprobe, fixture, long_clip, stream};
+
+const COOKIE: &str = "cluster-test-cookie";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// One node process; killed (and reaped) on drop.
+pub struct NodeProc {
+    pub name: String,
+    pub http: u16,
+    pub cluster: u16,
+    pub data: PathBuf,
+    pub workers: u32,
+    pub seeds: Vec<u16>,
+    pub cookie: String,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl NodeProc {
+    fn spawn(name: &str, dir: &TempDir, workers: u32, seeds: Vec<u16>, cookie: &str) -> Self {
+        let mut node = Self {
+            name: name.to_owned(),
+            http: free_port(),
+            cluster: free_port(),
+            data: dir.path().join(name),
+            workers,
+            seeds,
+            cookie: cookie.to_owned(),
+            child: None,
+            log: dir.path().join(format!("{name}.log")),
+        };
+        node.start();
+        node
+    }
+
+    fn start(&mut self) {
+        let seeds: Vec<String> = self
+            .seeds
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_vidpress"));
+        command
+            .args(["serve", "--node-name", &self.name, "--cookie", &self.cookie])
+            .args(["--http", &format!("127.0.0.1:{}", self.http)])
+            .args(["--cluster-listen", &format!("127.0.0.1:{}", self.cluster)])
+            .args(["--workers", &self.workers.to_string()])
+            .args(["--heartbeat-ms", "200", "--failure-timeout-ms", "1500"])
+            .arg("--data-dir")
+            .arg(&self.data)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log);
+        if !seeds.is_empty() {
+            command.args(["--seeds", &seeds.join(",")]);
+        }
+        self.child = Some(command.spawn().expect("node starts"));
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http)
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().expect("running").id() as i32
+    }
+
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.pid(), signal);
+        }
+    }
+
+    /// Kills the process hard and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Peak resident memory of the node process, in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            self.signal(libc::SIGCONT);
+        }
+        self.kill();
+    }
+}
+
+/// A three-node cluster: `a` is the seed, `b` and `c` join through it.
+struct Trio {
+    nodes: Vec<NodeProc>,
+    _dir: TempDir,
+}
+
+impl Trio {
+    async fn start(workers: [u32; 3]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let a = NodeProc::spawn("node-a", &dir, workers[0], vec![], COOKIE);
+        let seed = a.cluster;
+        let b = NodeProc::spawn("node-b", &dir, workers[1], vec![seed], COOKIE);
+        let c = NodeProc::spawn("node-c", &dir, workers[2], vec![seed], COOKIE);
+        let trio = Self {
+            nodes: vec![a, b, c],
+            _dir: dir,
+        };
+        for node in &trio.nodes {
+            wait_members_up(node, 3, Duration::from_secs(30)).await;
+        }
+        trio
+    }
+}
+
+async fn get_json(url: &str) -> Option<(u16, Value)> {
+    let response = reqwest::Client::new()
+        .get(url)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .ok()?;
+    let status = response.status().as_u16();
+    Some((status, response.json().await.ok()?))
+}
+
+/// Waits until `node` sees `count` nodes up (itself included).
+async fn wait_members_up(node: &NodeProc, count: usize, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some((200, view)) = get_json(&format!("{}/cluster", node.base())).await {
+            let up = view["nodes"]
+                .as_array()
+                .map_or(0, |n| n.iter().filter(|m| m["state"] == "up").count());
+            if up >= count {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never saw {count} nodes up:\n{}",
+            node.name,
+            node.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Returns the state `node` reports for `name`, if it lists it.
+async fn member_state(node: &NodeProc, name: &str) -> Option<String> {
+    let (_, view) = get_json(&format!("{}/cluster", node.base())).await?;
+    view["nodes"]
+        .as_array()?
+        .iter()
+        .find(|m| m["name"] == name)
+        .and_then(|m| m["state"].as_str().map(str::to_owned))
+}
+
+async fn submit(node: &NodeProc, path: &std::path::Path, query: &str) -> String {
+    let body = tokio::fs::read(path).await.unwrap();
+    let response = reqwest::Client::new()
+        .post(format!("{}/jobs{query}", node.base()))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let job: Value = response.json().await.unwrap();
+    job["id"].as_str().unwrap().to_owned()
+}
+
+/// Polls `node` for job `id` until `done` says so, or panics after `limit`.
+async fn poll_until(
+    node: &NodeProc,
+    id: &str,
+    limit: Duration,
+    done: impl Fn(u16, &Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some((status, doc)) = get_json(&format!("{}/jobs/{id}", node.base())).await {
+            if done(status, &doc) {
+                return doc;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job {id} on {}: {status} {doc}",
+                node.name
+            );
+        } else {
+            assert!(
+                Instant::now() < deadline,
+                "job {id}: {} does not answer",
+                node.name
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn any_node_answers_any_job_and_events_cross_nodes() {
+    let trio = Trio::start([1, 1, 1]).await;
+    let [a, b, c] = [&trio.nodes[0], &trio.nodes[1], &trio.nodes[2]];
+    let id = submit(a, &clip(3), "?preset=medium").await;
+
+    // WebSocket on C for a job owned by A.
+    let url = format!("ws://127.0.0.1:{}/jobs/{id}/events", c.http);
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("upgrade through c");
+    let mut events = Vec::new();
+    let mut close = None;
+    while let Some(frame) =
+        tokio::time::timeout(Duration::from_secs(60), futures::StreamExt::next(&mut ws))
+            .await
+            .unwrap()
+    {
+        match frame.unwrap() {
+            tokio_tungstenite::tungstenite::Message::Text(t) => {
+                events.push(serde_json::from_str::<Value>(&t).unwrap())
+            }
+            tokio_tungstenite::tungstenite::Message::Close(f) => {
+                close = f.map(|f| u16::from(f.code));
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(close, Some(1000));
+    assert_eq!(events[0]["event"], "snapshot");
+    assert_eq!(events.last().unwrap()["job"]["status"], "completed");
+
+    // Polling on B, download from C.
+    let doc = poll_until(b, &id, Duration::from_secs(30), |s, _| s != 202).await;
+    assert_eq!(doc["status"], "completed");
+    let response = reqwest::get(format!("{}/jobs/{id}/result", c.base()))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let out = trio._dir.path().join("via-c.mp4");
+    std::fs::write(&out, response.bytes().await.unwrap()).unwrap();
+    assert_eq!(
+        stream(&ffprobe(&out), "video").unwrap()["codec_name"],
+        "h264"
+    );
+
+    // Unknown jobs are still 404 everywhere, cancel works from another node.
+    let unknown = uuid::Uuid::now_v7();
+    let (status, _) = get_json(&format!("{}/jobs/{unknown}", b.base()))
+        .await
+        .unwrap();
+    assert_eq!(status, 404);
+    let response = reqwest::Client::new()
+        .delete(format!("{}/jobs/{id}", b.base()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        200,
+        "already completed: cancel is a no-op"
+    );
+
+    // GET /cluster on every node lists all three, up.
+    for node in [a, b, c] {
+        let (_, view) = get_json(&format!("{}/cluster", node.base())).await.unwrap();
+        assert_eq!(view["self"], node.name.as_str());
+        let names: Vec<&str> = view["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["name"].as_str().unwrap())
+            .collect();
+        for name in ["node-a", "node-b", "node-c"] {
+            assert!(names.contains(&name), "{} lists {names:?}", node.name);
+        }
+    }
+}
+
+#[tokio::test]
+async fn jobs_spread_over_more_than_one_node() {
+    let trio = Trio::start([1, 1, 1]).await;
+    let a = &trio.nodes[0];
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        ids.push(submit(a, &clip(2), "?preset=slow").await);
+    }
+    let mut nodes = std::collections::HashSet::new();
+    for id in &ids {
+        let doc = poll_until(a, id, Duration::from_secs(120), |s, _| s != 202).await;
+        assert_eq!(doc["status"], "completed", "{doc}");
+        nodes.insert(doc["node"].as_str().unwrap().to_owned());
+    }
+    assert!(nodes.len() > 1, "all jobs ran on {nodes:?}");
+}
+
+/// Submits a long job on A (which has no workers), waits until it runs on
+/// another node, hits that node with `fault`, and returns the job's final
+/// document and the time from the fault to the job running elsewhere.
+async fn fault_running_node(fault: i32) -> (Value, Duration, Trio, String) {
+    let mut trio = Trio::start([0, 1, 1]).await;
+    let id = submit(&trio.nodes[0], &long_clip(), "?preset=veryfast").await;
+    let running = poll_until(&trio.nodes[0], &id, Duration::from_secs(30), |_, d| {
+        d["status"] == "running" && d["progress"].as_f64().unwrap_or(0.0) > 0.0
+    })
+    .await;
+    let victim = running["node"].as_str().unwrap().to_owned();
+    let index = trio.nodes.iter().position(|n| n.name == victim).unwrap();
+    let hit = Instant::now();
+    if fault == libc::SIGKILL {
+        trio.nodes[index].kill();
+    } else {
+        trio.nodes[index].signal(fault);
+    }
+    let moved = poll_until(&trio.nodes[0], &id, Duration::from_secs(30), |_, d| {
+        d["status"] == "running" && d["attempt"] == 2
+    })
+    .await;
+    let recovery = hit.elapsed();
+    assert_ne!(moved["node"], victim.as_str());
+    (moved, recovery, trio, id)
+}
+
+#[tokio::test]
+async fn sigkill_of_the_worker_node_reruns_the_job_elsewhere() {
+    let (_, recovery, trio, id) = fault_running_node(libc::SIGKILL).await;
+    eprintln!("sigkill recovery: {recovery:?}");
+    let doc = poll_until(&trio.nodes[0], &id, Duration::from_secs(120), |s, _| {
+        s != 202
+    })
+    .await;
+    assert_eq!(doc["status"], "completed", "{doc}");
+    assert_eq!(doc["attempt"], 2);
+    assert!(
+        recovery < Duration::from_secs(5),
+        "recovered in {recovery:?}"
+    );
+}
+
+#[tokio::test]
+async fn sigstop_of_the_worker_node_reruns_the_job_and_sigcont_changes_nothing() {
+    let (moved, recovery, trio, id) = fault_running_node(libc::SIGSTOP).await;
+    eprintln!("sigstop recovery: {recovery:?}");
+    let frozen = trio
+        .nodes
+        .iter()
+        .find(|n| n.name != "node-a" && n.name != moved["node"].as_str().unwrap())
+        .unwrap();
+    frozen.signal(libc::SIGCONT);
+    let doc = poll_until(&trio.nodes[0], &id, Duration::from_secs(120), |s, _| {
+        s != 202
+    })
+    .await;
+    assert_eq!(doc["status"], "completed", "{doc}");
+    assert_eq!(doc["attempt"], 2, "the stale attempt did not take over");
+    assert_eq!(doc["node"], moved["node"]);
+    // The thawed node is readmitted.
+    wait_members_up(&trio.nodes[0], 3, Duration::from_secs(15)).await;
+    let out = trio._dir.path().join("after-stop.mp4");
+    let bytes = reqwest::get(format!("{}/jobs/{id}/result", trio.nodes[0].base()))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    std::fs::write(&out, &bytes).unwrap();
+    assert_eq!(doc["result"]["bytes"], bytes.len() as u64);
+    assert_eq!(
+        stream(&ffprobe(&out), "video").unwrap()["codec_name"],
+        "h264"
+    );
+}
+
+#[tokio::test]
+async fn a_node_with_the_wrong_cookie_is_refused() {
+    let trio = Trio::start([1, 1, 1]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let intruder = NodeProc::spawn(
+        "node-x",
+        &dir,
+        1,
+        vec![trio.nodes[0].cluster],
+        "wrong-cookie",
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for node in &trio.nodes {
+        assert_eq!(
+            member_state(node, "node-x").await,
+            None,
+            "{} admitted the intruder",
+            node.name
+        );
+    }
+    assert!(member_state(&intruder, "node-a").await.is_none());
+    let log = trio.nodes[0].log();
+    assert!(log.contains("refused"), "the refusal is logged:\n{log}");
+}
+
+#[tokio::test]
+async fn a_restarted_node_rejoins_and_takes_work() {
+    let mut trio = Trio::start([0, 1, 0]).await;
+    trio.nodes[1].kill();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while member_state(&trio.nodes[0], "node-b").await.as_deref() != Some("down") {
+        assert!(Instant::now() < deadline, "node-b never marked down");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    trio.nodes[1].start();
+    wait_members_up(&trio.nodes[0], 3, Duration::from_secs(30)).await;
+    let id = submit(&trio.nodes[0], &clip(1), "").await;
+    let doc = poll_until(&trio.nodes[0], &id, Duration::from_secs(60), |s, _| {
+        s != 202
+    })
+    .await;
+    assert_eq!(doc["status"], "completed", "{doc}");
+    assert_eq!(doc["node"], "node-b");
+}
+
+#[tokio::test]
+async fn a_300_mb_input_crosses_nodes_with_bounded_memory() {
+    let big = fixture(
+        "raw-300mb.avi",
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x240:rate=25",
+            "-t",
+            "110",
+            "-c:v",
+            "rawvideo",
+            "-pix_fmt",
+            "yuv420p",
+        ],
+    );
+    let size = std::fs::metadata(&big).unwrap().len();
+    assert!(size > 300_000_000, "fixture is {size} bytes");
+    let trio = Trio::start([0, 1, 0]).await;
+    let [a, b] = [&trio.nodes[0], &trio.nodes[1]];
+    let file = tokio::fs::File::open(&big).await.unwrap();
+    let response = reqwest::Client::new()
+        .post(format!("{}/jobs?preset=ultrafast", a.base()))
+        .header("content-length", size)
+        .body(reqwest::Body::wrap_stream(
+            tokio_util::io::ReaderStream::new(file),
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let id = response.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let doc = poll_until(a, &id, Duration::from_secs(300), |s, _| s != 202).await;
+    assert_eq!(doc["status"], "completed", "{doc}");
+    assert_eq!(doc["node"], "node-b");
+    let (a_rss, b_rss) = (a.peak_rss_kib(), b.peak_rss_kib());
+    eprintln!("peak rss: owner {a_rss} KiB, worker node {b_rss} KiB for a {size}-byte input");
+    assert!(
+        a_rss < 128 * 1024 && b_rss < 128 * 1024,
+        "memory grew with the file: a {a_rss} KiB, b {b_rss} KiB"
+    );
+}
