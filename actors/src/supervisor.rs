@@ -31,6 +31,9 @@ const CHANNEL: usize = 64;
 
 /// A job whose attempts were lost this many times fails instead of looping.
 const MAX_LOST_ATTEMPTS: u32 = 3;
+/// An attempt whose worker has not said it started by then is lost (the
+/// worker died, or could not decode the assignment).
+const START_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a worker reports about one attempt. Crosses nodes inside
 /// `GatewayMsg::Report`; append only.
@@ -81,6 +84,8 @@ pub enum SupervisorMsg {
     Report { attempt: u32, report: AttemptReport },
     /// A node is down: if it ran the current attempt, run the job elsewhere.
     NodeLost(NodeName),
+    /// Sent to itself [`START_TIMEOUT`] after dispatching attempt `0`.
+    StartTimeout(u32),
 }
 
 /// How a supervisor is set up.
@@ -105,6 +110,8 @@ pub struct SupervisorState {
     owner_http: String,
     /// Attempts lost to dead workers or failed transfers.
     lost_attempts: u32,
+    /// Whether the worker of the current attempt said it started.
+    started: bool,
     worker: Option<ActorRef<WorkerMsg>>,
     attempt_started: Option<Instant>,
     last_progress_event: Option<Instant>,
@@ -147,6 +154,7 @@ impl Actor for JobSupervisor {
             owner: args.node,
             owner_http: args.http,
             lost_attempts: 0,
+            started: false,
             worker: None,
             attempt_started: None,
             last_progress_event: None,
@@ -157,7 +165,7 @@ impl Actor for JobSupervisor {
 
     async fn handle(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
@@ -172,7 +180,20 @@ impl Actor for JobSupervisor {
                 state.cancel();
                 let _ = reply.send(state.job.clone());
             }
-            SupervisorMsg::Dispatch { worker, node } => state.dispatch(worker, node),
+            SupervisorMsg::Dispatch { worker, node } => {
+                if state.dispatch(worker, node) {
+                    let attempt = state.job.attempt;
+                    myself.send_after(START_TIMEOUT, move || SupervisorMsg::StartTimeout(attempt));
+                }
+            }
+            SupervisorMsg::StartTimeout(attempt) => {
+                if attempt == state.job.attempt
+                    && !state.started
+                    && matches!(state.job.state, JobState::Running { .. })
+                {
+                    state.retry("the worker never started the attempt".into());
+                }
+            }
             SupervisorMsg::NodeLost(node) => {
                 if matches!(state.job.state, JobState::Running { .. })
                     && state.job.node.as_ref() == Some(&node)
@@ -209,11 +230,12 @@ impl SupervisorState {
         });
     }
 
-    fn dispatch(&mut self, worker: ActorRef<WorkerMsg>, node: NodeName) {
+    /// Sends the next attempt to `worker`; returns whether it was sent.
+    fn dispatch(&mut self, worker: ActorRef<WorkerMsg>, node: NodeName) -> bool {
         if !matches!(self.job.state, JobState::Queued) {
             // Canceled while the slot was on its way: give it back.
             self.release_slot();
-            return;
+            return false;
         }
         self.job.attempt += 1;
         let attempt = self.job.attempt;
@@ -228,8 +250,9 @@ impl SupervisorState {
             // The worker is gone; wait for another slot.
             self.release_slot();
             let _ = self.gateway.cast(GatewayMsg::Requeue(self.job.id));
-            return;
+            return false;
         }
+        self.started = false;
         self.worker = Some(worker);
         self.attempt_started = Some(Instant::now());
         self.job.node = Some(node);
@@ -240,11 +263,13 @@ impl SupervisorState {
         };
         info!(job_id = %self.job.id, node = %worker_node(&self.job.node), attempt, "job dispatched");
         self.status_changed(None);
+        true
     }
 
     fn report(&mut self, report: AttemptReport) {
         match report {
             AttemptReport::Started { node } => {
+                self.started = true;
                 if self.job.node.as_ref() != Some(&node) {
                     self.job.node = Some(node);
                     self.publish(EventKind::Progress);

@@ -345,3 +345,53 @@ impl Attempt {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use ractor::Message;
+
+    use super::*;
+
+    fn assignment() -> Assignment {
+        let owner: NodeName = "node-a".parse().unwrap();
+        Assignment {
+            job: JobId::new(&owner),
+            attempt: 2,
+            options: EncodeOptions::default(),
+            owner,
+            owner_http: "http://127.0.0.1:8080".into(),
+        }
+    }
+
+    /// The wire form of a previous version, which knew only assignments.
+    #[derive(Serialize)]
+    enum PreviousWire {
+        Assign(Assignment),
+    }
+
+    /// The wire form of a later version, with a variant this one lacks.
+    #[derive(Serialize)]
+    #[allow(dead_code)]
+    enum NextWire {
+        Assign(Assignment),
+        Cancel { job: JobId, attempt: u32 },
+        Pause { job: JobId },
+    }
+
+    #[test]
+    fn messages_of_a_previous_version_decode_and_unknown_later_variants_are_refused() {
+        let old = wire::encode_cast("worker.v1", &PreviousWire::Assign(assignment())).unwrap();
+        match WorkerMsg::deserialize(old) {
+            Ok(WorkerMsg::Assign(a)) => assert_eq!(a.attempt, 2),
+            _ => panic!("a previous version's assignment must decode"),
+        }
+        let job = assignment().job;
+        let newer = wire::encode_cast("worker.v2", &NextWire::Pause { job }).unwrap();
+        assert!(WorkerMsg::deserialize(newer).is_err());
+        let cancel = WorkerMsg::Cancel { job, attempt: 1 }.serialize().unwrap();
+        assert!(matches!(
+            WorkerMsg::deserialize(cancel),
+            Ok(WorkerMsg::Cancel { attempt: 1, .. })
+        ));
+    }
+}

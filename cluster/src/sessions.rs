@@ -212,7 +212,10 @@ impl Sessions {
     }
 
     /// Returns the sessions (of any state) that reach or claim `node`.
-    pub fn sessions_to<'a>(&'a mut self, node: &'a NodeName) -> impl Iterator<Item = &'a mut Session> {
+    pub fn sessions_to<'a>(
+        &'a mut self,
+        node: &'a NodeName,
+    ) -> impl Iterator<Item = &'a mut Session> {
         self.by_id
             .values_mut()
             .filter(move |s| s.peer.as_ref().and_then(|p| p.node.as_ref()) == Some(node))

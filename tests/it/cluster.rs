@@ -501,3 +501,41 @@ async fn a_300_mb_input_crosses_nodes_with_bounded_memory() {
         "memory grew with the file: a {a_rss} KiB, b {b_rss} KiB"
     );
 }
+
+#[tokio::test]
+async fn a_job_whose_worker_node_dies_three_times_fails_clearly() {
+    let mut trio = Trio::start([0, 1, 1]).await;
+    let id = submit(&trio.nodes[0], &long_clip(), "?preset=veryfast").await;
+    for attempt in 1..=3u64 {
+        let running = poll_until(&trio.nodes[0], &id, Duration::from_secs(30), |_, d| {
+            d["status"] == "running" && d["attempt"] == attempt && !d["node"].is_null()
+        })
+        .await;
+        let victim = running["node"].as_str().unwrap().to_owned();
+        let index = trio.nodes.iter().position(|n| n.name == victim).unwrap();
+        trio.nodes[index].kill();
+        if attempt < 3 {
+            // Bring the other worker node back if it was killed before, so
+            // the next attempt has somewhere to run.
+            if let Some(dead) = trio
+                .nodes
+                .iter_mut()
+                .skip(1)
+                .find(|n| n.name != victim && n.child.is_none())
+            {
+                dead.start();
+            }
+        }
+    }
+    let doc = poll_until(&trio.nodes[0], &id, Duration::from_secs(30), |s, _| {
+        s != 202
+    })
+    .await;
+    assert_eq!(doc["status"], "failed", "{doc}");
+    assert_eq!(doc["error"]["code"], "worker_lost");
+    assert_eq!(doc["attempt"], 3);
+    assert!(doc["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("3 times"));
+}

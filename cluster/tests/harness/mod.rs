@@ -91,8 +91,9 @@ impl Node {
             .expect("vidpress-member starts");
         let shared = Arc::new(Shared::default());
         read_lines(child.stdout.take().unwrap(), shared.clone(), |out, line| {
-            let value: Value = serde_json::from_str(&line)
-                .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+            let Ok(value) = serde_json::from_str::<Value>(&line) else {
+                return;
+            };
             let now = Instant::now();
             if let Some(kind) = value["event"].as_str() {
                 let node = value["node"].as_str().unwrap_or_default().to_owned();
@@ -189,7 +190,12 @@ impl Node {
     }
 
     /// Waits until `found` holds of the output; returns the time waited.
-    fn wait(&self, what: &str, timeout: Duration, mut found: impl FnMut(&Output) -> bool) -> Duration {
+    fn wait(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut found: impl FnMut(&Output) -> bool,
+    ) -> Duration {
         let start = Instant::now();
         let deadline = start + timeout;
         let mut out = self.shared.lock();
@@ -218,8 +224,15 @@ impl Node {
     }
 
     /// Waits until the last view satisfies `pred`.
-    pub fn wait_for(&self, what: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Duration {
-        self.wait(what, timeout, |out| out.views.last().is_some_and(|(_, v)| pred(v)))
+    pub fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Duration {
+        self.wait(what, timeout, |out| {
+            out.views.last().is_some_and(|(_, v)| pred(v))
+        })
     }
 
     /// Waits until the last view has every node of `names` up.
@@ -233,7 +246,13 @@ impl Node {
 
     /// Waits until a view printed after `since` shows `node` in `state`;
     /// returns when that view arrived, measured from `since`.
-    pub fn wait_state_since(&self, node: &str, state: &str, since: Instant, timeout: Duration) -> Duration {
+    pub fn wait_state_since(
+        &self,
+        node: &str,
+        state: &str,
+        since: Instant,
+        timeout: Duration,
+    ) -> Duration {
         let mut at = None;
         let remaining = (since + timeout).saturating_duration_since(Instant::now());
         self.wait(&format!("view with {node} {state}"), remaining, |out| {
@@ -248,7 +267,13 @@ impl Node {
     }
 
     /// Waits for the event `kind` about `node` printed after `since`.
-    pub fn wait_event(&self, kind: &str, node: &str, since: Instant, timeout: Duration) -> Duration {
+    pub fn wait_event(
+        &self,
+        kind: &str,
+        node: &str,
+        since: Instant,
+        timeout: Duration,
+    ) -> Duration {
         self.wait(&format!("{kind} event for {node}"), timeout, |out| {
             out.events
                 .iter()
