@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, watch};
@@ -48,6 +49,7 @@ pub struct Server {
     cluster: Option<Cluster>,
     listener: TcpListener,
     state: AppState,
+    drain_timeout: Duration,
 }
 
 impl Server {
@@ -118,7 +120,7 @@ impl Server {
             cookie: config.cookie.as_deref().map(Arc::from),
             cluster: link.map(|l| l.view),
             proxy: reqwest::Client::builder()
-                .connect_timeout(std::time::Duration::from_secs(2))
+                .connect_timeout(Duration::from_secs(2))
                 .build()
                 .unwrap_or_default(),
         };
@@ -127,6 +129,7 @@ impl Server {
             cluster,
             listener,
             state,
+            drain_timeout: Duration::from_secs(config.drain_timeout),
         })
     }
 
@@ -147,22 +150,56 @@ impl Server {
         self.state.jobs.clone()
     }
 
-    /// Serves HTTP until `shutdown` completes, then stops the actors and
-    /// leaves the cluster.
+    /// Serves HTTP until `shutdown` completes, then drains: takes no new
+    /// jobs, lets workers elsewhere take the queued ones and keeps answering
+    /// until this node's jobs are done or the drain timeout passes; then
+    /// stops the actors and leaves the cluster.
     pub async fn run(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
         info!(node = %self.state.node, http = %self.local_addr(), "node serving");
+        let jobs = self.state.jobs.clone();
+        let drain_timeout = self.drain_timeout;
+        let drained = async move {
+            shutdown.await;
+            drain(&jobs, drain_timeout).await;
+        };
         let app = http::router(self.state);
         let served = axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown)
+            .with_graceful_shutdown(drained)
             .await;
         self.node.stop().await;
         if let Some(cluster) = self.cluster {
             cluster.leave().await;
         }
         served.map_err(ServeError::Http)
+    }
+}
+
+/// Waits, up to `timeout`, until the node owns no unfinished job and its
+/// workers are idle.
+async fn drain(jobs: &Jobs, timeout: Duration) {
+    jobs.drain();
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match jobs.stats().await {
+            Ok(stats) if stats.active == 0 && stats.busy == 0 => {
+                info!("drained");
+                return;
+            }
+            Ok(stats) if tokio::time::Instant::now() >= deadline => {
+                warn!(
+                    active = stats.active,
+                    busy = stats.busy,
+                    "drain timeout: stopping with unfinished jobs"
+                );
+                return;
+            }
+            Ok(_) => {}
+            Err(_) => return,
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -76,6 +76,8 @@ pub enum SubmitError {
     Storage(String),
     #[error("the job could not be started: {0}")]
     Spawn(String),
+    #[error("the node is shutting down")]
+    Draining,
 }
 
 /// Load figures of one node.
@@ -85,6 +87,10 @@ pub struct NodeStats {
     pub workers: usize,
     pub busy: usize,
     pub queued: usize,
+    /// Jobs owned here that are not terminal yet.
+    pub active: usize,
+    /// The node is shutting down and takes no new work.
+    pub draining: bool,
 }
 
 /// Messages the gateway handles.
@@ -119,6 +125,9 @@ pub enum GatewayMsg {
     NodeDown(NodeName),
     /// Periodic: look for free workers across the cluster.
     Tick,
+    /// Stops taking new jobs and stops this node's workers from taking new
+    /// attempts; queued jobs go to workers on other nodes.
+    Drain,
     /// A job's status changed; `ran` gives input bytes and run time of a
     /// completed job, to refine estimates.
     StatusChanged {
@@ -249,6 +258,8 @@ pub struct GatewayState {
     local_busy: HashSet<ActorId>,
     /// Workers that refused an assignment, until when they are skipped.
     cooldown: HashMap<ActorId, Instant>,
+    /// Shutting down: no new jobs, no new attempts here.
+    draining: bool,
     idempotency: HashMap<String, ([u8; 32], JobId)>,
     seconds_per_byte: f64,
 }
@@ -298,6 +309,7 @@ impl Actor for Gateway {
             busy: HashSet::new(),
             local_busy: HashSet::new(),
             cooldown: HashMap::new(),
+            draining: false,
             idempotency: HashMap::new(),
             seconds_per_byte: INITIAL_SECONDS_PER_BYTE,
         })
@@ -373,6 +385,14 @@ impl Actor for Gateway {
                     }
                 }
             }
+            GatewayMsg::Drain => {
+                info!(node = %state.args.node, "draining: no new jobs, no new attempts here");
+                state.draining = true;
+                for cell in state.workers_of(&state.args.node) {
+                    let _ = ActorRef::<WorkerMsg>::from(cell).cast(WorkerMsg::Drain);
+                }
+                state.pump();
+            }
             GatewayMsg::Tick => {
                 let now = Instant::now();
                 state.cooldown.retain(|_, until| *until > now);
@@ -442,6 +462,10 @@ impl GatewayState {
                     });
                 }
             }
+        }
+        if self.draining {
+            let _ = std::fs::remove_file(&request.upload);
+            return Err(SubmitError::Draining);
         }
         if self.queue.len() >= self.args.queue_capacity {
             let _ = std::fs::remove_file(&request.upload);
@@ -536,6 +560,12 @@ impl GatewayState {
             workers: self.workers_of(&self.args.node).len(),
             busy: self.local_busy.len(),
             queued: self.queue.len(),
+            active: self
+                .jobs
+                .values()
+                .filter(|e| !e.status.is_terminal())
+                .count(),
+            draining: self.draining,
         }
     }
 

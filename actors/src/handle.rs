@@ -101,6 +101,11 @@ impl Jobs {
         let _ = self.gateway.cast(GatewayMsg::NodeDown(node));
     }
 
+    /// Starts draining the node for shutdown: no new jobs, no new attempts.
+    pub fn drain(&self) {
+        let _ = self.gateway.cast(GatewayMsg::Drain);
+    }
+
     /// Returns this node's load.
     pub async fn stats(&self) -> Result<NodeStats, ServiceError> {
         call(&self.gateway, GatewayMsg::Stats).await

@@ -52,6 +52,9 @@ pub enum WorkerMsg {
     Assign(Assignment),
     /// Stops the given attempt at once if it is the one running.
     Cancel { job: JobId, attempt: u32 },
+    /// Leaves the worker group and refuses new attempts; the running one
+    /// finishes (sent by the local gateway when the node shuts down).
+    Drain,
     /// The running attempt's task finished (sent by the worker to itself).
     AttemptEnded {
         job: JobId,
@@ -77,7 +80,7 @@ impl ractor::Message for WorkerMsg {
         let wire = match self {
             Self::Assign(a) => WorkerWire::Assign(a),
             Self::Cancel { job, attempt } => WorkerWire::Cancel { job, attempt },
-            Self::AttemptEnded { .. } => return Err(BoxedDowncastErr),
+            Self::AttemptEnded { .. } | Self::Drain => return Err(BoxedDowncastErr),
         };
         wire::encode_cast("worker.v1", &wire)
     }
@@ -118,6 +121,7 @@ struct Current {
 pub struct WorkerState {
     args: WorkerArgs,
     current: Option<Current>,
+    draining: bool,
 }
 
 /// Runs one transcode at a time.
@@ -141,6 +145,7 @@ impl Actor for WorkerActor {
         Ok(WorkerState {
             args,
             current: None,
+            draining: false,
         })
     }
 
@@ -164,6 +169,14 @@ impl Actor for WorkerActor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             WorkerMsg::Assign(assignment) => state.start(myself, assignment),
+            WorkerMsg::Drain => {
+                state.draining = true;
+                ractor::pg::leave_scoped(
+                    state.args.scope.clone(),
+                    group(&state.args.node),
+                    vec![myself.get_cell()],
+                );
+            }
             WorkerMsg::Cancel { job, attempt } => {
                 let Some(current) = state.take(job, attempt, &myself) else {
                     return Ok(());
@@ -229,7 +242,7 @@ impl WorkerState {
             warn!(job_id = %a.job, owner = %a.owner, "assignment from an unknown node ignored");
             return;
         };
-        if self.current.is_some() {
+        if self.current.is_some() || self.draining {
             report(&owner, a.job, a.attempt, AttemptReport::Rejected);
             return;
         }

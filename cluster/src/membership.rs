@@ -20,6 +20,7 @@
 //! the node it runs on, how a peer that fails authentication is logged, and
 //! how a dial learns whether it succeeded.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -33,7 +34,9 @@ use tracing::{debug, info, warn};
 
 use crate::detector::{Change, Heard, MemberTable, Timing};
 use crate::reconnect::{Targets, HANDSHAKE_TIMEOUT};
-use crate::sessions::{NodeDirectory, SessionEvent, SessionEvents, SessionInfo, Sessions};
+use crate::sessions::{
+    NodeDirectory, PeerName, SessionEvent, SessionEvents, SessionInfo, Sessions,
+};
 use crate::view::{ClusterView, Member, MemberEvent, MemberState, NodeLoad};
 use crate::{wire, ClusterConfig, NodeName};
 
@@ -48,6 +51,21 @@ pub const VIEW_REFRESH: Duration = Duration::from_secs(5);
 
 /// How long a dial may take to resolve and connect TCP.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long after a failed handshake a session to the peer must still be
+/// missing for the failure to be reported as a refusal.
+const REFUSAL_GRACE: Duration = Duration::from_secs(2);
+
+/// How often the same refused peer is warned about.
+const REFUSAL_REPEAT: Duration = Duration::from_secs(60);
+
+/// A handshake that failed after the peers exchanged names.
+struct Refusal {
+    peer_addr: String,
+    peer: PeerName,
+    incoming: bool,
+    at: Instant,
+}
 
 /// A node's periodic "I am alive", sent to every other node's membership
 /// actor. Small: a few dozen bytes.
@@ -164,6 +182,10 @@ pub struct MembershipState {
     published_at: Instant,
     /// `rtt`/`last_seen` changed since the last published view.
     stale: bool,
+    /// Failed handshakes waiting for [`REFUSAL_GRACE`] to be judged.
+    refusals: Vec<Refusal>,
+    /// When each refused peer (by claimed name) was last warned about.
+    refused_warned: HashMap<String, Instant>,
 }
 
 impl Actor for Membership {
@@ -232,6 +254,8 @@ impl Actor for Membership {
             last_tick: now,
             published_at: now,
             stale: false,
+            refusals: Vec::new(),
+            refused_warned: HashMap::new(),
         };
         info!(
             node = %state.me,
@@ -336,6 +360,7 @@ impl MembershipState {
         self.drop_sessions_to_down_members(now);
         self.send_heartbeats();
         self.redial(myself, now);
+        self.report_refusals(now);
 
         if self.stale && now.saturating_duration_since(self.published_at) >= VIEW_REFRESH {
             self.publish();
@@ -402,31 +427,68 @@ impl MembershipState {
             }
         } else if session.stopped_by_us {
             debug!(peer = %session.peer_addr, "cluster session stopped before authentication");
-        } else if claimed.as_ref() == Some(&self.me) {
-            // A seed that is this node under another spelling.
-            debug!(peer = %session.peer_addr, "cluster session to self closed");
-            if let Some(dialed) = &session.dialed {
-                info!(seed = %dialed, "seed is this node itself; not dialing it again");
-                self.targets.mark_self(dialed);
+        } else if let Some(peer) = session.peer {
+            if peer.node.as_ref() == Some(&self.me) {
+                // A seed that is this node under another spelling.
+                debug!(peer = %session.peer_addr, "cluster session to self closed");
+                if let Some(dialed) = &session.dialed {
+                    info!(seed = %dialed, "seed is this node itself; not dialing it again");
+                    self.targets.mark_self(dialed);
+                }
+            } else {
+                // The names were exchanged, so the cookie challenge may be
+                // what failed; or this was the loser of two simultaneous
+                // connections, or a duplicate refused while a stale session
+                // lingered. Only the first leaves no session behind: judge
+                // once the others have had time to settle.
+                self.refusals.push(Refusal {
+                    peer_addr: session.peer_addr,
+                    peer,
+                    incoming: session.is_server,
+                    at: now,
+                });
             }
-        } else if claimed.as_ref().is_some_and(|n| self.sessions.reaches(n))
-            || session
-                .dialed
-                .as_deref()
-                .and_then(|d| self.targets.get(d))
-                .and_then(|t| t.peer.as_ref())
-                .is_some_and(|n| self.sessions.reaches(n))
-        {
-            // ractor_cluster keeps one session per pair of nodes; the loser
-            // of a simultaneous connect ends before authenticating.
-            debug!(peer = %session.peer_addr, "duplicate cluster session closed");
         } else {
-            warn!(
-                peer = %session.peer_addr,
-                claimed_name = ?session.peer.as_ref().map(|p| &p.full),
-                incoming = session.is_server,
-                "cluster peer refused: authentication failed (wrong cookie?)"
-            );
+            // No name was exchanged, so no cookie was checked: the peer went
+            // away (a dial we gave up on, still in a frozen node's backlog)
+            // or refused a duplicate before its challenge.
+            debug!(peer = %session.peer_addr, "cluster connection closed before the handshake");
+        }
+    }
+
+    /// Warns of the peers that failed the handshake and, a grace period
+    /// later, still have no session: a wrong cookie, most likely.
+    fn report_refusals(&mut self, now: Instant) {
+        let (due, waiting) = std::mem::take(&mut self.refusals)
+            .into_iter()
+            .partition(|r| now.saturating_duration_since(r.at) >= REFUSAL_GRACE);
+        self.refusals = waiting;
+        for refusal in due {
+            let Refusal {
+                peer_addr,
+                peer,
+                incoming,
+                ..
+            } = refusal;
+            if peer.node.as_ref().is_some_and(|n| self.sessions.reaches(n)) {
+                debug!(peer = %peer_addr, claimed_name = %peer.full, "duplicate cluster session closed");
+                continue;
+            }
+            let recently = self
+                .refused_warned
+                .get(&peer.full)
+                .is_some_and(|at| now.saturating_duration_since(*at) < REFUSAL_REPEAT);
+            if recently {
+                debug!(peer = %peer_addr, claimed_name = %peer.full, incoming, "cluster peer refused again");
+            } else {
+                warn!(
+                    peer = %peer_addr,
+                    claimed_name = %peer.full,
+                    incoming,
+                    "cluster peer refused: authentication failed (wrong cookie?)"
+                );
+                self.refused_warned.insert(peer.full, now);
+            }
         }
     }
 

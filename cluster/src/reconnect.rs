@@ -110,6 +110,7 @@ impl Targets {
         }
     }
 
+    #[cfg(test)]
     pub fn get(&self, address: &str) -> Option<&Target> {
         self.by_address.get(address)
     }

@@ -108,6 +108,7 @@ impl From<ServiceError> for ApiError {
                 Self::QueueFull { retry_after }
             }
             ServiceError::Submit(SubmitError::IdempotencyConflict) => Self::IdempotencyConflict,
+            ServiceError::Submit(SubmitError::Draining) => Self::Unavailable,
             ServiceError::Submit(e @ (SubmitError::Storage(_) | SubmitError::Spawn(_))) => {
                 Self::Internal(e.to_string())
             }

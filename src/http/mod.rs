@@ -96,11 +96,11 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// Ready when the node's gateway answers.
+/// Ready when the node's gateway answers and the node is not shutting down.
 async fn readyz(State(app): State<AppState>) -> Response {
     match app.jobs.stats().await {
-        Ok(_) => Json(json!({"status": "ready"})).into_response(),
-        Err(_) => ApiError::Unavailable.into_response(),
+        Ok(stats) if !stats.draining => Json(json!({"status": "ready"})).into_response(),
+        _ => ApiError::Unavailable.into_response(),
     }
 }
 

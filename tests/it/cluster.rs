@@ -539,3 +539,61 @@ async fn a_job_whose_worker_node_dies_three_times_fails_clearly() {
         .unwrap()
         .contains("3 times"));
 }
+
+#[tokio::test]
+async fn sigterm_drains_the_node_and_its_queued_jobs_run_elsewhere() {
+    let mut trio = Trio::start([0, 1, 1]).await;
+    let b = &trio.nodes[1];
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(submit(b, &long_clip(), "?preset=ultrafast").await);
+    }
+    // Two run (on b and c), one waits in b's queue.
+    poll_until(b, &ids[1], Duration::from_secs(30), |_, d| {
+        d["status"] == "running"
+    })
+    .await;
+    b.signal(libc::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let ready = reqwest::get(format!("{}/readyz", b.base()))
+            .await
+            .map(|r| r.status().as_u16())
+            .ok();
+        if ready == Some(503) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "b never stopped being ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let refused = reqwest::Client::new()
+        .post(format!("{}/jobs", b.base()))
+        .body(std::fs::read(clip(1)).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 503, "a draining node takes no new job");
+
+    let mut nodes = Vec::new();
+    for id in &ids {
+        let doc = poll_until(b, id, Duration::from_secs(60), |s, _| s != 202).await;
+        assert_eq!(doc["status"], "completed", "{doc}");
+        nodes.push(doc["node"].as_str().unwrap().to_owned());
+    }
+    assert!(
+        nodes.iter().filter(|n| *n == "node-c").count() >= 2,
+        "the queued job ran elsewhere: {nodes:?}"
+    );
+    // Then b exits on its own, cleanly.
+    let child = trio.nodes[1].child.as_mut().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "b did not exit after draining");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "b exited with {status}");
+    trio.nodes[1].child = None;
+}
