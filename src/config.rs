@@ -52,6 +52,9 @@ pub struct ServeConfig {
     /// Milliseconds of silence after which a node is marked down.
     #[arg(long, env = "VIDPRESS_FAILURE_TIMEOUT_MS", default_value_t = 3000)]
     pub failure_timeout_ms: u64,
+    /// Seconds finished jobs and their results are kept, then removed.
+    #[arg(long, env = "VIDPRESS_RETENTION_SECS", default_value_t = 86_400)]
+    pub retention_secs: u64,
     /// Seconds a shutdown (SIGTERM) waits for this node's jobs to finish.
     #[arg(long, env = "VIDPRESS_DRAIN_TIMEOUT", default_value_t = 30)]
     pub drain_timeout: u64,

@@ -98,6 +98,7 @@ impl Server {
             },
             stall_timeout: config.stall_timeout(),
             scope,
+            retention: Duration::from_secs(config.retention_secs),
             http,
             transfer: Arc::new(HttpTransfer::new(cookie)),
             cluster: link.clone(),

@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use ractor::message::{BoxedDowncastErr, SerializedMessage};
 use ractor::{
@@ -28,6 +28,7 @@ use vidpress_transcode::EncodeOptions;
 
 use crate::job::{JobId, JobSnapshot, JobStatus};
 use crate::paths;
+use crate::record::{self, JobRecord, Outcome};
 use crate::supervisor::{AttemptReport, JobSupervisor, SupervisorArgs, SupervisorMsg};
 use crate::transfer::Transfer;
 use crate::worker::{self, WorkerActor, WorkerArgs, WorkerMsg};
@@ -37,11 +38,28 @@ use crate::worker::{self, WorkerActor, WorkerArgs, WorkerMsg};
 const PUMP_EVERY: Duration = Duration::from_millis(250);
 /// A worker that refused an assignment is skipped for this long.
 const REJECT_COOLDOWN: Duration = Duration::from_secs(1);
+/// How often finished jobs past their retention are looked for, at most.
+const SWEEP_EVERY: Duration = Duration::from_secs(30);
 
 /// Until a job has been measured, assume one second per megabyte of input.
 const INITIAL_SECONDS_PER_BYTE: f64 = 1e-6;
 /// Weight of the newest measurement in the moving average of speed.
 const SPEED_WEIGHT: f64 = 0.3;
+
+/// Where the answer to a submission goes.
+type SubmitReply = RpcReplyPort<Result<Submitted, SubmitError>>;
+
+/// Parses lowercase hex into a digest.
+fn unhex(hex: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    if hex.len() != 64 {
+        return None;
+    }
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
 
 /// An upload already on local disk, waiting to become a job.
 #[derive(Debug)]
@@ -137,6 +155,8 @@ pub enum GatewayMsg {
     },
     /// A queued job was canceled: drop it from the queue.
     Dequeue(JobId),
+    /// A job could not be stored and was never accepted: drop every trace.
+    Forget(JobId),
     /// A job's dispatch failed: put it back at the head of the queue.
     Requeue(JobId),
 }
@@ -226,6 +246,8 @@ pub struct GatewayArgs {
     pub stall_timeout: Duration,
     /// Process-group scope shared by the nodes of one cluster.
     pub scope: String,
+    /// How long finished jobs and their results are kept.
+    pub retention: Duration,
     /// Base URL of this node's HTTP API, where workers elsewhere move bytes.
     pub http: String,
     /// Moves bytes for attempts of jobs owned by other nodes.
@@ -244,6 +266,8 @@ struct JobEntry {
     status: JobStatus,
     supervisor: ActorRef<SupervisorMsg>,
     bytes: u64,
+    /// When the job reached a terminal state.
+    finished: Option<Instant>,
 }
 
 pub struct GatewayState {
@@ -260,6 +284,7 @@ pub struct GatewayState {
     cooldown: HashMap<ActorId, Instant>,
     /// Shutting down: no new jobs, no new attempts here.
     draining: bool,
+    next_sweep: Instant,
     idempotency: HashMap<String, ([u8; 32], JobId)>,
     seconds_per_byte: f64,
 }
@@ -297,11 +322,9 @@ impl Actor for Gateway {
             };
             Actor::spawn_linked(None, WorkerActor, worker_args, myself.get_cell()).await?;
         }
-        if args.cluster.is_some() {
-            myself.send_interval(PUMP_EVERY, || GatewayMsg::Tick);
-        }
+        myself.send_interval(PUMP_EVERY, || GatewayMsg::Tick);
         info!(node = %args.node, workers = args.workers, "gateway started");
-        Ok(GatewayState {
+        let mut state = GatewayState {
             args,
             jobs: BTreeMap::new(),
             queue: VecDeque::new(),
@@ -310,9 +333,12 @@ impl Actor for Gateway {
             local_busy: HashSet::new(),
             cooldown: HashMap::new(),
             draining: false,
+            next_sweep: Instant::now(),
             idempotency: HashMap::new(),
             seconds_per_byte: INITIAL_SECONDS_PER_BYTE,
-        })
+        };
+        state.recover(&myself).await;
+        Ok(state)
     }
 
     async fn handle(
@@ -323,9 +349,16 @@ impl Actor for Gateway {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             GatewayMsg::Submit(request, reply) => {
-                let result = state.submit(&myself, *request).await;
-                let _ = reply.send(result);
+                // On success the new supervisor answers, once the job is on disk.
+                if let Err((e, reply)) = state.submit(&myself, *request, reply).await {
+                    let _ = reply.send(Err(e));
+                }
                 state.pump();
+            }
+            GatewayMsg::Forget(id) => {
+                state.jobs.remove(&id);
+                state.queue.retain(|q| *q != id);
+                state.idempotency.retain(|_, (_, job)| *job != id);
             }
             GatewayMsg::List {
                 status,
@@ -396,11 +429,20 @@ impl Actor for Gateway {
             GatewayMsg::Tick => {
                 let now = Instant::now();
                 state.cooldown.retain(|_, until| *until > now);
+                if now >= state.next_sweep {
+                    // A tenth of the retention, so a job outlives it by little.
+                    let every = (state.args.retention / 10).clamp(PUMP_EVERY, SWEEP_EVERY);
+                    state.next_sweep = now + every;
+                    state.sweep();
+                }
                 state.pump();
             }
             GatewayMsg::StatusChanged { id, status, ran } => {
                 if let Some(entry) = state.jobs.get_mut(&id) {
                     entry.status = status;
+                    if status.is_terminal() {
+                        entry.finished = Some(Instant::now());
+                    }
                 }
                 if let Some((bytes, took)) = ran.filter(|(b, _)| *b > 0) {
                     let measured = took.as_secs_f64() / bytes as f64;
@@ -442,36 +484,40 @@ impl Actor for Gateway {
 }
 
 impl GatewayState {
+    /// Accepts a job: its input moves into its folder and its supervisor
+    /// starts, which answers `reply` once the record is on disk. On refusal,
+    /// gives the reply port back with the reason.
     async fn submit(
         &mut self,
         myself: &ActorRef<GatewayMsg>,
         request: SubmitRequest,
-    ) -> Result<Submitted, SubmitError> {
+        reply: SubmitReply,
+    ) -> Result<(), (SubmitError, SubmitReply)> {
         if let Some(key) = &request.idempotency_key {
             if let Some((digest, id)) = self.idempotency.get(key) {
                 let _ = std::fs::remove_file(&request.upload);
                 if *digest != request.digest {
-                    return Err(SubmitError::IdempotencyConflict);
+                    return Err((SubmitError::IdempotencyConflict, reply));
                 }
                 let (id, entry_bytes) = (*id, self.jobs.get(id).map_or(0, |e| e.bytes));
                 if let Some(job) = self.snapshot(id).await {
-                    return Ok(Submitted {
+                    let _ = reply.send(Ok(Submitted {
                         estimate: self.estimate(entry_bytes),
                         job,
                         created: false,
-                    });
+                    }));
+                    return Ok(());
                 }
             }
         }
         if self.draining {
             let _ = std::fs::remove_file(&request.upload);
-            return Err(SubmitError::Draining);
+            return Err((SubmitError::Draining, reply));
         }
         if self.queue.len() >= self.args.queue_capacity {
             let _ = std::fs::remove_file(&request.upload);
-            return Err(SubmitError::QueueFull {
-                retry_after: self.estimate(0),
-            });
+            let retry_after = self.estimate(0);
+            return Err((SubmitError::QueueFull { retry_after }, reply));
         }
 
         let id = JobId::new(&self.args.node);
@@ -481,13 +527,62 @@ impl GatewayState {
         if let Err(e) = stored {
             let _ = std::fs::remove_file(&request.upload);
             let _ = std::fs::remove_dir_all(&dir);
-            return Err(SubmitError::Storage(e.to_string()));
+            return Err((SubmitError::Storage(e.to_string()), reply));
         }
-        let args = SupervisorArgs {
+        let record = JobRecord {
             id,
             options: request.options,
-            data_dir: self.args.data_dir.clone(),
             input_bytes: request.bytes,
+            created_at_ms: record::to_ms(SystemTime::now()),
+            idempotency_key: request.idempotency_key.clone(),
+            digest: record::hex(&request.digest),
+            attempt: 0,
+            lost_attempts: 0,
+            node: None,
+            media: None,
+            finished_at_ms: None,
+            outcome: None,
+        };
+        let supervisor = match self.spawn_supervisor(myself, record).await {
+            Ok(supervisor) => supervisor,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err((e, reply));
+            }
+        };
+        let estimate = self.estimate(request.bytes);
+        if let Some(key) = request.idempotency_key {
+            self.idempotency.insert(key, (request.digest, id));
+        }
+        self.queue.push_back(id);
+        info!(job_id = %id, node = %self.args.node, bytes = request.bytes, "job accepted");
+        let _ = supervisor.cast(SupervisorMsg::Accept { reply, estimate });
+        Ok(())
+    }
+
+    /// Starts the supervisor of a job and indexes it.
+    async fn spawn_supervisor(
+        &mut self,
+        myself: &ActorRef<GatewayMsg>,
+        record: JobRecord,
+    ) -> Result<ActorRef<SupervisorMsg>, SubmitError> {
+        let id = record.id;
+        let bytes = record.input_bytes;
+        let status = match &record.outcome {
+            None => JobStatus::Queued,
+            Some(Outcome::Completed { .. }) => JobStatus::Completed,
+            Some(Outcome::Failed { .. }) => JobStatus::Failed,
+            Some(Outcome::Canceled) => JobStatus::Canceled,
+        };
+        let finished = record.finished_at_ms.map(|ms| {
+            let age = SystemTime::now()
+                .duration_since(record::from_ms(ms))
+                .unwrap_or_default();
+            Instant::now().checked_sub(age).unwrap_or_else(Instant::now)
+        });
+        let args = SupervisorArgs {
+            record,
+            data_dir: self.args.data_dir.clone(),
             gateway: myself.clone(),
             node: self.args.node.clone(),
             http: self.args.http.clone(),
@@ -500,29 +595,85 @@ impl GatewayState {
         )
         .await
         .map_err(|e| SubmitError::Spawn(e.to_string()))?;
-        let estimate = self.estimate(request.bytes);
         self.jobs.insert(
             id,
             JobEntry {
-                status: JobStatus::Queued,
+                status,
                 supervisor: supervisor.clone(),
-                bytes: request.bytes,
+                bytes,
+                finished: finished.filter(|_| status.is_terminal()),
             },
         );
-        if let Some(key) = request.idempotency_key {
-            self.idempotency.insert(key, (request.digest, id));
+        Ok(supervisor)
+    }
+
+    /// Brings back the jobs of a previous run from the data directory:
+    /// finished ones to answer for, unfinished ones queued for a new attempt.
+    async fn recover(&mut self, myself: &ActorRef<GatewayMsg>) {
+        let Ok(dirs) = std::fs::read_dir(self.args.data_dir.join("jobs")) else {
+            return;
+        };
+        let mut records = Vec::new();
+        for dir in dirs.flatten() {
+            let path = dir.path().join("job.json");
+            match JobRecord::read(&path) {
+                Ok(record) => records.push(record),
+                Err(e) => {
+                    // Never acknowledged (no record): not a job.
+                    warn!(path = %dir.path().display(), error = %e, "removing a job folder without a readable record");
+                    let _ = std::fs::remove_dir_all(dir.path());
+                }
+            }
         }
-        self.queue.push_back(id);
-        info!(job_id = %id, node = %self.args.node, bytes = request.bytes, "job accepted");
-        let job = self
-            .snapshot(id)
-            .await
-            .ok_or_else(|| SubmitError::Spawn("the job supervisor did not answer".into()))?;
-        Ok(Submitted {
-            job,
-            estimate,
-            created: true,
-        })
+        records.sort_by_key(|r| r.id);
+        let (mut finished, mut resumed) = (0, 0);
+        for record in records {
+            let (id, key, digest) = (
+                record.id,
+                record.idempotency_key.clone(),
+                record.digest.clone(),
+            );
+            let unfinished = record.outcome.is_none();
+            if let Err(e) = self.spawn_supervisor(myself, record).await {
+                error!(job_id = %id, error = %e, "cannot recover job");
+                continue;
+            }
+            if let Some(key) = key {
+                if let Some(digest) = unhex(&digest) {
+                    self.idempotency.insert(key, (digest, id));
+                }
+            }
+            if unfinished {
+                self.queue.push_back(id);
+                resumed += 1;
+            } else {
+                finished += 1;
+            }
+        }
+        if finished + resumed > 0 {
+            info!(node = %self.args.node, finished, resumed, "jobs recovered from disk");
+        }
+    }
+
+    /// Removes finished jobs older than the retention, with their files.
+    fn sweep(&mut self) {
+        let retention = self.args.retention;
+        let expired: Vec<JobId> = self
+            .jobs
+            .iter()
+            .filter(|(_, e)| e.finished.is_some_and(|t| t.elapsed() >= retention))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &expired {
+            if let Some(entry) = self.jobs.remove(id) {
+                entry.supervisor.stop(Some("retention expired".into()));
+            }
+            let _ = std::fs::remove_dir_all(paths::job_dir(&self.args.data_dir, *id));
+            self.idempotency.retain(|_, (_, job)| job != id);
+        }
+        if !expired.is_empty() {
+            info!(node = %self.args.node, removed = expired.len(), "finished jobs past retention removed");
+        }
     }
 
     async fn snapshot(&self, id: JobId) -> Option<JobSnapshot> {

@@ -10,6 +10,8 @@
 //!   transcode at a time in a child process.
 //! - [`handle`]: [`Jobs`], the typed API with deadlines that callers use.
 //! - [`paths`]: where a job's files live in the data directory.
+//! - [`record`]: the job record kept on disk, from which a restarted node
+//!   recovers its jobs.
 //! - [`transfer`]: [`Transfer`], how workers move bytes between nodes.
 //!
 //! [`start`] brings a node's actors up.
@@ -18,6 +20,7 @@ pub mod gateway;
 pub mod handle;
 pub mod job;
 pub mod paths;
+pub mod record;
 pub mod supervisor;
 pub mod transfer;
 pub mod worker;

@@ -10,6 +10,11 @@ pub fn job_dir(data: &Path, id: JobId) -> PathBuf {
     data.join("jobs").join(id.to_string())
 }
 
+/// The durable record of a job owned by this node.
+pub fn record(data: &Path, id: JobId) -> PathBuf {
+    job_dir(data, id).join("job.json")
+}
+
 /// The uploaded input of a job owned by this node.
 pub fn input(data: &Path, id: JobId) -> PathBuf {
     job_dir(data, id).join("input")

@@ -13,13 +13,14 @@ use std::time::{Duration, Instant, SystemTime};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 use vidpress_cluster::NodeName;
-use vidpress_transcode::{EncodeOptions, ErrorCode, MediaInfo, TranscodeError};
+use vidpress_transcode::{ErrorCode, MediaInfo, TranscodeError};
 
-use crate::gateway::GatewayMsg;
-use crate::job::{EventKind, InputInfo, JobEvent, JobId, JobSnapshot, JobState, JobStatus};
+use crate::gateway::{GatewayMsg, SubmitError, Submitted};
+use crate::job::{EventKind, InputInfo, JobEvent, JobSnapshot, JobState, JobStatus};
 use crate::paths;
+use crate::record::{self, JobRecord, Outcome};
 use crate::worker::{Assignment, WorkerMsg};
 
 /// Progress events go out at most this often; status events always go out.
@@ -66,6 +67,12 @@ pub struct Subscription {
 
 /// Messages a job supervisor handles.
 pub enum SupervisorMsg {
+    /// The job was just accepted: store its record durably, then answer the
+    /// submitter (a 202 is a promise, so nothing is answered before).
+    Accept {
+        reply: RpcReplyPort<Result<Submitted, SubmitError>>,
+        estimate: Duration,
+    },
     /// Replies with the job's current snapshot.
     GetSnapshot(RpcReplyPort<JobSnapshot>),
     /// Subscribes to events after `since` (or from a fresh snapshot).
@@ -90,11 +97,10 @@ pub enum SupervisorMsg {
 
 /// How a supervisor is set up.
 pub struct SupervisorArgs {
-    pub id: JobId,
-    pub options: EncodeOptions,
+    /// The job as accepted, or as recovered from disk after a restart.
+    pub record: JobRecord,
     /// This node's data directory, holding the job's input and output.
     pub data_dir: PathBuf,
-    pub input_bytes: u64,
     pub gateway: ActorRef<GatewayMsg>,
     /// This node, the job's owner.
     pub node: NodeName,
@@ -104,6 +110,9 @@ pub struct SupervisorArgs {
 
 pub struct SupervisorState {
     job: JobSnapshot,
+    /// The durable part, written to disk when `dirty`.
+    record: JobRecord,
+    dirty: bool,
     data_dir: PathBuf,
     gateway: ActorRef<GatewayMsg>,
     owner: NodeName,
@@ -132,28 +141,40 @@ impl Actor for JobSupervisor {
         _myself: ActorRef<Self::Msg>,
         args: SupervisorArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let now = SystemTime::now();
+        let record = args.record;
+        let state = match &record.outcome {
+            None => JobState::Queued,
+            Some(Outcome::Completed { bytes }) => JobState::Completed {
+                output: paths::result(&args.data_dir, record.id),
+                bytes: *bytes,
+            },
+            Some(Outcome::Failed { error }) => JobState::Failed(error.clone()),
+            Some(Outcome::Canceled) => JobState::Canceled,
+        };
+        let created_at = record::from_ms(record.created_at_ms);
         let (events, _) = broadcast::channel(CHANNEL);
         Ok(SupervisorState {
             job: JobSnapshot {
-                id: args.id,
-                state: JobState::Queued,
-                attempt: 0,
-                node: None,
-                created_at: now,
-                updated_at: now,
-                options: args.options,
+                id: record.id,
+                state,
+                attempt: record.attempt,
+                node: record.node.clone(),
+                created_at,
+                updated_at: record.finished_at_ms.map_or(created_at, record::from_ms),
+                options: record.options,
                 input: InputInfo {
-                    bytes: args.input_bytes,
-                    media: None,
+                    bytes: record.input_bytes,
+                    media: record.media.clone(),
                 },
                 seq: 0,
             },
+            lost_attempts: record.lost_attempts,
+            record,
+            dirty: false,
             data_dir: args.data_dir,
             gateway: args.gateway,
             owner: args.node,
             owner_http: args.http,
-            lost_attempts: 0,
             started: false,
             worker: None,
             attempt_started: None,
@@ -170,6 +191,21 @@ impl Actor for JobSupervisor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
+            SupervisorMsg::Accept { reply, estimate } => {
+                if let Err(e) = state.persist().await {
+                    error!(job_id = %state.job.id, error = %e, "cannot store the job record");
+                    let _ = reply.send(Err(SubmitError::Storage(e.to_string())));
+                    let _ = state.gateway.cast(GatewayMsg::Forget(state.job.id));
+                    let _ = std::fs::remove_dir_all(paths::job_dir(&state.data_dir, state.job.id));
+                    myself.stop(None);
+                    return Ok(());
+                }
+                let _ = reply.send(Ok(Submitted {
+                    job: state.job.clone(),
+                    estimate,
+                    created: true,
+                }));
+            }
             SupervisorMsg::GetSnapshot(reply) => {
                 let _ = reply.send(state.job.clone());
             }
@@ -181,7 +217,7 @@ impl Actor for JobSupervisor {
                 let _ = reply.send(state.job.clone());
             }
             SupervisorMsg::Dispatch { worker, node } => {
-                if state.dispatch(worker, node) {
+                if state.dispatch(worker, node).await {
                     let attempt = state.job.attempt;
                     myself.send_after(START_TIMEOUT, move || SupervisorMsg::StartTimeout(attempt));
                 }
@@ -209,6 +245,11 @@ impl Actor for JobSupervisor {
                 state.report(report);
             }
         }
+        if state.dirty {
+            if let Err(e) = state.persist().await {
+                error!(job_id = %state.job.id, error = %e, "cannot update the job record");
+            }
+        }
         Ok(())
     }
 }
@@ -230,8 +271,21 @@ impl SupervisorState {
         });
     }
 
-    /// Sends the next attempt to `worker`; returns whether it was sent.
-    fn dispatch(&mut self, worker: ActorRef<WorkerMsg>, node: NodeName) -> bool {
+    /// Writes the record to disk, off the runtime's threads.
+    async fn persist(&mut self) -> std::io::Result<()> {
+        let record = self.record.clone();
+        let path = paths::record(&self.data_dir, self.job.id);
+        tokio::task::spawn_blocking(move || record.write(&path))
+            .await
+            .map_err(std::io::Error::other)??;
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// Sends the next attempt to `worker`; returns whether it was sent. The
+    /// new attempt number is on disk before any worker sees it, so attempts
+    /// stay fenced across a restart of this node.
+    async fn dispatch(&mut self, worker: ActorRef<WorkerMsg>, node: NodeName) -> bool {
         if !matches!(self.job.state, JobState::Queued) {
             // Canceled while the slot was on its way: give it back.
             self.release_slot();
@@ -239,6 +293,16 @@ impl SupervisorState {
         }
         self.job.attempt += 1;
         let attempt = self.job.attempt;
+        self.record.attempt = attempt;
+        self.record.node = Some(node.clone());
+        if let Err(e) = self.persist().await {
+            warn!(job_id = %self.job.id, error = %e, "cannot store the attempt number; dispatch later");
+            self.job.attempt -= 1;
+            self.record.attempt = self.job.attempt;
+            self.release_slot();
+            let _ = self.gateway.cast(GatewayMsg::Requeue(self.job.id));
+            return false;
+        }
         let assignment = Assignment {
             job: self.job.id,
             attempt,
@@ -423,6 +487,18 @@ impl SupervisorState {
         } else {
             info!(job_id = %self.job.id, attempt = self.job.attempt, status = %status, "job finished");
         }
+        self.record.outcome = match &state {
+            JobState::Completed { bytes, .. } => Some(Outcome::Completed { bytes: *bytes }),
+            JobState::Failed(error) => Some(Outcome::Failed {
+                error: error.clone(),
+            }),
+            JobState::Canceled => Some(Outcome::Canceled),
+            JobState::Queued | JobState::Running { .. } => None,
+        };
+        self.record.finished_at_ms = Some(record::to_ms(SystemTime::now()));
+        self.record.media = self.job.input.media.clone();
+        self.record.lost_attempts = self.lost_attempts;
+        self.dirty = true;
         self.job.state = state;
         self.worker = None;
         // The input is no longer needed, nor any partial output.

@@ -287,16 +287,7 @@ impl Cluster {
             });
         }
 
-        let me_member = Member {
-            name: me.clone(),
-            address: config.advertise.clone(),
-            http: config.http.clone(),
-            state: MemberState::Up,
-            load: *load.borrow(),
-            incarnation,
-            rtt: None,
-            last_seen: None,
-        };
+        let me_member = membership::own_member(&config, incarnation, *load.borrow());
         let (view_tx, view) = watch::channel(Arc::new(ClusterView {
             me: me.clone(),
             members: [(me.clone(), me_member)].into(),

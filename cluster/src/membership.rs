@@ -54,7 +54,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// How long after a failed handshake a session to the peer must still be
 /// missing for the failure to be reported as a refusal.
-const REFUSAL_GRACE: Duration = Duration::from_secs(2);
+const REFUSAL_GRACE: Duration = Duration::from_secs(1);
 
 /// How often the same refused peer is warned about.
 const REFUSAL_REPEAT: Duration = Duration::from_secs(60);
@@ -103,7 +103,6 @@ pub enum MembershipMsg {
     /// Time to detect failures, heartbeat and redial (local, self-sent).
     Tick,
     /// A `NodeServer` session opened, authenticated or closed (local).
-    #[allow(private_interfaces)]
     Session(SessionEvent),
     /// A dial task finished connecting TCP, or failed to (local).
     Dialed {
@@ -220,16 +219,7 @@ impl Actor for Membership {
             .filter(|s| !own.contains(s))
             .cloned()
             .collect();
-        let me = Member {
-            name: config.node.clone(),
-            address: config.advertise.clone(),
-            http: config.http.clone(),
-            state: MemberState::Up,
-            load: *load.borrow(),
-            incarnation,
-            rtt: None,
-            last_seen: None,
-        };
+        let me = own_member(&config, incarnation, *load.borrow());
         let now = Instant::now();
         let state = MembershipState {
             me: config.node.clone(),
@@ -628,7 +618,8 @@ impl MembershipState {
         }
         for (target, node_id) in self.targets.expire(now, HANDSHAKE_TIMEOUT) {
             debug!(%target, "cluster handshake timed out");
-            if let Some(session) = node_id.and_then(|id| self.sessions.get_mut(id)) {
+            let session = node_id.and_then(|id| self.sessions.get_mut(id));
+            if let Some(session) = session.filter(|s| !s.authenticated()) {
                 session.stopped_by_us = true;
                 session
                     .actor
@@ -678,6 +669,20 @@ async fn dial(
     tokio::time::timeout(CONNECT_TIMEOUT, connect)
         .await
         .unwrap_or_else(|_| Err("connect timed out".to_owned()))
+}
+
+/// Returns this node as a member of its own view.
+pub(crate) fn own_member(config: &ClusterConfig, incarnation: u64, load: NodeLoad) -> Member {
+    Member {
+        name: config.node.clone(),
+        address: config.advertise.clone(),
+        http: config.http.clone(),
+        state: MemberState::Up,
+        load,
+        incarnation,
+        rtt: None,
+        last_seen: None,
+    }
 }
 
 /// Returns the current time in ms since the Unix epoch: an incarnation.

@@ -141,9 +141,14 @@ impl Targets {
         }
     }
 
-    /// Records a failed dial of `address`; returns the target and its retry delay.
+    /// Records a failed dial of `address`; returns the target and its retry
+    /// delay. A failure reported after the address was reached another way
+    /// is no failure.
     pub fn failed(&mut self, address: &str, now: Instant) -> Option<(&Target, Duration)> {
         let t = self.by_address.get_mut(address)?;
+        if !matches!(t.dial, Dial::Connecting { .. }) {
+            return None;
+        }
         t.dial = Dial::Idle;
         let delay = t.backoff.failed(now);
         Some((t, delay))
@@ -167,16 +172,17 @@ impl Targets {
     }
 
     /// Records that `node` is reached, by the dial of `dialed` or by any
-    /// session from or to its advertise `address`.
+    /// session from or to its advertise `address`: the dials of every
+    /// address of that node are done, whatever they were waiting for.
     pub fn reached(&mut self, dialed: Option<&str>, address: Option<&str>, node: &NodeName) {
         for t in self.by_address.values_mut() {
-            let by_dial = dialed == Some(t.address.as_str());
-            if by_dial || address == Some(t.address.as_str()) {
-                t.peer = Some(node.clone());
-                t.backoff.succeeded();
-                if by_dial {
-                    t.dial = Dial::Idle;
+            let here = dialed == Some(t.address.as_str()) || address == Some(t.address.as_str());
+            if here || t.peer.as_ref() == Some(node) {
+                if here {
+                    t.peer = Some(node.clone());
                 }
+                t.backoff.succeeded();
+                t.dial = Dial::Idle;
             }
         }
     }
@@ -330,6 +336,25 @@ mod tests {
         assert_eq!(target.peer.as_ref(), Some(&b));
         assert_eq!(target.dial, Dial::Idle);
         assert_eq!(target.backoff.failures(), 0);
+    }
+
+    #[test]
+    fn a_session_that_authenticated_before_its_dial_reported_is_not_claimed() {
+        let now = Instant::now();
+        let a: NodeName = "a".parse().unwrap();
+        let mut t = Targets::default();
+        t.ensure("127.0.0.1:7000", None, true);
+        t.start("127.0.0.1:7000", now);
+        // The session opened and authenticated before the dial task's report.
+        t.reached(None, Some("127.0.0.1:7000"), &a);
+        t.connected("127.0.0.1:7000", "127.0.0.1:7000".into(), now);
+        assert_eq!(t.get("127.0.0.1:7000").unwrap().dial, Dial::Idle);
+        assert!(t
+            .expire(now + HANDSHAKE_TIMEOUT, HANDSHAKE_TIMEOUT)
+            .is_empty());
+        // Nor is a late failure report of that dial a failure.
+        assert!(t.failed("127.0.0.1:7000", now).is_none());
+        assert_eq!(t.get("127.0.0.1:7000").unwrap().backoff.failures(), 0);
     }
 
     #[test]

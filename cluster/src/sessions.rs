@@ -221,11 +221,14 @@ impl Sessions {
             .filter(move |s| s.peer.as_ref().and_then(|p| p.node.as_ref()) == Some(node))
     }
 
-    /// Returns the outgoing session to `peer_addr` that no dial has claimed yet.
+    /// Returns the outgoing session to `peer_addr`, still in its handshake,
+    /// that no dial has claimed yet.
     pub fn unclaimed_outgoing(&mut self, peer_addr: &str) -> Option<(u64, &mut Session)> {
         self.by_id
             .iter_mut()
-            .find(|(_, s)| !s.is_server && s.dialed.is_none() && s.peer_addr == peer_addr)
+            .find(|(_, s)| {
+                !s.is_server && !s.authenticated() && s.dialed.is_none() && s.peer_addr == peer_addr
+            })
             .map(|(id, s)| (*id, s))
     }
 }

@@ -163,6 +163,34 @@ fn a_node_with_the_wrong_cookie_is_refused_and_logged() {
 }
 
 #[test]
+#[ignore = "needs root, iptables and setpriv; drops the packets of user nobody for 5 s"]
+fn a_cut_off_node_is_marked_down_and_comes_back_when_the_network_returns() {
+    let a = Node::start("a", &[]);
+    let b = Node::start_as_nobody("b", &[&a]);
+    let c = Node::start("c", &[&a]);
+    for n in [&a, &b, &c] {
+        n.wait_all_up(&["a", "b", "c"], CONVERGE);
+    }
+    let cut = harness::NetworkCut::start();
+    let cut_at = Instant::now();
+    for n in [&a, &c] {
+        let took = n.wait_state_since("b", "down", cut_at, TIMEOUT + DETECTION_SLACK);
+        eprintln!("cut -> down on {}: {took:?}", n.name());
+    }
+    // Long enough for every TCP retransmission timer to back off.
+    std::thread::sleep(Duration::from_secs(5));
+    drop(cut);
+    let restored = Instant::now();
+    for n in [&a, &c] {
+        let took = n.wait_state_since("b", "up", restored, CONVERGE);
+        eprintln!("restore -> up on {}: {took:?}", n.name());
+    }
+    for n in [&a, &b, &c] {
+        n.wait_all_up(&["a", "b", "c"], CONVERGE);
+    }
+}
+
+#[test]
 fn wire_helpers_refuse_what_they_cannot_decode() {
     use ractor::message::SerializedMessage;
     use serde::{Deserialize, Serialize};

@@ -97,6 +97,11 @@ where
     out.flush()
         .await
         .map_err(|e| ApiError::Internal(format!("cannot write upload: {e}")))?;
+    // Durable before the 202 that promises the job.
+    out.get_ref()
+        .sync_all()
+        .await
+        .map_err(|e| ApiError::Internal(format!("cannot write upload: {e}")))?;
     Ok(Upload {
         file,
         bytes,

@@ -281,6 +281,6 @@ async fn a_full_queue_gives_503_with_retry_after() {
     assert_eq!(body["error"]["code"], "queue_full");
     assert!(headers.contains_key(header::RETRY_AFTER));
     // The refused upload left no file behind.
-    let uploads = node.data.path().join("uploads");
+    let uploads = node.data_dir().join("uploads");
     assert_eq!(std::fs::read_dir(uploads).unwrap().count(), 0);
 }

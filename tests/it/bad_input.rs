@@ -65,7 +65,7 @@ async fn not_a_video_empty_and_oversized_uploads_are_refused_at_submit() {
         0,
         "no job was created"
     );
-    let uploads = node.data.path().join("uploads");
+    let uploads = node.data_dir().join("uploads");
     assert_eq!(
         std::fs::read_dir(uploads).unwrap().count(),
         0,
@@ -165,7 +165,7 @@ async fn a_client_that_disconnects_mid_upload_leaves_no_job_and_no_file() {
     socket.write_all(&video).await.unwrap();
     socket.flush().await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let uploads = node.data.path().join("uploads");
+    let uploads = node.data_dir().join("uploads");
     assert_eq!(
         std::fs::read_dir(&uploads).unwrap().count(),
         1,

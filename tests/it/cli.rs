@@ -7,7 +7,7 @@ use crate::support::{clip, ffprobe, stream, TestNode};
 #[tokio::test]
 async fn submit_wait_downloads_the_result_and_status_prints_it() {
     let node = TestNode::start().await.serve();
-    let out = node.data.path().join("cli-out.mp4");
+    let out = node.data_dir().join("cli-out.mp4");
     let base = node.base.clone();
     let input = clip(2);
     let out_path = out.clone();

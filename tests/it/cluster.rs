@@ -574,9 +574,28 @@ async fn sigterm_drains_the_node_and_its_queued_jobs_run_elsewhere() {
         .unwrap();
     assert_eq!(refused.status(), 503, "a draining node takes no new job");
 
+    // Follow all three at once: b exits as soon as they are done.
+    let mut finals: std::collections::HashMap<String, Value> = std::collections::HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while finals.len() < ids.len() {
+        for id in &ids {
+            if finals.contains_key(id) {
+                continue;
+            }
+            if let Some((status, doc)) = get_json(&format!("{}/jobs/{id}", b.base())).await {
+                if status != 202 {
+                    finals.insert(id.clone(), doc);
+                }
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "jobs did not finish while b drained: {finals:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let mut nodes = Vec::new();
-    for id in &ids {
-        let doc = poll_until(b, id, Duration::from_secs(60), |s, _| s != 202).await;
+    for doc in finals.values() {
         assert_eq!(doc["status"], "completed", "{doc}");
         nodes.push(doc["node"].as_str().unwrap().to_owned());
     }

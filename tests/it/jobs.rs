@@ -51,7 +51,7 @@ async fn compresses_to_h264_aac_mp4_of_the_same_duration_and_smaller() {
     let (status, done) = node.wait_terminal(id, Duration::from_secs(60)).await;
     assert_eq!(status, 200, "{done}");
 
-    let out = node.data.path().join("downloaded.mp4");
+    let out = node.data_dir().join("downloaded.mp4");
     let headers = download(&node, id, &out).await;
     assert_eq!(headers["content-type"], "video/mp4");
     let size = std::fs::metadata(&out).unwrap().len();
@@ -106,7 +106,7 @@ async fn max_height_downscales_with_even_dimensions_and_odd_inputs_work() {
     let id = job["id"].as_str().unwrap();
     let (status, done) = node.wait_terminal(id, Duration::from_secs(60)).await;
     assert_eq!(status, 200, "{done}");
-    let out = node.data.path().join("scaled.mp4");
+    let out = node.data_dir().join("scaled.mp4");
     download(&node, id, &out).await;
     let probe = ffprobe(&out);
     let video = stream(&probe, "video").unwrap();
@@ -284,4 +284,132 @@ async fn a_hung_transcoder_is_killed_after_the_stall_timeout() {
     assert_eq!(doc["error"]["code"], "transcode_stalled");
     assert!(started.elapsed() < Duration::from_secs(10));
     assert!(transcoders_of(&id).is_empty(), "the hung child was killed");
+}
+
+#[tokio::test]
+async fn a_restarted_node_recovers_its_jobs_from_disk() {
+    let data = tempfile::tempdir().unwrap();
+    let no_drain = |c: &mut vidpress::config::ServeConfig| c.drain_timeout = 0;
+
+    // First run: one job completes, one is mid-encode when the node stops.
+    let node = TestNode::start_at(data.path(), |c| {
+        no_drain(c);
+        c.workers = Some(1);
+    })
+    .await
+    .serve();
+    let video = std::fs::read(clip(1)).unwrap();
+    let keyed = reqwest::Client::new()
+        .post(format!("{}/jobs", node.base))
+        .header("Idempotency-Key", "restart-key")
+        .body(video.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(keyed.status(), 202);
+    let done_id = keyed.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, done) = node.wait_terminal(&done_id, Duration::from_secs(60)).await;
+    assert_eq!(status, 200, "{done}");
+    let (_, long) = node.submit(&long_clip(), "?preset=veryslow").await;
+    let interrupted = long["id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while transcoders_of(&interrupted).is_empty() {
+        assert!(Instant::now() < deadline, "the long job never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    node.stop().await;
+    assert!(
+        transcoders_of(&interrupted).is_empty(),
+        "stopping the node stopped its encoder"
+    );
+
+    // Second run on the same data: both jobs are there again.
+    let node = TestNode::start_at(data.path(), |c| {
+        no_drain(c);
+        c.workers = Some(1);
+    })
+    .await
+    .serve();
+    let response = reqwest::get(format!("{}/jobs/{done_id}", node.base))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let recovered: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(recovered["result"]["bytes"], done["result"]["bytes"]);
+    assert_eq!(recovered["input"]["video_codec"], "h264");
+    let out = node.data_dir().join("recovered.mp4");
+    download(&node, &done_id, &out).await;
+    assert_eq!(
+        stream(&ffprobe(&out), "video").unwrap()["codec_name"],
+        "h264"
+    );
+
+    // The idempotency key still names the same job.
+    let again = reqwest::Client::new()
+        .post(format!("{}/jobs", node.base))
+        .header("Idempotency-Key", "restart-key")
+        .body(video)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        again.json::<serde_json::Value>().await.unwrap()["id"],
+        done_id.as_str()
+    );
+
+    // The interrupted job runs again, as a new attempt, and is not lost.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let doc: serde_json::Value = reqwest::get(format!("{}/jobs/{interrupted}", node.base))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if doc["status"] == "running" && doc["attempt"] == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the interrupted job did not resume: {doc}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let response = reqwest::Client::new()
+        .delete(format!("{}/jobs/{interrupted}", node.base))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success());
+}
+
+#[tokio::test]
+async fn finished_jobs_are_removed_after_the_retention() {
+    let node = TestNode::start_with(|c| c.retention_secs = 0).await.serve();
+    let (status, job) = node.submit(&clip(1), "").await;
+    assert_eq!(status, 202);
+    let id = job["id"].as_str().unwrap().to_owned();
+    let (status, _) = node.wait_terminal(&id, Duration::from_secs(60)).await;
+    assert_eq!(status, 200);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let response = reqwest::get(format!("{}/jobs/{id}", node.base))
+            .await
+            .unwrap();
+        if response.status() == 404 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the finished job was never removed"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        !node.data_dir().join("jobs").join(&id).exists(),
+        "its files are gone too"
+    );
 }

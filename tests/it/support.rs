@@ -130,7 +130,22 @@ pub fn duration(probe: &Value) -> f64 {
 /// A node on 127.0.0.1:0 with its own data directory.
 pub struct TestNode {
     pub server: Server,
-    pub data: TempDir,
+    data: Data,
+}
+
+/// A data directory: a fresh temporary one, or one kept across restarts.
+enum Data {
+    Temp(TempDir),
+    Kept(PathBuf),
+}
+
+impl Data {
+    fn path(&self) -> &Path {
+        match self {
+            Self::Temp(dir) => dir.path(),
+            Self::Kept(path) => path,
+        }
+    }
 }
 
 impl TestNode {
@@ -141,7 +156,16 @@ impl TestNode {
 
     /// Starts a node after `tweak` adjusts its settings.
     pub async fn start_with(tweak: impl FnOnce(&mut ServeConfig)) -> Self {
-        let data = tempfile::tempdir().expect("temp dir");
+        let data = Data::Temp(tempfile::tempdir().expect("temp dir"));
+        Self::start_on(data, tweak).await
+    }
+
+    /// Starts a node on an existing data directory, as a restart would.
+    pub async fn start_at(dir: &Path, tweak: impl FnOnce(&mut ServeConfig)) -> Self {
+        Self::start_on(Data::Kept(dir.to_owned()), tweak).await
+    }
+
+    async fn start_on(data: Data, tweak: impl FnOnce(&mut ServeConfig)) -> Self {
         let mut config = ServeConfig::defaults();
         config.http = "127.0.0.1:0".parse().expect("addr");
         config.data_dir = data.path().to_owned();
@@ -150,6 +174,11 @@ impl TestNode {
         tweak(&mut config);
         let server = Server::start(&config).await.expect("node starts");
         Self { server, data }
+    }
+
+    /// Returns the node's data directory.
+    pub fn data_dir(&self) -> &Path {
+        self.data.path()
     }
 
     /// Serves over a real socket in the background; returns the base URL.
@@ -162,21 +191,32 @@ impl TestNode {
         Served {
             base: format!("http://{addr}"),
             data: self.data,
-            _stop: stop,
-            _task: task,
+            stop,
+            task,
         }
     }
 }
 
-/// A node serving on a socket until dropped.
+/// A node serving on a socket until dropped or stopped.
 pub struct Served {
     pub base: String,
-    pub data: TempDir,
-    _stop: tokio::sync::oneshot::Sender<()>,
-    _task: tokio::task::JoinHandle<Result<(), vidpress::server::ServeError>>,
+    data: Data,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), vidpress::server::ServeError>>,
 }
 
 impl Served {
+    /// Returns the node's data directory.
+    pub fn data_dir(&self) -> &Path {
+        self.data.path()
+    }
+
+    /// Shuts the node down (SIGTERM's path) and waits until it is gone.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+
     /// Uploads `path` with `query` and returns (status, body).
     pub async fn submit(&self, path: &Path, query: &str) -> (u16, Value) {
         let body = std::fs::read(path).expect("read fixture");

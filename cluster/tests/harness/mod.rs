@@ -42,6 +42,8 @@ pub struct Node {
     listen: SocketAddr,
     seeds: Vec<String>,
     cookie: String,
+    /// A command the node runs under (`setpriv …`), if any.
+    wrapper: Vec<String>,
     child: Child,
     shared: Arc<Shared>,
 }
@@ -71,11 +73,47 @@ impl Node {
     pub fn start_with_cookie(name: &str, seeds: &[&Node], cookie: &str) -> Node {
         let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let seeds = seeds.iter().map(|s| s.advertise()).collect();
-        Self::spawn(name.to_owned(), listen, seeds, cookie.to_owned())
+        Self::spawn(
+            name.to_owned(),
+            listen,
+            seeds,
+            cookie.to_owned(),
+            Vec::new(),
+        )
     }
 
-    fn spawn(name: String, listen: SocketAddr, seeds: Vec<String>, cookie: String) -> Node {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_vidpress-member"))
+    /// Starts node `name` as user `nobody`, so that [`NetworkCut`] can cut
+    /// it off (needs root and `setpriv`).
+    pub fn start_as_nobody(name: &str, seeds: &[&Node]) -> Node {
+        let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let seeds = seeds.iter().map(|s| s.advertise()).collect();
+        let wrapper = [
+            "setpriv",
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+        ];
+        let wrapper = wrapper.into_iter().map(str::to_owned).collect();
+        Self::spawn(name.to_owned(), listen, seeds, COOKIE.to_owned(), wrapper)
+    }
+
+    fn spawn(
+        name: String,
+        listen: SocketAddr,
+        seeds: Vec<String>,
+        cookie: String,
+        wrapper: Vec<String>,
+    ) -> Node {
+        let binary = env!("CARGO_BIN_EXE_vidpress-member");
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(binary);
+                command
+            }
+            None => Command::new(binary),
+        };
+        let mut child = command
             .args(["--name", &name])
             .args(["--listen", &listen.to_string()])
             .args(["--seeds", &seeds.join(",")])
@@ -110,6 +148,7 @@ impl Node {
             listen,
             seeds,
             cookie,
+            wrapper,
             child,
             shared,
         }
@@ -123,6 +162,7 @@ impl Node {
             self.listen,
             self.seeds.clone(),
             self.cookie.clone(),
+            self.wrapper.clone(),
         )
     }
 
@@ -308,4 +348,37 @@ fn read_lines(
             shared.changed.notify_all();
         }
     });
+}
+
+/// Drops every packet user `nobody` sends while it lives: a network cut of
+/// the nodes started with [`Node::start_as_nobody`] (their peers' packets
+/// still arrive, unanswered, as over a one-way broken link).
+pub struct NetworkCut;
+
+const CUT_RULE: [&str; 7] = [
+    "OUTPUT",
+    "-m",
+    "owner",
+    "--uid-owner",
+    "nobody",
+    "-j",
+    "DROP",
+];
+
+impl NetworkCut {
+    pub fn start() -> NetworkCut {
+        let status = Command::new("iptables")
+            .arg("-I")
+            .args(CUT_RULE)
+            .status()
+            .expect("iptables runs");
+        assert!(status.success(), "iptables -I failed");
+        NetworkCut
+    }
+}
+
+impl Drop for NetworkCut {
+    fn drop(&mut self) {
+        let _ = Command::new("iptables").arg("-D").args(CUT_RULE).status();
+    }
 }

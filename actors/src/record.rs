@@ -1,0 +1,121 @@
+//! [`JobRecord`]: what a node keeps of a job on disk (`<data>/jobs/<id>/job.json`)
+//! so that a restarted node recovers its jobs. It is written atomically and
+//! fsynced before a job is acknowledged, at each dispatch (so attempt numbers
+//! keep rising across restarts and stale attempts stay fenced) and at the end.
+//! It is a storage format, separate from the supervisor's state.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use vidpress_cluster::NodeName;
+use vidpress_transcode::{EncodeOptions, MediaInfo, TranscodeError};
+
+use crate::job::JobId;
+
+/// How a job ended, as stored.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Outcome {
+    Completed { bytes: u64 },
+    Failed { error: TranscodeError },
+    Canceled,
+}
+
+/// The durable part of a job.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub id: JobId,
+    pub options: EncodeOptions,
+    pub input_bytes: u64,
+    pub created_at_ms: u64,
+    pub idempotency_key: Option<String>,
+    /// SHA-256 of the input, hex.
+    pub digest: String,
+    /// The last attempt dispatched.
+    pub attempt: u32,
+    pub lost_attempts: u32,
+    /// The node of the last attempt.
+    pub node: Option<NodeName>,
+    pub media: Option<MediaInfo>,
+    /// When the job reached its outcome.
+    pub finished_at_ms: Option<u64>,
+    pub outcome: Option<Outcome>,
+}
+
+/// Returns milliseconds since the Unix epoch.
+pub fn to_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Returns the instant `ms` milliseconds after the Unix epoch.
+pub fn from_ms(ms: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+/// Returns bytes as lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl JobRecord {
+    /// Writes the record to `path` atomically and durably: a temporary file,
+    /// fsynced, renamed over the old one, and the folder fsynced.
+    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        let json = serde_json::to_vec(self).map_err(std::io::Error::other)?;
+        let tmp = path.with_extension("json.tmp");
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(&json)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        if let Some(dir) = path.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+
+    /// Reads a record written by [`JobRecord::write`].
+    pub fn read(path: &Path) -> std::io::Result<Self> {
+        let bytes = std::fs::read(path)?;
+        serde_json::from_slice(&bytes).map_err(std::io::Error::other)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_through_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let node: NodeName = "node-a".parse().unwrap();
+        let record = JobRecord {
+            id: JobId::new(&node),
+            options: EncodeOptions::default(),
+            input_bytes: 42,
+            created_at_ms: 1,
+            idempotency_key: Some("k".into()),
+            digest: hex(&[0xab, 0x01]),
+            attempt: 3,
+            lost_attempts: 1,
+            node: Some(node),
+            media: None,
+            finished_at_ms: Some(9),
+            outcome: Some(Outcome::Completed { bytes: 7 }),
+        };
+        let path = dir.path().join("job.json");
+        record.write(&path).unwrap();
+        let back = JobRecord::read(&path).unwrap();
+        assert_eq!(back.id, record.id);
+        assert_eq!(back.digest, "ab01");
+        assert_eq!(back.attempt, 3);
+        assert!(matches!(
+            back.outcome,
+            Some(Outcome::Completed { bytes: 7 })
+        ));
+        std::fs::write(&path, b"{not json").unwrap();
+        assert!(JobRecord::read(&path).is_err());
+    }
+}
