@@ -586,6 +586,7 @@ impl GatewayState {
             gateway: myself.clone(),
             node: self.args.node.clone(),
             http: self.args.http.clone(),
+            scope: self.args.scope.clone(),
         };
         let (supervisor, _) = Actor::spawn_linked(
             Some(id.actor_name()),

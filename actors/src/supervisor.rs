@@ -21,7 +21,7 @@ use crate::gateway::{GatewayMsg, SubmitError, Submitted};
 use crate::job::{EventKind, InputInfo, JobEvent, JobSnapshot, JobState, JobStatus};
 use crate::paths;
 use crate::record::{self, JobRecord, Outcome};
-use crate::worker::{Assignment, WorkerMsg};
+use crate::worker::{self, Assignment, WorkerMsg};
 
 /// Progress events go out at most this often; status events always go out.
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
@@ -35,6 +35,12 @@ const MAX_LOST_ATTEMPTS: u32 = 3;
 /// An attempt whose worker has not said it started by then is lost (the
 /// worker died, or could not decode the assignment).
 const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// A started attempt silent for this long is lost: its reports cannot reach
+/// this node any more, though its node may look alive. Workers report at
+/// least every few seconds, transfers included.
+const REPORT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often a running attempt is checked against those deadlines.
+const WATCH_EVERY: Duration = Duration::from_secs(2);
 
 /// What a worker reports about one attempt. Crosses nodes inside
 /// `GatewayMsg::Report`; append only.
@@ -55,6 +61,8 @@ pub enum AttemptReport {
     /// The attempt could not run for reasons that are not the job's (its
     /// bytes could not be moved); another worker should try.
     Lost(String),
+    /// The attempt is alive but has no progress to tell (moving bytes).
+    Alive,
 }
 
 /// Events for one subscriber: what it missed (or a snapshot), then the live feed.
@@ -91,8 +99,8 @@ pub enum SupervisorMsg {
     Report { attempt: u32, report: AttemptReport },
     /// A node is down: if it ran the current attempt, run the job elsewhere.
     NodeLost(NodeName),
-    /// Sent to itself [`START_TIMEOUT`] after dispatching attempt `0`.
-    StartTimeout(u32),
+    /// Sent to itself every [`WATCH_EVERY`] while attempt `0` runs.
+    Watch(u32),
 }
 
 /// How a supervisor is set up.
@@ -106,6 +114,8 @@ pub struct SupervisorArgs {
     pub node: NodeName,
     /// Base URL of this node's HTTP API, where workers move the bytes.
     pub http: String,
+    /// The process-group scope of the cluster.
+    pub scope: String,
 }
 
 pub struct SupervisorState {
@@ -121,7 +131,10 @@ pub struct SupervisorState {
     lost_attempts: u32,
     /// Whether the worker of the current attempt said it started.
     started: bool,
-    worker: Option<ActorRef<WorkerMsg>>,
+    /// When the current attempt last reported.
+    last_report: Instant,
+    /// The process-group scope, to reach the workers of a node.
+    scope: String,
     attempt_started: Option<Instant>,
     last_progress_event: Option<Instant>,
     events: broadcast::Sender<JobEvent>,
@@ -176,7 +189,8 @@ impl Actor for JobSupervisor {
             owner: args.node,
             owner_http: args.http,
             started: false,
-            worker: None,
+            last_report: Instant::now(),
+            scope: args.scope,
             attempt_started: None,
             last_progress_event: None,
             events,
@@ -219,15 +233,25 @@ impl Actor for JobSupervisor {
             SupervisorMsg::Dispatch { worker, node } => {
                 if state.dispatch(worker, node).await {
                     let attempt = state.job.attempt;
-                    myself.send_after(START_TIMEOUT, move || SupervisorMsg::StartTimeout(attempt));
+                    myself.send_after(WATCH_EVERY, move || SupervisorMsg::Watch(attempt));
                 }
             }
-            SupervisorMsg::StartTimeout(attempt) => {
-                if attempt == state.job.attempt
-                    && !state.started
-                    && matches!(state.job.state, JobState::Running { .. })
+            SupervisorMsg::Watch(attempt) => {
+                if attempt != state.job.attempt
+                    || !matches!(state.job.state, JobState::Running { .. })
                 {
+                    return Ok(());
+                }
+                let silent = state.last_report.elapsed();
+                if !state.started && silent >= START_TIMEOUT {
                     state.retry("the worker never started the attempt".into());
+                } else if silent >= REPORT_TIMEOUT {
+                    state.retry(format!(
+                        "no report from the worker for {}s",
+                        silent.as_secs()
+                    ));
+                } else {
+                    myself.send_after(WATCH_EVERY, move || SupervisorMsg::Watch(attempt));
                 }
             }
             SupervisorMsg::NodeLost(node) => {
@@ -242,6 +266,7 @@ impl Actor for JobSupervisor {
                     debug!(job_id = %state.job.id, attempt, current = state.job.attempt, "stale attempt report ignored");
                     return Ok(());
                 }
+                state.last_report = Instant::now();
                 state.report(report);
             }
         }
@@ -317,7 +342,7 @@ impl SupervisorState {
             return false;
         }
         self.started = false;
-        self.worker = Some(worker);
+        self.last_report = Instant::now();
         self.attempt_started = Some(Instant::now());
         self.job.node = Some(node);
         self.job.state = JobState::Running {
@@ -377,6 +402,20 @@ impl SupervisorState {
                 self.requeue();
             }
             AttemptReport::Lost(reason) => self.retry(reason),
+            AttemptReport::Alive => {}
+        }
+    }
+
+    /// Tells the workers of the current attempt's node to stop it. Workers are
+    /// looked up afresh (a remote actor's reference changes when its session
+    /// is re-established); only the one running the attempt acts on it.
+    fn stop_attempt(&self) {
+        let Some(node) = &self.job.node else { return };
+        for cell in ractor::pg::get_scoped_members(&self.scope, &worker::group(node)) {
+            let _ = ActorRef::<WorkerMsg>::from(cell).cast(WorkerMsg::Cancel {
+                job: self.job.id,
+                attempt: self.job.attempt,
+            });
         }
     }
 
@@ -385,14 +424,9 @@ impl SupervisorState {
     fn retry(&mut self, reason: String) {
         self.release_slot();
         self.lost_attempts += 1;
-        if let Some(worker) = self.worker.take() {
-            // If the attempt still runs somewhere (a frozen node), stop it;
-            // its reports are fenced off by the attempt number anyway.
-            let _ = worker.cast(WorkerMsg::Cancel {
-                job: self.job.id,
-                attempt: self.job.attempt,
-            });
-        }
+        // If the attempt still runs somewhere (a frozen node), stop it; its
+        // reports are fenced off by the attempt number anyway.
+        self.stop_attempt();
         warn!(job_id = %self.job.id, attempt = self.job.attempt, lost = self.lost_attempts, reason = %reason, "attempt lost");
         if self.cancel_requested() {
             self.finish(JobState::Canceled);
@@ -410,7 +444,6 @@ impl SupervisorState {
     }
 
     fn requeue(&mut self) {
-        self.worker = None;
         self.job.state = JobState::Queued;
         self.job.node = None;
         let _ = self.gateway.cast(GatewayMsg::Requeue(self.job.id));
@@ -466,12 +499,7 @@ impl SupervisorState {
                 cancel_requested, ..
             } if !*cancel_requested => {
                 *cancel_requested = true;
-                if let Some(worker) = &self.worker {
-                    let _ = worker.cast(WorkerMsg::Cancel {
-                        job: self.job.id,
-                        attempt: self.job.attempt,
-                    });
-                }
+                self.stop_attempt();
                 info!(job_id = %self.job.id, attempt = self.job.attempt, "cancel requested");
             }
             _ => {}
@@ -500,7 +528,6 @@ impl SupervisorState {
         self.record.lost_attempts = self.lost_attempts;
         self.dirty = true;
         self.job.state = state;
-        self.worker = None;
         // The input is no longer needed, nor any partial output.
         let _ = std::fs::remove_file(paths::input(&self.data_dir, self.job.id));
         for attempt in 1..=self.job.attempt {

@@ -17,7 +17,7 @@ use ractor::message::{BoxedDowncastErr, SerializedMessage};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 use vidpress_cluster::{wire, NodeName};
 use vidpress_transcode::driver::{self, ChildCommand};
 use vidpress_transcode::{ChildEvent, EncodeOptions, TranscodeError, TranscodeJob};
@@ -27,6 +27,9 @@ use crate::job::JobId;
 use crate::paths;
 use crate::supervisor::AttemptReport;
 use crate::transfer::Transfer;
+
+/// How often an attempt moving bytes tells its owner it is alive.
+const KEEP_ALIVE_EVERY: Duration = Duration::from_secs(5);
 
 /// Returns the process group of the workers of `node`.
 pub fn group(node: &NodeName) -> String {
@@ -115,7 +118,32 @@ struct Current {
     job: JobId,
     attempt: u32,
     task: JoinHandle<()>,
-    owner: ActorRef<GatewayMsg>,
+    owner: Owner,
+}
+
+/// Where an attempt's reports go: the gateway of the job's owner, looked up
+/// in its process group at every send, because ractor_cluster replaces a
+/// remote actor's reference whenever its session is re-established.
+#[derive(Clone)]
+struct Owner {
+    scope: String,
+    node: NodeName,
+}
+
+impl Owner {
+    /// Sends a report; an owner that cannot be reached cannot be told, and
+    /// its supervisor's report timeout takes over.
+    fn report(&self, job: JobId, attempt: u32, report: AttemptReport) {
+        let Some(gateway) = gateway::of(&self.scope, &self.node) else {
+            debug!(job_id = %job, owner = %self.node, attempt, "owner unreachable; report dropped");
+            return;
+        };
+        let _ = gateway.cast(GatewayMsg::Report {
+            job,
+            attempt,
+            report,
+        });
+    }
 }
 
 pub struct WorkerState {
@@ -183,7 +211,7 @@ impl Actor for WorkerActor {
                 };
                 current.task.abort();
                 info!(job_id = %job, node = %state.args.node, attempt, "attempt canceled");
-                report(&current.owner, job, attempt, AttemptReport::Canceled);
+                current.owner.report(job, attempt, AttemptReport::Canceled);
             }
             WorkerMsg::AttemptEnded {
                 job,
@@ -204,20 +232,11 @@ impl Actor for WorkerActor {
                         warn!(job_id = %job, node = %state.args.node, attempt, outcome = ?other, "attempt lost")
                     }
                 }
-                report(&current.owner, job, attempt, outcome);
+                current.owner.report(job, attempt, outcome);
             }
         }
         Ok(())
     }
-}
-
-/// Sends a report to the owner's gateway; a gone owner cannot be told.
-fn report(owner: &ActorRef<GatewayMsg>, job: JobId, attempt: u32, report: AttemptReport) {
-    let _ = owner.cast(GatewayMsg::Report {
-        job,
-        attempt,
-        report,
-    });
 }
 
 impl WorkerState {
@@ -238,17 +257,16 @@ impl WorkerState {
     }
 
     fn start(&mut self, myself: ActorRef<WorkerMsg>, a: Assignment) {
-        let Some(owner) = gateway::of(&self.args.scope, &a.owner) else {
-            warn!(job_id = %a.job, owner = %a.owner, "assignment from an unknown node ignored");
-            return;
+        let owner = Owner {
+            scope: self.args.scope.clone(),
+            node: a.owner.clone(),
         };
         if self.current.is_some() || self.draining {
-            report(&owner, a.job, a.attempt, AttemptReport::Rejected);
+            owner.report(a.job, a.attempt, AttemptReport::Rejected);
             return;
         }
         info!(job_id = %a.job, node = %self.args.node, attempt = a.attempt, owner = %a.owner, "attempt started");
-        report(
-            &owner,
+        owner.report(
             a.job,
             a.attempt,
             AttemptReport::Started {
@@ -290,7 +308,7 @@ struct Attempt {
     command: ChildCommand,
     stall_timeout: Duration,
     transfer: Arc<dyn Transfer>,
-    owner: ActorRef<GatewayMsg>,
+    owner: Owner,
     assignment: Assignment,
 }
 
@@ -334,13 +352,30 @@ impl Attempt {
             Ok(bytes) => bytes,
             Err(e) => return AttemptReport::Ended(Err(e)),
         };
-        match self
-            .transfer
-            .push_output(&a.owner_http, a.job, a.attempt, &job.output)
-            .await
-        {
+        let pushed = self
+            .keep_alive(
+                self.transfer
+                    .push_output(&a.owner_http, a.job, a.attempt, &job.output),
+            )
+            .await;
+        match pushed {
             Ok(()) => AttemptReport::Ended(Ok(bytes)),
             Err(e) => AttemptReport::Lost(format!("cannot send the output to {}: {e}", a.owner)),
+        }
+    }
+
+    /// Runs `work`, telling the owner every few seconds that the attempt is
+    /// alive, since moving a large file reports no progress.
+    async fn keep_alive<T>(&self, work: impl std::future::Future<Output = T>) -> T {
+        let (job, attempt) = (self.assignment.job, self.assignment.attempt);
+        let mut tick = tokio::time::interval(KEEP_ALIVE_EVERY);
+        tick.tick().await;
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                out = &mut work => return out,
+                _ = tick.tick() => self.owner.report(job, attempt, AttemptReport::Alive),
+            }
         }
     }
 
@@ -353,7 +388,7 @@ impl Attempt {
                 ChildEvent::Progress { fraction, .. } => AttemptReport::Progress(fraction),
                 ChildEvent::Done { .. } | ChildEvent::Failed(_) => return,
             };
-            report(&owner, id, attempt, progress);
+            owner.report(id, attempt, progress);
         })
         .await
     }
