@@ -2,8 +2,9 @@
 # End-to-end check of the Docker deployment: builds vidpress:local, starts the
 # three-node cluster of docker/compose.yaml (project vidpress-smoke), waits
 # until every node is ready and sees the other two up, submits a generated
-# clip to node-a, polls it on node-c, downloads the result from node-b and
-# checks it is H.264 + AAC. Containers, network and volumes are always
+# clip to node-a (as many copies at once as the cluster has workers, so some
+# run on other nodes), polls them on node-c, downloads the results from
+# node-b and checks they are H.264 + AAC. Containers, network and volumes are always
 # removed at the end. Prints PASS or FAIL; exits non-zero on failure.
 #
 #   docker/smoke-test.sh
@@ -65,9 +66,10 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 for port in "$VIDPRESS_PORT_A" "$VIDPRESS_PORT_B" "$VIDPRESS_PORT_C"; do
-    if curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$port/"; then
-        fail "127.0.0.1:$port is already in use (set VIDPRESS_PORT_A/B/C)"
-    fi
+    # curl's exit code 7: nothing accepted the connection, the port is free.
+    rc=0
+    curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$port/" || rc=$?
+    ((rc == 7)) || fail "127.0.0.1:$port is already in use (set VIDPRESS_PORT_A/B/C)"
 done
 
 t=$SECONDS
@@ -83,6 +85,7 @@ ffmpeg -nostdin -loglevel error -f lavfi -i testsrc2=size=320x240:rate=25 \
 started_up=1
 t=$SECONDS
 "${compose[@]}" up -d >&2 || fail "docker compose up failed"
+up_ms=$(date +%s%3N)
 
 # Ready: /readyz 200 on every node and /cluster on every node lists the
 # three nodes, all up.
@@ -98,38 +101,60 @@ while :; do
     done
     ((ready == 3)) && break
     ((SECONDS < deadline)) || fail "the cluster was not ready within ${ready_timeout} s ($ready of 3 nodes ready)"
-    sleep 0.5
+    sleep 0.2
 done
-ready_after=$((SECONDS - t))
-say "cluster ready ${ready_after} s after 'up': 3 nodes, each sees 3 up"
+ready_ms=$(($(date +%s%3N) - up_ms))
+ready_after=$((ready_ms / 1000)).$(printf '%03d' $((ready_ms % 1000)))
+say "'up -d' took $((SECONDS - t)) s; cluster ready ${ready_after} s after it returned: 3 nodes, each sees 3 up"
 
-# Submit to node-a.
-code=$(curl -s -o "$work/submit.json" -w '%{http_code}' --max-time 30 \
-    --data-binary @"$work/clip.mp4" "${url[node-a]}/jobs?preset=veryfast") || fail "submit to node-a failed"
-[[ $code == 202 ]] || fail "submit to node-a answered $code: $(cat "$work/submit.json")"
-id=$(jq -r .id "$work/submit.json")
-say "job $id accepted by node-a"
+# Submit to node-a, at once, as many jobs as the cluster has workers (at
+# least more than node-a has), so that some run on node-b or node-c and their
+# bytes cross the network between containers.
+workers=$(curl -s --max-time 2 "${url[node-a]}/cluster" | jq '[.nodes[].workers] | add')
+workers_a=$(curl -s --max-time 2 "${url[node-a]}/cluster" | jq '.nodes[] | select(.name == "node-a") | .workers')
+jobs=$((workers > workers_a ? workers : workers_a + 1))
+for i in $(seq "$jobs"); do
+    curl -s -o "$work/submit-$i.json" -w '%{http_code}' --max-time 30 \
+        --data-binary @"$work/clip.mp4" "${url[node-a]}/jobs?preset=veryfast" >"$work/submit-$i.code" &
+done
+wait
+ids=()
+for i in $(seq "$jobs"); do
+    code=$(cat "$work/submit-$i.code")
+    [[ $code == 202 ]] || fail "submit to node-a answered $code: $(cat "$work/submit-$i.json")"
+    ids+=("$(jq -r .id "$work/submit-$i.json")")
+done
+say "$jobs jobs accepted by node-a (the cluster has $workers workers)"
 
-# Poll on node-c until 200.
+# Poll each on node-c until 200.
 deadline=$((SECONDS + job_timeout))
-while :; do
-    code=$(curl -s -o "$work/status.json" -w '%{http_code}' --max-time 5 "${url[node-c]}/jobs/$id" || true)
-    case $code in
-        200) break ;;
-        202 | 000) ;;
-        *) fail "polling node-c answered $code: $(cat "$work/status.json" 2>/dev/null)" ;;
-    esac
-    ((SECONDS < deadline)) || fail "job $id did not complete within ${job_timeout} s"
-    sleep 0.5
+ran_on=()
+for id in "${ids[@]}"; do
+    while :; do
+        code=$(curl -s -o "$work/status.json" -w '%{http_code}' --max-time 5 "${url[node-c]}/jobs/$id" || true)
+        case $code in
+            200) break ;;
+            202 | 000) ;;
+            *) fail "polling job $id on node-c answered $code: $(cat "$work/status.json" 2>/dev/null)" ;;
+        esac
+        ((SECONDS < deadline)) || fail "job $id did not complete within ${job_timeout} s"
+        sleep 0.5
+    done
+    ran_on+=("$(jq -r .node "$work/status.json")")
 done
-ran_on=$(jq -r .node "$work/status.json")
-say "job completed (polled on node-c), transcoded on $ran_on"
+say "all jobs completed (polled on node-c), transcoded on: ${ran_on[*]}"
 
-# Download from node-b and check it.
-code=$(curl -s -o "$work/out.mp4" -w '%{http_code}' --max-time 60 "${url[node-b]}/jobs/$id/result") ||
-    fail "download from node-b failed"
-[[ $code == 200 ]] || fail "download from node-b answered $code"
-codecs=$(ffprobe -v error -show_entries stream=codec_type,codec_name -of csv=p=0 "$work/out.mp4" | sort | paste -sd' ')
-[[ $codecs == "aac,audio h264,video" ]] || fail "the result has streams '$codecs', not h264 video + aac audio"
+# Download each from node-b and check it.
+for id in "${ids[@]}"; do
+    code=$(curl -s -o "$work/out.mp4" -w '%{http_code}' --max-time 60 "${url[node-b]}/jobs/$id/result") ||
+        fail "download of job $id from node-b failed"
+    [[ $code == 200 ]] || fail "download of job $id from node-b answered $code"
+    codecs=$(ffprobe -v error -show_entries stream=codec_type,codec_name -of csv=p=0 "$work/out.mp4" | sort | paste -sd' ')
+    [[ $codecs == "aac,audio h264,video" ]] ||
+        fail "the result of job $id has streams '$codecs', not h264 video + aac audio"
+done
+remote=0
+for node in "${ran_on[@]}"; do [[ $node != node-a ]] && remote=$((remote + 1)); done
+((remote > 0)) || fail "every job ran on node-a: dispatch to other nodes was not exercised"
 
-echo "PASS: docker smoke test: 3 nodes ready in ${ready_after} s; job $id submitted to node-a, ran on $ran_on, polled on node-c, downloaded from node-b ($(stat -c %s "$work/out.mp4") bytes, h264 + aac)"
+echo "PASS: docker smoke test: 3 nodes ready in ${ready_after} s; $jobs jobs submitted to node-a ran on ${ran_on[*]}, polled on node-c, downloaded from node-b (h264 + aac)"

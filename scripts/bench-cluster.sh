@@ -119,6 +119,7 @@ for n in a b c; do
     echo "node-$n sees 3 up (http ${http[$n]}, cluster ${cluster[$n]})"
 done
 
+echo "== commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(git status --porcelain 2>/dev/null | wc -l) changed files in the work tree =="
 echo "== load before the run: $(cut -d' ' -f1-3 /proc/loadavg) (nproc $(nproc)) =="
 timeout "$RUN_TIMEOUT" "$example" \
     "http://127.0.0.1:${http[a]}" "http://127.0.0.1:${http[b]}" "http://127.0.0.1:${http[c]}" \

@@ -204,13 +204,19 @@ async fn drain(jobs: &Jobs, timeout: Duration) {
     }
 }
 
-/// Tells the gateway about nodes that went down or restarted, whose attempts
-/// must then run elsewhere.
+/// Tells the gateway about nodes that went down (their attempts run
+/// elsewhere, their jobs are taken over), came back (jobs taken over from
+/// them are relinquished there) or restarted (both).
 async fn forward_member_events(mut events: broadcast::Receiver<MemberEvent>, jobs: Jobs) {
     loop {
         match events.recv().await {
-            Ok(MemberEvent::Down(node) | MemberEvent::Restarted(node)) => jobs.node_down(node),
-            Ok(_) => {}
+            Ok(MemberEvent::Down(node)) => jobs.node_down(node),
+            Ok(MemberEvent::Restarted(node)) => {
+                jobs.node_down(node.clone());
+                jobs.node_up(node);
+            }
+            Ok(MemberEvent::Up(node)) => jobs.node_up(node),
+            Ok(MemberEvent::Suspect(_)) => {}
             Err(broadcast::error::RecvError::Lagged(missed)) => {
                 warn!(missed, "membership events lagged");
             }

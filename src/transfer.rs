@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
-use vidpress_actors::{JobId, Transfer, TransferError, TransferFuture};
+use vidpress_actors::record::JobRecord;
+use vidpress_actors::{JobId, ReplicaFile, Transfer, TransferError, TransferFuture};
 
 /// The header that carries the cluster cookie on node-to-node requests.
 pub const COOKIE_HEADER: &str = "x-vidpress-cookie";
@@ -32,6 +33,39 @@ impl HttpTransfer {
 
 fn failed(e: impl std::fmt::Display) -> TransferError {
     TransferError(e.to_string())
+}
+
+fn expect_success(response: &reqwest::Response) -> Result<(), TransferError> {
+    if response.status().is_success() {
+        Ok(())
+    } else {
+        Err(TransferError(format!(
+            "the peer answered {}",
+            response.status()
+        )))
+    }
+}
+
+impl HttpTransfer {
+    /// Streams a file to `url` with a PUT.
+    async fn put_file(&self, url: String, from: &Path) -> Result<(), TransferError> {
+        let file = tokio::fs::File::open(from).await.map_err(failed)?;
+        let size = file.metadata().await.map_err(failed)?.len();
+        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(
+            file,
+            256 * 1024,
+        ));
+        let response = self
+            .client
+            .put(url)
+            .header(COOKIE_HEADER, &self.cookie)
+            .header(reqwest::header::CONTENT_LENGTH, size)
+            .body(body)
+            .send()
+            .await
+            .map_err(failed)?;
+        expect_success(&response)
+    }
 }
 
 impl Transfer for HttpTransfer {
@@ -66,6 +100,53 @@ impl Transfer for HttpTransfer {
         })
     }
 
+    fn replicate_file<'a>(
+        &'a self,
+        standby_http: &'a str,
+        job: JobId,
+        file: ReplicaFile,
+        from: &'a Path,
+    ) -> TransferFuture<'a> {
+        let url = format!("{standby_http}/internal/replicas/{job}/{}", file.name());
+        Box::pin(self.put_file(url, from))
+    }
+
+    fn replicate_record<'a>(
+        &'a self,
+        standby_http: &'a str,
+        record: &'a JobRecord,
+    ) -> TransferFuture<'a> {
+        Box::pin(async move {
+            let response = self
+                .client
+                .put(format!(
+                    "{standby_http}/internal/replicas/{}/record",
+                    record.id
+                ))
+                .header(COOKIE_HEADER, &self.cookie)
+                .json(record)
+                .send()
+                .await
+                .map_err(failed)?;
+            expect_success(&response)
+        })
+    }
+
+    fn relinquish<'a>(&'a self, owner_http: &'a str, job: JobId, epoch: u32) -> TransferFuture<'a> {
+        Box::pin(async move {
+            let response = self
+                .client
+                .post(format!(
+                    "{owner_http}/internal/jobs/{job}/relinquish?epoch={epoch}"
+                ))
+                .header(COOKIE_HEADER, &self.cookie)
+                .send()
+                .await
+                .map_err(failed)?;
+            expect_success(&response)
+        })
+    }
+
     fn push_output<'a>(
         &'a self,
         owner_http: &'a str,
@@ -73,32 +154,7 @@ impl Transfer for HttpTransfer {
         attempt: u32,
         from: &'a Path,
     ) -> TransferFuture<'a> {
-        Box::pin(async move {
-            let file = tokio::fs::File::open(from).await.map_err(failed)?;
-            let size = file.metadata().await.map_err(failed)?.len();
-            let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(
-                file,
-                256 * 1024,
-            ));
-            let response = self
-                .client
-                .put(format!(
-                    "{owner_http}/internal/jobs/{job}/attempts/{attempt}/output"
-                ))
-                .header(COOKIE_HEADER, &self.cookie)
-                .header(reqwest::header::CONTENT_LENGTH, size)
-                .body(body)
-                .send()
-                .await
-                .map_err(failed)?;
-            if response.status().is_success() {
-                Ok(())
-            } else {
-                Err(TransferError(format!(
-                    "the owner answered {}",
-                    response.status()
-                )))
-            }
-        })
+        let url = format!("{owner_http}/internal/jobs/{job}/attempts/{attempt}/output");
+        Box::pin(self.put_file(url, from))
     }
 }

@@ -139,8 +139,14 @@ pub enum GatewayMsg {
     Release { job: JobId, rejected: bool },
     /// A worker of this node started (`true`) or ended (`false`) an attempt.
     WorkerBusy { worker: ActorId, busy: bool },
-    /// A node is down: its attempts must run elsewhere.
+    /// A node is down: its attempts must run elsewhere, and the jobs it owned
+    /// that this node stands by for are taken over.
     NodeDown(NodeName),
+    /// A node is up again: jobs taken over from it are relinquished there.
+    NodeUp(NodeName),
+    /// Another node took this job over under `epoch`: a lower-epoch copy here
+    /// gives way.
+    Relinquish { job: JobId, epoch: u32 },
     /// Periodic: look for free workers across the cluster.
     Tick,
     /// Stops taking new jobs and stops this node's workers from taking new
@@ -284,6 +290,8 @@ pub struct GatewayState {
     cooldown: HashMap<ActorId, Instant>,
     /// Shutting down: no new jobs, no new attempts here.
     draining: bool,
+    /// Jobs this node took over, with their former owner and the new epoch.
+    taken_over: HashMap<JobId, (NodeName, u32)>,
     next_sweep: Instant,
     idempotency: HashMap<String, ([u8; 32], JobId)>,
     seconds_per_byte: f64,
@@ -333,6 +341,7 @@ impl Actor for Gateway {
             local_busy: HashSet::new(),
             cooldown: HashMap::new(),
             draining: false,
+            taken_over: HashMap::new(),
             next_sweep: Instant::now(),
             idempotency: HashMap::new(),
             seconds_per_byte: INITIAL_SECONDS_PER_BYTE,
@@ -409,7 +418,10 @@ impl Actor for Gateway {
                 }
                 state.pump();
             }
+            GatewayMsg::NodeUp(node) => state.relinquish_to(&node),
+            GatewayMsg::Relinquish { job, epoch } => state.give_way(job, epoch),
             GatewayMsg::NodeDown(node) => {
+                state.take_over(&myself, &node).await;
                 for (job, slot) in &state.running {
                     if slot.node == node {
                         if let Some(entry) = state.jobs.get(job) {
@@ -520,7 +532,8 @@ impl GatewayState {
             return Err((SubmitError::QueueFull { retry_after }, reply));
         }
 
-        let id = JobId::new(&self.args.node);
+        let standby = self.pick_standby();
+        let id = JobId::with_standby(&self.args.node, standby.as_ref());
         let dir = paths::job_dir(&self.args.data_dir, id);
         let stored = std::fs::create_dir_all(&dir)
             .and_then(|()| std::fs::rename(&request.upload, paths::input(&self.args.data_dir, id)));
@@ -542,6 +555,9 @@ impl GatewayState {
             media: None,
             finished_at_ms: None,
             outcome: None,
+            owner: Some(self.args.node.clone()),
+            standby,
+            epoch: 0,
         };
         let supervisor = match self.spawn_supervisor(myself, record).await {
             Ok(supervisor) => supervisor,
@@ -580,8 +596,14 @@ impl GatewayState {
                 .unwrap_or_default();
             Instant::now().checked_sub(age).unwrap_or_else(Instant::now)
         });
+        let standby_http = record
+            .standby
+            .as_ref()
+            .and_then(|standby| self.http_of(standby));
         let args = SupervisorArgs {
             record,
+            standby_http,
+            transfer: self.args.transfer.clone(),
             data_dir: self.args.data_dir.clone(),
             gateway: myself.clone(),
             node: self.args.node.clone(),
@@ -654,6 +676,109 @@ impl GatewayState {
         if finished + resumed > 0 {
             info!(node = %self.args.node, finished, resumed, "jobs recovered from disk");
         }
+    }
+
+    /// Returns the base URL of a member's HTTP API, if it is known.
+    fn http_of(&self, node: &NodeName) -> Option<String> {
+        let cluster = self.args.cluster.as_ref()?;
+        let view = cluster.view.borrow();
+        view.get(node).map(|m| m.http.clone())
+    }
+
+    /// Picks the standby of a new job: the next node after this one, by
+    /// name, among those up; none when this node is alone.
+    fn pick_standby(&self) -> Option<NodeName> {
+        let cluster = self.args.cluster.as_ref()?;
+        let view = cluster.view.borrow();
+        let others: Vec<&NodeName> = view
+            .up()
+            .map(|m| &m.name)
+            .filter(|n| **n != self.args.node)
+            .collect();
+        others
+            .iter()
+            .find(|n| ***n > self.args.node)
+            .or(others.first())
+            .map(|n| (*n).clone())
+    }
+
+    /// Takes over the jobs `owner` held and this node stands by for: their
+    /// copies become this node's jobs under a new epoch, unfinished ones are
+    /// queued for a new attempt.
+    async fn take_over(&mut self, myself: &ActorRef<GatewayMsg>, owner: &NodeName) {
+        let Ok(dirs) = std::fs::read_dir(self.args.data_dir.join("replicas")) else {
+            return;
+        };
+        for dir in dirs.flatten() {
+            let Ok(mut record) = JobRecord::read(&dir.path().join("job.json")) else {
+                continue;
+            };
+            if record.owner.as_ref() != Some(owner) || self.jobs.contains_key(&record.id) {
+                continue;
+            }
+            let id = record.id;
+            record.epoch += 1;
+            record.owner = Some(self.args.node.clone());
+            record.standby = None;
+            let target = paths::job_dir(&self.args.data_dir, id);
+            let moved = std::fs::create_dir_all(self.args.data_dir.join("jobs"))
+                .and_then(|()| std::fs::rename(dir.path(), &target))
+                .and_then(|()| record.write(&paths::record(&self.args.data_dir, id)));
+            if let Err(e) = moved {
+                error!(job_id = %id, owner = %owner, error = %e, "cannot take the job over");
+                continue;
+            }
+            let (epoch, unfinished) = (record.epoch, record.outcome.is_none());
+            if let Err(e) = self.spawn_supervisor(myself, record).await {
+                error!(job_id = %id, error = %e, "cannot start the taken-over job");
+                continue;
+            }
+            self.taken_over.insert(id, (owner.clone(), epoch));
+            if unfinished {
+                self.queue.push_back(id);
+            }
+            warn!(job_id = %id, owner = %owner, node = %self.args.node, epoch, "job taken over from a lost owner");
+        }
+    }
+
+    /// Tells a node that came back which of its jobs this node now owns.
+    fn relinquish_to(&self, node: &NodeName) {
+        let Some(http) = self.http_of(node) else {
+            return;
+        };
+        for (job, (owner, epoch)) in &self.taken_over {
+            if owner != node {
+                continue;
+            }
+            let (transfer, http, job, epoch) =
+                (self.args.transfer.clone(), http.clone(), *job, *epoch);
+            tokio::spawn(async move {
+                if let Err(e) = transfer.relinquish(&http, job, epoch).await {
+                    warn!(job_id = %job, error = %e, "cannot tell the former owner");
+                }
+            });
+        }
+    }
+
+    /// Drops this node's copy of a job another node took over.
+    fn give_way(&mut self, job: JobId, epoch: u32) {
+        let Some(entry) = self.jobs.get(&job) else {
+            return;
+        };
+        let Ok(record) = JobRecord::read(&paths::record(&self.args.data_dir, job)) else {
+            return;
+        };
+        if record.epoch >= epoch {
+            return;
+        }
+        entry
+            .supervisor
+            .stop(Some("taken over by another node".into()));
+        self.jobs.remove(&job);
+        self.queue.retain(|q| *q != job);
+        self.idempotency.retain(|_, (_, id)| *id != job);
+        let _ = std::fs::remove_dir_all(paths::job_dir(&self.args.data_dir, job));
+        warn!(job_id = %job, node = %self.args.node, epoch, "job given up to the node that took it over");
     }
 
     /// Removes finished jobs older than the retention, with their files.

@@ -101,6 +101,16 @@ impl Jobs {
         let _ = self.gateway.cast(GatewayMsg::NodeDown(node));
     }
 
+    /// Tells the gateway a node is up again.
+    pub fn node_up(&self, node: NodeName) {
+        let _ = self.gateway.cast(GatewayMsg::NodeUp(node));
+    }
+
+    /// Drops this node's copy of a job another node took over under `epoch`.
+    pub fn relinquish(&self, job: JobId, epoch: u32) {
+        let _ = self.gateway.cast(GatewayMsg::Relinquish { job, epoch });
+    }
+
     /// Starts draining the node for shutdown: no new jobs, no new attempts.
     pub fn drain(&self) {
         let _ = self.gateway.cast(GatewayMsg::Drain);

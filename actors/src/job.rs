@@ -26,9 +26,15 @@ pub struct JobId(Uuid);
 impl JobId {
     /// Returns a new, time-ordered job ID owned by `owner`.
     pub fn new(owner: &NodeName) -> Self {
+        Self::with_standby(owner, None)
+    }
+
+    /// Returns a new job ID owned by `owner` whose standby is `standby`.
+    pub fn with_standby(owner: &NodeName, standby: Option<&NodeName>) -> Self {
         let mut bytes = *Uuid::now_v7().as_bytes();
-        // The last bytes are random in a UUIDv7 (the monotonic counter sits
-        // before them), so the ID stays a valid, time-ordered v7.
+        // The last four bytes are random in a UUIDv7 (the monotonic counter
+        // sits before them), so the ID stays a valid, time-ordered v7.
+        bytes[12..14].copy_from_slice(&standby.map_or(0, node_tag).to_be_bytes());
         bytes[14..].copy_from_slice(&node_tag(owner).to_be_bytes());
         Self(Uuid::from_bytes(bytes))
     }
@@ -37,6 +43,12 @@ impl JobId {
     pub fn owner_tag(&self) -> u16 {
         let bytes = self.0.as_bytes();
         u16::from_be_bytes([bytes[14], bytes[15]])
+    }
+
+    /// Returns the tag of the standby node, if the job has one.
+    pub fn standby_tag(&self) -> Option<u16> {
+        let bytes = self.0.as_bytes();
+        Some(u16::from_be_bytes([bytes[12], bytes[13]])).filter(|t| *t != 0)
     }
 
     /// Returns the name the job's supervisor is registered under.
@@ -273,6 +285,13 @@ mod tests {
         let b = JobId::new(&node);
         assert!(a < b);
         assert_eq!(a.owner_tag(), node_tag(&node));
+        assert_eq!(a.standby_tag(), None);
+        let c = JobId::with_standby(&node, Some(&other));
+        assert_eq!(
+            (c.owner_tag(), c.standby_tag()),
+            (node_tag(&node), Some(node_tag(&other)))
+        );
+        assert!(b < c);
         assert_ne!(node_tag(&node), node_tag(&other));
         assert_eq!(a.0.get_version_num(), 7);
         assert_eq!(a.to_string().parse::<JobId>().unwrap(), a);

@@ -36,3 +36,8 @@ pub fn result(data: &Path, id: JobId) -> PathBuf {
 pub fn work_dir(data: &Path, id: JobId, attempt: u32) -> PathBuf {
     data.join("work").join(format!("{id}.{attempt}"))
 }
+
+/// The folder holding this node's copy of a job another node owns.
+pub fn replica_dir(data: &Path, id: JobId) -> PathBuf {
+    data.join("replicas").join(id.to_string())
+}

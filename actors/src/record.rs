@@ -42,6 +42,16 @@ pub struct JobRecord {
     /// When the job reached its outcome.
     pub finished_at_ms: Option<u64>,
     pub outcome: Option<Outcome>,
+    /// The node that holds the job's supervisor.
+    #[serde(default)]
+    pub owner: Option<NodeName>,
+    /// The node holding a copy, which takes over if the owner is lost.
+    #[serde(default)]
+    pub standby: Option<NodeName>,
+    /// Rises by one each time another node takes the job over; a copy of a
+    /// lower epoch gives way to a higher one.
+    #[serde(default)]
+    pub epoch: u32,
 }
 
 /// Returns milliseconds since the Unix epoch.
@@ -104,6 +114,9 @@ mod tests {
             media: None,
             finished_at_ms: Some(9),
             outcome: Some(Outcome::Completed { bytes: 7 }),
+            owner: None,
+            standby: None,
+            epoch: 2,
         };
         let path = dir.path().join("job.json");
         record.write(&path).unwrap();

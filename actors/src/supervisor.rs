@@ -21,6 +21,7 @@ use crate::gateway::{GatewayMsg, SubmitError, Submitted};
 use crate::job::{EventKind, InputInfo, JobEvent, JobSnapshot, JobState, JobStatus};
 use crate::paths;
 use crate::record::{self, JobRecord, Outcome};
+use crate::transfer::{ReplicaFile, Transfer};
 use crate::worker::{self, Assignment, WorkerMsg};
 
 /// Progress events go out at most this often; status events always go out.
@@ -116,6 +117,10 @@ pub struct SupervisorArgs {
     pub http: String,
     /// The process-group scope of the cluster.
     pub scope: String,
+    /// Base URL of the standby's HTTP API, when the job has a standby.
+    pub standby_http: Option<String>,
+    /// Copies the job's files and record to the standby.
+    pub transfer: Arc<dyn Transfer>,
 }
 
 pub struct SupervisorState {
@@ -135,6 +140,8 @@ pub struct SupervisorState {
     last_report: Instant,
     /// The process-group scope, to reach the workers of a node.
     scope: String,
+    standby_http: Option<String>,
+    transfer: Arc<dyn Transfer>,
     attempt_started: Option<Instant>,
     last_progress_event: Option<Instant>,
     events: broadcast::Sender<JobEvent>,
@@ -191,6 +198,8 @@ impl Actor for JobSupervisor {
             started: false,
             last_report: Instant::now(),
             scope: args.scope,
+            standby_http: args.standby_http,
+            transfer: args.transfer,
             attempt_started: None,
             last_progress_event: None,
             events,
@@ -206,7 +215,8 @@ impl Actor for JobSupervisor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             SupervisorMsg::Accept { reply, estimate } => {
-                if let Err(e) = state.persist().await {
+                state.replicate_file(ReplicaFile::Input).await;
+                if let Err(e) = state.save().await {
                     error!(job_id = %state.job.id, error = %e, "cannot store the job record");
                     let _ = reply.send(Err(SubmitError::Storage(e.to_string())));
                     let _ = state.gateway.cast(GatewayMsg::Forget(state.job.id));
@@ -267,11 +277,14 @@ impl Actor for JobSupervisor {
                     return Ok(());
                 }
                 state.last_report = Instant::now();
-                state.report(report);
+                match report {
+                    AttemptReport::Ended(Ok(bytes)) => state.complete(bytes).await,
+                    report => state.report(report),
+                }
             }
         }
         if state.dirty {
-            if let Err(e) = state.persist().await {
+            if let Err(e) = state.save().await {
                 error!(job_id = %state.job.id, error = %e, "cannot update the job record");
             }
         }
@@ -294,6 +307,54 @@ impl SupervisorState {
             job: self.job.id,
             rejected,
         });
+    }
+
+    /// Takes the output of the current attempt as the result: on this node,
+    /// and on the standby before `completed` is said, so a download survives
+    /// the loss of either.
+    async fn complete(&mut self, bytes: u64) {
+        self.release_slot();
+        if self.cancel_requested() {
+            self.finish(JobState::Canceled);
+            return;
+        }
+        let output = paths::result(&self.data_dir, self.job.id);
+        if let Err(e) = std::fs::rename(self.attempt_output(self.job.attempt), &output) {
+            self.finish(JobState::Failed(TranscodeError::new(
+                ErrorCode::Io,
+                format!("the output could not be stored: {e}"),
+            )));
+            return;
+        }
+        self.replicate_file(ReplicaFile::Result).await;
+        self.finish(JobState::Completed { output, bytes });
+    }
+
+    /// Copies one of the job's files to the standby; a failure leaves the
+    /// job with one copy, which is logged.
+    async fn replicate_file(&self, file: ReplicaFile) {
+        let Some(standby) = &self.standby_http else {
+            return;
+        };
+        let path = paths::job_dir(&self.data_dir, self.job.id).join(file.name());
+        if let Err(e) = self
+            .transfer
+            .replicate_file(standby, self.job.id, file, &path)
+            .await
+        {
+            warn!(job_id = %self.job.id, file = file.name(), standby = %standby, error = %e, "cannot copy to the standby");
+        }
+    }
+
+    /// Writes the record to disk and to the standby.
+    async fn save(&mut self) -> std::io::Result<()> {
+        self.persist().await?;
+        if let Some(standby) = &self.standby_http {
+            if let Err(e) = self.transfer.replicate_record(standby, &self.record).await {
+                warn!(job_id = %self.job.id, standby = %standby, error = %e, "cannot copy the record to the standby");
+            }
+        }
+        Ok(())
     }
 
     /// Writes the record to disk, off the runtime's threads.
@@ -320,7 +381,7 @@ impl SupervisorState {
         let attempt = self.job.attempt;
         self.record.attempt = attempt;
         self.record.node = Some(node.clone());
-        if let Err(e) = self.persist().await {
+        if let Err(e) = self.save().await {
             warn!(job_id = %self.job.id, error = %e, "cannot store the attempt number; dispatch later");
             self.job.attempt -= 1;
             self.record.attempt = self.job.attempt;
@@ -369,20 +430,8 @@ impl SupervisorState {
                 self.publish(EventKind::Progress);
             }
             AttemptReport::Progress(fraction) => self.progress(fraction),
-            AttemptReport::Ended(Ok(bytes)) => {
-                self.release_slot();
-                if self.cancel_requested() {
-                    self.finish(JobState::Canceled);
-                    return;
-                }
-                let output = paths::result(&self.data_dir, self.job.id);
-                match std::fs::rename(self.attempt_output(self.job.attempt), &output) {
-                    Ok(()) => self.finish(JobState::Completed { output, bytes }),
-                    Err(e) => self.finish(JobState::Failed(TranscodeError::new(
-                        ErrorCode::Io,
-                        format!("the output could not be stored: {e}"),
-                    ))),
-                }
+            AttemptReport::Ended(Ok(_)) => {
+                unreachable!("completions are handled by `complete`")
             }
             AttemptReport::Ended(Err(error)) => {
                 self.release_slot();

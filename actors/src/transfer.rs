@@ -8,6 +8,24 @@ use std::path::Path;
 use std::pin::Pin;
 
 use crate::job::JobId;
+use crate::record::JobRecord;
+
+/// A file of a job that is copied to its standby.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplicaFile {
+    Input,
+    Result,
+}
+
+impl ReplicaFile {
+    /// Returns the file's name in a job folder and in URLs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Input => "input",
+            Self::Result => "output.mp4",
+        }
+    }
+}
 
 /// A transfer that did not complete.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +45,26 @@ pub trait Transfer: Send + Sync + 'static {
         job: JobId,
         to: &'a Path,
     ) -> TransferFuture<'a>;
+
+    /// Stores a copy of `file` (`input` or `result`) of `job` on its standby.
+    fn replicate_file<'a>(
+        &'a self,
+        standby_http: &'a str,
+        job: JobId,
+        file: ReplicaFile,
+        from: &'a Path,
+    ) -> TransferFuture<'a>;
+
+    /// Stores the job's record on its standby; answered once it is durable.
+    fn replicate_record<'a>(
+        &'a self,
+        standby_http: &'a str,
+        record: &'a JobRecord,
+    ) -> TransferFuture<'a>;
+
+    /// Tells the former owner at `owner_http` that this node took `job` over
+    /// under `epoch`, so its own copy gives way.
+    fn relinquish<'a>(&'a self, owner_http: &'a str, job: JobId, epoch: u32) -> TransferFuture<'a>;
 
     /// Sends the output of attempt `attempt` of `job` from `from` to its owner.
     fn push_output<'a>(

@@ -3,14 +3,18 @@
 //! carry the cluster cookie; without a cluster these routes do not exist.
 
 use axum::body::Body;
-use axum::extract::{Path, Request, State};
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Json;
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tower::ServiceExt;
 use tower_http::services::ServeFile;
-use vidpress_actors::paths;
+use vidpress_actors::record::JobRecord;
+use vidpress_actors::{paths, JobId, ReplicaFile};
 
 use super::error::ApiError;
 use super::jobs::parse_id;
@@ -58,23 +62,105 @@ pub async fn output(
         return Err(ApiError::NotFound);
     }
     let path = paths::attempt_output(&app.data_dir, id, attempt);
+    store(request.into_body(), &path).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Streams `body` to `path` durably: a `.part` file, fsynced, renamed.
+async fn store(body: Body, path: &std::path::Path) -> Result<(), ApiError> {
     let partial = path.with_extension("part");
     let written = async {
         let mut file = tokio::fs::File::create(&partial).await?;
-        let mut body = request.into_body().into_data_stream();
+        let mut body = body.into_data_stream();
         while let Some(chunk) = body.next().await {
             file.write_all(&chunk.map_err(std::io::Error::other)?)
                 .await?;
         }
         file.flush().await?;
-        tokio::fs::rename(&partial, &path).await
+        file.sync_all().await?;
+        tokio::fs::rename(&partial, path).await
     }
     .await;
     if let Err(e) = written {
         let _ = tokio::fs::remove_file(&partial).await;
         return Err(ApiError::Internal(format!(
-            "cannot store attempt output: {e}"
+            "cannot store {}: {e}",
+            path.display()
         )));
     }
+    Ok(())
+}
+
+/// Returns whether this node already owns `id` under an epoch at least
+/// `epoch` (it took the job over): copies from the former owner are stale.
+fn owns_newer(app: &AppState, id: JobId, epoch: u32) -> bool {
+    JobRecord::read(&paths::record(&app.data_dir, id)).is_ok_and(|r| r.epoch > epoch)
+}
+
+/// `PUT /internal/replicas/{id}/{file}`: a copy of a job's input or result,
+/// kept on this node as the job's standby.
+pub async fn replica_file(
+    State(app): State<AppState>,
+    Path((id, file)): Path<(String, String)>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    authorize(&app, request.headers())?;
+    let id = parse_id(&id)?;
+    let file = [ReplicaFile::Input, ReplicaFile::Result]
+        .into_iter()
+        .find(|f| f.name() == file)
+        .ok_or(ApiError::NotFound)?;
+    let dir = paths::replica_dir(&app.data_dir, id);
+    tokio::fs::create_dir_all(&dir)
+        .await
+        .map_err(|e| ApiError::Internal(format!("cannot create replica folder: {e}")))?;
+    store(request.into_body(), &dir.join(file.name())).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `PUT /internal/replicas/{id}/record`: the job's record, durable on this
+/// node before the answer. A record older than what is held is refused.
+pub async fn replica_record(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Json(record): Json<JobRecord>,
+) -> Result<Response, ApiError> {
+    authorize(&app, &headers)?;
+    let id = parse_id(&id)?;
+    if record.id != id {
+        return Err(ApiError::BadRequest("the record is for another job".into()));
+    }
+    let dir = paths::replica_dir(&app.data_dir, id);
+    let path = dir.join("job.json");
+    let held = JobRecord::read(&path).map_or(0, |r| r.epoch);
+    if held > record.epoch || owns_newer(&app, id, record.epoch) {
+        return Ok(StatusCode::CONFLICT.into_response());
+    }
+    tokio::task::spawn_blocking(move || {
+        std::fs::create_dir_all(&dir)?;
+        record.write(&path)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+    .map_err(|e| ApiError::Internal(format!("cannot store the replica record: {e}")))?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /internal/jobs/{id}/relinquish?epoch=N`: another node took the job
+/// over under epoch N; this node's older copy gives way.
+pub async fn relinquish(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize(&app, &headers)?;
+    let id = parse_id(&id)?;
+    let epoch = query
+        .get("epoch")
+        .and_then(|e| e.parse::<u32>().ok())
+        .ok_or_else(|| ApiError::BadRequest("epoch must be a number".into()))?;
+    app.jobs.relinquish(id, epoch);
     Ok(StatusCode::NO_CONTENT.into_response())
 }

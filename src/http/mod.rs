@@ -25,7 +25,7 @@ use std::sync::Arc;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::{get, post, put};
 use axum::{middleware, Json, Router};
 use serde_json::json;
 use tokio::sync::watch;
@@ -84,6 +84,15 @@ pub fn router(state: AppState) -> Router {
             .route(
                 "/internal/jobs/{id}/attempts/{attempt}/output",
                 put(internal::output).layer(DefaultBodyLimit::disable()),
+            )
+            .route("/internal/jobs/{id}/relinquish", post(internal::relinquish))
+            .route(
+                "/internal/replicas/{id}/record",
+                put(internal::replica_record),
+            )
+            .route(
+                "/internal/replicas/{id}/{file}",
+                put(internal::replica_file).layer(DefaultBodyLimit::disable()),
             );
     }
     router

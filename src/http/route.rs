@@ -16,7 +16,7 @@ use tokio_tungstenite::tungstenite::Message as TungsteniteMessage;
 use tracing::debug;
 use vidpress_actors::job::node_tag;
 use vidpress_actors::JobId;
-use vidpress_cluster::{ClusterView, MemberState};
+use vidpress_cluster::{ClusterView, Member, MemberState};
 
 use super::error::ApiError;
 use super::AppState;
@@ -33,7 +33,8 @@ const HOP_BY_HOP: [HeaderName; 5] = [
     HeaderName::from_static("keep-alive"),
 ];
 
-/// Middleware on `/jobs/{id}…`: serves jobs owned here, forwards the others.
+/// Middleware on `/jobs/{id}…`: serves jobs held here, forwards the others
+/// to the node that holds them.
 pub async fn to_owner(State(app): State<AppState>, request: Request, next: Next) -> Response {
     let Some(cluster) = &app.cluster else {
         return next.run(request).await;
@@ -41,28 +42,50 @@ pub async fn to_owner(State(app): State<AppState>, request: Request, next: Next)
     let Some(id) = job_id(request.uri().path()) else {
         return next.run(request).await;
     };
-    if app.jobs.is_local(id) || request.headers().contains_key(&FORWARDED) {
+    let hops = request
+        .headers()
+        .get(&FORWARDED)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u8>().ok())
+        .unwrap_or(0);
+    if app.jobs.is_local(id) || hops >= MAX_HOPS {
         return next.run(request).await;
     }
     let view = cluster.borrow().clone();
-    let Some((owner, http)) = owner_of(&view, id) else {
-        // No node owns it: the local handler answers 404.
-        return next.run(request).await;
-    };
-    let Some(http) = http else {
-        debug!(job_id = %id, owner = %owner, "owner of job is down");
-        return ApiError::OwnerUnavailable.into_response();
+    let http = match holder(&view, id, hops) {
+        Holder::Here => return next.run(request).await,
+        Holder::Unreachable => {
+            debug!(job_id = %id, "no reachable node holds the job");
+            return ApiError::OwnerUnavailable.into_response();
+        }
+        Holder::At(http) => http,
     };
     let is_websocket = request
         .headers()
         .get(header::UPGRADE)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    let hops = hops + 1;
     let result = if is_websocket {
-        bridge_websocket(app.clone(), &http, request).await
+        bridge_websocket(app.clone(), &http, request, hops).await
     } else {
-        forward_http(&app.proxy, &http, request).await
+        forward_http(&app.proxy, &http, request, hops).await
     };
     result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// A request is forwarded at most this many times: a node to the owner,
+/// the owner (which gave the job up) to the standby.
+const MAX_HOPS: u8 = 2;
+
+/// Where a request about a job should go.
+#[derive(Debug, PartialEq, Eq)]
+enum Holder {
+    /// Answer here (the job is unknown, or this node is its last resort).
+    Here,
+    /// Forward to this HTTP base URL.
+    At(String),
+    /// The nodes that may hold it are down (a takeover is under way).
+    Unreachable,
 }
 
 /// Returns the job ID in a `/jobs/{id}…` path.
@@ -70,23 +93,39 @@ fn job_id(path: &str) -> Option<JobId> {
     path.strip_prefix("/jobs/")?.split('/').next()?.parse().ok()
 }
 
-/// Returns the owner of `id` other than this node, with its HTTP base URL
-/// when it is reachable (up or suspect).
-fn owner_of(view: &ClusterView, id: JobId) -> Option<(String, Option<String>)> {
-    view.members
-        .values()
-        .filter(|m| m.name != view.me && node_tag(&m.name) == id.owner_tag())
-        .map(|m| {
-            let http = (m.state != MemberState::Down).then(|| m.http.clone());
-            (m.name.to_string(), http)
-        })
-        .next()
+/// Finds who holds a job this node does not: its owner (tag in the ID),
+/// or its standby (second tag) once the owner is down or has given it up.
+fn holder(view: &ClusterView, id: JobId, hops: u8) -> Holder {
+    let tagged = |tag: u16| view.members.values().find(|m| node_tag(&m.name) == tag);
+    let Some(owner) = tagged(id.owner_tag()) else {
+        return Holder::Here;
+    };
+    let standby = id.standby_tag().and_then(tagged);
+    let reachable = |m: &Member| m.state != MemberState::Down;
+    if owner.name != view.me && reachable(owner) && hops == 0 {
+        return Holder::At(owner.http.clone());
+    }
+    match standby {
+        Some(s) if s.name == view.me => {
+            if owner.name == view.me {
+                Holder::Here
+            } else {
+                // The owner is down and this node is taking the job over.
+                Holder::Unreachable
+            }
+        }
+        Some(s) if reachable(s) => Holder::At(s.http.clone()),
+        Some(_) => Holder::Unreachable,
+        None if owner.name == view.me => Holder::Here,
+        None => Holder::Unreachable,
+    }
 }
 
 async fn forward_http(
     client: &reqwest::Client,
     http: &str,
     request: Request,
+    hops: u8,
 ) -> Result<Response, ApiError> {
     let (parts, body) = request.into_parts();
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
@@ -94,14 +133,18 @@ async fn forward_http(
         .request(parts.method.clone(), format!("{http}{path}"))
         .body(reqwest::Body::wrap_stream(body.into_data_stream()));
     for (name, value) in &parts.headers {
-        if !HOP_BY_HOP.contains(name) {
+        if !HOP_BY_HOP.contains(name) && *name != FORWARDED {
             outgoing = outgoing.header(name, value);
         }
     }
-    let response = outgoing.header(&FORWARDED, "1").send().await.map_err(|e| {
-        debug!(error = %e, "forward to owner failed");
-        ApiError::OwnerUnavailable
-    })?;
+    let response = outgoing
+        .header(&FORWARDED, hops.to_string())
+        .send()
+        .await
+        .map_err(|e| {
+            debug!(error = %e, "forward to owner failed");
+            ApiError::OwnerUnavailable
+        })?;
     let mut builder = Response::builder().status(response.status());
     for (name, value) in response.headers() {
         if !HOP_BY_HOP.contains(name) {
@@ -119,6 +162,7 @@ async fn bridge_websocket(
     app: AppState,
     http: &str,
     request: Request,
+    hops: u8,
 ) -> Result<Response, ApiError> {
     let (mut parts, _) = request.into_parts();
     let path = parts
@@ -135,7 +179,7 @@ async fn bridge_websocket(
             .map_err(|e| ApiError::Internal(format!("bad owner url: {e}")))?;
     owner_request
         .headers_mut()
-        .insert(FORWARDED, HeaderValue::from_static("1"));
+        .insert(FORWARDED, HeaderValue::from(u16::from(hops)));
     let (owner, _) = match tokio_tungstenite::connect_async(owner_request).await {
         Ok(connected) => connected,
         Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {

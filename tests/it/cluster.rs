@@ -544,9 +544,24 @@ async fn a_job_whose_worker_node_dies_three_times_fails_clearly() {
 async fn sigterm_drains_the_node_and_its_queued_jobs_run_elsewhere() {
     let mut trio = Trio::start([0, 1, 1]).await;
     let b = &trio.nodes[1];
+    let input = fixture(
+        "drain-640x360-20s.mp4",
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=640x360:rate=25",
+            "-t",
+            "20",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+        ],
+    );
     let mut ids = Vec::new();
     for _ in 0..3 {
-        ids.push(submit(b, &long_clip(), "?preset=ultrafast").await);
+        ids.push(submit(b, &input, "?preset=veryfast").await);
     }
     // Two run (on b and c), one waits in b's queue.
     poll_until(b, &ids[1], Duration::from_secs(30), |_, d| {
@@ -574,7 +589,8 @@ async fn sigterm_drains_the_node_and_its_queued_jobs_run_elsewhere() {
         .unwrap();
     assert_eq!(refused.status(), 503, "a draining node takes no new job");
 
-    // Follow all three at once: b exits as soon as they are done.
+    // Follow all three through a: b exits once they are done (or its drain
+    // times out, and its standby takes the rest over).
     let mut finals: std::collections::HashMap<String, Value> = std::collections::HashMap::new();
     let deadline = Instant::now() + Duration::from_secs(120);
     while finals.len() < ids.len() {
@@ -582,15 +598,19 @@ async fn sigterm_drains_the_node_and_its_queued_jobs_run_elsewhere() {
             if finals.contains_key(id) {
                 continue;
             }
-            if let Some((status, doc)) = get_json(&format!("{}/jobs/{id}", b.base())).await {
-                if status != 202 {
+            if let Some((status, doc)) =
+                get_json(&format!("{}/jobs/{id}", trio.nodes[0].base())).await
+            {
+                if status != 202 && status != 503 {
                     finals.insert(id.clone(), doc);
                 }
             }
         }
         assert!(
             Instant::now() < deadline,
-            "jobs did not finish while b drained: {finals:?}"
+            "jobs did not finish while b drained: {finals:?}\n--- b:\n{}\n--- c:\n{}",
+            b.log(),
+            trio.nodes[2].log()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -615,4 +635,92 @@ async fn sigterm_drains_the_node_and_its_queued_jobs_run_elsewhere() {
     };
     assert!(status.success(), "b exited with {status}");
     trio.nodes[1].child = None;
+}
+
+#[tokio::test]
+async fn the_owner_dies_after_its_202_and_the_job_survives_on_its_standby() {
+    let mut trio = Trio::start([1, 1, 1]).await;
+    let id = submit(&trio.nodes[0], &long_clip(), "?preset=veryfast").await;
+    // The owner is node-a; its standby is the next node by name, node-b.
+    poll_until(&trio.nodes[2], &id, Duration::from_secs(30), |_, d| {
+        d["status"] == "running"
+    })
+    .await;
+    let killed = Instant::now();
+    trio.nodes[0].kill();
+
+    // Every live node answers, and the job runs to the end on the standby.
+    let doc = poll_until(&trio.nodes[2], &id, Duration::from_secs(180), |s, _| {
+        s != 202 && s != 503
+    })
+    .await;
+    eprintln!(
+        "owner kill → completed via standby in {:?}",
+        killed.elapsed()
+    );
+    assert_eq!(doc["status"], "completed", "{doc}");
+    assert!(
+        doc["attempt"].as_u64().unwrap() >= 2,
+        "a new attempt ran: {doc}"
+    );
+    let (status, from_b) = get_json(&format!("{}/jobs/{id}", trio.nodes[1].base()))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(from_b["result"]["bytes"], doc["result"]["bytes"]);
+
+    // The old owner comes back with its stale copy and gives way.
+    trio.nodes[0].start();
+    wait_members_up(&trio.nodes[1], 3, Duration::from_secs(30)).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some((200, doc_a)) = get_json(&format!("{}/jobs/{id}", trio.nodes[0].base())).await {
+            if doc_a["result"]["bytes"] == doc["result"]["bytes"] {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node-a does not answer with the standby's result"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let bytes = reqwest::get(format!("{}/jobs/{id}/result", trio.nodes[0].base()))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(doc["result"]["bytes"], bytes.len() as u64);
+    assert!(
+        !trio.nodes[0].data.join("jobs").join(&id).exists(),
+        "the stale copy was dropped"
+    );
+}
+
+#[tokio::test]
+async fn a_completed_result_survives_the_loss_of_its_owner() {
+    let mut trio = Trio::start([1, 1, 1]).await;
+    let id = submit(&trio.nodes[0], &clip(2), "").await;
+    let done = poll_until(&trio.nodes[0], &id, Duration::from_secs(60), |s, _| {
+        s != 202
+    })
+    .await;
+    assert_eq!(done["status"], "completed");
+    trio.nodes[0].kill();
+    let doc = poll_until(&trio.nodes[2], &id, Duration::from_secs(30), |s, _| {
+        s != 503
+    })
+    .await;
+    assert_eq!(doc["status"], "completed", "{doc}");
+    let response = reqwest::get(format!("{}/jobs/{id}/result", trio.nodes[2].base()))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let out = trio._dir.path().join("survived.mp4");
+    std::fs::write(&out, response.bytes().await.unwrap()).unwrap();
+    assert_eq!(
+        stream(&ffprobe(&out), "video").unwrap()["codec_name"],
+        "h264"
+    );
 }
