@@ -388,18 +388,23 @@ async fn a_restarted_node_recovers_its_jobs_from_disk() {
 
 #[tokio::test]
 async fn finished_jobs_are_removed_after_the_retention() {
-    let node = TestNode::start_with(|c| c.retention_secs = 0).await.serve();
+    let node = TestNode::start_with(|c| c.retention_secs = 3).await.serve();
     let (status, job) = node.submit(&clip(1), "").await;
     assert_eq!(status, 202);
     let id = job["id"].as_str().unwrap().to_owned();
     let (status, _) = node.wait_terminal(&id, Duration::from_secs(60)).await;
     assert_eq!(status, 200);
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let finished = Instant::now();
+    let deadline = finished + Duration::from_secs(15);
     loop {
         let response = reqwest::get(format!("{}/jobs/{id}", node.base))
             .await
             .unwrap();
         if response.status() == 404 {
+            assert!(
+                finished.elapsed() >= Duration::from_secs(2),
+                "removed before its retention"
+            );
             break;
         }
         assert!(
