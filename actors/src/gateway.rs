@@ -38,6 +38,8 @@ use crate::worker::{self, WorkerActor, WorkerArgs, WorkerMsg};
 const PUMP_EVERY: Duration = Duration::from_millis(250);
 /// A worker that refused an assignment is skipped for this long.
 const REJECT_COOLDOWN: Duration = Duration::from_secs(1);
+/// A replica folder without a record this old is removed.
+const DEBRIS_AGE: Duration = Duration::from_secs(3600);
 /// How often finished jobs past their retention are looked for, at most.
 const SWEEP_EVERY: Duration = Duration::from_secs(30);
 
@@ -799,6 +801,36 @@ impl GatewayState {
         }
         if !expired.is_empty() {
             info!(node = %self.args.node, removed = expired.len(), "finished jobs past retention removed");
+        }
+        self.sweep_replicas();
+    }
+
+    /// Removes the copies this node keeps for others once their job has been
+    /// finished for longer than the retention (the record's last write is
+    /// its finish); copies of unfinished jobs stay.
+    fn sweep_replicas(&self) {
+        let Ok(dirs) = std::fs::read_dir(self.args.data_dir.join("replicas")) else {
+            return;
+        };
+        for dir in dirs.flatten() {
+            let record = dir.path().join("job.json");
+            let age = std::fs::metadata(&record)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok());
+            let expired = age.is_some_and(|age| age >= self.args.retention)
+                && JobRecord::read(&record).is_ok_and(|r| r.outcome.is_some());
+            // A folder that never got a record within the hour is debris of
+            // a copy that did not complete (the input arrives first).
+            let debris = age.is_none()
+                && std::fs::metadata(dir.path())
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age >= DEBRIS_AGE);
+            if expired || debris {
+                let _ = std::fs::remove_dir_all(dir.path());
+            }
         }
     }
 

@@ -29,12 +29,25 @@ pub struct NodeProc {
     pub workers: u32,
     pub seeds: Vec<u16>,
     pub cookie: String,
+    /// Extra `VIDPRESS_*` settings.
+    pub env: Vec<(String, String)>,
     child: Option<Child>,
     log: PathBuf,
 }
 
 impl NodeProc {
     fn spawn(name: &str, dir: &TempDir, workers: u32, seeds: Vec<u16>, cookie: &str) -> Self {
+        Self::spawn_with(name, dir, workers, seeds, cookie, Vec::new())
+    }
+
+    fn spawn_with(
+        name: &str,
+        dir: &TempDir,
+        workers: u32,
+        seeds: Vec<u16>,
+        cookie: &str,
+        env: Vec<(String, String)>,
+    ) -> Self {
         let mut node = Self {
             name: name.to_owned(),
             http: free_port(),
@@ -43,6 +56,7 @@ impl NodeProc {
             workers,
             seeds,
             cookie: cookie.to_owned(),
+            env,
             child: None,
             log: dir.path().join(format!("{name}.log")),
         };
@@ -71,6 +85,7 @@ impl NodeProc {
             .arg("--data-dir")
             .arg(&self.data)
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(log);
         if !seeds.is_empty() {
@@ -135,11 +150,23 @@ struct Trio {
 
 impl Trio {
     async fn start(workers: [u32; 3]) -> Self {
+        Self::start_with_env(workers, &[]).await
+    }
+
+    /// Starts the three nodes with extra `VIDPRESS_*` settings.
+    async fn start_with_env(workers: [u32; 3], env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let a = NodeProc::spawn("node-a", &dir, workers[0], vec![], COOKIE);
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let spawn = |name: &str, workers: u32, seeds: Vec<u16>| {
+            NodeProc::spawn_with(name, &dir, workers, seeds, COOKIE, env.clone())
+        };
+        let a = spawn("node-a", workers[0], vec![]);
         let seed = a.cluster;
-        let b = NodeProc::spawn("node-b", &dir, workers[1], vec![seed], COOKIE);
-        let c = NodeProc::spawn("node-c", &dir, workers[2], vec![seed], COOKIE);
+        let b = spawn("node-b", workers[1], vec![seed]);
+        let c = spawn("node-c", workers[2], vec![seed]);
         let trio = Self {
             nodes: vec![a, b, c],
             _dir: dir,
@@ -723,4 +750,26 @@ async fn a_completed_result_survives_the_loss_of_its_owner() {
         stream(&ffprobe(&out), "video").unwrap()["codec_name"],
         "h264"
     );
+}
+
+#[tokio::test]
+async fn finished_jobs_and_their_copies_are_removed_after_the_retention() {
+    let trio = Trio::start_with_env([1, 1, 1], &[("VIDPRESS_RETENTION_SECS", "3")]).await;
+    let id = submit(&trio.nodes[0], &clip(1), "").await;
+    let done = poll_until(&trio.nodes[0], &id, Duration::from_secs(60), |s, _| {
+        s != 202
+    })
+    .await;
+    assert_eq!(done["status"], "completed");
+    let owner_copy = trio.nodes[0].data.join("jobs").join(&id);
+    let standby_copy = trio.nodes[1].data.join("replicas").join(&id);
+    assert!(
+        standby_copy.join("output.mp4").exists(),
+        "the standby holds the result"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while owner_copy.exists() || standby_copy.exists() {
+        assert!(Instant::now() < deadline, "copies outlived the retention");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

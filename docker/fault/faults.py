@@ -1,0 +1,1000 @@
+#!/usr/bin/env python3
+"""Workload, fault injector and checker of docker/fault-test.sh (issue 4).
+
+Python 3.11, standard library only. It drives a running three-node vidpress
+cluster (docker/compose.yaml, started by fault-test.sh) through rounds of
+jobs, one fault kind per round, then checks every accepted job in the manner
+of Jepsen's total-queue checker:
+
+- accepted:   the submissions answered 202 (a 503, a timeout or a refused
+              connection at submit is not an acceptance and is fine);
+- completed / failed (with codes) / canceled: terminal, and answered the
+              same way by every live node;
+- lost:       accepted but never terminal by the deadline, or not answerable
+              from a live node (404, or 503s/timeouts until the deadline);
+- duplicated: one job reported completed with different results (or
+              different terminal states) by different nodes, a job ID held
+              (listed) by two nodes at the end, a job ID returned for two
+              submissions, or one submission that produced two jobs;
+- invalid:    a completed output that is not H.264 + AAC of the input's
+              duration (ffprobe).
+
+Every submission carries a distinct trailing MP4 `free` box, so its size
+(`input.bytes` of the status document) names the submission: jobs found in
+the nodes' listings are traced back to the submission that made them.
+
+Recovery time per fault: from the fault to each affected job (running on, or
+owned by, the faulted node) running again elsewhere under a higher attempt,
+or terminal, polled every 100 ms.
+
+Writes <out>/summary.json, <out>/events.jsonl (every observation) and
+<out>/timeline.txt (the same, readable); prints "N passed, M failed"; exits
+1 when lost, duplicated or invalid is not zero (or with FAULT_STRICT=1, when
+a job failed), 2 when the harness itself could not run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import http.client
+import json
+import os
+import random
+import signal
+import statistics
+import struct
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+NODES = ("node-a", "node-b", "node-c")
+KINDS = ("kill-worker", "kill-accepter", "pause", "partition", "restart", "rolling-restart")
+TERMINAL = ("completed", "failed", "canceled")
+
+T0 = time.monotonic()
+LOCK = threading.RLock()
+STOP = threading.Event()
+
+
+def now() -> float:
+    return time.monotonic() - T0
+
+
+def wall() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%H:%M:%S.%f")[:-3]
+
+
+# --------------------------------------------------------------------------
+# Logging: every event as a JSON line and as a readable line.
+
+
+class Log:
+    def __init__(self, out: str):
+        self.events = open(os.path.join(out, "events.jsonl"), "w", encoding="utf-8")
+        self.timeline = open(os.path.join(out, "timeline.txt"), "w", encoding="utf-8")
+
+    def __call__(self, _event: str, msg: str = "", echo: bool = False, **fields) -> None:
+        t, w = now(), wall()
+        record = {"t": round(t, 3), "utc": w, "event": _event, **fields}
+        line = f"{w} +{t:8.3f}s {_event:<14} {msg}"
+        with LOCK:
+            self.events.write(json.dumps(record, default=str) + "\n")
+            self.timeline.write(line + "\n")
+            self.events.flush()
+            self.timeline.flush()
+        if echo:
+            print(f"fault-test: {line}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        self.events.close()
+        self.timeline.close()
+
+
+LOG: Log
+
+
+# --------------------------------------------------------------------------
+# Job IDs name their owner and standby (see actors/src/job.rs).
+
+
+def node_tag(name: str) -> int:
+    h = 0x811C9DC5
+    for b in name.encode():
+        h = ((h ^ b) * 0x01000193) & 0xFFFFFFFF
+    return (h ^ (h >> 16)) & 0xFFFF
+
+
+TAGS = {node_tag(n): n for n in NODES}
+
+
+def owner_of(job_id: str) -> str | None:
+    hexid = job_id.replace("-", "")
+    return TAGS.get(int(hexid[28:32], 16))
+
+
+def standby_of(job_id: str) -> str | None:
+    hexid = job_id.replace("-", "")
+    return TAGS.get(int(hexid[24:28], 16))
+
+
+# --------------------------------------------------------------------------
+# HTTP
+
+
+def request(base: str, method: str, path: str, body: bytes | None = None,
+            headers: dict | None = None, timeout: float = 2.0) -> tuple[int, bytes, str]:
+    """Returns (status, body, error); status 0 when no answer came."""
+    u = urllib.parse.urlsplit(base)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, resp.read(), ""
+    except (OSError, http.client.HTTPException) as e:
+        return 0, b"", f"{type(e).__name__}: {e}"
+    finally:
+        conn.close()
+
+
+def as_json(body: bytes):
+    try:
+        return json.loads(body)
+    except ValueError:
+        return None
+
+
+def error_code(doc) -> str | None:
+    if isinstance(doc, dict) and isinstance(doc.get("error"), dict):
+        return doc["error"].get("code")
+    return None
+
+
+# --------------------------------------------------------------------------
+# State
+
+
+@dataclass
+class Submission:
+    index: int
+    round: int
+    node: str
+    body_bytes: int
+    t_start: float
+    t_end: float = 0.0
+    code: int = 0
+    error: str = ""
+    job: str | None = None
+    note: str = ""
+
+
+@dataclass
+class Job:
+    id: str
+    submission: int
+    round: int
+    node: str  # where it was submitted
+    t_accepted: float
+    owner: str | None
+    standby: str | None
+    last: dict = field(default_factory=dict)  # last status document seen
+    last_key: tuple = ()
+    terminal_seen: dict = field(default_factory=dict)  # first terminal doc (status, result bytes)
+
+
+@dataclass
+class Fault:
+    kind: str
+    round: int
+    target: str
+    t0: float
+    utc0: str
+    affected: dict = field(default_factory=dict)  # job -> state at fault
+    recovered: dict = field(default_factory=dict)  # job -> (seconds, how)
+    t_heal: float | None = None
+    notes: list = field(default_factory=list)
+    answers: dict = field(default_factory=dict)  # status code -> count while tracking
+    answerable: dict = field(default_factory=dict)  # job -> seconds to the first valid answer
+
+
+class Cluster:
+    def __init__(self, args):
+        self.url = dict(zip(NODES, args.urls.split(",")))
+        self.cid = dict(zip(NODES, args.containers.split(",")))
+        self.network = args.network
+        self.faulted: dict[str, str] = {}  # node -> fault in force
+        self.aliases = {n: self._aliases(n) for n in NODES}
+        self.views: dict[str, str] = {}  # node -> "node-a:up,..." last seen
+        self.rr = 0
+
+    def _aliases(self, node: str) -> list[str]:
+        out = subprocess.run(
+            ["docker", "inspect", "-f", "{{json .NetworkSettings.Networks}}", self.cid[node]],
+            capture_output=True, text=True, check=True).stdout
+        nets = json.loads(out)
+        return [a for a in (nets.get(self.network, {}).get("Aliases") or [])]
+
+    def live(self, exclude: tuple = ()) -> list[str]:
+        with LOCK:
+            return [n for n in NODES if n not in self.faulted and n not in exclude]
+
+    def pick(self, exclude: tuple = ()) -> str | None:
+        nodes = self.live(exclude)
+        if not nodes:
+            return None
+        with LOCK:
+            self.rr += 1
+            return nodes[self.rr % len(nodes)]
+
+    def docker(self, *argv: str, timeout: float = 90) -> bool:
+        t = now()
+        try:
+            p = subprocess.run(["docker", *argv], capture_output=True, text=True, timeout=timeout)
+            ok = p.returncode == 0
+            err = p.stderr.strip()
+        except subprocess.TimeoutExpired:
+            ok, err = False, "timed out"
+        LOG("docker", f"docker {' '.join(argv)} -> {'ok' if ok else 'FAILED ' + err} ({now() - t:.2f}s)",
+            argv=argv, ok=ok, error=err, took=round(now() - t, 3))
+        return ok
+
+    def view(self, node: str) -> dict | None:
+        code, body, _ = request(self.url[node], "GET", "/cluster", timeout=1.0)
+        doc = as_json(body) if code == 200 else None
+        if not isinstance(doc, dict):
+            return None
+        return {m["name"]: m["state"] for m in doc.get("nodes", [])}
+
+    def whole(self) -> bool:
+        for n in NODES:
+            v = self.view(n)
+            if not v or sorted(k for k, s in v.items() if s == "up") != list(NODES):
+                return False
+        return True
+
+    def wait_whole(self, timeout: float) -> bool:
+        deadline = now() + timeout
+        t = now()
+        while now() < deadline and not STOP.is_set():
+            if self.whole():
+                LOG("whole", f"every node sees {len(NODES)} up ({now() - t:.1f}s)")
+                return True
+            time.sleep(0.2)
+        LOG("not-whole", f"the cluster was not whole within {timeout:.0f}s: "
+            + "; ".join(f"{n}: {self.view(n)}" for n in NODES), echo=True)
+        return False
+
+
+# --------------------------------------------------------------------------
+# The harness
+
+
+class Harness:
+    def __init__(self, args):
+        self.args = args
+        self.cluster = Cluster(args)
+        with open(args.clip, "rb") as f:
+            self.clip = f.read()
+        self.clip_duration = args.clip_duration
+        self.submissions: list[Submission] = []
+        self.jobs: dict[str, Job] = {}
+        self.faults: list[Fault] = []
+        self.anomalies: list[dict] = []
+        self.id_twice: list[dict] = []
+        self.kinds: list[str] = [k for k in args.rounds.split(",") if k]
+        self.rounds_done: list[str] = []
+        self.rounds_skipped: list[str] = []
+        self.run_id = f"{int(time.time())}-{random.randrange(1 << 20):05x}"
+        self.pool = ThreadPoolExecutor(max_workers=12)
+
+    # ---- submissions ----------------------------------------------------
+
+    def body(self, index: int) -> bytes:
+        # A top-level `free` box after the movie: ignored by demuxers, and
+        # its size (40 + index bytes) makes every submission's length unique.
+        payload = f"vidpress-fault {self.run_id} #{index:05d}".encode().ljust(32 + index, b".")
+        return self.clip + struct.pack(">I", 8 + len(payload)) + b"free" + payload
+
+    def submission_of_size(self, size: int) -> int | None:
+        extra = size - len(self.clip) - 8 - 32
+        return extra if extra >= 0 else None
+
+    def submit(self, node: str, round_no: int, timeout: float = 30.0, note: str = "") -> Submission:
+        with LOCK:
+            index = len(self.submissions)
+            body = self.body(index)
+            sub = Submission(index, round_no, node, len(body), now(), note=note)
+            self.submissions.append(sub)
+        query = urllib.parse.urlencode({"preset": self.args.preset, "crf": 28})
+        code, resp, err = request(
+            self.cluster.url[node], "POST", f"/jobs?{query}", body=body,
+            headers={"Content-Type": "video/mp4", "Idempotency-Key": f"{self.run_id}-{index}"},
+            timeout=timeout)
+        sub.t_end, sub.code, sub.error = now(), code, err
+        doc = as_json(resp)
+        if code == 202 and isinstance(doc, dict) and doc.get("id"):
+            jid = doc["id"]
+            with LOCK:
+                sub.job = jid
+                if jid in self.jobs:
+                    self.id_twice.append({"job": jid, "submissions": [self.jobs[jid].submission, index]})
+                    LOG("DUPLICATE-ID", f"{jid} returned for submissions {self.jobs[jid].submission} and {index}",
+                        echo=True, job=jid)
+                else:
+                    self.jobs[jid] = Job(jid, index, round_no, node, now(), owner_of(jid), standby_of(jid),
+                                         last=doc)
+            LOG("accepted", f"#{index} -> {node}: 202 {jid} owner={owner_of(jid)} standby={standby_of(jid)} "
+                f"({sub.t_end - sub.t_start:.2f}s){' ' + note if note else ''}",
+                submission=index, node=node, job=jid, owner=owner_of(jid), standby=standby_of(jid))
+        else:
+            sub.error = sub.error or (error_code(doc) or resp[:200].decode("utf-8", "replace"))
+            LOG("not-accepted", f"#{index} -> {node}: {code or 'no answer'} {sub.error} "
+                f"({sub.t_end - sub.t_start:.2f}s){' ' + note if note else ''}",
+                submission=index, node=node, code=code, error=sub.error)
+        return sub
+
+    def submit_batch(self, round_no: int, count: int, offset: int) -> list[str]:
+        futures = []
+        for i in range(count):
+            nodes = self.cluster.live() or list(NODES)
+            node = nodes[(offset + i) % len(nodes)]
+            futures.append(self.pool.submit(self.submit, node, round_no))
+            time.sleep(0.05)
+        subs = [f.result() for f in futures]
+        return [s.job for s in subs if s.job]
+
+    # ---- observing jobs -------------------------------------------------
+
+    def status(self, jid: str, node: str, timeout: float = 2.0) -> tuple[int, dict | None, str]:
+        code, body, err = request(self.cluster.url[node], "GET", f"/jobs/{jid}", timeout=timeout)
+        doc = as_json(body)
+        self.observe(jid, node, code, doc if isinstance(doc, dict) else None, err)
+        return code, doc if isinstance(doc, dict) else None, err
+
+    def observe(self, jid: str, node: str, code: int, doc: dict | None, err: str) -> None:
+        job = self.jobs.get(jid)
+        if job is None:
+            return
+        if code == 404:
+            view = self.cluster.views.get(node, "?")
+            self.anomaly("404", jid, node, f"{node} answered 404 (unknown job) for an accepted job; "
+                         f"its view: {view}")
+            return
+        if code not in (200, 202, 400) or not doc or doc.get("id") != jid:
+            return
+        st = doc.get("status")
+        result = (doc.get("result") or {}).get("bytes")
+        key = (st, doc.get("attempt"), doc.get("node"), result)
+        with LOCK:
+            first = job.terminal_seen
+            if first and st not in TERMINAL:
+                self.anomaly("regressed", jid, node,
+                             f"{node} reports {st} (attempt {doc.get('attempt')} on {doc.get('node')}) "
+                             f"after {first['status']} was seen")
+            elif first and (st != first["status"] or result != first["result"]):
+                self.anomaly("terminal-differs", jid, node,
+                             f"{node} reports {st} result {result} after {first['status']} "
+                             f"result {first['result']} was seen")
+            if st in TERMINAL and not first:
+                job.terminal_seen = {"status": st, "result": result, "node": node, "t": now(),
+                                     "error": error_code(doc)}
+            if key != job.last_key:
+                job.last_key = key
+                job.last = doc
+                extra = f" error={error_code(doc)}" if st == "failed" else ""
+                LOG("job", f"{jid} {st} attempt={doc.get('attempt')} on={doc.get('node')} "
+                    f"progress={doc.get('progress', 0):.2f} (asked {node}){extra}",
+                    job=jid, status=st, attempt=doc.get("attempt"), on=doc.get("node"), asked=node)
+            else:
+                job.last = doc
+
+    def anomaly(self, kind: str, jid: str, node: str, msg: str) -> None:
+        with LOCK:
+            # One entry per (kind, job, node) burst: repeats within 5 s are counted.
+            for a in reversed(self.anomalies[-50:]):
+                if (a["kind"], a["job"], a["node"]) == (kind, jid, node) and now() - a["last_t"] < 5:
+                    a["count"] += 1
+                    a["last_t"] = round(now(), 3)
+                    return
+            self.anomalies.append({"kind": kind, "job": jid, "node": node, "t": round(now(), 3),
+                                   "utc": wall(), "last_t": round(now(), 3), "count": 1, "message": msg})
+        LOG("ANOMALY", f"{kind} {jid}: {msg}", echo=True, job=jid, node=node, kind=kind)
+
+    def monitor(self) -> None:
+        """Polls every job about once a second (terminal ones every few
+        seconds, to catch regressions) on the live nodes, in turn; and
+        records each node's view of the cluster."""
+        rounds = 0
+        while not STOP.is_set():
+            t = now()
+            for n in NODES:
+                if n in self.cluster.faulted:
+                    continue
+                v = self.cluster.view(n)
+                text = ",".join(f"{k}:{s}" for k, s in sorted(v.items())) if v else "unreachable"
+                if self.cluster.views.get(n) != text:
+                    self.cluster.views[n] = text
+                    LOG("view", f"{n} sees {text}", node=n, view=text)
+            with LOCK:
+                jobs = list(self.jobs.values())
+            todo = [j for j in jobs if not j.terminal_seen or rounds % 4 == 0]
+            calls = []
+            for j in todo:
+                node = self.cluster.pick()
+                if node:
+                    calls.append(self.pool.submit(self.status, j.id, node, 2.0))
+            for c in calls:
+                c.result()
+            rounds += 1
+            STOP.wait(max(0.2, 1.0 - (now() - t)))
+
+    # ---- faults ---------------------------------------------------------
+
+    def snapshot_all(self, exclude: tuple = ()) -> dict[str, dict]:
+        """A fresh status of every non-terminal job, from live nodes."""
+        with LOCK:
+            jobs = [j for j in self.jobs.values() if not j.terminal_seen]
+        out = {}
+
+        def one(j):
+            for _ in range(3):
+                node = self.cluster.pick(exclude)
+                if not node:
+                    return
+                code, doc, _ = self.status(j.id, node, 1.5)
+                if doc and code in (200, 202, 400):
+                    out[j.id] = doc
+                    return
+
+        list(self.pool.map(one, jobs))
+        return out
+
+    def affected_by(self, target: str, docs: dict[str, dict]) -> dict[str, dict]:
+        affected = {}
+        for jid, doc in docs.items():
+            if doc.get("status") in TERMINAL:
+                continue
+            owner = self.jobs[jid].owner
+            if doc.get("node") == target or owner == target:
+                affected[jid] = {"status": doc.get("status"), "attempt": doc.get("attempt") or 0,
+                                 "node": doc.get("node"), "progress": doc.get("progress"),
+                                 "owner": owner, "standby": self.jobs[jid].standby}
+        return affected
+
+    def start_fault(self, kind: str, round_no: int, target: str, affected: dict) -> Fault:
+        f = Fault(kind, round_no, target, now(), wall(), affected=affected)
+        with LOCK:
+            self.faults.append(f)
+        LOG("FAULT", f"{kind} {target}; affected jobs: "
+            + (", ".join(f"{j}({a['status']} a{a['attempt']} on {a['node']}, owner {a['owner']})"
+                         for j, a in affected.items()) or "none"),
+            echo=True, kind=kind, target=target, affected=affected)
+        threading.Thread(target=self.track, args=(f,), daemon=True).start()
+        return f
+
+    def track(self, f: Fault, timeout: float = 150.0) -> None:
+        """Polls the affected jobs every 100 ms until each runs again
+        elsewhere under a higher attempt, or is terminal."""
+        pending = set(f.affected)
+        while pending and not STOP.is_set() and now() - f.t0 < timeout:
+            for jid in list(pending):
+                node = self.cluster.pick(exclude=(f.target,))
+                if not node:
+                    continue
+                code, doc, _ = self.status(jid, node, 1.0)
+                with LOCK:
+                    f.answers[str(code)] = f.answers.get(str(code), 0) + 1
+                if not doc or code not in (200, 202, 400) or doc.get("id") != jid:
+                    continue
+                if jid not in f.answerable:
+                    f.answerable[jid] = round(now() - f.t0, 3)
+                st, attempt, on = doc.get("status"), doc.get("attempt") or 0, doc.get("node")
+                a0 = f.affected[jid]["attempt"]
+                healed = f.t_heal is not None
+                how = None
+                if st in TERMINAL:
+                    how = st
+                elif st == "running" and attempt > a0 and (on != f.target or healed):
+                    how = f"running attempt {attempt} on {on}"
+                if how:
+                    secs = now() - f.t0
+                    f.recovered[jid] = (round(secs, 3), how)
+                    pending.discard(jid)
+                    LOG("recovered", f"{jid} after {f.kind} of {f.target}: {how} after {secs:.2f}s (asked {node})",
+                        job=jid, kind=f.kind, seconds=round(secs, 3), how=how)
+            time.sleep(0.1)
+        for jid in pending:
+            LOG("not-recovered", f"{jid} did not recover within {timeout:.0f}s of {f.kind} of {f.target}",
+                echo=True, job=jid, kind=f.kind)
+
+    def wait_tracked(self, f: Fault, timeout: float) -> None:
+        deadline = now() + timeout
+        while len(f.recovered) < len(f.affected) and now() < deadline and not STOP.is_set():
+            time.sleep(0.1)
+
+    def running_jobs(self, jids: list[str], min_progress: float, timeout: float) -> dict[str, dict]:
+        """Waits until one of `jids` runs with at least `min_progress`;
+        returns a fresh snapshot of the non-terminal jobs."""
+        deadline = now() + timeout
+        while now() < deadline and not STOP.is_set():
+            docs = self.snapshot_all()
+            if any(d.get("status") == "running" and (d.get("progress") or 0) >= min_progress
+                   for jid, d in docs.items() if jid in jids):
+                return docs
+            time.sleep(0.3)
+        LOG("no-trigger", f"no job reached progress {min_progress} within {timeout:.0f}s", echo=True)
+        return self.snapshot_all()
+
+    def choose_target(self, docs: dict[str, dict], round_no: int, remote_worker: bool = False) -> str:
+        running = [(jid, d["node"]) for jid, d in docs.items() if d.get("status") == "running" and d.get("node")]
+        if remote_worker:
+            remote = [(j, n) for j, n in running if self.jobs[j].owner != n]
+            running = remote or running
+        nodes = [n for _, n in running]
+        # Prefer a different node each round, among those running a job.
+        order = [NODES[(round_no + i) % len(NODES)] for i in range(len(NODES))]
+        for n in order:
+            if n in nodes:
+                return n
+        return order[0]
+
+    def restore(self, node: str) -> None:
+        """Brings a node back whatever was done to it."""
+        fault = self.cluster.faulted.get(node)
+        cid = self.cluster.cid[node]
+        if fault == "paused":
+            self.cluster.docker("unpause", cid)
+        elif fault == "disconnected":
+            argv = ["network", "connect"]
+            for a in self.cluster.aliases[node]:
+                argv += ["--alias", a]
+            self.cluster.docker(*argv, self.cluster.network, cid)
+        elif fault == "killed":
+            self.cluster.docker("start", cid)
+        with LOCK:
+            self.cluster.faulted.pop(node, None)
+
+    def heal(self, f: Fault) -> None:
+        self.restore(f.target)
+        f.t_heal = now()
+        LOG("HEAL", f"{f.kind} of {f.target} undone after {f.t_heal - f.t0:.1f}s", echo=True)
+
+    # ---- rounds ---------------------------------------------------------
+
+    def run_round(self, round_no: int, kind: str) -> None:
+        c, per = self.cluster, self.args.jobs_per_round
+        LOG("ROUND", f"round {round_no}: {kind}", echo=True, round=round_no, kind=kind)
+        c.wait_whole(60)
+        batch = per - 1 if kind == "kill-accepter" else per
+        jids = self.submit_batch(round_no, batch, offset=round_no)
+        docs = self.running_jobs(jids, self.args.trigger_progress, 90)
+
+        if kind == "kill-worker":
+            target = self.choose_target(docs, round_no, remote_worker=True)
+            c.faulted[target] = "killed"
+            c.docker("kill", c.cid[target])
+            f = self.start_fault(kind, round_no, target, self.affected_by(target, docs))
+            # Leave it dead until the takeover and the reruns are done.
+            self.wait_tracked(f, 30)
+            time.sleep(1.0)
+            self.heal(f)
+
+        elif kind == "kill-accepter":
+            target = self.choose_target(docs, round_no)
+            sub = None
+            for _ in range(3):
+                sub = self.submit(target, round_no, note="(the accepter is killed at its 202)")
+                if sub.job:
+                    break
+            c.faulted[target] = "killed"
+            c.docker("kill", c.cid[target])
+            t_kill = now()
+            # The jobs as seen just before (the dead node's own cannot be
+            # asked about until the standby has them).
+            affected = self.affected_by(target, docs)
+            if sub and sub.job:
+                affected[sub.job] = {"status": "queued", "attempt": 0, "node": None, "progress": 0,
+                                     "owner": target, "standby": self.jobs[sub.job].standby,
+                                     "killed_after_202_s": round(t_kill - sub.t_end, 3)}
+            f = self.start_fault(kind, round_no, target, affected)
+            f.t0 = t_kill
+            self.wait_tracked(f, 30)
+            time.sleep(1.0)
+            self.heal(f)
+
+        elif kind in ("pause", "partition"):
+            target = self.choose_target(docs, round_no)
+            if kind == "pause":
+                c.faulted[target] = "paused"
+                c.docker("pause", c.cid[target])
+            else:
+                c.faulted[target] = "disconnected"
+                c.docker("network", "disconnect", c.network, c.cid[target])
+            f = self.start_fault(kind, round_no, target, self.affected_by(target, docs))
+            # Submissions during the fault: to a live node (should be
+            # accepted) and to the faulted one (cannot be; not a loss).
+            live = c.live()
+            extra = [self.pool.submit(self.submit, live[round_no % len(live)], round_no, 30.0,
+                                      f"(during the {kind} of {target})"),
+                     self.pool.submit(self.submit, target, round_no, 5.0,
+                                      f"(to the node under {kind})")]
+            time.sleep(self.args.hold)
+            for e in extra:
+                e.result()
+            self.heal(f)
+
+        elif kind == "restart":
+            target = self.choose_target(docs, round_no)
+            c.faulted[target] = "restarting"
+            f = self.start_fault(kind, round_no, target, self.affected_by(target, docs))
+            ok = c.docker("restart", c.cid[target], timeout=120)
+            f.notes.append(f"docker restart {'returned' if ok else 'FAILED'} after {now() - f.t0:.1f}s")
+            self.heal(f)
+
+        elif kind == "rolling-restart":
+            for i, target in enumerate(NODES):
+                if i:
+                    c.wait_whole(60)
+                docs = self.snapshot_all(exclude=(target,))
+                c.faulted[target] = "restarting"
+                f = self.start_fault(kind, round_no, target, self.affected_by(target, docs))
+                ok = c.docker("restart", c.cid[target], timeout=120)
+                f.notes.append(f"docker restart {'returned' if ok else 'FAILED'} after {now() - f.t0:.1f}s")
+                self.heal(f)
+        else:
+            raise ValueError(kind)
+
+        c.wait_whole(90)
+        # Let the round's jobs end before the next fault, within reason.
+        deadline = now() + self.args.round_settle
+        while now() < deadline and not STOP.is_set():
+            with LOCK:
+                left = [j for j in self.jobs.values() if j.round == round_no and not j.terminal_seen]
+            if not left:
+                break
+            time.sleep(0.5)
+        self.rounds_done.append(kind)
+
+    # ---- the checker ----------------------------------------------------
+
+    def final_check(self, deadline: float) -> dict:
+        c = self.cluster
+        LOG("CHECK", f"checking {len(self.jobs)} accepted jobs on every live node", echo=True)
+        for n in list(c.faulted):
+            self.restore(n)
+        c.wait_whole(60)
+        live = c.live()
+        answers: dict[str, dict[str, tuple]] = {jid: {} for jid in self.jobs}
+        pending = set(self.jobs)
+        while pending and now() < deadline and not STOP.is_set():
+            def one(jid):
+                for n in live:
+                    code, doc, err = self.status(jid, n, 3.0)
+                    answers[jid][n] = (code, doc, err)
+                return jid, all(answers[jid][n][0] in (200, 400) for n in live)
+            for jid, done in self.pool.map(one, sorted(pending)):
+                if done:
+                    pending.discard(jid)
+            if pending:
+                time.sleep(1.0)
+        LOG("check-polled", f"{len(self.jobs) - len(pending)} jobs terminal on every live node; "
+            f"{len(pending)} not", echo=True)
+
+        # Every node's own jobs (GET /jobs lists the jobs a node holds).
+        held: dict[str, list[str]] = {}
+        listed_docs: dict[str, dict] = {}
+        listing_ok = True
+        for n in live:
+            cursor = None
+            while True:
+                path = "/jobs?limit=1000" + (f"&cursor={cursor}" if cursor else "")
+                code, body, err = request(c.url[n], "GET", path, timeout=10)
+                doc = as_json(body)
+                if code != 200 or not isinstance(doc, dict):
+                    listing_ok = False
+                    LOG("list-failed", f"GET /jobs on {n}: {code} {err}", echo=True)
+                    break
+                for j in doc.get("jobs", []):
+                    held.setdefault(j["id"], []).append(n)
+                    listed_docs[j["id"]] = j
+                cursor = doc.get("next_cursor")
+                if not cursor:
+                    break
+
+        out_dir = os.path.join(self.args.out, "outputs")
+        os.makedirs(out_dir, exist_ok=True)
+        per_job = {}
+        for jid, job in sorted(self.jobs.items(), key=lambda kv: kv[1].submission):
+            problems, dup = [], []
+            seen = answers[jid]
+            codes = {n: seen.get(n, (0, None, "not polled"))[0] for n in live}
+            statuses = {n: (seen[n][1] or {}).get("status") if seen.get(n) and seen[n][1] else None
+                        for n in live}
+            results = {n: ((seen[n][1] or {}).get("result") or {}).get("bytes") if seen.get(n) and seen[n][1]
+                       else None for n in live}
+            state = "ok"
+            if jid in pending:
+                state = "lost"
+                problems.append("not terminal on every live node by the deadline: "
+                                + ", ".join(f"{n} {codes[n]} {statuses[n] or seen.get(n, (0, None, ''))[2][:80]}"
+                                            for n in live))
+            elif len(set(statuses.values())) > 1 or len(set(results.values())) > 1:
+                state = "duplicated"
+                dup.append(f"nodes disagree: {statuses} results {results}")
+            if len(held.get(jid, [])) > 1:
+                state = "duplicated"
+                dup.append(f"held by {held[jid]} (listed by each)")
+            if listing_ok and state != "lost" and not held.get(jid):
+                problems.append("listed by no node")
+            status = next((s for s in statuses.values() if s), None)
+            entry = {"submission": job.submission, "round": job.round, "submitted_to": job.node,
+                     "owner": job.owner, "standby": job.standby, "status": status, "codes": codes,
+                     "held_by": held.get(jid, []), "attempt": (job.last or {}).get("attempt"),
+                     "ran_on": (job.last or {}).get("node")}
+            if status == "failed":
+                entry["error"] = error_code(seen[live[0]][1]) if seen.get(live[0]) and seen[live[0]][1] else None
+            if state != "lost" and status == "completed":
+                digests, valid = {}, None
+                for n in live:
+                    code, body, err = request(c.url[n], "GET", f"/jobs/{jid}/result", timeout=30)
+                    if code != 200:
+                        problems.append(f"result from {n}: {code} {err}")
+                        continue
+                    digest = hashlib.sha256(body).hexdigest()
+                    digests[n] = digest
+                    if results.get(n) is not None and len(body) != results[n]:
+                        problems.append(f"result from {n} has {len(body)} bytes, its document says {results[n]}")
+                    if valid is None:
+                        path = os.path.join(out_dir, f"{jid}.mp4")
+                        with open(path, "wb") as fh:
+                            fh.write(body)
+                        valid, why = self.probe(path)
+                        entry["probe"] = why
+                        if valid:
+                            os.remove(path)
+                if len(set(digests.values())) > 1:
+                    state = "duplicated"
+                    dup.append(f"different result bytes across nodes: { {n: d[:12] for n, d in digests.items()} }")
+                if valid is False:
+                    entry["invalid"] = True
+                    problems.append(f"invalid output: {entry['probe']}")
+                elif valid is None:
+                    problems.append("no result could be downloaded")
+                    entry["invalid"] = True
+            entry["state"] = state
+            entry["problems"] = problems
+            entry["duplicates"] = dup
+            entry["passed"] = state == "ok" and not problems
+            per_job[jid] = entry
+
+        # Jobs the cluster holds that no 202 announced: trace them back to
+        # their submission through the size of the input.
+        extra = []
+        for jid, nodes in held.items():
+            if jid in self.jobs:
+                continue
+            size = (listed_docs[jid].get("input") or {}).get("bytes") or 0
+            index = self.submission_of_size(size)
+            sub = self.submissions[index] if index is not None and index < len(self.submissions) else None
+            item = {"job": jid, "held_by": nodes, "status": listed_docs[jid].get("status"),
+                    "input_bytes": size, "submission": index}
+            if sub is not None and sub.job and sub.job != jid:
+                item["kind"] = "second job of an accepted submission"
+                per_job[sub.job]["state"] = "duplicated"
+                per_job[sub.job]["passed"] = False
+                per_job[sub.job]["duplicates"].append(f"submission #{index} also produced job {jid}")
+            elif sub is not None:
+                item["kind"] = f"from an unacknowledged submission (answered {sub.code or 'nothing'}: {sub.error[:80]})"
+            else:
+                item["kind"] = "unknown origin"
+            extra.append(item)
+            LOG("unacknowledged", f"{jid} held by {nodes}: {item['kind']}", echo=True, **item)
+        for item in self.id_twice:
+            if item["job"] in per_job:
+                per_job[item["job"]]["state"] = "duplicated"
+                per_job[item["job"]]["passed"] = False
+                per_job[item["job"]]["duplicates"].append(f"returned for submissions {item['submissions']}")
+        return {"jobs": per_job, "unacknowledged": extra, "listing_ok": listing_ok}
+
+    def probe(self, path: str) -> tuple[bool, str]:
+        try:
+            p = subprocess.run(["ffprobe", "-v", "error", "-show_entries",
+                                "stream=codec_type,codec_name:format=duration", "-of", "json", path],
+                               capture_output=True, text=True, timeout=30)
+            doc = json.loads(p.stdout or "{}")
+        except (subprocess.TimeoutExpired, ValueError) as e:
+            return False, f"ffprobe failed: {e}"
+        streams = sorted((s.get("codec_type"), s.get("codec_name")) for s in doc.get("streams", []))
+        duration = float((doc.get("format") or {}).get("duration") or 0)
+        tolerance = max(0.5, 0.03 * self.clip_duration)
+        why = f"streams {streams}, duration {duration:.2f}s (input {self.clip_duration:.2f}s)"
+        ok = streams == [("audio", "aac"), ("video", "h264")] and abs(duration - self.clip_duration) <= tolerance
+        return ok, why
+
+
+# --------------------------------------------------------------------------
+
+
+def summarize(h: Harness, check: dict | None, started: float) -> dict:
+    jobs = (check or {}).get("jobs", {})
+    counts = {"completed": 0, "failed": 0, "canceled": 0}
+    failed_codes: dict[str, int] = {}
+    for e in jobs.values():
+        if e["state"] != "lost" and e["status"] in counts:
+            counts[e["status"]] += 1
+        if e["state"] != "lost" and e["status"] == "failed":
+            failed_codes[e.get("error") or "?"] = failed_codes.get(e.get("error") or "?", 0) + 1
+    lost = [j for j, e in jobs.items() if e["state"] == "lost"]
+    duplicated = [j for j, e in jobs.items() if e["state"] == "duplicated"]
+    invalid = [j for j, e in jobs.items() if e.get("invalid")]
+    not_accepted: dict[str, int] = {}
+    for s in h.submissions:
+        if not s.job:
+            key = str(s.code) if s.code else "no answer"
+            not_accepted[key] = not_accepted.get(key, 0) + 1
+
+    kinds = {}
+    for k in KINDS:
+        fs = [f for f in h.faults if f.kind == k]
+        if not fs:
+            continue
+        samples = [r[0] for f in fs for r in f.recovered.values()]
+        per_fault = [max((r[0] for r in f.recovered.values()), default=None) for f in fs]
+        # Jobs the faulted node owned: how long until a live node answered
+        # for them again (a takeover, or the node back).
+        owned = [f.answerable[j] for f in fs for j, a in f.affected.items()
+                 if a["owner"] == f.target and j in f.answerable]
+        kinds[k] = {
+            "faults": len(fs),
+            "rounds": h.rounds_done.count(k),
+            "affected_jobs": sum(len(f.affected) for f in fs),
+            "recovered_jobs": sum(len(f.recovered) for f in fs),
+            "unrecovered_jobs": sum(len(f.affected) - len(f.recovered) for f in fs),
+            "accepted_in_rounds": sum(1 for j in h.jobs.values() if h.kinds[j.round] == k),
+            "lost_in_rounds": sum(1 for j in lost if h.kinds[h.jobs[j].round] == k),
+            "duplicated_in_rounds": sum(1 for j in duplicated if h.kinds[h.jobs[j].round] == k),
+            "recovery_s": {
+                "median": round(statistics.median(samples), 3) if samples else None,
+                "worst": round(max(samples), 3) if samples else None,
+                "per_fault_worst": per_fault,
+                "samples": sorted(samples),
+            },
+            "owned_jobs_answerable_again_s": {
+                "median": round(statistics.median(owned), 3) if owned else None,
+                "worst": round(max(owned), 3) if owned else None,
+                "samples": sorted(owned),
+            },
+        }
+    passed = sum(1 for e in jobs.values() if e["passed"])
+    failed_checks = len(jobs) - passed
+    strict = os.environ.get("FAULT_STRICT") == "1"
+    ok = bool(check) and not lost and not duplicated and not invalid and not (strict and counts["failed"])
+    return {
+        "ok": ok,
+        "duration_s": round(time.time() - started, 1),
+        "rounds": h.rounds_done,
+        "rounds_skipped": h.rounds_skipped,
+        "submitted": len(h.submissions),
+        "accepted": len(h.jobs),
+        "not_accepted": not_accepted,
+        "completed": counts["completed"],
+        "failed": counts["failed"],
+        "failed_codes": failed_codes,
+        "canceled": counts["canceled"],
+        "lost": len(lost),
+        "duplicated": len(duplicated),
+        "invalid_outputs": len(invalid),
+        "checks": {"passed": passed, "failed": failed_checks},
+        "unacknowledged_jobs": (check or {}).get("unacknowledged", []),
+        "lost_jobs": {j: jobs[j] for j in lost},
+        "duplicated_jobs": {j: jobs[j] for j in duplicated},
+        "invalid_jobs": {j: jobs[j] for j in invalid},
+        "failed_jobs": {j: e for j, e in jobs.items() if e["status"] == "failed"},
+        "faults": kinds,
+        "fault_events": [
+            {"kind": f.kind, "round": f.round, "target": f.target, "utc": f.utc0, "t": round(f.t0, 3),
+             "healed_after_s": round(f.t_heal - f.t0, 3) if f.t_heal is not None else None,
+             "affected": f.affected, "recovered": {j: {"seconds": r[0], "how": r[1]} for j, r in f.recovered.items()},
+             "answerable_again_s": f.answerable, "poll_answers": f.answers, "notes": f.notes}
+            for f in h.faults],
+        "anomalies": h.anomalies,
+        "config": {k: v for k, v in vars(h.args).items() if k not in ("containers",)},
+        "jobs": jobs,
+    }
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--urls", required=True, help="node-a,node-b,node-c base URLs")
+    p.add_argument("--containers", required=True, help="container IDs of node-a,node-b,node-c")
+    p.add_argument("--network", required=True)
+    p.add_argument("--clip", required=True)
+    p.add_argument("--clip-duration", type=float, required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--rounds", default=",".join(KINDS))
+    p.add_argument("--jobs-per-round", type=int, default=6)
+    p.add_argument("--preset", default="slow")
+    p.add_argument("--hold", type=float, default=8.0, help="seconds a pause or partition lasts")
+    p.add_argument("--trigger-progress", type=float, default=0.15)
+    p.add_argument("--round-settle", type=float, default=60.0)
+    p.add_argument("--check-timeout", type=float, default=300.0)
+    p.add_argument("--deadline", type=float, required=True, help="Unix time by which to be done")
+    args = p.parse_args()
+    kinds = [k for k in args.rounds.split(",") if k]
+    for k in kinds:
+        if k not in KINDS:
+            p.error(f"unknown fault kind {k}; kinds are {', '.join(KINDS)}")
+    os.makedirs(args.out, exist_ok=True)
+    global LOG
+    LOG = Log(args.out)
+    started = time.time()
+
+    def on_signal(signum, _frame):
+        STOP.set()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    h = Harness(args)
+    check = None
+    status = 2
+    try:
+        LOG("start", f"{len(kinds)} rounds ({', '.join(kinds)}), {args.jobs_per_round} jobs each, "
+            f"preset {args.preset}, clip {len(h.clip)} bytes / {args.clip_duration:.1f}s; "
+            f"aliases {h.cluster.aliases}", echo=True)
+        if not h.cluster.wait_whole(90):
+            raise RuntimeError("the cluster is not whole at the start")
+        threading.Thread(target=h.monitor, daemon=True).start()
+        # Keep time for the check: a round takes about 1-2 min.
+        for r, kind in enumerate(kinds):
+            left = args.deadline - time.time() - 150
+            need = 150 if kind == "rolling-restart" else 90
+            if left < need:
+                LOG("skip", f"round {r} ({kind}) skipped: {left:.0f}s left before the check", echo=True)
+                h.rounds_skipped.append(kind)
+                continue
+            h.run_round(r, kind)
+        check_deadline = now() + min(args.check_timeout, max(60.0, args.deadline - time.time() - 30))
+        check = h.final_check(check_deadline)
+        status = 0
+    except KeyboardInterrupt:
+        LOG("interrupted", "interrupted", echo=True)
+        status = 130
+    except Exception as e:  # the harness failed: still write what is known
+        LOG("harness-error", f"{type(e).__name__}: {e}", echo=True)
+        import traceback
+        traceback.print_exc()
+        status = 2
+    finally:
+        STOP.set()
+        summary = summarize(h, check, started)
+        path = os.path.join(args.out, "summary.json")
+        with open(path, "w", encoding="utf-8") as fh:
+            json.dump(summary, fh, indent=2, default=str)
+        LOG.close()
+    if check is None:
+        print(f"FAIL: the fault test did not reach its check (status {status}); see {path}")
+        return status or 2
+    c = summary
+    for j, e in c["jobs"].items():
+        if not e["passed"]:
+            print(f"  FAILED {j} (#{e['submission']}, round {e['round']} {kinds[e['round']] if e['round'] < len(kinds) else ''}): "
+                  f"{e['state']}; {'; '.join(e['problems'] + e['duplicates'])}")
+    print(f"{c['checks']['passed']} passed, {c['checks']['failed']} failed")
+    rec = "; ".join(f"{k} x{v['faults']}: median {v['recovery_s']['median']}s worst {v['recovery_s']['worst']}s"
+                    f"{' (' + str(v['unrecovered_jobs']) + ' unrecovered)' if v['unrecovered_jobs'] else ''}"
+                    for k, v in c["faults"].items())
+    print(f"accepted {c['accepted']} of {c['submitted']} submitted; completed {c['completed']}, "
+          f"failed {c['failed']} {c['failed_codes'] or ''}, lost {c['lost']}, duplicated {c['duplicated']}, "
+          f"invalid outputs {c['invalid_outputs']}; unacknowledged jobs {len(c['unacknowledged_jobs'])}; "
+          f"anomalies {len(c['anomalies'])}")
+    print(f"recovery: {rec}")
+    return 0 if c["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
