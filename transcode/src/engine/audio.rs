@@ -14,7 +14,7 @@ use ffmpeg_next::{
 use super::graph::Graph;
 use super::input::Input;
 use super::mux::Muxer;
-use super::{decode_error_is_fatal, encoder_error, is_again_or_eof};
+use super::{decode_error_is_fatal, encoder_error, invalid, is_again_or_eof, open_decoder};
 use crate::protocol::{EncodeOptions, ErrorCode, TranscodeError};
 
 pub(super) struct AudioPipeline {
@@ -63,28 +63,8 @@ impl AudioPipeline {
             TranscodeError::new(ErrorCode::InvalidMedia, "the audio stream is missing")
         })?;
         let stream_tb = stream.time_base();
-        let parameters = stream.parameters();
-        let codec = decoder::find(parameters.id()).ok_or_else(|| {
-            TranscodeError::new(
-                ErrorCode::UnsupportedFormat,
-                format!(
-                    "the {} audio codec is not supported",
-                    parameters.id().name()
-                ),
-            )
-        })?;
-        let mut context = codec::context::Context::from_parameters(parameters)
-            .map_err(|err| invalid("the audio stream parameters are invalid", err))?;
-        // SAFETY: plain field write on a context that is not open yet.
-        unsafe {
-            (*context.as_mut_ptr()).pkt_timebase = stream_tb.into();
-        }
-        let mut decoder_options = Dictionary::new();
-        decoder_options.set("threads", "auto");
-        let decoder = context
-            .decoder()
-            .open_as_with(codec, decoder_options)
-            .and_then(|opened| opened.audio())
+        let decoder = open_decoder(&stream, "audio")?
+            .audio()
             .map_err(|err| invalid("the audio decoder could not be opened", err))?;
 
         let aac = encoder::find_by_name("aac")
@@ -369,11 +349,4 @@ fn encoder_rate(aac: &codec::Audio, rate: u32) -> u32 {
             .unwrap_or(rate),
         None => rate,
     }
-}
-
-fn invalid(context: &str, err: ffmpeg_next::Error) -> TranscodeError {
-    TranscodeError::new(
-        ErrorCode::InvalidMedia,
-        format!("{context}: {}", super::describe(err)),
-    )
 }

@@ -287,6 +287,45 @@ fn av_error(code: libc::c_int) -> String {
 }
 
 /// Describes a libav error.
+/// Returns an `InvalidMedia` error naming what failed.
+fn invalid(context: &str, err: Error) -> TranscodeError {
+    TranscodeError::new(
+        ErrorCode::InvalidMedia,
+        format!("{context}: {}", describe(err)),
+    )
+}
+
+/// Opens the decoder of `stream` (`kind` is "audio" or "video", for errors)
+/// with its packet time base set and `threads=auto`, as the ffmpeg CLI does:
+/// the libavcodec default is one thread, which halves throughput on two cores.
+fn open_decoder(
+    stream: &ffmpeg_next::format::stream::Stream,
+    kind: &str,
+) -> Result<ffmpeg_next::decoder::Opened, TranscodeError> {
+    let parameters = stream.parameters();
+    let codec = ffmpeg_next::decoder::find(parameters.id()).ok_or_else(|| {
+        TranscodeError::new(
+            ErrorCode::UnsupportedFormat,
+            format!(
+                "the {} {kind} codec is not supported",
+                parameters.id().name()
+            ),
+        )
+    })?;
+    let mut context = ffmpeg_next::codec::context::Context::from_parameters(parameters)
+        .map_err(|err| invalid(&format!("the {kind} stream parameters are invalid"), err))?;
+    // SAFETY: plain field write on a context that is not open yet.
+    unsafe {
+        (*context.as_mut_ptr()).pkt_timebase = stream.time_base().into();
+    }
+    let mut options = ffmpeg_next::Dictionary::new();
+    options.set("threads", "auto");
+    context
+        .decoder()
+        .open_as_with(codec, options)
+        .map_err(|err| invalid(&format!("the {kind} decoder could not be opened"), err))
+}
+
 fn describe(err: Error) -> String {
     av_error(err.into())
 }

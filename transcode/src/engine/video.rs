@@ -14,7 +14,7 @@ use ffmpeg_next::{
 use super::graph::Graph;
 use super::input::Input;
 use super::mux::Muxer;
-use super::{decode_error_is_fatal, encoder_error, is_again_or_eof};
+use super::{decode_error_is_fatal, encoder_error, invalid, is_again_or_eof, open_decoder};
 use crate::protocol::{EncodeOptions, ErrorCode, TranscodeError};
 
 /// Frame rates outside this range are treated as unknown.
@@ -102,30 +102,8 @@ impl VideoPipeline {
         let stream_tb = stream.time_base();
         // SAFETY: reading a plain field of a stream of the open context.
         let stream_sar = Rational::from(unsafe { (*stream.as_ptr()).sample_aspect_ratio });
-        let parameters = stream.parameters();
-        let codec = decoder::find(parameters.id()).ok_or_else(|| {
-            TranscodeError::new(
-                ErrorCode::UnsupportedFormat,
-                format!(
-                    "the {} video codec is not supported",
-                    parameters.id().name()
-                ),
-            )
-        })?;
-        let mut context = codec::context::Context::from_parameters(parameters)
-            .map_err(|err| invalid("the video stream parameters are invalid", err))?;
-        // SAFETY: plain field writes on a context that is not open yet.
-        unsafe {
-            (*context.as_mut_ptr()).pkt_timebase = stream_tb.into();
-        }
-        // threads=auto is what the CLI passes; the libavcodec default is one
-        // thread, which halves throughput on two cores.
-        let mut decoder_options = Dictionary::new();
-        decoder_options.set("threads", "auto");
-        let decoder = context
-            .decoder()
-            .open_as_with(codec, decoder_options)
-            .and_then(|opened| opened.video())
+        let decoder = open_decoder(&stream, "video")?
+            .video()
             .map_err(|err| invalid("the video decoder could not be opened", err))?;
 
         let frame_rate = [guessed, stream.avg_frame_rate()]
@@ -557,13 +535,6 @@ fn build_graph(
     chain.push("format=yuv420p".into());
 
     Graph::build("buffer", &args, &chain.join(","), "buffersink")
-}
-
-fn invalid(context: &str, err: ffmpeg_next::Error) -> TranscodeError {
-    TranscodeError::new(
-        ErrorCode::InvalidMedia,
-        format!("{context}: {}", super::describe(err)),
-    )
 }
 
 #[cfg(test)]
