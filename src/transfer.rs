@@ -10,6 +10,11 @@ use tokio::io::AsyncWriteExt;
 use vidpress_actors::record::JobRecord;
 use vidpress_actors::{JobId, ReplicaFile, Transfer, TransferError, TransferFuture};
 
+/// Deadline of a small node-to-node request, and the base of a file's.
+const SMALL_REQUEST: Duration = Duration::from_secs(5);
+/// Slowest transfer rate accepted for a file, in bytes per second.
+const MIN_RATE: u64 = 2 * 1024 * 1024;
+
 /// The header that carries the cluster cookie on node-to-node requests.
 pub const COOKIE_HEADER: &str = "x-vidpress-cookie";
 
@@ -47,10 +52,12 @@ fn expect_success(response: &reqwest::Response) -> Result<(), TransferError> {
 }
 
 impl HttpTransfer {
-    /// Streams a file to `url` with a PUT.
+    /// Streams a file to `url` with a PUT, within a deadline that grows with
+    /// its size: a peer that stops reading (frozen) must not hold the sender.
     async fn put_file(&self, url: String, from: &Path) -> Result<(), TransferError> {
         let file = tokio::fs::File::open(from).await.map_err(failed)?;
         let size = file.metadata().await.map_err(failed)?.len();
+        let deadline = SMALL_REQUEST + Duration::from_secs(size / MIN_RATE);
         let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(
             file,
             256 * 1024,
@@ -58,6 +65,7 @@ impl HttpTransfer {
         let response = self
             .client
             .put(url)
+            .timeout(deadline)
             .header(COOKIE_HEADER, &self.cookie)
             .header(reqwest::header::CONTENT_LENGTH, size)
             .body(body)

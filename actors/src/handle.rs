@@ -12,6 +12,10 @@ use crate::supervisor::{Subscription, SupervisorMsg};
 
 /// How long a call to an actor may take before the caller gives up.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a submission may wait for its job to be stored here and copied
+/// to the standby. Giving up earlier would answer 503 for a job that then
+/// exists; the copy has deadlines of its own (see the HTTP transfer).
+pub const SUBMIT_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Why a request to the node's actors failed.
 #[derive(Debug, thiserror::Error)]
@@ -46,7 +50,8 @@ impl Jobs {
     /// Accepts an upload as a job.
     pub async fn submit(&self, request: SubmitRequest) -> Result<Submitted, ServiceError> {
         let request = Box::new(request);
-        Ok(call(&self.gateway, |reply| GatewayMsg::Submit(request, reply)).await??)
+        let submit = |reply| GatewayMsg::Submit(request, reply);
+        Ok(call_within(&self.gateway, submit, SUBMIT_TIMEOUT).await??)
     }
 
     /// Returns the current state of a job.
@@ -136,7 +141,19 @@ where
     M: ractor::Message,
     T: Send + 'static,
 {
-    match actor.call(message, Some(CALL_TIMEOUT)).await? {
+    call_within(actor, message, CALL_TIMEOUT).await
+}
+
+async fn call_within<M, T>(
+    actor: &ActorRef<M>,
+    message: impl FnOnce(RpcReplyPort<T>) -> M,
+    timeout: Duration,
+) -> Result<T, ServiceError>
+where
+    M: ractor::Message,
+    T: Send + 'static,
+{
+    match actor.call(message, Some(timeout)).await? {
         ractor::rpc::CallResult::Success(value) => Ok(value),
         ractor::rpc::CallResult::Timeout => Err(ServiceError::Timeout),
         ractor::rpc::CallResult::SenderError => Err(ServiceError::Unavailable),
