@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::{Deserialize, Serialize};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 use tracing::{debug, error, info, warn};
 use vidpress_cluster::NodeName;
 use vidpress_transcode::{ErrorCode, MediaInfo, TranscodeError};
@@ -100,6 +100,9 @@ pub enum SupervisorMsg {
     Report { attempt: u32, report: AttemptReport },
     /// A node is down: if it ran the current attempt, run the job elsewhere.
     NodeLost(NodeName),
+    /// The result of attempt `attempt` is on the standby (or could not be
+    /// copied, which is logged): the job is complete.
+    ResultCopied { attempt: u32, bytes: u64 },
     /// Sent to itself every [`WATCH_EVERY`] while attempt `0` runs.
     Watch(u32),
 }
@@ -142,6 +145,8 @@ pub struct SupervisorState {
     scope: String,
     standby_http: Option<String>,
     transfer: Arc<dyn Transfer>,
+    /// Feeds the task that copies each new record to the standby.
+    replica: Option<watch::Sender<JobRecord>>,
     attempt_started: Option<Instant>,
     last_progress_event: Option<Instant>,
     events: broadcast::Sender<JobEvent>,
@@ -162,6 +167,11 @@ impl Actor for JobSupervisor {
         args: SupervisorArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         let record = args.record;
+        let replica = args.standby_http.clone().map(|standby| {
+            let (tx, rx) = watch::channel(record.clone());
+            tokio::spawn(copy_records(args.transfer.clone(), standby, rx));
+            tx
+        });
         let state = match &record.outcome {
             None => JobState::Queued,
             Some(Outcome::Completed { bytes }) => JobState::Completed {
@@ -198,6 +208,7 @@ impl Actor for JobSupervisor {
             started: false,
             last_report: Instant::now(),
             scope: args.scope,
+            replica,
             standby_http: args.standby_http,
             transfer: args.transfer,
             attempt_started: None,
@@ -215,8 +226,19 @@ impl Actor for JobSupervisor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             SupervisorMsg::Accept { reply, estimate } => {
+                // Both copies exist before the 202: this node's, fsynced, and
+                // the standby's, answered once durable there.
                 state.replicate_file(ReplicaFile::Input).await;
-                if let Err(e) = state.save().await {
+                if let Some(standby) = &state.standby_http {
+                    if let Err(e) = state
+                        .transfer
+                        .replicate_record(standby, &state.record)
+                        .await
+                    {
+                        warn!(job_id = %state.job.id, standby = %standby, error = %e, "cannot copy the record to the standby");
+                    }
+                }
+                if let Err(e) = state.persist().await {
                     error!(job_id = %state.job.id, error = %e, "cannot store the job record");
                     let _ = reply.send(Err(SubmitError::Storage(e.to_string())));
                     let _ = state.gateway.cast(GatewayMsg::Forget(state.job.id));
@@ -264,6 +286,18 @@ impl Actor for JobSupervisor {
                     myself.send_after(WATCH_EVERY, move || SupervisorMsg::Watch(attempt));
                 }
             }
+            SupervisorMsg::ResultCopied { attempt, bytes } => {
+                if attempt == state.job.attempt
+                    && matches!(state.job.state, JobState::Running { .. })
+                {
+                    if state.cancel_requested() {
+                        state.finish(JobState::Canceled);
+                    } else {
+                        let output = paths::result(&state.data_dir, state.job.id);
+                        state.finish(JobState::Completed { output, bytes });
+                    }
+                }
+            }
             SupervisorMsg::NodeLost(node) => {
                 if matches!(state.job.state, JobState::Running { .. })
                     && state.job.node.as_ref() == Some(&node)
@@ -278,7 +312,7 @@ impl Actor for JobSupervisor {
                 }
                 state.last_report = Instant::now();
                 match report {
-                    AttemptReport::Ended(Ok(bytes)) => state.complete(bytes).await,
+                    AttemptReport::Ended(Ok(bytes)) => state.complete(&myself, bytes),
                     report => state.report(report),
                 }
             }
@@ -311,8 +345,9 @@ impl SupervisorState {
 
     /// Takes the output of the current attempt as the result: on this node,
     /// and on the standby before `completed` is said, so a download survives
-    /// the loss of either.
-    async fn complete(&mut self, bytes: u64) {
+    /// the loss of either. The copy runs in a task that reports back with
+    /// [`SupervisorMsg::ResultCopied`], so the job answers polls meanwhile.
+    fn complete(&mut self, myself: &ActorRef<SupervisorMsg>, bytes: u64) {
         self.release_slot();
         if self.cancel_requested() {
             self.finish(JobState::Canceled);
@@ -326,8 +361,25 @@ impl SupervisorState {
             )));
             return;
         }
-        self.replicate_file(ReplicaFile::Result).await;
-        self.finish(JobState::Completed { output, bytes });
+        let Some(standby) = self.standby_http.clone() else {
+            self.finish(JobState::Completed { output, bytes });
+            return;
+        };
+        let (transfer, id, attempt, myself) = (
+            self.transfer.clone(),
+            self.job.id,
+            self.job.attempt,
+            myself.clone(),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = transfer
+                .replicate_file(&standby, id, ReplicaFile::Result, &output)
+                .await
+            {
+                warn!(job_id = %id, standby = %standby, error = %e, "cannot copy the result to the standby");
+            }
+            let _ = myself.cast(SupervisorMsg::ResultCopied { attempt, bytes });
+        });
     }
 
     /// Copies one of the job's files to the standby; a failure leaves the
@@ -346,13 +398,12 @@ impl SupervisorState {
         }
     }
 
-    /// Writes the record to disk and to the standby.
+    /// Writes the record to disk and hands it to the task that keeps the
+    /// standby's copy current (never waiting for a standby that may be frozen).
     async fn save(&mut self) -> std::io::Result<()> {
         self.persist().await?;
-        if let Some(standby) = &self.standby_http {
-            if let Err(e) = self.transfer.replicate_record(standby, &self.record).await {
-                warn!(job_id = %self.job.id, standby = %standby, error = %e, "cannot copy the record to the standby");
-            }
+        if let Some(replica) = &self.replica {
+            replica.send_replace(self.record.clone());
         }
         Ok(())
     }
@@ -638,6 +689,22 @@ impl SupervisorState {
             backlog
         };
         Subscription { backlog, live }
+    }
+}
+
+/// Copies each new record of a job to its standby, the latest first: a
+/// record skipped while the standby was slow is superseded by a newer one.
+/// Ends with the job's supervisor.
+async fn copy_records(
+    transfer: Arc<dyn Transfer>,
+    standby: String,
+    mut records: watch::Receiver<JobRecord>,
+) {
+    while records.changed().await.is_ok() {
+        let record = records.borrow_and_update().clone();
+        if let Err(e) = transfer.replicate_record(&standby, &record).await {
+            warn!(job_id = %record.id, standby = %standby, error = %e, "cannot copy the record to the standby");
+        }
     }
 }
 
