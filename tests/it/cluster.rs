@@ -407,7 +407,10 @@ async fn sigkill_of_the_worker_node_reruns_the_job_elsewhere() {
 async fn sigstop_of_the_worker_node_reruns_the_job_and_sigcont_changes_nothing() {
     let (moved, recovery, trio, id) = fault_running_node(libc::SIGSTOP).await;
     eprintln!("sigstop recovery: {recovery:?}");
-    assert!(recovery < Duration::from_secs(5), "recovered in {recovery:?}");
+    assert!(
+        recovery < Duration::from_secs(5),
+        "recovered in {recovery:?}"
+    );
     let frozen = trio
         .nodes
         .iter()
