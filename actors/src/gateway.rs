@@ -22,7 +22,7 @@ use ractor::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
-use vidpress_cluster::{wire, ClusterView, NodeLoad, NodeName};
+use vidpress_cluster::{wire, ClusterView, MemberState, NodeLoad, NodeName};
 use vidpress_transcode::driver::ChildCommand;
 use vidpress_transcode::EncodeOptions;
 
@@ -420,7 +420,14 @@ impl Actor for Gateway {
                 }
                 state.pump();
             }
-            GatewayMsg::NodeUp(node) => state.relinquish_to(&node),
+            GatewayMsg::NodeUp(node) => {
+                state.relinquish_to(&node);
+                // A majority may be visible again: take over what is still
+                // owned by nodes that are down.
+                for down in state.down_members() {
+                    state.take_over(&myself, &down).await;
+                }
+            }
             GatewayMsg::Relinquish { job, epoch } => state.give_way(job, epoch),
             GatewayMsg::NodeDown(node) => {
                 state.take_over(&myself, &node).await;
@@ -708,6 +715,12 @@ impl GatewayState {
     /// copies become this node's jobs under a new epoch, unfinished ones are
     /// queued for a new attempt.
     async fn take_over(&mut self, myself: &ActorRef<GatewayMsg>, owner: &NodeName) {
+        if !self.sees_majority() {
+            // Cut off from most of the cluster, this node cannot tell a dead
+            // owner from its own isolation: taking over could run a job twice.
+            warn!(node = %self.args.node, owner = %owner, "owner lost but no majority in sight: no takeover");
+            return;
+        }
         let Ok(dirs) = std::fs::read_dir(self.args.data_dir.join("replicas")) else {
             return;
         };
@@ -741,6 +754,27 @@ impl GatewayState {
             }
             warn!(job_id = %id, owner = %owner, node = %self.args.node, epoch, "job taken over from a lost owner");
         }
+    }
+
+    /// Returns whether this node sees more than half of the known nodes up
+    /// (itself included).
+    fn sees_majority(&self) -> bool {
+        self.args.cluster.as_ref().is_none_or(|cluster| {
+            let view = cluster.view.borrow();
+            view.up().count() * 2 > view.members.len()
+        })
+    }
+
+    /// Returns the known nodes that are down.
+    fn down_members(&self) -> Vec<NodeName> {
+        self.args.cluster.as_ref().map_or_else(Vec::new, |cluster| {
+            let view = cluster.view.borrow();
+            view.members
+                .values()
+                .filter(|m| m.state == MemberState::Down)
+                .map(|m| m.name.clone())
+                .collect()
+        })
     }
 
     /// Tells a node that came back which of its jobs this node now owns.

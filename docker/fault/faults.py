@@ -10,12 +10,15 @@ of Jepsen's total-queue checker:
               connection at submit is not an acceptance and is fine);
 - completed / failed (with codes) / canceled: terminal, and answered the
               same way by every live node;
-- lost:       accepted but never terminal by the deadline, or not answerable
-              from a live node (404, or 503s/timeouts until the deadline);
+- lost:       accepted, but at the final check not terminal on every live
+              node by the deadline: never terminal, or a node answering 404,
+              or 503s/timeouts until the deadline;
 - duplicated: one job reported completed with different results (or
               different terminal states) by different nodes, a job ID held
               (listed) by two nodes at the end, a job ID returned for two
-              submissions, or one submission that produced two jobs;
+              submissions, one submission that produced two jobs, or a job
+              executed twice: seen completed by two different attempts, or
+              seen running a new attempt after it was seen completed;
 - invalid:    a completed output that is not H.264 + AAC of the input's
               duration (ffprobe).
 
@@ -29,8 +32,13 @@ or terminal, polled every 100 ms.
 
 Writes <out>/summary.json, <out>/events.jsonl (every observation) and
 <out>/timeline.txt (the same, readable); prints "N passed, M failed"; exits
-1 when lost, duplicated or invalid is not zero (or with FAULT_STRICT=1, when
-a job failed), 2 when the harness itself could not run.
+1 when a job's check failed (lost, duplicated or invalid; with FAULT_STRICT=1
+also a job that ended `failed` or a 404 from a live node), 2 when the harness
+itself could not run.
+
+Not counted as failures but reported (summary.json "anomalies"): a live node
+answering 404 for an accepted job for a while, stale reads (a node answering
+an older state after a newer one was seen), two live attempts of one job.
 """
 
 from __future__ import annotations
@@ -185,6 +193,10 @@ class Job:
     last: dict = field(default_factory=dict)  # last status document seen
     last_key: tuple = ()
     terminal_seen: dict = field(default_factory=dict)  # first terminal doc (status, result bytes)
+    completed_attempts: dict = field(default_factory=dict)  # attempt -> node that reported it completed
+    max_running_attempt: int = 0
+    reexecuted: str = ""  # why the job counts as executed twice
+    conflict: str = ""  # two different terminal answers
 
 
 @dataclass
@@ -296,12 +308,13 @@ class Harness:
 
     def body(self, index: int) -> bytes:
         # A top-level `free` box after the movie: ignored by demuxers, and
-        # its size (40 + index bytes) makes every submission's length unique.
-        payload = f"vidpress-fault {self.run_id} #{index:05d}".encode().ljust(32 + index, b".")
+        # its size (8 + 64 + index bytes) makes every submission's length unique.
+        label = f"vidpress-fault {self.run_id} #{index:05d}".encode()[:64]
+        payload = label.ljust(64 + index, b".")
         return self.clip + struct.pack(">I", 8 + len(payload)) + b"free" + payload
 
     def submission_of_size(self, size: int) -> int | None:
-        extra = size - len(self.clip) - 8 - 32
+        extra = size - len(self.clip) - 8 - 64
         return extra if extra >= 0 else None
 
     def submit(self, node: str, round_no: int, timeout: float = 30.0, note: str = "") -> Submission:
@@ -370,19 +383,44 @@ class Harness:
         st = doc.get("status")
         result = (doc.get("result") or {}).get("bytes")
         key = (st, doc.get("attempt"), doc.get("node"), result)
+        attempt = doc.get("attempt") or 0
         with LOCK:
             first = job.terminal_seen
+            if st == "completed":
+                job.completed_attempts.setdefault(attempt, node)
+                if len(job.completed_attempts) > 1 and not job.reexecuted:
+                    job.reexecuted = (f"completed by attempts {sorted(job.completed_attempts)} "
+                                      f"(attempt {attempt} seen on {node})")
+                    self.anomaly("completed-twice", jid, node, job.reexecuted)
             if first and st not in TERMINAL:
-                self.anomaly("regressed", jid, node,
-                             f"{node} reports {st} (attempt {doc.get('attempt')} on {doc.get('node')}) "
-                             f"after {first['status']} was seen")
-            elif first and (st != first["status"] or result != first["result"]):
-                self.anomaly("terminal-differs", jid, node,
-                             f"{node} reports {st} result {result} after {first['status']} "
-                             f"result {first['result']} was seen")
+                done = first.get("attempt") or 0
+                if first["status"] == "completed" and st == "running" and attempt > done:
+                    if not job.reexecuted:
+                        job.reexecuted = (f"re-run after it was completed by attempt {done}: "
+                                          f"{node} reports running attempt {attempt} on {doc.get('node')}")
+                    self.anomaly("rerun-after-done", jid, node, job.reexecuted)
+                else:
+                    self.anomaly("stale-read", jid, node,
+                                 f"{node} reports {st} (attempt {attempt} on {doc.get('node')}) "
+                                 f"after {first['status']} (attempt {done}) was seen")
+            elif first and st in TERMINAL and st != first["status"]:
+                job.conflict = job.conflict or (f"{node} reports {st} after {first['status']} "
+                                                f"was seen on {first['node']}")
+                self.anomaly("terminal-differs", jid, node, job.conflict)
+            elif first and st == "completed" and result != first["result"]:
+                job.conflict = job.conflict or (f"{node} reports a result of {result} bytes after "
+                                                f"{first['result']} bytes were seen on {first['node']}")
+                self.anomaly("result-differs", jid, node, job.conflict)
+            if st == "running" and not first:
+                if attempt < job.max_running_attempt:
+                    self.anomaly("older-attempt", jid, node,
+                                 f"{node} reports attempt {attempt} running on {doc.get('node')} after attempt "
+                                 f"{job.max_running_attempt} was seen running: two copies of the job, "
+                                 f"each with its own live attempt")
+                job.max_running_attempt = max(job.max_running_attempt, attempt)
             if st in TERMINAL and not first:
                 job.terminal_seen = {"status": st, "result": result, "node": node, "t": now(),
-                                     "error": error_code(doc)}
+                                     "error": error_code(doc), "attempt": attempt}
             if key != job.last_key:
                 job.last_key = key
                 job.last = doc
@@ -619,14 +657,14 @@ class Harness:
             # Submissions during the fault: to a live node (should be
             # accepted) and to the faulted one (cannot be; not a loss).
             live = c.live()
-            extra = [self.pool.submit(self.submit, live[round_no % len(live)], round_no, 30.0,
+            extra = [self.pool.submit(self.submit, live[round_no % len(live)], round_no, 60.0,
                                       f"(during the {kind} of {target})"),
                      self.pool.submit(self.submit, target, round_no, 5.0,
                                       f"(to the node under {kind})")]
             time.sleep(self.args.hold)
+            self.heal(f)
             for e in extra:
                 e.result()
-            self.heal(f)
 
         elif kind == "restart":
             target = self.choose_target(docs, round_no)
@@ -639,7 +677,10 @@ class Harness:
         elif kind == "rolling-restart":
             for i, target in enumerate(NODES):
                 if i:
+                    # Fresh work for this node's restart to interrupt.
                     c.wait_whole(60)
+                    more = self.submit_batch(round_no, 3, offset=round_no + i)
+                    self.running_jobs(more, self.args.trigger_progress, 60)
                 docs = self.snapshot_all(exclude=(target,))
                 c.faulted[target] = "restarting"
                 f = self.start_fault(kind, round_no, target, self.affected_by(target, docs))
@@ -729,6 +770,12 @@ class Harness:
             if len(held.get(jid, [])) > 1:
                 state = "duplicated"
                 dup.append(f"held by {held[jid]} (listed by each)")
+            if job.reexecuted and state != "lost":
+                state = "duplicated"
+                dup.append(f"executed twice: {job.reexecuted}")
+            if job.conflict and state != "lost":
+                state = "duplicated"
+                dup.append(f"different outcomes reported: {job.conflict}")
             if listing_ok and state != "lost" and not held.get(jid):
                 problems.append("listed by no node")
             status = next((s for s in statuses.values() if s), None)
@@ -873,7 +920,11 @@ def summarize(h: Harness, check: dict | None, started: float) -> dict:
     passed = sum(1 for e in jobs.values() if e["passed"])
     failed_checks = len(jobs) - passed
     strict = os.environ.get("FAULT_STRICT") == "1"
-    ok = bool(check) and not lost and not duplicated and not invalid and not (strict and counts["failed"])
+    # Lost, duplicated and invalid jobs all fail their check.
+    # FAULT_STRICT=1: a job that ended `failed`, or a live node that
+    # answered 404 for an accepted job even once, fails the run too.
+    transient_404 = sum(a["count"] for a in h.anomalies if a["kind"] == "404")
+    ok = bool(check) and failed_checks == 0 and not (strict and (counts["failed"] or transient_404))
     return {
         "ok": ok,
         "duration_s": round(time.time() - started, 1),
@@ -902,6 +953,8 @@ def summarize(h: Harness, check: dict | None, started: float) -> dict:
              "affected": f.affected, "recovered": {j: {"seconds": r[0], "how": r[1]} for j, r in f.recovered.items()},
              "answerable_again_s": f.answerable, "poll_answers": f.answers, "notes": f.notes}
             for f in h.faults],
+        "anomaly_counts": {k: sum(1 for a in h.anomalies if a["kind"] == k)
+                           for k in sorted({a["kind"] for a in h.anomalies})},
         "anomalies": h.anomalies,
         "config": {k: v for k, v in vars(h.args).items() if k not in ("containers",)},
         "jobs": jobs,
@@ -935,6 +988,8 @@ def main() -> int:
     started = time.time()
 
     def on_signal(signum, _frame):
+        if STOP.is_set():
+            return  # already stopping: let the summary be written
         STOP.set()
         raise KeyboardInterrupt
 
@@ -991,10 +1046,14 @@ def main() -> int:
     print(f"accepted {c['accepted']} of {c['submitted']} submitted; completed {c['completed']}, "
           f"failed {c['failed']} {c['failed_codes'] or ''}, lost {c['lost']}, duplicated {c['duplicated']}, "
           f"invalid outputs {c['invalid_outputs']}; unacknowledged jobs {len(c['unacknowledged_jobs'])}; "
-          f"anomalies {len(c['anomalies'])}")
+          f"anomalies {c['anomaly_counts'] or 0}")
     print(f"recovery: {rec}")
     return 0 if c["ok"] else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Pollers may still be waiting on a node: do not wait for them.
+    os._exit(code)

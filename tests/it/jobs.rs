@@ -321,10 +321,15 @@ async fn a_restarted_node_recovers_its_jobs_from_disk() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     node.stop().await;
-    assert!(
-        transcoders_of(&interrupted).is_empty(),
-        "stopping the node stopped its encoder"
-    );
+    // The encoder gets SIGKILL; give the kernel a moment to end it.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !transcoders_of(&interrupted).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "stopping the node did not stop its encoder"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // Second run on the same data: both jobs are there again.
     let node = TestNode::start_at(data.path(), |c| {
