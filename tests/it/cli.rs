@@ -75,3 +75,39 @@ async fn submit_reports_a_refused_upload_and_fails() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("415"), "{stderr}");
 }
+
+#[tokio::test]
+async fn watch_follows_a_job_to_its_end_and_cancel_stops_one() {
+    let node = TestNode::start_with(|c| c.workers = Some(0)).await.serve();
+    let (status, job) = node.submit(&clip(1), "").await;
+    assert_eq!(status, 202);
+    let id = job["id"].as_str().unwrap().to_owned();
+    let base = node.base.clone();
+    let watch_id = id.clone();
+    let watcher = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_vidpress"))
+            .args(["watch", &watch_id, "--server", &base])
+            .output()
+            .unwrap()
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let base = node.base.clone();
+    let cancel_id = id.clone();
+    let canceled = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_vidpress"))
+            .args(["cancel", &cancel_id, "--server", &base])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(canceled.status.success());
+    assert_eq!(String::from_utf8_lossy(&canceled.stdout).trim(), "canceled");
+    let watched = watcher.await.unwrap();
+    assert!(
+        !watched.status.success(),
+        "a canceled job ends the watch with an error"
+    );
+    let stderr = String::from_utf8_lossy(&watched.stderr);
+    assert!(stderr.contains("canceled"), "{stderr}");
+}
