@@ -422,6 +422,10 @@ impl Actor for Gateway {
             }
             GatewayMsg::NodeUp(node) => {
                 state.relinquish_to(&node);
+                // It may have missed copies of the jobs it stands by for.
+                for entry in state.jobs.values() {
+                    let _ = entry.supervisor.cast(SupervisorMsg::Resync(node.clone()));
+                }
                 // A majority may be visible again: take over what is still
                 // owned by nodes that are down.
                 for down in state.down_members() {
@@ -750,7 +754,8 @@ impl GatewayState {
             }
             self.taken_over.insert(id, (owner.clone(), epoch));
             if unfinished {
-                self.queue.push_back(id);
+                // Accepted before anything queued here since: first in line.
+                self.queue.push_front(id);
             }
             warn!(job_id = %id, owner = %owner, node = %self.args.node, epoch, "job taken over from a lost owner");
         }

@@ -100,6 +100,9 @@ pub enum SupervisorMsg {
     Report { attempt: u32, report: AttemptReport },
     /// A node is down: if it ran the current attempt, run the job elsewhere.
     NodeLost(NodeName),
+    /// A node is up again: if it is this job's standby, it may have missed
+    /// copies while away, so send it the job's files and record again.
+    Resync(NodeName),
     /// The result of attempt `attempt` is on the standby (or could not be
     /// copied, which is logged): the job is complete.
     ResultCopied { attempt: u32, bytes: u64 },
@@ -298,6 +301,7 @@ impl Actor for JobSupervisor {
                     }
                 }
             }
+            SupervisorMsg::Resync(node) => state.resync(&node),
             SupervisorMsg::NodeLost(node) => {
                 if matches!(state.job.state, JobState::Running { .. })
                     && state.job.node.as_ref() == Some(&node)
@@ -379,6 +383,36 @@ impl SupervisorState {
                 warn!(job_id = %id, standby = %standby, error = %e, "cannot copy the result to the standby");
             }
             let _ = myself.cast(SupervisorMsg::ResultCopied { attempt, bytes });
+        });
+    }
+
+    /// Sends the standby `node` what it needs to take the job over: the
+    /// result (or, unfinished, the input), then the record, in a task.
+    fn resync(&self, node: &NodeName) {
+        let (Some(standby), Some(http)) = (&self.record.standby, &self.standby_http) else {
+            return;
+        };
+        if standby != node {
+            return;
+        }
+        let file = if self.record.outcome.is_some() {
+            ReplicaFile::Result
+        } else {
+            ReplicaFile::Input
+        };
+        let path = paths::job_dir(&self.data_dir, self.job.id).join(file.name());
+        let (transfer, http, record) = (self.transfer.clone(), http.clone(), self.record.clone());
+        tokio::spawn(async move {
+            // A failed job has no file to send; its record is enough.
+            if path.exists() {
+                if let Err(e) = transfer.replicate_file(&http, record.id, file, &path).await {
+                    warn!(job_id = %record.id, standby = %http, error = %e, "cannot resync the standby");
+                    return;
+                }
+            }
+            if let Err(e) = transfer.replicate_record(&http, &record).await {
+                warn!(job_id = %record.id, standby = %http, error = %e, "cannot resync the standby");
+            }
         });
     }
 

@@ -777,3 +777,52 @@ async fn finished_jobs_and_their_copies_are_removed_after_the_retention() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test]
+async fn a_standby_that_was_away_is_brought_up_to_date_before_it_is_needed() {
+    let mut trio = Trio::start([1, 0, 1]).await;
+    // Jobs owned by node-a stand by on node-b; node-b misses the whole job.
+    trio.nodes[1].kill();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while member_state(&trio.nodes[0], "node-b").await.as_deref() != Some("down") {
+        assert!(Instant::now() < deadline, "node-b never marked down");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    trio.nodes[1].start();
+    wait_members_up(&trio.nodes[0], 3, Duration::from_secs(30)).await;
+    let id = submit(&trio.nodes[0], &clip(1), "").await;
+    // Take node-b away again before the job finishes, then bring it back.
+    trio.nodes[1].kill();
+    let done = poll_until(&trio.nodes[0], &id, Duration::from_secs(60), |s, _| {
+        s != 202
+    })
+    .await;
+    assert_eq!(done["status"], "completed");
+    trio.nodes[1].start();
+    let replica = trio.nodes[1].data.join("replicas").join(&id);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let record = std::fs::read(replica.join("job.json")).ok();
+        let finished = record
+            .and_then(|r| serde_json::from_slice::<Value>(&r).ok())
+            .is_some_and(|r| r["outcome"]["status"] == "completed");
+        if finished && replica.join("output.mp4").exists() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node-b never got the finished job:\n{}",
+            trio.nodes[0].log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Now the owner can go: the standby serves the result without a re-run.
+    trio.nodes[0].kill();
+    let doc = poll_until(&trio.nodes[2], &id, Duration::from_secs(30), |s, _| {
+        s != 503
+    })
+    .await;
+    assert_eq!(doc["status"], "completed", "{doc}");
+    assert_eq!(doc["attempt"], done["attempt"], "no second execution");
+    assert_eq!(doc["result"]["bytes"], done["result"]["bytes"]);
+}
