@@ -211,6 +211,15 @@ async fn wait_members_up(node: &NodeProc, count: usize, limit: Duration) {
     }
 }
 
+/// Waits until `node` reports `name` down, or panics after 10 s.
+async fn wait_marked_down(node: &NodeProc, name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while member_state(node, name).await.as_deref() != Some("down") {
+        assert!(Instant::now() < deadline, "{name} never marked down");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Returns the state `node` reports for `name`, if it lists it.
 async fn member_state(node: &NodeProc, name: &str) -> Option<String> {
     let (_, view) = get_json(&format!("{}/cluster", node.base())).await?;
@@ -470,11 +479,7 @@ async fn a_node_with_the_wrong_cookie_is_refused() {
 async fn a_restarted_node_rejoins_and_takes_work() {
     let mut trio = Trio::start([0, 1, 0]).await;
     trio.nodes[1].kill();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while member_state(&trio.nodes[0], "node-b").await.as_deref() != Some("down") {
-        assert!(Instant::now() < deadline, "node-b never marked down");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_marked_down(&trio.nodes[0], "node-b").await;
     trio.nodes[1].start();
     wait_members_up(&trio.nodes[0], 3, Duration::from_secs(30)).await;
     let id = submit(&trio.nodes[0], &clip(1), "").await;
@@ -783,11 +788,7 @@ async fn a_standby_that_was_away_is_brought_up_to_date_before_it_is_needed() {
     let mut trio = Trio::start([1, 0, 1]).await;
     // Jobs owned by node-a stand by on node-b; node-b misses the whole job.
     trio.nodes[1].kill();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while member_state(&trio.nodes[0], "node-b").await.as_deref() != Some("down") {
-        assert!(Instant::now() < deadline, "node-b never marked down");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_marked_down(&trio.nodes[0], "node-b").await;
     trio.nodes[1].start();
     wait_members_up(&trio.nodes[0], 3, Duration::from_secs(30)).await;
     let id = submit(&trio.nodes[0], &clip(1), "").await;
