@@ -120,6 +120,10 @@ impl Server {
             max_upload_bytes: config.max_upload_bytes,
             cookie: config.cookie.as_deref().map(Arc::from),
             cluster: link.map(|l| l.view),
+            // Joins are transitive and answered within a heartbeat or two;
+            // by a failure timeout every live node has been heard of.
+            view_settles_at: std::time::Instant::now()
+                + 2 * Duration::from_millis(config.failure_timeout_ms),
             proxy: reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(2))
                 .build()
@@ -178,14 +182,15 @@ impl Server {
     }
 }
 
-/// Waits, up to `timeout`, until the node owns no unfinished job and its
-/// workers are idle.
+/// Waits, up to `timeout`, until the node owns no unfinished job, its
+/// workers are idle and the standbys that are up hold the latest records of
+/// its jobs (so no finished job is run again by a standby after the stop).
 async fn drain(jobs: &Jobs, timeout: Duration) {
     jobs.drain();
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         match jobs.stats().await {
-            Ok(stats) if stats.active == 0 && stats.busy == 0 => {
+            Ok(stats) if stats.active == 0 && stats.busy == 0 && stats.unsynced == 0 => {
                 info!("drained");
                 return;
             }
@@ -193,6 +198,7 @@ async fn drain(jobs: &Jobs, timeout: Duration) {
                 warn!(
                     active = stats.active,
                     busy = stats.busy,
+                    unsynced = stats.unsynced,
                     "drain timeout: stopping with unfinished jobs"
                 );
                 return;

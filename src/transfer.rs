@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 use vidpress_actors::record::JobRecord;
-use vidpress_actors::{JobId, ReplicaFile, Transfer, TransferError, TransferFuture};
+use vidpress_actors::{JobId, Relinquished, ReplicaFile, Transfer, TransferError, TransferFuture};
 
 /// Deadline of a small node-to-node request, and the base of a file's.
 const SMALL_REQUEST: Duration = Duration::from_secs(5);
@@ -132,6 +132,7 @@ impl Transfer for HttpTransfer {
                     record.id
                 ))
                 .header(COOKIE_HEADER, &self.cookie)
+                .timeout(SMALL_REQUEST)
                 .json(record)
                 .send()
                 .await
@@ -140,18 +141,28 @@ impl Transfer for HttpTransfer {
         })
     }
 
-    fn relinquish<'a>(&'a self, owner_http: &'a str, job: JobId, epoch: u32) -> TransferFuture<'a> {
+    fn relinquish<'a>(
+        &'a self,
+        owner_http: &'a str,
+        job: JobId,
+        epoch: u32,
+        finished: bool,
+    ) -> TransferFuture<'a, Relinquished> {
         Box::pin(async move {
             let response = self
                 .client
                 .post(format!(
-                    "{owner_http}/internal/jobs/{job}/relinquish?epoch={epoch}"
+                    "{owner_http}/internal/jobs/{job}/relinquish?epoch={epoch}&finished={finished}"
                 ))
                 .header(COOKIE_HEADER, &self.cookie)
+                .timeout(SMALL_REQUEST)
                 .send()
                 .await
                 .map_err(failed)?;
-            expect_success(&response)
+            if response.status() == reqwest::StatusCode::CONFLICT {
+                return Ok(Relinquished::Kept);
+            }
+            expect_success(&response).map(|()| Relinquished::GaveWay)
         })
     }
 

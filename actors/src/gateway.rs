@@ -30,7 +30,7 @@ use crate::job::{JobId, JobSnapshot, JobStatus};
 use crate::paths;
 use crate::record::{self, JobRecord, Outcome};
 use crate::supervisor::{AttemptReport, JobSupervisor, SupervisorArgs, SupervisorMsg};
-use crate::transfer::Transfer;
+use crate::transfer::{Relinquished, Transfer};
 use crate::worker::{self, WorkerActor, WorkerArgs, WorkerMsg};
 
 /// How often queued jobs look again for free workers on other nodes, whose
@@ -42,6 +42,12 @@ const REJECT_COOLDOWN: Duration = Duration::from_secs(1);
 const DEBRIS_AGE: Duration = Duration::from_secs(3600);
 /// How often finished jobs past their retention are looked for, at most.
 const SWEEP_EVERY: Duration = Duration::from_secs(30);
+/// After a former owner kept its finished copy, its standby (the node that
+/// had taken the job over) is sent the copy again this much later, once it
+/// has dropped its own.
+const RESYNC_AFTER_YIELD: Duration = Duration::from_secs(2);
+/// How long a job supervisor that gives its job up is waited for.
+const ABANDON_WAIT: Duration = Duration::from_secs(5);
 
 /// Until a job has been measured, assume one second per megabyte of input.
 const INITIAL_SECONDS_PER_BYTE: f64 = 1e-6;
@@ -98,6 +104,8 @@ pub enum SubmitError {
     Spawn(String),
     #[error("the node is shutting down")]
     Draining,
+    #[error("the job could not be copied to its standby: {0}")]
+    Replication(String),
 }
 
 /// Load figures of one node.
@@ -111,6 +119,8 @@ pub struct NodeStats {
     pub active: usize,
     /// The node is shutting down and takes no new work.
     pub draining: bool,
+    /// Jobs owned here whose standby is up but lacks their latest record.
+    pub unsynced: usize,
 }
 
 /// Messages the gateway handles.
@@ -146,9 +156,25 @@ pub enum GatewayMsg {
     NodeDown(NodeName),
     /// A node is up again: jobs taken over from it are relinquished there.
     NodeUp(NodeName),
-    /// Another node took this job over under `epoch`: a lower-epoch copy here
-    /// gives way.
-    Relinquish { job: JobId, epoch: u32 },
+    /// Another node took this job over under `epoch`, and its copy is
+    /// `finished` or not. This node's copy gives way unless it is finished
+    /// while the other is not, or it is of the same or a later epoch. Replies
+    /// whether this node's copy was kept.
+    Relinquish {
+        job: JobId,
+        epoch: u32,
+        finished: bool,
+        reply: RpcReplyPort<bool>,
+    },
+    /// The former owner of a job this node took over kept its copy (it had
+    /// finished the job): this node's unfinished copy gives way.
+    Yield(JobId),
+    /// Whether the standby of a job owned here holds its latest record.
+    Synced {
+        job: JobId,
+        standby: NodeName,
+        synced: bool,
+    },
     /// Periodic: look for free workers across the cluster.
     Tick,
     /// Stops taking new jobs and stops this node's workers from taking new
@@ -294,6 +320,8 @@ pub struct GatewayState {
     draining: bool,
     /// Jobs this node took over, with their former owner and the new epoch.
     taken_over: HashMap<JobId, (NodeName, u32)>,
+    /// Jobs owned here whose standby lacks the latest record, with the standby.
+    unsynced: HashMap<JobId, NodeName>,
     next_sweep: Instant,
     idempotency: HashMap<String, ([u8; 32], JobId)>,
     seconds_per_byte: f64,
@@ -344,6 +372,7 @@ impl Actor for Gateway {
             cooldown: HashMap::new(),
             draining: false,
             taken_over: HashMap::new(),
+            unsynced: HashMap::new(),
             next_sweep: Instant::now(),
             idempotency: HashMap::new(),
             seconds_per_byte: INITIAL_SECONDS_PER_BYTE,
@@ -366,11 +395,7 @@ impl Actor for Gateway {
                 }
                 state.pump();
             }
-            GatewayMsg::Forget(id) => {
-                state.jobs.remove(&id);
-                state.queue.retain(|q| *q != id);
-                state.idempotency.retain(|_, (_, job)| *job != id);
-            }
+            GatewayMsg::Forget(id) => state.forget(id),
             GatewayMsg::List {
                 status,
                 before,
@@ -421,7 +446,7 @@ impl Actor for Gateway {
                 state.pump();
             }
             GatewayMsg::NodeUp(node) => {
-                state.relinquish_to(&node);
+                state.relinquish_to(&myself, &node);
                 // It may have missed copies of the jobs it stands by for.
                 for entry in state.jobs.values() {
                     let _ = entry.supervisor.cast(SupervisorMsg::Resync(node.clone()));
@@ -432,7 +457,26 @@ impl Actor for Gateway {
                     state.take_over(&myself, &down).await;
                 }
             }
-            GatewayMsg::Relinquish { job, epoch } => state.give_way(job, epoch),
+            GatewayMsg::Relinquish {
+                job,
+                epoch,
+                finished,
+                reply,
+            } => {
+                let _ = reply.send(state.give_way(job, epoch, finished).await);
+            }
+            GatewayMsg::Yield(job) => state.yield_to_owner(job).await,
+            GatewayMsg::Synced {
+                job,
+                standby,
+                synced,
+            } => {
+                if synced {
+                    state.unsynced.remove(&job);
+                } else if state.jobs.contains_key(&job) {
+                    state.unsynced.insert(job, standby);
+                }
+            }
             GatewayMsg::NodeDown(node) => {
                 state.take_over(&myself, &node).await;
                 for (job, slot) in &state.running {
@@ -564,6 +608,7 @@ impl GatewayState {
             digest: record::hex(&request.digest),
             attempt: 0,
             lost_attempts: 0,
+            interrupted: 0,
             node: None,
             media: None,
             finished_at_ms: None,
@@ -783,7 +828,9 @@ impl GatewayState {
     }
 
     /// Tells a node that came back which of its jobs this node now owns.
-    fn relinquish_to(&self, node: &NodeName) {
+    /// Where the former owner keeps its copy (it finished the job while this
+    /// node's copy did not), this node's copy gives way instead.
+    fn relinquish_to(&self, myself: &ActorRef<GatewayMsg>, node: &NodeName) {
         let Some(http) = self.http_of(node) else {
             return;
         };
@@ -791,35 +838,92 @@ impl GatewayState {
             if owner != node {
                 continue;
             }
-            let (transfer, http, job, epoch) =
-                (self.args.transfer.clone(), http.clone(), *job, *epoch);
+            let finished = self.jobs.get(job).is_some_and(|e| e.status.is_terminal());
+            let (transfer, http, job, epoch, myself) = (
+                self.args.transfer.clone(),
+                http.clone(),
+                *job,
+                *epoch,
+                myself.clone(),
+            );
             tokio::spawn(async move {
-                if let Err(e) = transfer.relinquish(&http, job, epoch).await {
-                    warn!(job_id = %job, error = %e, "cannot tell the former owner");
+                match transfer.relinquish(&http, job, epoch, finished).await {
+                    Ok(Relinquished::GaveWay) => {}
+                    Ok(Relinquished::Kept) => {
+                        let _ = myself.cast(GatewayMsg::Yield(job));
+                    }
+                    Err(e) => warn!(job_id = %job, error = %e, "cannot tell the former owner"),
                 }
             });
         }
     }
 
-    /// Drops this node's copy of a job another node took over.
-    fn give_way(&mut self, job: JobId, epoch: u32) {
+    /// Decides between this node's copy of a job and the copy another node
+    /// took over under `epoch`: a finished copy wins over an unfinished one
+    /// (running a finished job again would duplicate it), else the later
+    /// epoch wins. Drops this node's copy if it loses; returns whether it
+    /// was kept.
+    async fn give_way(&mut self, job: JobId, epoch: u32, other_finished: bool) -> bool {
+        let Some(entry) = self.jobs.get(&job) else {
+            return false;
+        };
+        let Ok(record) = JobRecord::read(&paths::record(&self.args.data_dir, job)) else {
+            return false;
+        };
+        let finished = record.outcome.is_some();
+        if (finished, record.epoch) >= (other_finished, epoch) {
+            if finished && !other_finished {
+                info!(job_id = %job, node = %self.args.node, epoch = record.epoch, "job finished here: the copy taken over gives way");
+                // The other node held the standby's copy: send it again
+                // once that node has dropped its own.
+                let (supervisor, node) = (entry.supervisor.clone(), self.args.node.clone());
+                if let Some(standby) = record.standby.filter(|s| *s != node) {
+                    supervisor
+                        .send_after(RESYNC_AFTER_YIELD, move || SupervisorMsg::Resync(standby));
+                }
+            }
+            return true;
+        }
+        self.abandon(job).await;
+        warn!(job_id = %job, node = %self.args.node, epoch, "job given up to the node that took it over");
+        false
+    }
+
+    /// Drops this node's unfinished copy of a job taken over from a former
+    /// owner that kept its own, finished copy.
+    async fn yield_to_owner(&mut self, job: JobId) {
         let Some(entry) = self.jobs.get(&job) else {
             return;
         };
-        let Ok(record) = JobRecord::read(&paths::record(&self.args.data_dir, job)) else {
-            return;
-        };
-        if record.epoch >= epoch {
+        if entry.status.is_terminal() {
+            // Finished here too meanwhile: both copies stand, the same result.
             return;
         }
-        entry
-            .supervisor
-            .stop(Some("taken over by another node".into()));
+        self.abandon(job).await;
+        warn!(job_id = %job, node = %self.args.node, "job given back to its former owner, which had finished it");
+    }
+
+    /// Drops this node's copy of a job held elsewhere: its attempt stops, its
+    /// files go, its supervisor stops, all before this returns, so a request
+    /// answered after it is routed to the other copy.
+    async fn abandon(&mut self, job: JobId) {
+        if let Some(entry) = self.jobs.get(&job) {
+            let supervisor = entry.supervisor.clone();
+            // The supervisor never calls the gateway, so this cannot deadlock.
+            let _ = ractor::call_t!(supervisor, SupervisorMsg::Abandon, 5_000);
+            let reason = Some("the job is held by another node".to_owned());
+            let _ = supervisor.stop_and_wait(reason, Some(ABANDON_WAIT)).await;
+        }
+        self.forget(job);
+    }
+
+    /// Drops every trace of a job from the gateway's state.
+    fn forget(&mut self, job: JobId) {
         self.jobs.remove(&job);
         self.queue.retain(|q| *q != job);
         self.idempotency.retain(|_, (_, id)| *id != job);
-        let _ = std::fs::remove_dir_all(paths::job_dir(&self.args.data_dir, job));
-        warn!(job_id = %job, node = %self.args.node, epoch, "job given up to the node that took it over");
+        self.taken_over.remove(&job);
+        self.unsynced.remove(&job);
     }
 
     /// Removes finished jobs older than the retention, with their files.
@@ -832,11 +936,11 @@ impl GatewayState {
             .map(|(id, _)| *id)
             .collect();
         for id in &expired {
-            if let Some(entry) = self.jobs.remove(id) {
+            if let Some(entry) = self.jobs.get(id) {
                 entry.supervisor.stop(Some("retention expired".into()));
             }
+            self.forget(*id);
             let _ = std::fs::remove_dir_all(paths::job_dir(&self.args.data_dir, *id));
-            self.idempotency.retain(|_, (_, job)| job != id);
         }
         if !expired.is_empty() {
             info!(node = %self.args.node, removed = expired.len(), "finished jobs past retention removed");
@@ -914,7 +1018,23 @@ impl GatewayState {
                 .filter(|e| !e.status.is_terminal())
                 .count(),
             draining: self.draining,
+            unsynced: self.unsynced_standbys_up(),
         }
+    }
+
+    /// Counts the jobs whose standby is up and lacks their latest record.
+    fn unsynced_standbys_up(&self) -> usize {
+        let Some(cluster) = &self.args.cluster else {
+            return 0;
+        };
+        let view = cluster.view.borrow();
+        self.unsynced
+            .values()
+            .filter(|standby| {
+                view.get(standby)
+                    .is_some_and(|m| m.state != MemberState::Down)
+            })
+            .count()
     }
 
     /// Publishes this node's load for the heartbeats, when it changed.

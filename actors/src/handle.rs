@@ -111,9 +111,22 @@ impl Jobs {
         let _ = self.gateway.cast(GatewayMsg::NodeUp(node));
     }
 
-    /// Drops this node's copy of a job another node took over under `epoch`.
-    pub fn relinquish(&self, job: JobId, epoch: u32) {
-        let _ = self.gateway.cast(GatewayMsg::Relinquish { job, epoch });
+    /// Another node took `job` over under `epoch`, its copy `finished` or
+    /// not: this node's copy gives way, unless it is the one to keep (see
+    /// [`GatewayMsg::Relinquish`]). Returns whether it was kept.
+    pub async fn relinquish(
+        &self,
+        job: JobId,
+        epoch: u32,
+        finished: bool,
+    ) -> Result<bool, ServiceError> {
+        call(&self.gateway, |reply| GatewayMsg::Relinquish {
+            job,
+            epoch,
+            finished,
+            reply,
+        })
+        .await
     }
 
     /// Starts draining the node for shutdown: no new jobs, no new attempts.

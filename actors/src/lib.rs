@@ -29,7 +29,7 @@ pub use gateway::{ClusterLink, GatewayArgs, NodeStats, SubmitError, SubmitReques
 pub use handle::{Jobs, ServiceError};
 pub use job::{EventKind, InputInfo, JobEvent, JobId, JobSnapshot, JobState, JobStatus};
 pub use supervisor::Subscription;
-pub use transfer::{ReplicaFile, Transfer, TransferError, TransferFuture};
+pub use transfer::{Relinquished, ReplicaFile, Transfer, TransferError, TransferFuture};
 
 use ractor::{Actor, ActorRef};
 use tokio::task::JoinHandle;

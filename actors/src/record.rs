@@ -35,7 +35,11 @@ pub struct JobRecord {
     pub digest: String,
     /// The last attempt dispatched.
     pub attempt: u32,
+    /// Attempts lost to silent workers.
     pub lost_attempts: u32,
+    /// Attempts interrupted by the cluster (a node lost, bytes not moved).
+    #[serde(default)]
+    pub interrupted: u32,
     /// The node of the last attempt.
     pub node: Option<NodeName>,
     pub media: Option<MediaInfo>,
@@ -110,6 +114,7 @@ mod tests {
             digest: hex(&[0xab, 0x01]),
             attempt: 3,
             lost_attempts: 1,
+            interrupted: 0,
             node: Some(node),
             media: None,
             finished_at_ms: Some(9),

@@ -21,7 +21,7 @@ use crate::gateway::{GatewayMsg, SubmitError, Submitted};
 use crate::job::{EventKind, InputInfo, JobEvent, JobSnapshot, JobState, JobStatus};
 use crate::paths;
 use crate::record::{self, JobRecord, Outcome};
-use crate::transfer::{ReplicaFile, Transfer};
+use crate::transfer::{ReplicaFile, Transfer, TransferError};
 use crate::worker::{self, Assignment, WorkerMsg};
 
 /// Progress events go out at most this often; status events always go out.
@@ -31,8 +31,17 @@ const HISTORY: usize = 128;
 /// Events buffered per live subscriber before it is told it lagged.
 const CHANNEL: usize = 64;
 
-/// A job whose attempts were lost this many times fails instead of looping.
+/// A job whose workers went silent this many times fails instead of looping
+/// (a worker that never starts or stops reporting while its node stays up).
 const MAX_LOST_ATTEMPTS: u32 = 3;
+/// A job whose attempts were interrupted by the cluster this many times (a
+/// node lost, restarted or cut off, bytes that could not be moved) fails.
+/// Not the job's fault, so the bound is looser; it only stops endless loops.
+const MAX_INTERRUPTED_ATTEMPTS: u32 = 10;
+/// A failed copy of the record to the standby is tried again after this long
+/// at first, doubling up to [`RECOPY_MAX`] (sooner when a newer record comes).
+const RECOPY_FIRST: Duration = Duration::from_millis(500);
+const RECOPY_MAX: Duration = Duration::from_secs(30);
 /// An attempt whose worker has not said it started by then is lost (the
 /// worker died, or could not decode the assignment).
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -108,6 +117,21 @@ pub enum SupervisorMsg {
     ResultCopied { attempt: u32, bytes: u64 },
     /// Sent to itself every [`WATCH_EVERY`] while attempt `0` runs.
     Watch(u32),
+    /// Version `0` of the record (counted from this supervisor's start) is
+    /// durable on the standby.
+    RecordCopied(u64),
+    /// Another node holds the job now: stop the attempt and drop this
+    /// node's copy; replies once done (the gateway then stops the actor).
+    Abandon(RpcReplyPort<()>),
+}
+
+/// How an attempt was lost, which decides how many losses a job bears.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Loss {
+    /// The worker went silent while its node looked alive.
+    Worker,
+    /// The cluster interrupted it: node lost, bytes not moved.
+    Interrupted,
 }
 
 /// How a supervisor is set up.
@@ -138,8 +162,9 @@ pub struct SupervisorState {
     gateway: ActorRef<GatewayMsg>,
     owner: NodeName,
     owner_http: String,
-    /// Attempts lost to dead workers or failed transfers.
+    /// Attempts lost to silent workers, and interrupted by the cluster.
     lost_attempts: u32,
+    interrupted: u32,
     /// Whether the worker of the current attempt said it started.
     started: bool,
     /// When the current attempt last reported.
@@ -148,8 +173,15 @@ pub struct SupervisorState {
     scope: String,
     standby_http: Option<String>,
     transfer: Arc<dyn Transfer>,
-    /// Feeds the task that copies each new record to the standby.
-    replica: Option<watch::Sender<JobRecord>>,
+    /// Feeds the task that copies each new record to the standby, with the
+    /// record's version.
+    replica: Option<watch::Sender<(u64, JobRecord)>>,
+    /// Versions of the record: the latest, and the latest on the standby
+    /// (version 0 is the record this supervisor started with).
+    version: u64,
+    copied: u64,
+    /// Whether the gateway was last told the standby is up to date.
+    reported_synced: bool,
     attempt_started: Option<Instant>,
     last_progress_event: Option<Instant>,
     events: broadcast::Sender<JobEvent>,
@@ -166,13 +198,13 @@ impl Actor for JobSupervisor {
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         args: SupervisorArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         let record = args.record;
         let replica = args.standby_http.clone().map(|standby| {
-            let (tx, rx) = watch::channel(record.clone());
-            tokio::spawn(copy_records(args.transfer.clone(), standby, rx));
+            let (tx, rx) = watch::channel((0, record.clone()));
+            tokio::spawn(copy_records(args.transfer.clone(), standby, rx, myself));
             tx
         });
         let state = match &record.outcome {
@@ -202,6 +234,7 @@ impl Actor for JobSupervisor {
                 seq: 0,
             },
             lost_attempts: record.lost_attempts,
+            interrupted: record.interrupted,
             record,
             dirty: false,
             data_dir: args.data_dir,
@@ -212,6 +245,9 @@ impl Actor for JobSupervisor {
             last_report: Instant::now(),
             scope: args.scope,
             replica,
+            version: 0,
+            copied: 0,
+            reported_synced: true,
             standby_http: args.standby_http,
             transfer: args.transfer,
             attempt_started: None,
@@ -229,21 +265,18 @@ impl Actor for JobSupervisor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             SupervisorMsg::Accept { reply, estimate } => {
-                // Both copies exist before the 202: this node's, fsynced, and
-                // the standby's, answered once durable there.
-                state.replicate_file(ReplicaFile::Input).await;
-                if let Some(standby) = &state.standby_http {
-                    if let Err(e) = state
-                        .transfer
-                        .replicate_record(standby, &state.record)
-                        .await
-                    {
-                        warn!(job_id = %state.job.id, standby = %standby, error = %e, "cannot copy the record to the standby");
-                    }
-                }
-                if let Err(e) = state.persist().await {
-                    error!(job_id = %state.job.id, error = %e, "cannot store the job record");
-                    let _ = reply.send(Err(SubmitError::Storage(e.to_string())));
+                // Both copies exist before the 202: the standby's, answered
+                // once durable there, and this node's, fsynced. Without both
+                // there is no promise to make: the client is told to retry.
+                let refused = match state.replicate_input_and_record().await {
+                    Err(e) => Some(SubmitError::Replication(e.to_string())),
+                    Ok(()) => state.persist().await.err().map(|e| {
+                        error!(job_id = %state.job.id, error = %e, "cannot store the job record");
+                        SubmitError::Storage(e.to_string())
+                    }),
+                };
+                if let Some(refused) = refused {
+                    let _ = reply.send(Err(refused));
                     let _ = state.gateway.cast(GatewayMsg::Forget(state.job.id));
                     let _ = std::fs::remove_dir_all(paths::job_dir(&state.data_dir, state.job.id));
                     myself.stop(None);
@@ -279,12 +312,12 @@ impl Actor for JobSupervisor {
                 }
                 let silent = state.last_report.elapsed();
                 if !state.started && silent >= START_TIMEOUT {
-                    state.retry("the worker never started the attempt".into());
+                    state.retry(Loss::Worker, "the worker never started the attempt".into());
                 } else if silent >= REPORT_TIMEOUT {
-                    state.retry(format!(
-                        "no report from the worker for {}s",
-                        silent.as_secs()
-                    ));
+                    state.retry(
+                        Loss::Worker,
+                        format!("no report from the worker for {}s", silent.as_secs()),
+                    );
                 } else {
                     myself.send_after(WATCH_EVERY, move || SupervisorMsg::Watch(attempt));
                 }
@@ -301,12 +334,26 @@ impl Actor for JobSupervisor {
                     }
                 }
             }
-            SupervisorMsg::Resync(node) => state.resync(&node),
+            SupervisorMsg::Resync(node) => state.resync(&myself, &node),
+            SupervisorMsg::RecordCopied(version) => {
+                state.copied = state.copied.max(version);
+            }
+            SupervisorMsg::Abandon(reply) => {
+                if matches!(state.job.state, JobState::Running { .. }) {
+                    state.stop_attempt();
+                    state.release_slot();
+                }
+                // Nothing of the job is written here again.
+                state.replica = None;
+                let _ = std::fs::remove_dir_all(paths::job_dir(&state.data_dir, state.job.id));
+                let _ = reply.send(());
+                return Ok(());
+            }
             SupervisorMsg::NodeLost(node) => {
                 if matches!(state.job.state, JobState::Running { .. })
                     && state.job.node.as_ref() == Some(&node)
                 {
-                    state.retry(format!("node {node} was lost"));
+                    state.retry(Loss::Interrupted, format!("node {node} was lost"));
                 }
             }
             SupervisorMsg::Report { attempt, report } => {
@@ -326,6 +373,7 @@ impl Actor for JobSupervisor {
                 error!(job_id = %state.job.id, error = %e, "cannot update the job record");
             }
         }
+        state.report_sync();
         Ok(())
     }
 }
@@ -388,7 +436,7 @@ impl SupervisorState {
 
     /// Sends the standby `node` what it needs to take the job over: the
     /// result (or, unfinished, the input), then the record, in a task.
-    fn resync(&self, node: &NodeName) {
+    fn resync(&self, myself: &ActorRef<SupervisorMsg>, node: &NodeName) {
         let (Some(standby), Some(http)) = (&self.record.standby, &self.standby_http) else {
             return;
         };
@@ -402,6 +450,7 @@ impl SupervisorState {
         };
         let path = paths::job_dir(&self.data_dir, self.job.id).join(file.name());
         let (transfer, http, record) = (self.transfer.clone(), http.clone(), self.record.clone());
+        let (version, myself) = (self.version, myself.clone());
         tokio::spawn(async move {
             // A failed job has no file to send; its record is enough.
             if path.exists() {
@@ -410,26 +459,52 @@ impl SupervisorState {
                     return;
                 }
             }
-            if let Err(e) = transfer.replicate_record(&http, &record).await {
-                warn!(job_id = %record.id, standby = %http, error = %e, "cannot resync the standby");
+            match transfer.replicate_record(&http, &record).await {
+                Ok(()) => {
+                    let _ = myself.cast(SupervisorMsg::RecordCopied(version));
+                }
+                Err(e) => {
+                    warn!(job_id = %record.id, standby = %http, error = %e, "cannot resync the standby");
+                }
             }
         });
     }
 
-    /// Copies one of the job's files to the standby; a failure leaves the
-    /// job with one copy, which is logged.
-    async fn replicate_file(&self, file: ReplicaFile) {
-        let Some(standby) = &self.standby_http else {
+    /// Tells the gateway whether the standby holds the latest record, when
+    /// that changed: a draining node waits for its standbys to be current.
+    fn report_sync(&mut self) {
+        let Some(standby) = &self.record.standby else {
             return;
         };
-        let path = paths::job_dir(&self.data_dir, self.job.id).join(file.name());
-        if let Err(e) = self
+        let synced = self.copied >= self.version;
+        if synced != self.reported_synced {
+            self.reported_synced = synced;
+            let _ = self.gateway.cast(GatewayMsg::Synced {
+                job: self.job.id,
+                standby: standby.clone(),
+                synced,
+            });
+        }
+    }
+
+    /// Copies the new job's input, then its record, to the standby.
+    async fn replicate_input_and_record(&self) -> Result<(), TransferError> {
+        let Some(standby) = &self.standby_http else {
+            return Ok(());
+        };
+        let input = paths::input(&self.data_dir, self.job.id);
+        let copied = match self
             .transfer
-            .replicate_file(standby, self.job.id, file, &path)
+            .replicate_file(standby, self.job.id, ReplicaFile::Input, &input)
             .await
         {
-            warn!(job_id = %self.job.id, file = file.name(), standby = %standby, error = %e, "cannot copy to the standby");
+            Ok(()) => self.transfer.replicate_record(standby, &self.record).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = &copied {
+            warn!(job_id = %self.job.id, standby = %standby, error = %e, "cannot copy the new job to its standby: refused");
         }
+        copied
     }
 
     /// Writes the record to disk and hands it to the task that keeps the
@@ -437,7 +512,8 @@ impl SupervisorState {
     async fn save(&mut self) -> std::io::Result<()> {
         self.persist().await?;
         if let Some(replica) = &self.replica {
-            replica.send_replace(self.record.clone());
+            self.version += 1;
+            replica.send_replace((self.version, self.record.clone()));
         }
         Ok(())
     }
@@ -535,7 +611,7 @@ impl SupervisorState {
                 self.release(true);
                 self.requeue();
             }
-            AttemptReport::Lost(reason) => self.retry(reason),
+            AttemptReport::Lost(reason) => self.retry(Loss::Interrupted, reason),
             AttemptReport::Alive => {}
         }
     }
@@ -555,24 +631,34 @@ impl SupervisorState {
 
     /// Runs the job again elsewhere after its attempt was lost, or fails it
     /// once too many attempts were.
-    fn retry(&mut self, reason: String) {
+    fn retry(&mut self, loss: Loss, reason: String) {
         self.release_slot();
-        self.lost_attempts += 1;
+        let (count, limit) = match loss {
+            Loss::Worker => (&mut self.lost_attempts, MAX_LOST_ATTEMPTS),
+            Loss::Interrupted => (&mut self.interrupted, MAX_INTERRUPTED_ATTEMPTS),
+        };
+        *count += 1;
+        let (count, given_up) = (*count, *count >= limit);
         // If the attempt still runs somewhere (a frozen node), stop it; its
         // reports are fenced off by the attempt number anyway.
         self.stop_attempt();
-        warn!(job_id = %self.job.id, attempt = self.job.attempt, lost = self.lost_attempts, reason = %reason, "attempt lost");
+        warn!(job_id = %self.job.id, attempt = self.job.attempt, ?loss, count, reason = %reason, "attempt lost");
         if self.cancel_requested() {
             self.finish(JobState::Canceled);
-        } else if self.lost_attempts >= MAX_LOST_ATTEMPTS {
+        } else if given_up {
+            let how = match loss {
+                Loss::Worker => "lost with its worker",
+                Loss::Interrupted => "interrupted",
+            };
             self.finish(JobState::Failed(TranscodeError::new(
                 ErrorCode::WorkerLost,
-                format!(
-                    "the job was lost with its worker {} times; last: {reason}",
-                    self.lost_attempts
-                ),
+                format!("the job was {how} {count} times; last: {reason}"),
             )));
         } else {
+            // The count is durable, so a restart does not reset the bound.
+            self.record.lost_attempts = self.lost_attempts;
+            self.record.interrupted = self.interrupted;
+            self.dirty = true;
             self.requeue();
         }
     }
@@ -660,6 +746,7 @@ impl SupervisorState {
         self.record.finished_at_ms = Some(record::to_ms(SystemTime::now()));
         self.record.media = self.job.input.media.clone();
         self.record.lost_attempts = self.lost_attempts;
+        self.record.interrupted = self.interrupted;
         self.dirty = true;
         self.job.state = state;
         // The input is no longer needed, nor any partial output.
@@ -728,16 +815,37 @@ impl SupervisorState {
 
 /// Copies each new record of a job to its standby, the latest first: a
 /// record skipped while the standby was slow is superseded by a newer one.
+/// A failed copy is tried again, backing off, until it lands or a newer
+/// record replaces it; each copy that lands is reported to the supervisor.
 /// Ends with the job's supervisor.
 async fn copy_records(
     transfer: Arc<dyn Transfer>,
     standby: String,
-    mut records: watch::Receiver<JobRecord>,
+    mut records: watch::Receiver<(u64, JobRecord)>,
+    supervisor: ActorRef<SupervisorMsg>,
 ) {
     while records.changed().await.is_ok() {
-        let record = records.borrow_and_update().clone();
-        if let Err(e) = transfer.replicate_record(&standby, &record).await {
-            warn!(job_id = %record.id, standby = %standby, error = %e, "cannot copy the record to the standby");
+        let mut backoff = RECOPY_FIRST;
+        loop {
+            let (version, record) = records.borrow_and_update().clone();
+            match transfer.replicate_record(&standby, &record).await {
+                Ok(()) => {
+                    let _ = supervisor.cast(SupervisorMsg::RecordCopied(version));
+                    break;
+                }
+                Err(e) => {
+                    warn!(job_id = %record.id, standby = %standby, error = %e, retry_in = ?backoff, "cannot copy the record to the standby");
+                }
+            }
+            tokio::select! {
+                changed = records.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+                () = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(RECOPY_MAX);
         }
     }
 }

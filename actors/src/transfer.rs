@@ -33,7 +33,17 @@ impl ReplicaFile {
 pub struct TransferError(pub String);
 
 /// A boxed future of a transfer.
-pub type TransferFuture<'a> = Pin<Box<dyn Future<Output = Result<(), TransferError>> + Send + 'a>>;
+pub type TransferFuture<'a, T = ()> =
+    Pin<Box<dyn Future<Output = Result<T, TransferError>> + Send + 'a>>;
+
+/// What a former owner did when told its job was taken over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Relinquished {
+    /// It dropped its copy.
+    GaveWay,
+    /// It kept its copy: it had finished the job and the other had not.
+    Kept,
+}
 
 /// Moves job files between nodes, streaming, with memory bounded whatever
 /// the file size.
@@ -63,8 +73,15 @@ pub trait Transfer: Send + Sync + 'static {
     ) -> TransferFuture<'a>;
 
     /// Tells the former owner at `owner_http` that this node took `job` over
-    /// under `epoch`, so its own copy gives way.
-    fn relinquish<'a>(&'a self, owner_http: &'a str, job: JobId, epoch: u32) -> TransferFuture<'a>;
+    /// under `epoch` (and whether its copy is `finished`), so that the
+    /// former owner's copy gives way, or is kept if it is the finished one.
+    fn relinquish<'a>(
+        &'a self,
+        owner_http: &'a str,
+        job: JobId,
+        epoch: u32,
+        finished: bool,
+    ) -> TransferFuture<'a, Relinquished>;
 
     /// Sends the output of attempt `attempt` of `job` from `from` to its owner.
     fn push_output<'a>(

@@ -108,7 +108,10 @@ impl From<ServiceError> for ApiError {
                 Self::QueueFull { retry_after }
             }
             ServiceError::Submit(SubmitError::IdempotencyConflict) => Self::IdempotencyConflict,
-            ServiceError::Submit(SubmitError::Draining) => Self::Unavailable,
+            // Both leave the client to retry, maybe on another node.
+            ServiceError::Submit(SubmitError::Draining | SubmitError::Replication(_)) => {
+                Self::Unavailable
+            }
             ServiceError::Submit(e @ (SubmitError::Storage(_) | SubmitError::Spawn(_))) => {
                 Self::Internal(e.to_string())
             }

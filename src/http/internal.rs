@@ -147,8 +147,9 @@ pub async fn replica_record(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// `POST /internal/jobs/{id}/relinquish?epoch=N`: another node took the job
-/// over under epoch N; this node's older copy gives way.
+/// `POST /internal/jobs/{id}/relinquish?epoch=N&finished=B`: another node
+/// took the job over under epoch N, its copy finished or not. This node's
+/// copy gives way (204), or is kept (409) when it is the one that finished.
 pub async fn relinquish(
     State(app): State<AppState>,
     Path(id): Path<String>,
@@ -161,6 +162,20 @@ pub async fn relinquish(
         .get("epoch")
         .and_then(|e| e.parse::<u32>().ok())
         .ok_or_else(|| ApiError::BadRequest("epoch must be a number".into()))?;
-    app.jobs.relinquish(id, epoch);
-    Ok(StatusCode::NO_CONTENT.into_response())
+    let finished = match query.get("finished").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => {
+            return Err(ApiError::BadRequest(
+                "finished must be true or false".into(),
+            ))
+        }
+    };
+    let kept = app.jobs.relinquish(id, epoch, finished).await?;
+    Ok(if kept {
+        StatusCode::CONFLICT
+    } else {
+        StatusCode::NO_CONTENT
+    }
+    .into_response())
 }

@@ -52,6 +52,9 @@ pub struct AppState {
     pub cookie: Option<Arc<str>>,
     /// The membership view, when the node is in a cluster.
     pub cluster: Option<watch::Receiver<Arc<ClusterView>>>,
+    /// Until then the view may still lack nodes (the node just joined): a
+    /// job whose owner is not in it is not known to be missing.
+    pub view_settles_at: std::time::Instant,
     /// Client for requests forwarded to other nodes.
     pub proxy: reqwest::Client,
 }

@@ -52,7 +52,8 @@ pub async fn to_owner(State(app): State<AppState>, request: Request, next: Next)
         return next.run(request).await;
     }
     let view = cluster.borrow().clone();
-    let http = match holder(&view, id, hops) {
+    let settled = std::time::Instant::now() >= app.view_settles_at;
+    let http = match holder(&view, id, hops, settled) {
         Holder::Here => return next.run(request).await,
         Holder::Unreachable => {
             debug!(job_id = %id, "no reachable node holds the job");
@@ -95,10 +96,16 @@ fn job_id(path: &str) -> Option<JobId> {
 
 /// Finds who holds a job this node does not: its owner (tag in the ID),
 /// or its standby (second tag) once the owner is down or has given it up.
-fn holder(view: &ClusterView, id: JobId, hops: u8) -> Holder {
+/// An owner missing from a view that has not `settled` yet (this node just
+/// joined) may well exist: the job is then unreachable, not unknown.
+fn holder(view: &ClusterView, id: JobId, hops: u8, settled: bool) -> Holder {
     let tagged = |tag: u16| view.members.values().find(|m| node_tag(&m.name) == tag);
     let Some(owner) = tagged(id.owner_tag()) else {
-        return Holder::Here;
+        return if settled {
+            Holder::Here
+        } else {
+            Holder::Unreachable
+        };
     };
     let standby = id.standby_tag().and_then(tagged);
     let reachable = |m: &Member| m.state != MemberState::Down;
@@ -235,5 +242,84 @@ async fn pipe(client: WebSocket, owner: OwnerSocket) {
                 Some(Ok(_)) => {}
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use vidpress_cluster::{NodeLoad, NodeName};
+
+    use super::*;
+
+    fn node(name: &str) -> NodeName {
+        name.parse().expect("a valid node name")
+    }
+
+    /// A view from `me` of nodes a, b, c in the given states.
+    fn view(me: &str, states: [MemberState; 3]) -> ClusterView {
+        let members = ["a", "b", "c"]
+            .into_iter()
+            .zip(states)
+            .map(|(name, state)| {
+                let member = Member {
+                    name: node(name),
+                    address: format!("{name}:7000"),
+                    http: format!("http://{name}"),
+                    state,
+                    load: NodeLoad::default(),
+                    incarnation: 1,
+                    rtt: None,
+                    last_seen: None,
+                };
+                (node(name), member)
+            })
+            .collect::<BTreeMap<_, _>>();
+        ClusterView {
+            me: node(me),
+            members,
+        }
+    }
+
+    const ALL_UP: [MemberState; 3] = [MemberState::Up; 3];
+
+    #[test]
+    fn a_job_goes_to_its_owner_then_to_its_standby() {
+        let id = JobId::with_standby(&node("a"), Some(&node("b")));
+        assert_eq!(
+            holder(&view("c", ALL_UP), id, 0, true),
+            Holder::At("http://a".into())
+        );
+        // The owner gave the job up (it forwards with one hop): the standby.
+        assert_eq!(
+            holder(&view("a", ALL_UP), id, 1, true),
+            Holder::At("http://b".into())
+        );
+        let owner_down = [MemberState::Down, MemberState::Up, MemberState::Up];
+        assert_eq!(
+            holder(&view("c", owner_down), id, 0, true),
+            Holder::At("http://b".into())
+        );
+        // On the standby, the owner down: the takeover is under way.
+        assert_eq!(
+            holder(&view("b", owner_down), id, 0, true),
+            Holder::Unreachable
+        );
+        let both_down = [MemberState::Down, MemberState::Down, MemberState::Up];
+        assert_eq!(
+            holder(&view("c", both_down), id, 0, true),
+            Holder::Unreachable
+        );
+    }
+
+    #[test]
+    fn an_owner_missing_from_the_view_is_unknown_only_once_the_view_settled() {
+        let id = JobId::with_standby(&node("z"), Some(&node("y")));
+        assert_eq!(
+            holder(&view("a", ALL_UP), id, 0, false),
+            Holder::Unreachable
+        );
+        assert_eq!(holder(&view("a", ALL_UP), id, 0, true), Holder::Here);
     }
 }
