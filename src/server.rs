@@ -79,6 +79,8 @@ impl Server {
                 let link = ClusterLink {
                     view: cluster.view(),
                     load: Arc::new(load_tx),
+                    rejoin_window: vidpress_cluster::REDIAL_MAX
+                        + Duration::from_millis(config.failure_timeout_ms),
                 };
                 (Some(cluster), Some(link), CLUSTER_SCOPE.to_owned())
             }

@@ -30,7 +30,7 @@ use crate::job::{JobId, JobSnapshot, JobStatus};
 use crate::paths;
 use crate::record::{self, JobRecord, Outcome};
 use crate::supervisor::{AttemptReport, JobSupervisor, SupervisorArgs, SupervisorMsg};
-use crate::transfer::{Relinquished, Transfer};
+use crate::transfer::{Relinquished, ReplicaFile, Transfer};
 use crate::worker::{self, WorkerActor, WorkerArgs, WorkerMsg};
 
 /// How often queued jobs look again for free workers on other nodes, whose
@@ -177,6 +177,8 @@ pub enum GatewayMsg {
     },
     /// Periodic: look for free workers across the cluster.
     Tick,
+    /// Takes over the jobs of nodes still down, if a majority is in sight.
+    TakeOverDown,
     /// Stops taking new jobs and stops this node's workers from taking new
     /// attempts; queued jobs go to workers on other nodes.
     Drain,
@@ -264,6 +266,9 @@ pub struct ClusterLink {
     pub view: watch::Receiver<Arc<ClusterView>>,
     /// Where this node publishes its own load for heartbeats.
     pub load: Arc<watch::Sender<NodeLoad>>,
+    /// How long after a node comes back into sight the view may still show
+    /// live nodes as down (they are redialed with backoff).
+    pub rejoin_window: Duration,
 }
 
 /// How a node's actors are set up.
@@ -451,8 +456,15 @@ impl Actor for Gateway {
                 for entry in state.jobs.values() {
                     let _ = entry.supervisor.cast(SupervisorMsg::Resync(node.clone()));
                 }
-                // A majority may be visible again: take over what is still
-                // owned by nodes that are down.
+                // A majority may be in sight again: take over what is still
+                // owned by nodes that are down, once this node had the time
+                // to see them again if they are alive (coming back from
+                // isolation, the view fills one node at a time).
+                if let Some(cluster) = &state.args.cluster {
+                    myself.send_after(cluster.rejoin_window, || GatewayMsg::TakeOverDown);
+                }
+            }
+            GatewayMsg::TakeOverDown => {
                 for down in state.down_members() {
                     state.take_over(&myself, &down).await;
                 }
@@ -781,6 +793,15 @@ impl GatewayState {
                 continue;
             }
             let id = record.id;
+            if matches!(record.outcome, Some(Outcome::Completed { .. }))
+                && !dir.path().join(ReplicaFile::Result.name()).exists()
+            {
+                // The owner finished but could not copy the result here: the
+                // job must run again to have one.
+                warn!(job_id = %id, owner = %owner, "taken-over copy is completed without its result: running it again");
+                record.outcome = None;
+                record.finished_at_ms = None;
+            }
             record.epoch += 1;
             record.owner = Some(self.args.node.clone());
             record.standby = None;

@@ -113,6 +113,10 @@ impl fmt::Display for NodeName {
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(500);
 /// The default [`ClusterConfig::failure_timeout`].
 pub const DEFAULT_FAILURE_TIMEOUT: Duration = Duration::from_secs(3);
+/// The longest a node waits before dialing a lost peer again: a node that
+/// comes back from isolation may take this long, plus a failure timeout of
+/// heartbeats, to see every live node up again.
+pub const REDIAL_MAX: Duration = reconnect::BACKOFF_MAX;
 
 /// How this node joins the cluster.
 #[derive(Clone)]

@@ -921,3 +921,38 @@ async fn a_standby_that_was_away_is_brought_up_to_date_before_it_is_needed() {
     assert_eq!(doc["attempt"], done["attempt"], "no second execution");
     assert_eq!(doc["result"]["bytes"], done["result"]["bytes"]);
 }
+
+#[tokio::test]
+async fn a_standby_cut_off_from_the_majority_takes_over_only_once_it_sees_one_again() {
+    let mut trio = Trio::start([1, 1, 1]).await;
+    // Owned by node-b, standby node-c.
+    let id = submit(&trio.nodes[1], &long_clip(), "?preset=veryfast").await;
+    poll_until(&trio.nodes[2], &id, Duration::from_secs(30), |_, d| {
+        d["status"] == "running"
+    })
+    .await;
+    trio.nodes[0].kill();
+    trio.nodes[1].kill();
+    wait_marked_down(&trio.nodes[2], "node-a").await;
+    wait_marked_down(&trio.nodes[2], "node-b").await;
+    // Alone, node-c cannot tell whether it or the others are cut off: it
+    // does not take the job over, and says so with 503s.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (status, _) = get_json(&format!("{}/jobs/{id}", trio.nodes[2].base()))
+        .await
+        .unwrap();
+    assert_eq!(status, 503);
+    assert!(!trio.nodes[2].data.join("jobs").join(&id).exists());
+
+    // With node-a back, two of three are in sight: the job is taken over
+    // and completes.
+    trio.nodes[0].start();
+    let doc = poll_until(&trio.nodes[2], &id, Duration::from_secs(120), |s, _| {
+        s != 202 && s != 503
+    })
+    .await;
+    assert_eq!(doc["status"], "completed", "{doc}");
+    assert!(trio.nodes[2]
+        .log()
+        .contains("job taken over from a lost owner"));
+}
