@@ -673,6 +673,7 @@ impl GatewayState {
         let args = SupervisorArgs {
             record,
             standby_http,
+            view: self.args.cluster.as_ref().map(|c| c.view.clone()),
             transfer: self.args.transfer.clone(),
             data_dir: self.args.data_dir.clone(),
             gateway: myself.clone(),

@@ -14,7 +14,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
 use tracing::{debug, error, info, warn};
-use vidpress_cluster::NodeName;
+use vidpress_cluster::{ClusterView, MemberState, NodeName};
 use vidpress_transcode::{ErrorCode, MediaInfo, TranscodeError};
 
 use crate::gateway::{GatewayMsg, SubmitError, Submitted};
@@ -42,6 +42,10 @@ const MAX_INTERRUPTED_ATTEMPTS: u32 = 10;
 /// at first, doubling up to [`RECOPY_MAX`] (sooner when a newer record comes).
 const RECOPY_FIRST: Duration = Duration::from_millis(500);
 const RECOPY_MAX: Duration = Duration::from_secs(30);
+/// How long a result copy is tried again while the standby is not down,
+/// before the job completes with one copy anyway (a standby that is up but
+/// cannot store it).
+const RESULT_COPY_PATIENCE: Duration = Duration::from_secs(60);
 /// An attempt whose worker has not said it started by then is lost (the
 /// worker died, or could not decode the assignment).
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -151,6 +155,8 @@ pub struct SupervisorArgs {
     pub standby_http: Option<String>,
     /// Copies the job's files and record to the standby.
     pub transfer: Arc<dyn Transfer>,
+    /// The membership view, to tell a standby that is down from a slow one.
+    pub view: Option<watch::Receiver<Arc<ClusterView>>>,
 }
 
 pub struct SupervisorState {
@@ -173,6 +179,7 @@ pub struct SupervisorState {
     scope: String,
     standby_http: Option<String>,
     transfer: Arc<dyn Transfer>,
+    view: Option<watch::Receiver<Arc<ClusterView>>>,
     /// Feeds the task that copies each new record to the standby, with the
     /// record's version.
     replica: Option<watch::Sender<(u64, JobRecord)>>,
@@ -250,6 +257,7 @@ impl Actor for JobSupervisor {
             reported_synced: true,
             standby_http: args.standby_http,
             transfer: args.transfer,
+            view: args.view,
             attempt_started: None,
             last_progress_event: None,
             events,
@@ -423,15 +431,44 @@ impl SupervisorState {
             self.job.attempt,
             myself.clone(),
         );
+        let standby_down = self.standby_down_check();
         tokio::spawn(async move {
-            if let Err(e) = transfer
-                .replicate_file(&standby, id, ReplicaFile::Result, &output)
-                .await
-            {
-                warn!(job_id = %id, standby = %standby, error = %e, "cannot copy the result to the standby");
+            let mut backoff = RECOPY_FIRST;
+            let give_up = Instant::now() + RESULT_COPY_PATIENCE;
+            loop {
+                let Err(e) = transfer
+                    .replicate_file(&standby, id, ReplicaFile::Result, &output)
+                    .await
+                else {
+                    break;
+                };
+                // Tried again while the standby is up (a slow or briefly
+                // unreachable one); once it is down, the job completes with
+                // one copy and the standby is resynced when it returns.
+                if standby_down() || Instant::now() >= give_up {
+                    warn!(job_id = %id, standby = %standby, error = %e, "cannot copy the result to the standby: completing with one copy");
+                    break;
+                }
+                warn!(job_id = %id, standby = %standby, error = %e, retry_in = ?backoff, "cannot copy the result to the standby");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(RECOPY_MAX);
             }
             let _ = myself.cast(SupervisorMsg::ResultCopied { attempt, bytes });
         });
+    }
+
+    /// Returns a check of whether the job's standby is down (or unknown) in
+    /// the membership view; always false for a node on its own.
+    fn standby_down_check(&self) -> impl Fn() -> bool + Send + 'static {
+        let (view, standby) = (self.view.clone(), self.record.standby.clone());
+        move || {
+            let (Some(view), Some(standby)) = (&view, &standby) else {
+                return false;
+            };
+            view.borrow()
+                .get(standby)
+                .is_none_or(|m| m.state == MemberState::Down)
+        }
     }
 
     /// Sends the standby `node` what it needs to take the job over: the
