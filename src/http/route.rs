@@ -96,8 +96,8 @@ fn job_id(path: &str) -> Option<JobId> {
 
 /// Finds who holds a job this node does not: its owner (tag in the ID),
 /// or its standby (second tag) once the owner is down or has given it up.
-/// An owner missing from a view that has not `settled` yet (this node just
-/// joined) may well exist: the job is then unreachable, not unknown.
+/// An owner or standby missing from a view that has not `settled` yet (this
+/// node just joined) may well exist: the job is then unreachable, not unknown.
 fn holder(view: &ClusterView, id: JobId, hops: u8, settled: bool) -> Holder {
     let tagged = |tag: u16| view.members.values().find(|m| node_tag(&m.name) == tag);
     let Some(owner) = tagged(id.owner_tag()) else {
@@ -107,11 +107,19 @@ fn holder(view: &ClusterView, id: JobId, hops: u8, settled: bool) -> Holder {
             Holder::Unreachable
         };
     };
-    let standby = id.standby_tag().and_then(tagged);
     let reachable = |m: &Member| m.state != MemberState::Down;
     if owner.name != view.me && reachable(owner) && hops == 0 {
         return Holder::At(owner.http.clone());
     }
+    let standby = match id.standby_tag() {
+        None => None,
+        Some(tag) => match tagged(tag) {
+            Some(standby) => Some(standby),
+            // Not heard of yet, but it may hold the job.
+            None if !settled => return Holder::Unreachable,
+            None => None,
+        },
+    };
     match standby {
         Some(s) if s.name == view.me => {
             if owner.name == view.me {
@@ -321,5 +329,17 @@ mod tests {
             Holder::Unreachable
         );
         assert_eq!(holder(&view("a", ALL_UP), id, 0, true), Holder::Here);
+    }
+
+    #[test]
+    fn a_standby_missing_from_the_view_may_hold_the_job_until_the_view_settled() {
+        // node-a owned the job and gave it to node-c, which it has not heard
+        // of again since it restarted.
+        let id = JobId::with_standby(&node("a"), Some(&node("c")));
+        let mut restarted = view("a", ALL_UP);
+        restarted.members.remove(&node("c"));
+        assert_eq!(holder(&restarted, id, 0, false), Holder::Unreachable);
+        assert_eq!(holder(&restarted, id, 1, false), Holder::Unreachable);
+        assert_eq!(holder(&restarted, id, 0, true), Holder::Here);
     }
 }
