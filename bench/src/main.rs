@@ -1,0 +1,588 @@
+//! `vidpress-bench`: measures vidpress against baselines run in the same
+//! process tree on the same machine, and writes `report.json` and
+//! `report.md`. Every figure is a ratio, since absolute times on a shared
+//! machine drift. `scripts/bench.sh` builds everything and runs it.
+//!
+//! - submit: `POST /jobs` of a ~200 KB clip, 64 connections (wrk), against a
+//!   bare axum handler that streams the body to a file and answers 202;
+//! - poll: `GET /jobs/{id}` over 1,000 known jobs against a bare handler
+//!   answering a document of the same size; and through a non-owner;
+//! - transcode: upload → completed against the `ffmpeg` CLI with the same
+//!   settings on a 40 s 720p input: wall, CPU, output size.
+
+mod baseline;
+mod node;
+mod report;
+mod wrk;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use futures::StreamExt;
+
+use crate::node::{Node, NodeSpec};
+use crate::report::{Entry, Goal};
+
+#[derive(Parser)]
+#[command(about = "Benchmarks vidpress against baselines measured in the same run")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+    /// Where the report and the scratch files go.
+    #[arg(long, default_value = "target/bench")]
+    out: PathBuf,
+    /// The vidpress binary to measure (a release build).
+    #[arg(long, default_value = "target/release/vidpress")]
+    vidpress: PathBuf,
+    /// Seconds of each HTTP load run.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Runs of each side of the transcode comparison, alternating.
+    #[arg(long, default_value_t = 3)]
+    transcode_runs: usize,
+    /// Benchmarks to run (submit, poll, transcode); all by default.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serves the bare baseline handlers (started by the harness itself).
+    #[command(hide = true)]
+    Baseline {
+        #[arg(long)]
+        http: SocketAddr,
+        #[arg(long)]
+        dir: PathBuf,
+        /// The document `GET /jobs/{id}` answers.
+        #[arg(long)]
+        doc: Option<PathBuf>,
+    },
+}
+
+/// Connections of the HTTP load runs.
+const CONNECTIONS: u32 = 64;
+/// Jobs the poll benchmark reads.
+const POLL_JOBS: usize = 1000;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if let Some(Cmd::Baseline { http, dir, doc }) = cli.command {
+        let doc = match doc {
+            Some(path) => std::fs::read(path)?,
+            None => b"{}".to_vec(),
+        };
+        return baseline::serve(http, dir, doc).await;
+    }
+    let bench = Bench::new(&cli)?;
+    let wanted = |name: &str| cli.only.is_empty() || cli.only.iter().any(|o| o == name);
+    let mut entries = Vec::new();
+    if wanted("submit") {
+        entries.extend(bench.submit().await?);
+    }
+    if wanted("poll") {
+        entries.extend(bench.poll().await?);
+    }
+    if wanted("transcode") {
+        entries.extend(bench.transcode(cli.transcode_runs).await?);
+    }
+    let context = format!(
+        "{} CPUs, load average at the end {}; HTTP runs: wrk, {CONNECTIONS} connections, {} s each.",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
+        cli.seconds
+    );
+    report::write(&cli.out, &entries, &context)?;
+    print!("{}", report::markdown(&entries, &context));
+    let failed = entries.iter().filter(|e| e.pass == Some(false)).count();
+    println!(
+        "\n{} benchmarks, {failed} below target; report in {}",
+        entries.len(),
+        cli.out.display()
+    );
+    Ok(())
+}
+
+struct Bench {
+    out: PathBuf,
+    scratch: tempfile::TempDir,
+    vidpress: PathBuf,
+    duration: Duration,
+    lua: PathBuf,
+    client: reqwest::Client,
+}
+
+impl Bench {
+    fn new(cli: &Cli) -> anyhow::Result<Self> {
+        if !cli.vidpress.exists() {
+            bail!(
+                "{} does not exist: build it with cargo build --release",
+                cli.vidpress.display()
+            );
+        }
+        std::fs::create_dir_all(&cli.out)?;
+        Ok(Self {
+            out: cli.out.clone(),
+            scratch: tempfile::Builder::new()
+                .prefix("scratch-")
+                .tempdir_in(&cli.out)?,
+            vidpress: cli.vidpress.clone(),
+            duration: Duration::from_secs(cli.seconds),
+            lua: Path::new(env!("CARGO_MANIFEST_DIR")).join("lua"),
+            client: reqwest::Client::new(),
+        })
+    }
+
+    /// A fresh scratch folder.
+    fn dir(&self, name: &str) -> anyhow::Result<PathBuf> {
+        let dir = self.scratch.path().join(name);
+        std::fs::create_dir_all(&dir)?;
+        Ok(dir)
+    }
+
+    fn node(&self, dir: &Path, spec: NodeSpec<'_>) -> anyhow::Result<Node> {
+        Node::start(&self.vidpress, dir, &spec)
+    }
+
+    /// One node on its own (the embedded default), with `workers`.
+    fn solo(&self, name: &str, workers: u32) -> anyhow::Result<Node> {
+        let spec = NodeSpec {
+            name: "solo",
+            workers,
+            seed: None,
+            clustered: false,
+        };
+        self.node(&self.dir(name)?, spec)
+    }
+
+    /// Two clustered nodes without workers, each seeing the other up.
+    async fn pair(&self, name: &str) -> anyhow::Result<(Node, Node)> {
+        let dir = self.dir(name)?;
+        let a = self.node(
+            &dir,
+            NodeSpec {
+                name: "node-a",
+                workers: 0,
+                seed: None,
+                clustered: true,
+            },
+        )?;
+        let b = self.node(
+            &dir,
+            NodeSpec {
+                name: "node-b",
+                workers: 0,
+                seed: Some(a.cluster),
+                clustered: true,
+            },
+        )?;
+        a.wait_members(&self.client, 2).await?;
+        b.wait_members(&self.client, 2).await?;
+        Ok((a, b))
+    }
+
+    /// Starts the baseline server; killed when the returned guard drops.
+    fn baseline(&self, name: &str, doc: Option<&Path>) -> anyhow::Result<(String, ChildGuard)> {
+        let port = node::free_port()?;
+        let mut command = Command::new(std::env::current_exe()?);
+        command
+            .args(["baseline", "--http", &format!("127.0.0.1:{port}"), "--dir"])
+            .arg(self.dir(name)?)
+            .stdout(Stdio::null());
+        if let Some(doc) = doc {
+            command.arg("--doc").arg(doc);
+        }
+        let guard = ChildGuard(command.spawn()?);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                bail!("the baseline server did not start");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok((format!("http://127.0.0.1:{port}"), guard))
+    }
+
+    fn load(&self, script: &str, url: &str, env: &[(&str, &Path)]) -> anyhow::Result<wrk::Load> {
+        wrk::run(&self.lua.join(script), url, CONNECTIONS, self.duration, env)
+    }
+
+    /// The ~200 KB clip the submit and poll benchmarks upload.
+    fn small_clip(&self) -> anyhow::Result<PathBuf> {
+        fixture(
+            &self.out,
+            "clip-200k.mp4",
+            "-f lavfi -i testsrc2=size=320x240:rate=25 -f lavfi -i sine=frequency=440:sample_rate=44100 \
+             -t 5 -c:v libx264 -preset ultrafast -b:v 280k -c:a aac -b:a 48k -shortest",
+        )
+    }
+
+    async fn submit(&self) -> anyhow::Result<Vec<Entry>> {
+        let clip = self.small_clip()?;
+        let env = [("BENCH_BODY", clip.as_path())];
+        let size = std::fs::metadata(&clip)?.len();
+        eprintln!("submit: baseline");
+        let (base_url, _base) = self.baseline("submit-baseline", None)?;
+        let base = self.load("submit.lua", &format!("{base_url}/jobs"), &env)?;
+        drop(_base);
+
+        eprintln!("submit: one node, no workers");
+        let node = self.solo("submit-one", 0)?;
+        let ours = self.load("submit.lua", &format!("{}/jobs", node.base()), &env)?;
+        drop(node);
+
+        eprintln!("submit: two nodes, replicated");
+        let (a, _b) = self.pair("submit-two").await?;
+        let replicated = self.load("submit.lua", &format!("{}/jobs", a.base()), &env)?;
+
+        let note = |load: &wrk::Load| {
+            format!(
+                "{size} B body; {} requests, {} non-2xx, {} socket errors",
+                load.requests, load.non_2xx, load.socket_errors
+            )
+        };
+        Ok(vec![
+            Entry::new(
+                "submit throughput",
+                "req/s",
+                ours.throughput(),
+                base.throughput(),
+                Goal::AtLeast(0.5),
+                note(&ours),
+            ),
+            Entry::new(
+                "submit p99",
+                "ms",
+                ours.p99_ms(),
+                base.p99_ms(),
+                Goal::AtMost(2.0),
+                note(&base),
+            ),
+            Entry::new(
+                "submit throughput, replicated (2 nodes)",
+                "req/s",
+                replicated.throughput(),
+                base.throughput(),
+                Goal::Report,
+                note(&replicated),
+            ),
+            Entry::new(
+                "submit p99, replicated (2 nodes)",
+                "ms",
+                replicated.p99_ms(),
+                base.p99_ms(),
+                Goal::Report,
+                String::new(),
+            ),
+        ])
+    }
+
+    /// Submits `count` jobs to `node`; returns the file of their paths.
+    async fn known_jobs(
+        &self,
+        node: &Node,
+        count: usize,
+        name: &str,
+    ) -> anyhow::Result<(PathBuf, Vec<String>)> {
+        let body = std::fs::read(self.small_clip()?)?;
+        let url = format!("{}/jobs", node.base());
+        let ids: Vec<anyhow::Result<String>> = futures::stream::iter(0..count)
+            .map(|_| {
+                let (client, url, body) = (self.client.clone(), url.clone(), body.clone());
+                async move {
+                    let response = client.post(url).body(body).send().await?;
+                    if response.status() != 202 {
+                        bail!("submit answered {}", response.status());
+                    }
+                    let doc: serde_json::Value = response.json().await?;
+                    doc["id"].as_str().map(str::to_owned).context("no id")
+                }
+            })
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        let ids = ids.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
+        let paths: String = ids.iter().map(|id| format!("/jobs/{id}\n")).collect();
+        let file = self.scratch.path().join(format!("{name}.paths"));
+        std::fs::write(&file, paths)?;
+        Ok((file, ids))
+    }
+
+    async fn poll(&self) -> anyhow::Result<Vec<Entry>> {
+        eprintln!("poll: one node, {POLL_JOBS} queued jobs");
+        let node = self.solo("poll-one", 0)?;
+        let (paths, ids) = self.known_jobs(&node, POLL_JOBS, "poll-one").await?;
+        let doc = self
+            .client
+            .get(format!("{}/jobs/{}", node.base(), ids[0]))
+            .send()
+            .await?
+            .bytes()
+            .await?;
+        let doc_file = self.scratch.path().join("poll-doc.json");
+        std::fs::write(&doc_file, &doc)?;
+        let env = [("BENCH_PATHS", paths.as_path())];
+        let ours = self.load("poll.lua", &node.base(), &env)?;
+        drop(node);
+        eprintln!("poll: baseline");
+        let (base_url, _base) = self.baseline("poll-baseline", Some(&doc_file))?;
+        let base = self.load("poll.lua", &base_url, &env)?;
+        drop(_base);
+
+        eprintln!("poll: two nodes, through the owner and through the other");
+        let (a, b) = self.pair("poll-two").await?;
+        let (paths, _) = self.known_jobs(&a, POLL_JOBS, "poll-two").await?;
+        let env = [("BENCH_PATHS", paths.as_path())];
+        let owner = self.load("poll.lua", &a.base(), &env)?;
+        let other = self.load("poll.lua", &b.base(), &env)?;
+
+        let note = |load: &wrk::Load| {
+            format!(
+                "{} B document; {} requests, {} non-2xx, {} socket errors",
+                doc.len(),
+                load.requests,
+                load.non_2xx,
+                load.socket_errors
+            )
+        };
+        let added = |ours: f64, base: f64| format!("adds {:.3} ms", ours - base);
+        Ok(vec![
+            Entry::new(
+                "poll throughput",
+                "req/s",
+                ours.throughput(),
+                base.throughput(),
+                Goal::AtLeast(0.7),
+                note(&ours),
+            ),
+            Entry::new(
+                "poll p99",
+                "ms",
+                ours.p99_ms(),
+                base.p99_ms(),
+                Goal::AtMost(2.0),
+                note(&base),
+            ),
+            Entry::new(
+                "poll p50 via a non-owner (vs the owner)",
+                "ms",
+                other.p50_ms(),
+                owner.p50_ms(),
+                Goal::Report,
+                added(other.p50_ms(), owner.p50_ms()),
+            ),
+            Entry::new(
+                "poll p99 via a non-owner (vs the owner)",
+                "ms",
+                other.p99_ms(),
+                owner.p99_ms(),
+                Goal::Report,
+                added(other.p99_ms(), owner.p99_ms()),
+            ),
+        ])
+    }
+
+    async fn transcode(&self, runs: usize) -> anyhow::Result<Vec<Entry>> {
+        let input = fixture(
+            &self.out,
+            "input-720p-40s.mp4",
+            "-f lavfi -i testsrc2=size=1280x720:rate=30 -f lavfi -i sine=frequency=440:sample_rate=48000 \
+             -t 40 -c:v libx264 -preset veryfast -crf 18 -c:a aac -b:a 128k -shortest",
+        )?;
+        let node = self.solo("transcode", 1)?;
+        let dir = self.dir("transcode-cli")?;
+        let (mut ours, mut base) = (Vec::new(), Vec::new());
+        for run in 0..runs {
+            eprintln!("transcode: run {} of {runs}", run + 1);
+            // Alternate which side goes first, against drift.
+            if run % 2 == 0 {
+                ours.push(self.transcode_ours(&node, &input).await?);
+                base.push(transcode_cli(&input, &dir.join("cli.mp4"))?);
+            } else {
+                base.push(transcode_cli(&input, &dir.join("cli.mp4"))?);
+                ours.push(self.transcode_ours(&node, &input).await?);
+            }
+        }
+        let median = |runs: &[Run], f: fn(&Run) -> f64| {
+            let mut v: Vec<f64> = runs.iter().map(f).collect();
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let note = |f: fn(&Run) -> f64| {
+            let show = |runs: &[Run]| {
+                runs.iter()
+                    .map(|r| format!("{:.2}", f(r)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            format!(
+                "medians of {runs} runs; ours: {}; ffmpeg CLI: {}",
+                show(&ours),
+                show(&base)
+            )
+        };
+        let entry = |name: &str, unit: &str, f: fn(&Run) -> f64, goal: Goal| {
+            Entry::new(
+                name,
+                unit,
+                median(&ours, f),
+                median(&base, f),
+                goal,
+                note(f),
+            )
+        };
+        Ok(vec![
+            entry(
+                "transcode wall (upload to completed)",
+                "s",
+                |r| r.wall,
+                Goal::AtMost(1.05),
+            ),
+            entry("transcode CPU time", "s", |r| r.cpu, Goal::AtMost(1.05)),
+            entry(
+                "transcode output size",
+                "bytes",
+                |r| r.bytes,
+                Goal::Within(0.02),
+            ),
+        ])
+    }
+
+    /// Uploads `input` and polls every 100 ms until the job completes.
+    async fn transcode_ours(&self, node: &Node, input: &Path) -> anyhow::Result<Run> {
+        let cpu = node.cpu_seconds()?;
+        let started = Instant::now();
+        let file = tokio::fs::File::open(input).await?;
+        let size = file.metadata().await?.len();
+        let body = reqwest::Body::wrap_stream(tokio_util_stream(file));
+        let response = self
+            .client
+            .post(format!(
+                "{}/jobs?preset=veryfast&crf=28&audio_bitrate=96",
+                node.base()
+            ))
+            .header(reqwest::header::CONTENT_LENGTH, size)
+            .body(body)
+            .send()
+            .await?;
+        if response.status() != 202 {
+            bail!("submit answered {}", response.status());
+        }
+        let doc: serde_json::Value = response.json().await?;
+        let id = doc["id"].as_str().context("no id")?.to_owned();
+        loop {
+            let response = self
+                .client
+                .get(format!("{}/jobs/{id}", node.base()))
+                .send()
+                .await?;
+            let status = response.status().as_u16();
+            let doc: serde_json::Value = response.json().await?;
+            match status {
+                202 => tokio::time::sleep(Duration::from_millis(100)).await,
+                200 => {
+                    let wall = started.elapsed().as_secs_f64();
+                    // The transcoder child has been reaped by now.
+                    let cpu = node.cpu_seconds()? - cpu;
+                    let bytes = doc["result"]["bytes"].as_f64().context("no result size")?;
+                    return Ok(Run { wall, cpu, bytes });
+                }
+                _ => bail!("the job ended {status}: {doc}"),
+            }
+        }
+    }
+}
+
+/// Wall time, CPU seconds and output bytes of one transcode.
+struct Run {
+    wall: f64,
+    cpu: f64,
+    bytes: f64,
+}
+
+/// Runs the `ffmpeg` CLI with the settings vidpress uses by default.
+fn transcode_cli(input: &Path, output: &Path) -> anyhow::Result<Run> {
+    let before = children_cpu();
+    let started = Instant::now();
+    let status = Command::new("ffmpeg")
+        .args(["-nostdin", "-loglevel", "error", "-y", "-i"])
+        .arg(input)
+        .args(["-c:v", "libx264", "-preset", "veryfast", "-crf", "28"])
+        .args(["-c:a", "aac", "-b:a", "96k", "-movflags", "+faststart"])
+        .arg(output)
+        .status()?;
+    if !status.success() {
+        bail!("ffmpeg failed: {status}");
+    }
+    Ok(Run {
+        wall: started.elapsed().as_secs_f64(),
+        cpu: children_cpu() - before,
+        bytes: std::fs::metadata(output)?.len() as f64,
+    })
+}
+
+/// CPU seconds of this process's reaped children.
+fn children_cpu() -> f64 {
+    // SAFETY: getrusage writes into the struct it is given.
+    let usage = unsafe {
+        let mut usage = std::mem::zeroed::<libc::rusage>();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
+        usage
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
+/// Streams a file in 256 KiB chunks.
+fn tokio_util_stream(
+    file: tokio::fs::File,
+) -> impl futures::Stream<Item = std::io::Result<Vec<u8>>> {
+    futures::stream::unfold(file, |mut file| async move {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0u8; 256 * 1024];
+        match file.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(buf), file))
+            }
+            Err(e) => Some((Err(e), file)),
+        }
+    })
+}
+
+/// Makes `name` under `<out>/fixtures` with the `ffmpeg` CLI, once.
+fn fixture(out: &Path, name: &str, args: &str) -> anyhow::Result<PathBuf> {
+    let dir = out.join("fixtures");
+    let path = dir.join(name);
+    if path.exists() {
+        return Ok(path);
+    }
+    std::fs::create_dir_all(&dir)?;
+    let partial = dir.join(format!("partial-{name}"));
+    let status = Command::new("ffmpeg")
+        .args(["-nostdin", "-loglevel", "error", "-y"])
+        .args(args.split_whitespace())
+        .arg(&partial)
+        .status()?;
+    if !status.success() {
+        bail!("ffmpeg could not make {name}");
+    }
+    std::fs::rename(&partial, &path)?;
+    Ok(path)
+}
+
+/// A child process killed when dropped.
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -1,0 +1,148 @@
+//! `vidpress serve` processes on loopback ports, each with its own data
+//! directory; stopped when dropped.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+/// The cluster cookie of the harness's nodes.
+const COOKIE: &str = "vidpress-bench-cookie";
+
+/// Returns a loopback port that is free now.
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// How to start one node.
+pub struct NodeSpec<'a> {
+    pub name: &'a str,
+    pub workers: u32,
+    /// Cluster port of a node to join; `None` for the first node.
+    pub seed: Option<u16>,
+    /// Whether the node is in a cluster at all (else the embedded default).
+    pub clustered: bool,
+}
+
+/// A running node.
+pub struct Node {
+    pub name: String,
+    pub http: u16,
+    pub cluster: u16,
+    child: Child,
+}
+
+impl Node {
+    /// Starts a node and waits until it answers `/readyz`.
+    pub fn start(binary: &Path, dir: &Path, spec: &NodeSpec<'_>) -> anyhow::Result<Self> {
+        let (http, cluster) = (free_port()?, free_port()?);
+        let data = dir.join(spec.name);
+        let log = std::fs::File::create(dir.join(format!("{}.log", spec.name)))?;
+        let mut command = Command::new(binary);
+        command
+            .args(["serve", "--node-name", spec.name])
+            .args(["--http", &format!("127.0.0.1:{http}")])
+            .args(["--workers", &spec.workers.to_string()])
+            .args(["--queue-capacity", "1000000"])
+            .arg("--data-dir")
+            .arg(&data)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log);
+        if spec.clustered {
+            command
+                .args(["--cookie", COOKIE])
+                .args(["--cluster-listen", &format!("127.0.0.1:{cluster}")]);
+            if let Some(seed) = spec.seed {
+                command.args(["--seeds", &format!("127.0.0.1:{seed}")]);
+            }
+        }
+        let child = command
+            .spawn()
+            .with_context(|| format!("cannot start {}", binary.display()))?;
+        let node = Self {
+            name: spec.name.to_owned(),
+            http,
+            cluster,
+            child,
+        };
+        node.wait_ready()?;
+        Ok(node)
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn wait_ready(&self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let url = format!("{}/readyz", self.base());
+        while Instant::now() < deadline {
+            let ready = std::process::Command::new("curl")
+                .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &url])
+                .output()
+                .map(|o| o.stdout == b"200")
+                .unwrap_or(false);
+            if ready {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!("{} did not become ready", self.name)
+    }
+
+    /// Waits until this node sees `count` nodes up (itself included).
+    pub async fn wait_members(&self, client: &reqwest::Client, count: usize) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(response) = client.get(format!("{}/cluster", self.base())).send().await {
+                if let Ok(view) = response.json::<serde_json::Value>().await {
+                    let up = view["nodes"]
+                        .as_array()
+                        .map_or(0, |n| n.iter().filter(|m| m["state"] == "up").count());
+                    if up >= count {
+                        return Ok(());
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!("{} never saw {count} nodes up", self.name)
+    }
+
+    /// CPU seconds of the node and of the children it has reaped (its
+    /// transcoder processes), from `/proc`.
+    pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))?;
+        // Fields after the command name, which is in parentheses.
+        let rest = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest)
+            .context("malformed /proc stat")?;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // utime, stime, cutime, cstime are fields 14-17 (1-based) of the
+        // line; `rest` starts at field 3.
+        let ticks: u64 = fields
+            .get(11..15)
+            .context("short /proc stat")?
+            .iter()
+            .map(|f| f.parse::<u64>().unwrap_or(0))
+            .sum();
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        Ok(ticks as f64 / hz)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
