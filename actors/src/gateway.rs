@@ -157,9 +157,9 @@ pub enum GatewayMsg {
     /// A node is up again: jobs taken over from it are relinquished there.
     NodeUp(NodeName),
     /// Another node took this job over under `epoch`, and its copy is
-    /// `finished` or not. This node's copy gives way unless it is finished
-    /// while the other is not, or it is of the same or a later epoch. Replies
-    /// whether this node's copy was kept.
+    /// `finished` or not. This node's copy is kept if it is finished and the
+    /// other is not, or if both are alike and its epoch is the same or later;
+    /// else it gives way. Replies whether it was kept.
     Relinquish {
         job: JobId,
         epoch: u32,
