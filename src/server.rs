@@ -14,7 +14,7 @@ use vidpress_cluster::{Cluster, MemberEvent, NodeLoad};
 use vidpress_transcode::driver::ChildCommand;
 
 use crate::config::{ConfigError, ServeConfig};
-use crate::http::{self, AppState};
+use crate::http::{self, App, AppState};
 use crate::transfer::HttpTransfer;
 
 /// The process-group scope shared by the nodes of a cluster.
@@ -109,7 +109,7 @@ impl Server {
         if let Some(cluster) = &cluster {
             tokio::spawn(forward_member_events(cluster.events(), node.jobs()));
         }
-        let state = AppState {
+        let state = AppState::new(App {
             jobs: node.jobs(),
             node: config.node_name(),
             address: config
@@ -130,7 +130,7 @@ impl Server {
                 .connect_timeout(Duration::from_secs(2))
                 .build()
                 .unwrap_or_default(),
-        };
+        });
         Ok(Self {
             node,
             cluster,

@@ -26,6 +26,7 @@ use vidpress_cluster::{wire, ClusterView, MemberState, NodeLoad, NodeName};
 use vidpress_transcode::driver::ChildCommand;
 use vidpress_transcode::EncodeOptions;
 
+use crate::board::Board;
 use crate::job::{JobId, JobSnapshot, JobStatus};
 use crate::paths;
 use crate::record::{self, JobRecord, Outcome};
@@ -311,6 +312,8 @@ struct JobEntry {
 
 pub struct GatewayState {
     args: GatewayArgs,
+    /// Where supervisors publish their snapshots.
+    board: Arc<Board>,
     jobs: BTreeMap<JobId, JobEntry>,
     queue: VecDeque<JobId>,
     /// Slots this gateway handed out, by job.
@@ -338,12 +341,12 @@ pub struct Gateway;
 impl Actor for Gateway {
     type Msg = GatewayMsg;
     type State = GatewayState;
-    type Arguments = GatewayArgs;
+    type Arguments = (GatewayArgs, Arc<Board>);
 
     async fn pre_start(
         &self,
         myself: ActorRef<Self::Msg>,
-        args: GatewayArgs,
+        (args, board): (GatewayArgs, Arc<Board>),
     ) -> Result<Self::State, ActorProcessingErr> {
         std::fs::create_dir_all(args.data_dir.join("jobs"))?;
         // Scratch space of attempts for other nodes does not survive a restart.
@@ -369,6 +372,7 @@ impl Actor for Gateway {
         info!(node = %args.node, workers = args.workers, "gateway started");
         let mut state = GatewayState {
             args,
+            board,
             jobs: BTreeMap::new(),
             queue: VecDeque::new(),
             running: HashMap::new(),
@@ -629,7 +633,7 @@ impl GatewayState {
             standby,
             epoch: 0,
         };
-        let supervisor = match self.spawn_supervisor(myself, record).await {
+        let supervisor = match self.spawn_supervisor(myself, record, true).await {
             Ok(supervisor) => supervisor,
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&dir);
@@ -651,6 +655,7 @@ impl GatewayState {
         &mut self,
         myself: &ActorRef<GatewayMsg>,
         record: JobRecord,
+        fresh: bool,
     ) -> Result<ActorRef<SupervisorMsg>, SubmitError> {
         let id = record.id;
         let bytes = record.input_bytes;
@@ -674,6 +679,8 @@ impl GatewayState {
             record,
             standby_http,
             view: self.args.cluster.as_ref().map(|c| c.view.clone()),
+            board: self.board.clone(),
+            fresh,
             transfer: self.args.transfer.clone(),
             data_dir: self.args.data_dir.clone(),
             gateway: myself.clone(),
@@ -728,7 +735,7 @@ impl GatewayState {
                 record.digest.clone(),
             );
             let unfinished = record.outcome.is_none();
-            if let Err(e) = self.spawn_supervisor(myself, record).await {
+            if let Err(e) = self.spawn_supervisor(myself, record, false).await {
                 error!(job_id = %id, error = %e, "cannot recover job");
                 continue;
             }
@@ -815,7 +822,7 @@ impl GatewayState {
                 continue;
             }
             let (epoch, unfinished) = (record.epoch, record.outcome.is_none());
-            if let Err(e) = self.spawn_supervisor(myself, record).await {
+            if let Err(e) = self.spawn_supervisor(myself, record, false).await {
                 error!(job_id = %id, error = %e, "cannot start the taken-over job");
                 continue;
             }

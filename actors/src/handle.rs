@@ -1,11 +1,13 @@
 //! [`Jobs`]: the typed, timeout-bounded API over a node's actors that the
 //! HTTP layer and tests use. Every call has a deadline.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{ActorRef, MessagingErr, RpcReplyPort};
 use vidpress_cluster::NodeName;
 
+use crate::board::Board;
 use crate::gateway::{GatewayMsg, NodeStats, SubmitError, SubmitRequest, Submitted};
 use crate::job::{JobId, JobSnapshot, JobStatus};
 use crate::supervisor::{Subscription, SupervisorMsg};
@@ -40,11 +42,12 @@ impl<T> From<MessagingErr<T>> for ServiceError {
 #[derive(Clone)]
 pub struct Jobs {
     gateway: ActorRef<GatewayMsg>,
+    board: Arc<Board>,
 }
 
 impl Jobs {
-    pub(crate) fn new(gateway: ActorRef<GatewayMsg>) -> Self {
-        Self { gateway }
+    pub(crate) fn new(gateway: ActorRef<GatewayMsg>, board: Arc<Board>) -> Self {
+        Self { gateway, board }
     }
 
     /// Accepts an upload as a job.
@@ -54,9 +57,10 @@ impl Jobs {
         Ok(call_within(&self.gateway, submit, SUBMIT_TIMEOUT).await??)
     }
 
-    /// Returns the current state of a job.
-    pub async fn get(&self, id: JobId) -> Result<JobSnapshot, ServiceError> {
-        call(&supervisor(id)?, SupervisorMsg::GetSnapshot).await
+    /// Returns the current state of a job, as its supervisor last published
+    /// it (after the last message it handled).
+    pub fn get(&self, id: JobId) -> Result<Arc<JobSnapshot>, ServiceError> {
+        self.board.get(id).ok_or(ServiceError::NotFound)
     }
 
     /// Cancels a job; returns its state once the request is in effect.
@@ -91,14 +95,17 @@ impl Jobs {
             reply,
         })
         .await?;
-        let snapshots = futures::future::join_all(ids.into_iter().map(|id| self.get(id))).await;
         // A job removed between the listing and the lookup is simply left out.
-        Ok(snapshots.into_iter().filter_map(Result::ok).collect())
+        Ok(ids
+            .into_iter()
+            .filter_map(|id| self.board.get(id))
+            .map(|job| (*job).clone())
+            .collect())
     }
 
     /// Returns whether this node owns the job (its supervisor runs here).
     pub fn is_local(&self, id: JobId) -> bool {
-        supervisor(id).is_ok()
+        self.board.get(id).is_some()
     }
 
     /// Tells the gateway a node is down, so attempts running there move.

@@ -9,6 +9,7 @@
 //! - [`worker`]: the WorkerActor, N per node in a process group: runs one
 //!   transcode at a time in a child process.
 //! - [`handle`]: [`Jobs`], the typed API with deadlines that callers use.
+//! - [`board`]: the snapshots supervisors publish, which polls read.
 //! - [`paths`]: where a job's files live in the data directory.
 //! - [`record`]: the job record kept on disk, from which a restarted node
 //!   recovers its jobs.
@@ -16,6 +17,7 @@
 //!
 //! [`start`] brings a node's actors up.
 
+pub mod board;
 pub mod gateway;
 pub mod handle;
 pub mod job;
@@ -31,14 +33,18 @@ pub use job::{EventKind, InputInfo, JobEvent, JobId, JobSnapshot, JobState, JobS
 pub use supervisor::Subscription;
 pub use transfer::{Relinquished, ReplicaFile, Transfer, TransferError, TransferFuture};
 
+use std::sync::Arc;
+
 use ractor::{Actor, ActorRef};
 use tokio::task::JoinHandle;
 
+use crate::board::Board;
 use crate::gateway::{Gateway, GatewayMsg};
 
 /// A running node's actors.
 pub struct Node {
     gateway: ActorRef<GatewayMsg>,
+    board: Arc<Board>,
     task: JoinHandle<()>,
 }
 
@@ -49,16 +55,21 @@ pub struct StartError(String);
 
 /// Starts a node's gateway and workers.
 pub async fn start(args: GatewayArgs) -> Result<Node, StartError> {
-    let (gateway, task) = Actor::spawn(None, Gateway, args)
+    let board = Arc::new(Board::default());
+    let (gateway, task) = Actor::spawn(None, Gateway, (args, board.clone()))
         .await
         .map_err(|e| StartError(e.to_string()))?;
-    Ok(Node { gateway, task })
+    Ok(Node {
+        gateway,
+        board,
+        task,
+    })
 }
 
 impl Node {
     /// Returns the handle callers use.
     pub fn jobs(&self) -> Jobs {
-        Jobs::new(self.gateway.clone())
+        Jobs::new(self.gateway.clone(), self.board.clone())
     }
 
     /// Stops the gateway and everything it started, and waits for it.

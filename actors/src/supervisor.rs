@@ -17,6 +17,7 @@ use tracing::{debug, error, info, warn};
 use vidpress_cluster::{ClusterView, MemberState, NodeName};
 use vidpress_transcode::{ErrorCode, MediaInfo, TranscodeError};
 
+use crate::board::Board;
 use crate::gateway::{GatewayMsg, SubmitError, Submitted};
 use crate::job::{EventKind, InputInfo, JobEvent, JobSnapshot, JobState, JobStatus};
 use crate::paths;
@@ -157,6 +158,10 @@ pub struct SupervisorArgs {
     pub transfer: Arc<dyn Transfer>,
     /// The membership view, to tell a standby that is down from a slow one.
     pub view: Option<watch::Receiver<Arc<ClusterView>>>,
+    /// Where the supervisor publishes the job's snapshot for polls.
+    pub board: Arc<Board>,
+    /// A job being accepted: not published until it is acknowledged.
+    pub fresh: bool,
 }
 
 pub struct SupervisorState {
@@ -180,6 +185,7 @@ pub struct SupervisorState {
     standby_http: Option<String>,
     transfer: Arc<dyn Transfer>,
     view: Option<watch::Receiver<Arc<ClusterView>>>,
+    board: Arc<Board>,
     /// Feeds the task that copies each new record to the standby, with the
     /// record's version.
     replica: Option<watch::Sender<(u64, JobRecord)>>,
@@ -225,7 +231,7 @@ impl Actor for JobSupervisor {
         };
         let created_at = record::from_ms(record.created_at_ms);
         let (events, _) = broadcast::channel(CHANNEL);
-        Ok(SupervisorState {
+        let state = SupervisorState {
             job: JobSnapshot {
                 id: record.id,
                 state,
@@ -258,11 +264,25 @@ impl Actor for JobSupervisor {
             standby_http: args.standby_http,
             transfer: args.transfer,
             view: args.view,
+            board: args.board,
             attempt_started: None,
             last_progress_event: None,
             events,
             history: VecDeque::with_capacity(HISTORY),
-        })
+        };
+        if !args.fresh {
+            state.board.publish(&state.job);
+        }
+        Ok(state)
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        state.board.remove(state.job.id);
+        Ok(())
     }
 
     async fn handle(
@@ -290,6 +310,7 @@ impl Actor for JobSupervisor {
                     myself.stop(None);
                     return Ok(());
                 }
+                state.board.publish(&state.job);
                 let _ = reply.send(Ok(Submitted {
                     job: state.job.clone(),
                     estimate,
@@ -304,6 +325,8 @@ impl Actor for JobSupervisor {
             }
             SupervisorMsg::Cancel(reply) => {
                 state.cancel();
+                // Published before the answer: a poll after it sees it.
+                state.board.publish(&state.job);
                 let _ = reply.send(state.job.clone());
             }
             SupervisorMsg::Dispatch { worker, node } => {
@@ -382,6 +405,7 @@ impl Actor for JobSupervisor {
             }
         }
         state.report_sync();
+        state.board.publish(&state.job);
         Ok(())
     }
 }
@@ -820,6 +844,8 @@ impl SupervisorState {
             self.history.pop_front();
         }
         self.history.push_back(event.clone());
+        // Polls see what subscribers are told, from the same moment.
+        self.board.publish(&self.job);
         // No receivers is fine: nobody is watching.
         let _ = self.events.send(event);
     }

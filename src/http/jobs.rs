@@ -160,7 +160,7 @@ pub async fn status(
     State(app): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let job = app.jobs.get(parse_id(&id)?).await?;
+    let job = app.jobs.get(parse_id(&id)?)?;
     Ok(status_response(&job))
 }
 
@@ -202,9 +202,9 @@ pub async fn result(
     Path(id): Path<String>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let job = app.jobs.get(parse_id(&id)?).await?;
+    let job = app.jobs.get(parse_id(&id)?)?;
     let JobState::Completed { output, .. } = &job.state else {
-        return Ok((StatusCode::CONFLICT, Json(JobDocument::from(&job))).into_response());
+        return Ok((StatusCode::CONFLICT, Json(JobDocument::from(job.as_ref()))).into_response());
     };
     let mut response = ServeFile::new(output)
         .oneshot(request)

@@ -36,9 +36,27 @@ use vidpress_cluster::NodeName;
 
 use self::error::ApiError;
 
-/// What every handler needs.
+/// What every handler needs, shared: axum clones the state for every
+/// request and middleware, so it is one reference count.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<App>);
+
+impl AppState {
+    pub fn new(app: App) -> Self {
+        Self(Arc::new(app))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = App;
+
+    fn deref(&self) -> &App {
+        &self.0
+    }
+}
+
+/// The node's parts the HTTP layer uses.
+pub struct App {
     pub jobs: Jobs,
     pub node: NodeName,
     /// The address other nodes and clients know this node by.
