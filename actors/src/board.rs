@@ -1,22 +1,48 @@
 //! [`Board`]: the latest snapshot of every job whose supervisor runs on this
-//! node, published by the supervisor itself after each message it handles.
+//! node, published by the supervisor itself (see the supervisor for when).
 //! Polls read it without a round trip through the supervisor's mailbox; it
 //! is still the supervisor's state, only ever written by the supervisor.
 
 use std::collections::HashMap;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::ops::Deref;
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
+
+use bytes::Bytes;
 
 use crate::job::{JobId, JobSnapshot};
+
+/// One published snapshot, with the rendering readers made of it: a job
+/// polled a thousand times between two changes is rendered once.
+pub struct Published {
+    job: JobSnapshot,
+    rendered: OnceLock<Bytes>,
+}
+
+impl Published {
+    /// Returns `render(job)`, computed by the first reader of this snapshot.
+    /// Every reader must pass the same rendering.
+    pub fn rendered(&self, render: impl FnOnce(&JobSnapshot) -> Bytes) -> Bytes {
+        self.rendered.get_or_init(|| render(&self.job)).clone()
+    }
+}
+
+impl Deref for Published {
+    type Target = JobSnapshot;
+
+    fn deref(&self) -> &JobSnapshot {
+        &self.job
+    }
+}
 
 /// Published job snapshots, by job.
 #[derive(Default)]
 pub struct Board {
-    jobs: RwLock<HashMap<JobId, Arc<JobSnapshot>>>,
+    jobs: RwLock<HashMap<JobId, Arc<Published>>>,
 }
 
 impl Board {
     /// Returns the latest snapshot of a job owned here.
-    pub fn get(&self, id: JobId) -> Option<Arc<JobSnapshot>> {
+    pub fn get(&self, id: JobId) -> Option<Arc<Published>> {
         self.jobs
             .read()
             .unwrap_or_else(PoisonError::into_inner)
@@ -26,11 +52,14 @@ impl Board {
 
     /// Publishes a job's snapshot, replacing the previous one.
     pub(crate) fn publish(&self, job: &JobSnapshot) {
-        let job = Arc::new(job.clone());
+        let published = Arc::new(Published {
+            job: job.clone(),
+            rendered: OnceLock::new(),
+        });
         self.jobs
             .write()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(job.id, job);
+            .insert(job.id, published);
     }
 
     /// Takes a job off the board (its supervisor stopped).

@@ -7,7 +7,7 @@ use std::time::Duration;
 use ractor::{ActorRef, MessagingErr, RpcReplyPort};
 use vidpress_cluster::NodeName;
 
-use crate::board::Board;
+use crate::board::{Board, Published};
 use crate::gateway::{GatewayMsg, NodeStats, SubmitError, SubmitRequest, Submitted};
 use crate::job::{JobId, JobSnapshot, JobStatus};
 use crate::supervisor::{Subscription, SupervisorMsg};
@@ -59,7 +59,7 @@ impl Jobs {
 
     /// Returns the current state of a job, as its supervisor last published
     /// it (after the last message it handled).
-    pub fn get(&self, id: JobId) -> Result<Arc<JobSnapshot>, ServiceError> {
+    pub fn get(&self, id: JobId) -> Result<Arc<Published>, ServiceError> {
         self.board.get(id).ok_or(ServiceError::NotFound)
     }
 
@@ -99,7 +99,7 @@ impl Jobs {
         Ok(ids
             .into_iter()
             .filter_map(|id| self.board.get(id))
-            .map(|job| (*job).clone())
+            .map(|job| JobSnapshot::clone(&job))
             .collect())
     }
 

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -11,7 +11,9 @@ use axum::Json;
 use futures::TryStreamExt;
 use tower::ServiceExt;
 use tower_http::services::ServeFile;
-use vidpress_actors::{JobId, JobSnapshot, JobState, JobStatus, SubmitRequest};
+use tracing::error;
+use vidpress_actors::board::Published;
+use vidpress_actors::{JobId, JobState, JobStatus, SubmitRequest};
 use vidpress_transcode::{EncodeOptions, Preset};
 
 use super::dto::{JobDocument, JobList};
@@ -164,14 +166,28 @@ pub async fn status(
     Ok(status_response(&job))
 }
 
-/// Answers a snapshot with the status code and headers of its state.
-pub fn status_response(job: &JobSnapshot) -> Response {
+/// Answers a snapshot with the status code and headers of its state; its
+/// JSON document is rendered once per snapshot, however often it is polled.
+pub fn status_response(job: &Published) -> Response {
     let code = match job.status() {
         JobStatus::Queued | JobStatus::Running => StatusCode::ACCEPTED,
         JobStatus::Completed => StatusCode::OK,
         JobStatus::Failed | JobStatus::Canceled => StatusCode::BAD_REQUEST,
     };
-    let mut response = (code, Json(JobDocument::from(job))).into_response();
+    let body = job.rendered(|job| {
+        serde_json::to_vec(&JobDocument::from(job)).map_or_else(
+            |e| {
+                error!(job_id = %job.id, error = %e, "cannot render the job document");
+                Bytes::from_static(b"{}")
+            },
+            Bytes::from,
+        )
+    });
+    let json = [(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    )];
+    let mut response = (code, json, body).into_response();
     if code == StatusCode::ACCEPTED {
         let wait = job.eta().unwrap_or(DEFAULT_RETRY_AFTER);
         response.headers_mut().insert(
@@ -204,7 +220,7 @@ pub async fn result(
 ) -> Result<Response, ApiError> {
     let job = app.jobs.get(parse_id(&id)?)?;
     let JobState::Completed { output, .. } = &job.state else {
-        return Ok((StatusCode::CONFLICT, Json(JobDocument::from(job.as_ref()))).into_response());
+        return Ok((StatusCode::CONFLICT, Json(JobDocument::from(&**job))).into_response());
     };
     let mut response = ServeFile::new(output)
         .oneshot(request)

@@ -79,14 +79,17 @@ pub struct App {
 
 /// Builds the router of the whole HTTP API.
 pub fn router(state: AppState) -> Router {
-    let job_routes = Router::new()
+    let mut job_routes = Router::new()
         .route("/jobs/{id}", get(jobs::status).delete(jobs::cancel))
         .route("/jobs/{id}/result", get(jobs::result))
-        .route("/jobs/{id}/events", get(events::events))
-        .route_layer(middleware::from_fn_with_state(
+        .route("/jobs/{id}/events", get(events::events));
+    if state.cluster.is_some() {
+        // Alone, a node holds every job it knows: nothing to forward.
+        job_routes = job_routes.route_layer(middleware::from_fn_with_state(
             state.clone(),
             route::to_owner,
         ));
+    }
     let mut router = Router::new()
         .route(
             "/jobs",
