@@ -10,7 +10,7 @@
 //! Gateways join the process group `vidpress.gateway.<node>`, which is how a
 //! worker on another node finds the gateway of the job's owner.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -29,6 +29,7 @@ use vidpress_transcode::EncodeOptions;
 use crate::board::Board;
 use crate::job::{JobId, JobSnapshot, JobStatus};
 use crate::paths;
+use crate::queue::JobQueue;
 use crate::record::{self, JobRecord, Outcome};
 use crate::supervisor::{AttemptReport, JobSupervisor, SupervisorArgs, SupervisorMsg};
 use crate::transfer::{Relinquished, ReplicaFile, Transfer};
@@ -76,8 +77,9 @@ pub struct SubmitRequest {
     /// The uploaded file; the gateway moves it into the job's folder.
     pub upload: PathBuf,
     pub bytes: u64,
-    /// SHA-256 of the upload, to tell a retried request from a different one.
-    pub digest: [u8; 32],
+    /// SHA-256 of the upload, to tell a retried request from a different
+    /// one; computed when there is an idempotency key.
+    pub digest: Option<[u8; 32]>,
     pub options: EncodeOptions,
     pub idempotency_key: Option<String>,
 }
@@ -315,7 +317,7 @@ pub struct GatewayState {
     /// Where supervisors publish their snapshots.
     board: Arc<Board>,
     jobs: BTreeMap<JobId, JobEntry>,
-    queue: VecDeque<JobId>,
+    queue: JobQueue,
     /// Slots this gateway handed out, by job.
     running: HashMap<JobId, Slot>,
     /// Workers (anywhere) holding a slot this gateway handed out.
@@ -374,7 +376,7 @@ impl Actor for Gateway {
             args,
             board,
             jobs: BTreeMap::new(),
-            queue: VecDeque::new(),
+            queue: JobQueue::default(),
             running: HashMap::new(),
             busy: HashSet::new(),
             local_busy: HashSet::new(),
@@ -536,11 +538,12 @@ impl Actor for Gateway {
                 }
             }
             GatewayMsg::Dequeue(id) => {
-                state.queue.retain(|q| *q != id);
+                state.queue.remove(id);
                 state.publish_load();
             }
             GatewayMsg::Requeue(id) => {
-                state.queue.push_front(id);
+                let bytes = state.jobs.get(&id).map_or(0, |e| e.bytes);
+                state.queue.push_front(id, bytes);
                 state.pump();
             }
         }
@@ -581,7 +584,7 @@ impl GatewayState {
         if let Some(key) = &request.idempotency_key {
             if let Some((digest, id)) = self.idempotency.get(key) {
                 let _ = std::fs::remove_file(&request.upload);
-                if *digest != request.digest {
+                if Some(*digest) != request.digest {
                     return Err((SubmitError::IdempotencyConflict, reply));
                 }
                 let (id, entry_bytes) = (*id, self.jobs.get(id).map_or(0, |e| e.bytes));
@@ -621,7 +624,11 @@ impl GatewayState {
             input_bytes: request.bytes,
             created_at_ms: record::to_ms(SystemTime::now()),
             idempotency_key: request.idempotency_key.clone(),
-            digest: record::hex(&request.digest),
+            digest: request
+                .digest
+                .as_ref()
+                .map(|d| record::hex(d))
+                .unwrap_or_default(),
             attempt: 0,
             lost_attempts: 0,
             interrupted: 0,
@@ -641,10 +648,10 @@ impl GatewayState {
             }
         };
         let estimate = self.estimate(request.bytes);
-        if let Some(key) = request.idempotency_key {
-            self.idempotency.insert(key, (request.digest, id));
+        if let (Some(key), Some(digest)) = (request.idempotency_key, request.digest) {
+            self.idempotency.insert(key, (digest, id));
         }
-        self.queue.push_back(id);
+        self.queue.push_back(id, request.bytes);
         info!(job_id = %id, node = %self.args.node, bytes = request.bytes, "job accepted");
         let _ = supervisor.cast(SupervisorMsg::Accept { reply, estimate });
         Ok(())
@@ -734,7 +741,7 @@ impl GatewayState {
                 record.idempotency_key.clone(),
                 record.digest.clone(),
             );
-            let unfinished = record.outcome.is_none();
+            let (unfinished, bytes) = (record.outcome.is_none(), record.input_bytes);
             if let Err(e) = self.spawn_supervisor(myself, record, false).await {
                 error!(job_id = %id, error = %e, "cannot recover job");
                 continue;
@@ -745,7 +752,7 @@ impl GatewayState {
                 }
             }
             if unfinished {
-                self.queue.push_back(id);
+                self.queue.push_back(id, bytes);
                 resumed += 1;
             } else {
                 finished += 1;
@@ -821,7 +828,8 @@ impl GatewayState {
                 error!(job_id = %id, owner = %owner, error = %e, "cannot take the job over");
                 continue;
             }
-            let (epoch, unfinished) = (record.epoch, record.outcome.is_none());
+            let (epoch, unfinished, bytes) =
+                (record.epoch, record.outcome.is_none(), record.input_bytes);
             if let Err(e) = self.spawn_supervisor(myself, record, false).await {
                 error!(job_id = %id, error = %e, "cannot start the taken-over job");
                 continue;
@@ -829,7 +837,7 @@ impl GatewayState {
             self.taken_over.insert(id, (owner.clone(), epoch));
             if unfinished {
                 // Accepted before anything queued here since: first in line.
-                self.queue.push_front(id);
+                self.queue.push_front(id, bytes);
             }
             warn!(job_id = %id, owner = %owner, node = %self.args.node, epoch, "job taken over from a lost owner");
         }
@@ -949,7 +957,7 @@ impl GatewayState {
     /// Drops every trace of a job from the gateway's state.
     fn forget(&mut self, job: JobId) {
         self.jobs.remove(&job);
-        self.queue.retain(|q| *q != job);
+        self.queue.remove(job);
         self.idempotency.retain(|_, (_, id)| *id != job);
         self.taken_over.remove(&job);
         self.unsynced.remove(&job);
@@ -1015,12 +1023,7 @@ impl GatewayState {
     /// Estimates how long a job of `bytes` takes from now: the queue ahead
     /// spread over the workers, then the job itself.
     fn estimate(&self, bytes: u64) -> Duration {
-        let queued: u64 = self
-            .queue
-            .iter()
-            .filter_map(|id| self.jobs.get(id))
-            .map(|e| e.bytes)
-            .sum();
+        let queued = self.queue.bytes();
         let workers = self
             .free_slots()
             .iter()
@@ -1118,7 +1121,7 @@ impl GatewayState {
     fn pump(&mut self) {
         if !self.queue.is_empty() {
             let mut nodes = self.free_slots();
-            while let Some(id) = self.queue.front().copied() {
+            while let Some(id) = self.queue.front() {
                 let Some(entry) = self.jobs.get(&id) else {
                     self.queue.pop_front();
                     continue;

@@ -22,6 +22,7 @@ pub mod gateway;
 pub mod handle;
 pub mod job;
 pub mod paths;
+mod queue;
 pub mod record;
 pub mod supervisor;
 pub mod transfer;

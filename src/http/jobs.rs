@@ -58,11 +58,13 @@ pub async fn submit(
             limit: app.max_upload_bytes,
         });
     }
+    // A retried submission is told from a different one by its digest.
+    let hash = idempotency_key.is_some();
     let upload = if is_multipart(&headers) {
-        receive_multipart(&app, request).await?
+        receive_multipart(&app, request, hash).await?
     } else {
         let body = request.into_body().into_data_stream();
-        upload::receive(&app.uploads_dir, app.max_upload_bytes, body).await?
+        upload::receive(&app.uploads_dir, app.max_upload_bytes, hash, body).await?
     };
     let Upload {
         file,
@@ -102,7 +104,11 @@ fn is_multipart(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.to_ascii_lowercase().starts_with("multipart/form-data"))
 }
 
-async fn receive_multipart(app: &AppState, request: Request) -> Result<Upload, ApiError> {
+async fn receive_multipart(
+    app: &AppState,
+    request: Request,
+    hash: bool,
+) -> Result<Upload, ApiError> {
     let mut multipart = Multipart::from_request(request, &()).await.map_err(|e| {
         ApiError::BadRequest(format!("malformed multipart body: {}", e.body_text()))
     })?;
@@ -113,7 +119,8 @@ async fn receive_multipart(app: &AppState, request: Request) -> Result<Upload, A
     {
         if field.name() == Some("file") {
             let body = field.map_err(|_| ApiError::UploadInterrupted);
-            return upload::receive(&app.uploads_dir, app.max_upload_bytes, Box::pin(body)).await;
+            let (dir, limit) = (&app.uploads_dir, app.max_upload_bytes);
+            return upload::receive(dir, limit, hash, Box::pin(body)).await;
         }
     }
     Err(ApiError::BadRequest(

@@ -50,12 +50,14 @@ impl Drop for TempUpload {
 pub struct Upload {
     pub file: TempUpload,
     pub bytes: u64,
-    pub digest: [u8; 32],
+    /// SHA-256 of the upload, when it was asked for.
+    pub digest: Option<[u8; 32]>,
 }
 
 /// Writes `body` to a new file in `dir`, refusing more than `limit` bytes
-/// and anything whose first bytes are not a known video container.
-pub async fn receive<S, E>(dir: &Path, limit: u64, body: S) -> Result<Upload, ApiError>
+/// and anything whose first bytes are not a known video container; hashes it
+/// when `hash` is set (only an idempotent submission needs the digest).
+pub async fn receive<S, E>(dir: &Path, limit: u64, hash: bool, body: S) -> Result<Upload, ApiError>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
 {
@@ -66,7 +68,7 @@ where
             .await
             .map_err(|e| ApiError::Internal(format!("cannot create upload file: {e}")))?,
     );
-    let mut hasher = Sha256::new();
+    let mut hasher = hash.then(Sha256::new);
     let mut head = Vec::with_capacity(SNIFF_LEN);
     let mut bytes: u64 = 0;
     let mut body = body;
@@ -83,7 +85,9 @@ where
                 check_container(&head)?;
             }
         }
-        hasher.update(&chunk);
+        if let Some(hasher) = &mut hasher {
+            hasher.update(&chunk);
+        }
         out.write_all(&chunk)
             .await
             .map_err(|e| ApiError::Internal(format!("cannot write upload: {e}")))?;
@@ -105,7 +109,7 @@ where
     Ok(Upload {
         file,
         bytes,
-        digest: hasher.finalize().into(),
+        digest: hasher.map(|h| h.finalize().into()),
     })
 }
 
