@@ -8,9 +8,10 @@
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 use vidpress_cluster::NodeName;
@@ -264,9 +265,27 @@ pub struct JobEvent {
     /// last event it includes.
     pub seq: u64,
     pub job: Arc<JobSnapshot>,
+    /// The rendering subscribers send, made once for all of them.
+    rendered: Arc<OnceLock<Bytes>>,
 }
 
 impl JobEvent {
+    pub fn new(kind: EventKind, seq: u64, job: Arc<JobSnapshot>) -> Self {
+        Self {
+            kind,
+            seq,
+            job,
+            rendered: Arc::default(),
+        }
+    }
+
+    /// Returns `render(self)`, computed by the first subscriber to send this
+    /// event: one job's event to ten thousand subscribers is rendered once.
+    /// Every subscriber must pass the same rendering.
+    pub fn rendered(&self, render: impl FnOnce(&JobEvent) -> Bytes) -> Bytes {
+        self.rendered.get_or_init(|| render(self)).clone()
+    }
+
     /// Returns whether this event ends the stream.
     pub fn is_terminal(&self) -> bool {
         self.job.status().is_terminal() && self.kind != EventKind::Progress

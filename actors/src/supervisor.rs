@@ -835,11 +835,7 @@ impl SupervisorState {
     fn publish(&mut self, kind: EventKind) {
         self.job.seq += 1;
         self.job.updated_at = SystemTime::now();
-        let event = JobEvent {
-            kind,
-            seq: self.job.seq,
-            job: Arc::new(self.job.clone()),
-        };
+        let event = JobEvent::new(kind, self.job.seq, Arc::new(self.job.clone()));
         if self.history.len() == HISTORY {
             self.history.pop_front();
         }
@@ -864,11 +860,11 @@ impl SupervisorState {
             _ => Vec::new(),
         };
         let backlog = if backlog.is_empty() {
-            vec![JobEvent {
-                kind: EventKind::Snapshot,
-                seq: self.job.seq,
-                job: Arc::new(self.job.clone()),
-            }]
+            vec![JobEvent::new(
+                EventKind::Snapshot,
+                self.job.seq,
+                Arc::new(self.job.clone()),
+            )]
         } else {
             backlog
         };

@@ -14,6 +14,7 @@ mod baseline;
 mod node;
 mod report;
 mod wrk;
+mod ws;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -44,7 +45,10 @@ struct Cli {
     /// Runs of each side of the transcode comparison, alternating.
     #[arg(long, default_value_t = 3)]
     transcode_runs: usize,
-    /// Benchmarks to run (submit, poll, transcode); all by default.
+    /// Subscribers of the WebSocket fan-out benchmark.
+    #[arg(long, default_value_t = 10_000)]
+    subscribers: usize,
+    /// Benchmarks to run (submit, poll, events, fanout, transcode); all by default.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
@@ -87,6 +91,12 @@ async fn main() -> anyhow::Result<()> {
     }
     if wanted("poll") {
         entries.extend(bench.poll().await?);
+    }
+    if wanted("events") {
+        entries.extend(bench.events().await?);
+    }
+    if wanted("fanout") {
+        entries.extend(bench.fanout(cli.subscribers).await?);
     }
     if wanted("transcode") {
         entries.extend(bench.transcode(cli.transcode_runs).await?);
@@ -160,14 +170,14 @@ impl Bench {
         self.node(&self.dir(name)?, spec)
     }
 
-    /// Two clustered nodes without workers, each seeing the other up.
-    async fn pair(&self, name: &str) -> anyhow::Result<(Node, Node)> {
+    /// Two clustered nodes with `workers` each, each seeing the other up.
+    async fn pair(&self, name: &str, workers: [u32; 2]) -> anyhow::Result<(Node, Node)> {
         let dir = self.dir(name)?;
         let a = self.node(
             &dir,
             NodeSpec {
                 name: "node-a",
-                workers: 0,
+                workers: workers[0],
                 seed: None,
                 clustered: true,
             },
@@ -176,7 +186,7 @@ impl Bench {
             &dir,
             NodeSpec {
                 name: "node-b",
-                workers: 0,
+                workers: workers[1],
                 seed: Some(a.cluster),
                 clustered: true,
             },
@@ -237,7 +247,7 @@ impl Bench {
         drop(node);
 
         eprintln!("submit: two nodes, replicated");
-        let (a, _b) = self.pair("submit-two").await?;
+        let (a, _b) = self.pair("submit-two", [0, 0]).await?;
         let replicated = self.load("submit.lua", &format!("{}/jobs", a.base()), &env)?;
 
         let note = |load: &wrk::Load| {
@@ -292,17 +302,7 @@ impl Bench {
         let body = std::fs::read(self.small_clip()?)?;
         let url = format!("{}/jobs", node.base());
         let ids: Vec<anyhow::Result<String>> = futures::stream::iter(0..count)
-            .map(|_| {
-                let (client, url, body) = (self.client.clone(), url.clone(), body.clone());
-                async move {
-                    let response = client.post(url).body(body).send().await?;
-                    if response.status() != 202 {
-                        bail!("submit answered {}", response.status());
-                    }
-                    let doc: serde_json::Value = response.json().await?;
-                    doc["id"].as_str().map(str::to_owned).context("no id")
-                }
-            })
+            .map(|_| submit(&self.client, url.clone(), body.clone()))
             .buffer_unordered(16)
             .collect()
             .await;
@@ -335,7 +335,7 @@ impl Bench {
         drop(_base);
 
         eprintln!("poll: two nodes, through the owner and through the other");
-        let (a, b) = self.pair("poll-two").await?;
+        let (a, b) = self.pair("poll-two", [0, 0]).await?;
         let (paths, _) = self.known_jobs(&a, POLL_JOBS, "poll-two").await?;
         let env = [("BENCH_PATHS", paths.as_path())];
         let owner = self.load("poll.lua", &a.base(), &env)?;
@@ -383,6 +383,120 @@ impl Bench {
                 owner.p99_ms(),
                 Goal::Report,
                 added(other.p99_ms(), owner.p99_ms()),
+            ),
+        ])
+    }
+
+    /// A 30 s 640x360 clip whose encode sends a few dozen progress events.
+    fn events_clip(&self) -> anyhow::Result<Vec<u8>> {
+        let path = fixture(
+            &self.out,
+            "clip-360p-30s.mp4",
+            "-f lavfi -i testsrc2=size=640x360:rate=25 -f lavfi -i sine=frequency=440:sample_rate=44100 \
+             -t 30 -c:v libx264 -preset ultrafast -c:a aac -shortest",
+        )?;
+        Ok(std::fs::read(path)?)
+    }
+
+    /// Event latency, publication to receipt, on a subscriber of the owner
+    /// (where the worker runs too) and on one of the other node (bridged).
+    async fn events(&self) -> anyhow::Result<Vec<Entry>> {
+        eprintln!("events: latency on the owner and through the other node");
+        let (a, b) = self.pair("events", [1, 0]).await?;
+        let url = format!("{}/jobs?preset=veryfast", a.base());
+        let id = submit(&self.client, url, self.events_clip()?).await?;
+        let (on_owner, via_other) = (
+            ws::connect(&a.base(), &id).await?,
+            ws::connect(&b.base(), &id).await?,
+        );
+        let limit = Duration::from_secs(300);
+        let (mut owner, mut other) =
+            futures::join!(ws::read(on_owner, limit), ws::read(via_other, limit));
+        let entry = |name: &str, seen: &mut ws::Seen| {
+            let n = seen.latencies_ms.len();
+            let p50 = ws::quantile(&mut seen.latencies_ms, 0.5);
+            let p99 = ws::quantile(&mut seen.latencies_ms, 0.99);
+            let note = format!(
+                "{n} events, p50 {p50:.2} ms; baseline = the target itself (10 ms); all events in order: {}",
+                seen.complete()
+            );
+            Entry::new(name, "ms", p99, 10.0, Goal::AtMost(1.0), note)
+        };
+        Ok(vec![
+            entry("WebSocket event latency p99, on the owner", &mut owner),
+            entry(
+                "WebSocket event latency p99, through another node",
+                &mut other,
+            ),
+        ])
+    }
+
+    /// One job's events to `count` subscribers on one node: connected while
+    /// the job waits behind another (their idle memory is measured then),
+    /// then the other is canceled and the job runs.
+    async fn fanout(&self, count: usize) -> anyhow::Result<Vec<Entry>> {
+        eprintln!("fanout: {count} subscribers");
+        let node = self.solo("fanout", 1)?;
+        let url = format!("{}/jobs?preset=veryfast", node.base());
+        let blocker = submit(&self.client, url.clone(), self.events_clip()?).await?;
+        let id = submit(&self.client, url, self.events_clip()?).await?;
+        let before = node.rss_kib()?;
+        let base = node.base();
+        let sockets: Vec<anyhow::Result<ws::Socket>> = futures::stream::iter(0..count)
+            .map(|_| ws::connect(&base, &id))
+            .buffer_unordered(128)
+            .collect()
+            .await;
+        let sockets = sockets.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let idle_kib = node.rss_kib()?.saturating_sub(before) as f64 / count as f64;
+        let readers: Vec<_> = sockets
+            .into_iter()
+            .map(|socket| tokio::spawn(ws::read(socket, Duration::from_secs(300))))
+            .collect();
+        let canceled = self
+            .client
+            .delete(format!("{base}/jobs/{blocker}"))
+            .send()
+            .await?;
+        if !canceled.status().is_success() {
+            bail!("cannot cancel the job ahead: {}", canceled.status());
+        }
+        let mut complete = 0usize;
+        let mut latencies = Vec::new();
+        let mut events = 0usize;
+        for reader in readers {
+            let seen = reader.await?;
+            complete += usize::from(seen.complete());
+            events = events.max(seen.seqs.len());
+            latencies.extend(seen.latencies_ms);
+        }
+        let p50 = ws::quantile(&mut latencies, 0.5);
+        let p99 = ws::quantile(&mut latencies, 0.99);
+        Ok(vec![
+            Entry::new(
+                "fan-out: subscribers that got every event",
+                "subscribers",
+                complete as f64,
+                count as f64,
+                Goal::AtLeast(1.0),
+                format!("{events} events after the snapshot"),
+            ),
+            Entry::new(
+                "fan-out event latency p99",
+                "ms",
+                p99,
+                100.0,
+                Goal::AtMost(1.0),
+                format!("p50 {p50:.1} ms over {} deliveries; baseline = the target itself (100 ms)", latencies.len()),
+            ),
+            Entry::new(
+                "memory per idle subscriber",
+                "KiB",
+                idle_kib,
+                32.0,
+                Goal::AtMost(1.0),
+                format!("node RSS {before} KiB before {count} subscribers connected; baseline = the target itself (32 KiB)"),
             ),
         ])
     }
@@ -496,6 +610,16 @@ impl Bench {
             }
         }
     }
+}
+
+/// Posts `body` to `url` and returns the new job's ID.
+async fn submit(client: &reqwest::Client, url: String, body: Vec<u8>) -> anyhow::Result<String> {
+    let response = client.post(url).body(body).send().await?;
+    if response.status() != 202 {
+        bail!("submit answered {}", response.status());
+    }
+    let doc: serde_json::Value = response.json().await?;
+    doc["id"].as_str().map(str::to_owned).context("no id")
 }
 
 /// Wall time, CPU seconds and output bytes of one transcode.

@@ -6,12 +6,13 @@
 use std::collections::HashMap;
 use std::future::Future;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::body::Bytes;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use futures::{Sink, SinkExt, Stream, StreamExt};
 use tokio::sync::broadcast::error::RecvError;
-use tracing::debug;
+use tracing::{debug, error};
 use vidpress_actors::{JobEvent, Subscription};
 
 use super::dto::EventDocument;
@@ -23,6 +24,8 @@ use super::AppState;
 const NORMAL: u16 = 1000;
 /// Close code when the node goes away before the job ends.
 const GOING_AWAY: u16 = 1001;
+/// Read buffer of a subscriber's socket, in bytes.
+const SUBSCRIBER_READ_BUFFER: usize = 4 * 1024;
 
 /// Upgrades to a WebSocket after checking the job exists (404 otherwise).
 pub async fn events(
@@ -51,6 +54,9 @@ pub async fn events(
                 .ok()
         }
     };
+    // Clients send nothing but pings and the close: a small read buffer
+    // (tungstenite allocates 128 KiB by default) keeps an idle subscriber cheap.
+    let upgrade = upgrade.read_buffer_size(SUBSCRIBER_READ_BUFFER);
     Ok(upgrade.on_upgrade(move |socket: WebSocket| async move {
         let (sink, stream) = socket.split();
         stream_events(sink, stream, subscription, resubscribe).await;
@@ -145,8 +151,17 @@ async fn forward<S: Sink<Message> + Unpin>(
 }
 
 async fn send<S: Sink<Message> + Unpin>(sink: &mut S, event: &JobEvent) -> Result<(), ()> {
-    let text = serde_json::to_string(&EventDocument::from(event)).map_err(|_| ())?;
-    sink.send(Message::Text(text.into())).await.map_err(|_| ())
+    let json = event.rendered(|event| {
+        serde_json::to_vec(&EventDocument::from(event)).map_or_else(
+            |e| {
+                error!(job_id = %event.job.id, error = %e, "cannot render the event");
+                Bytes::new()
+            },
+            Bytes::from,
+        )
+    });
+    let text = Utf8Bytes::try_from(json).map_err(|_| ())?;
+    sink.send(Message::Text(text)).await.map_err(|_| ())
 }
 
 async fn close<S: Sink<Message> + Unpin>(sink: &mut S, code: u16) {
@@ -170,10 +185,10 @@ mod tests {
     use super::*;
 
     fn event(kind: EventKind, seq: u64, state: JobState) -> JobEvent {
-        JobEvent {
+        JobEvent::new(
             kind,
             seq,
-            job: Arc::new(JobSnapshot {
+            Arc::new(JobSnapshot {
                 id: JobId::new(&"node-1".parse().unwrap()),
                 state,
                 attempt: 1,
@@ -187,7 +202,7 @@ mod tests {
                 },
                 seq,
             }),
-        }
+        )
     }
 
     fn running(progress: f64) -> JobState {

@@ -272,7 +272,13 @@ async fn tail(mut pipe: impl AsyncRead + Unpin) -> String {
     String::from_utf8_lossy(&kept).into_owned()
 }
 
-/// Asks the kernel to SIGKILL the child when its parent goes away.
+/// Scheduling niceness of transcoder children (0 is the default, 19 the
+/// lowest priority).
+#[cfg(target_os = "linux")]
+const CHILD_NICENESS: libc::c_int = 10;
+
+/// Asks the kernel to SIGKILL the child when its parent goes away, and
+/// lowers its scheduling priority.
 #[cfg(target_os = "linux")]
 fn kill_with_parent(command: &mut Command) {
     let parent = std::process::id() as libc::pid_t;
@@ -294,6 +300,10 @@ fn kill_with_parent(command: &mut Command) {
             if libc::getppid() != parent {
                 return Err(io::Error::from_raw_os_error(libc::ESRCH));
             }
+            // Encoding yields to the node's own work (answering polls,
+            // pushing events) when both want the CPU; alone, it runs at full
+            // speed. A failure leaves the default priority.
+            libc::setpriority(libc::PRIO_PROCESS, 0, CHILD_NICENESS);
             Ok(())
         });
     }

@@ -1,0 +1,103 @@
+//! WebSocket subscribers for the event benchmarks: each reads one job's
+//! events until the close and keeps, per event, its `seq` and how long after
+//! the supervisor published it (the event's `updated_at`, set then) it
+//! arrived. Sender and receiver share this machine's clock.
+
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use futures::StreamExt;
+use tokio_tungstenite::tungstenite::Message;
+
+/// What one subscriber saw.
+#[derive(Debug, Default)]
+pub struct Seen {
+    /// `seq` of the first frame (the snapshot or the first replayed event).
+    pub first_seq: u64,
+    /// `seq` of every event after the first frame, in arrival order.
+    pub seqs: Vec<u64>,
+    /// Latency of every event after the first frame, in milliseconds.
+    pub latencies_ms: Vec<f64>,
+    /// The close code, if the server closed.
+    pub close: Option<u16>,
+    /// Whether the last event was a terminal status.
+    pub terminal: bool,
+}
+
+impl Seen {
+    /// Whether the events after the first frame came one by one, none lost,
+    /// to the terminal one, then a normal close.
+    pub fn complete(&self) -> bool {
+        let contiguous = self
+            .seqs
+            .iter()
+            .enumerate()
+            .all(|(i, seq)| *seq == self.first_seq + 1 + i as u64);
+        contiguous && self.terminal && self.close == Some(1000)
+    }
+}
+
+/// A connected subscriber, not yet reading.
+pub type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Connects to `GET /jobs/{id}/events` on `base` (an `http://` URL).
+pub async fn connect(base: &str, id: &str) -> anyhow::Result<Socket> {
+    let url = format!("{}/jobs/{id}/events", base.replacen("http://", "ws://", 1));
+    let (socket, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .context("WebSocket connect")?;
+    Ok(socket)
+}
+
+/// Reads events until the close (or `limit`).
+pub async fn read(mut socket: Socket, limit: Duration) -> Seen {
+    let mut seen = Seen::default();
+    let mut first = true;
+    let deadline = tokio::time::Instant::now() + limit;
+    while let Ok(Some(frame)) = tokio::time::timeout_at(deadline, socket.next()).await {
+        let arrived = SystemTime::now();
+        match frame {
+            Ok(Message::Text(text)) => {
+                let Ok(event) = serde_json::from_str::<serde_json::Value>(&text) else {
+                    continue;
+                };
+                let seq = event["seq"].as_u64().unwrap_or(0);
+                let status = event["job"]["status"].as_str().unwrap_or("");
+                seen.terminal = matches!(status, "completed" | "failed" | "canceled");
+                if first {
+                    seen.first_seq = seq;
+                    first = false;
+                    continue;
+                }
+                seen.seqs.push(seq);
+                let sent = event["job"]["updated_at"]
+                    .as_str()
+                    .and_then(|t| humantime::parse_rfc3339(t).ok());
+                if let Some(latency) = sent.and_then(|sent| arrived.duration_since(sent).ok()) {
+                    seen.latencies_ms.push(latency.as_secs_f64() * 1000.0);
+                } else if sent.is_some() {
+                    // Arrived "before" it was sent: within the clock's grain.
+                    seen.latencies_ms.push(0.0);
+                }
+            }
+            Ok(Message::Close(frame)) => {
+                seen.close = frame.map(|f| u16::from(f.code));
+                break;
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    seen
+}
+
+/// The `q` quantile (0–1) of `values`, sorted in place.
+pub fn quantile(values: &mut [f64], q: f64) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values.sort_by(f64::total_cmp);
+    let i = ((values.len() as f64 * q).ceil() as usize).clamp(1, values.len()) - 1;
+    values[i]
+}
