@@ -48,7 +48,10 @@ struct Cli {
     /// Subscribers of the WebSocket fan-out benchmark.
     #[arg(long, default_value_t = 10_000)]
     subscribers: usize,
-    /// Benchmarks to run (submit, poll, events, fanout, transcode); all by default.
+    /// Finished job records the scale benchmark fills a node with.
+    #[arg(long, default_value_t = 100_000)]
+    records: usize,
+    /// Benchmarks to run (submit, poll, events, fanout, scale, transcode); all by default.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
@@ -97,6 +100,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if wanted("fanout") {
         entries.extend(bench.fanout(cli.subscribers).await?);
+    }
+    if wanted("scale") {
+        entries.extend(bench.scale(cli.records).await?);
     }
     if wanted("transcode") {
         entries.extend(bench.transcode(cli.transcode_runs).await?);
@@ -300,13 +306,7 @@ impl Bench {
         name: &str,
     ) -> anyhow::Result<(PathBuf, Vec<String>)> {
         let body = std::fs::read(self.small_clip()?)?;
-        let url = format!("{}/jobs", node.base());
-        let ids: Vec<anyhow::Result<String>> = futures::stream::iter(0..count)
-            .map(|_| submit(&self.client, url.clone(), body.clone()))
-            .buffer_unordered(16)
-            .collect()
-            .await;
-        let ids = ids.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
+        let ids = self.submit_many(node, count, &body).await?;
         let paths: String = ids.iter().map(|id| format!("/jobs/{id}\n")).collect();
         let file = self.scratch.path().join(format!("{name}.paths"));
         std::fs::write(&file, paths)?;
@@ -384,6 +384,106 @@ impl Bench {
                 Goal::Report,
                 added(other.p99_ms(), owner.p99_ms()),
             ),
+        ])
+    }
+
+    /// Submits `count` copies of `body` to `node`, 16 at a time.
+    async fn submit_many(
+        &self,
+        node: &Node,
+        count: usize,
+        body: &[u8],
+    ) -> anyhow::Result<Vec<String>> {
+        let url = format!("{}/jobs", node.base());
+        let ids: Vec<anyhow::Result<String>> = futures::stream::iter(0..count)
+            .map(|_| submit(&self.client, url.clone(), body.to_vec()))
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        ids.into_iter().collect()
+    }
+
+    /// Cancels the jobs `ids` on `node`, 16 at a time.
+    async fn cancel_many(&self, node: &Node, ids: &[String]) -> anyhow::Result<()> {
+        let results: Vec<anyhow::Result<()>> = futures::stream::iter(ids)
+            .map(|id| {
+                let request = self.client.delete(format!("{}/jobs/{id}", node.base()));
+                async move {
+                    let status = request.send().await?.status();
+                    if !status.is_success() {
+                        bail!("cancel answered {status}");
+                    }
+                    Ok(())
+                }
+            })
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        results.into_iter().collect()
+    }
+
+    /// Memory per queued job and per finished job record, and polls on a
+    /// node holding `records` finished records.
+    async fn scale(&self, records: usize) -> anyhow::Result<Vec<Entry>> {
+        const SAMPLE: usize = 2000;
+        let tiny = std::fs::read(fixture(
+            &self.out,
+            "clip-tiny.mp4",
+            "-f lavfi -i testsrc2=size=64x64:rate=5 -t 1 -c:v libx264 -preset ultrafast",
+        )?)?;
+        let node = self.solo("scale", 0)?;
+        // Warm the node up (allocator arenas, first connections) before measuring.
+        let warm = self.submit_many(&node, 100, &tiny).await?;
+        self.cancel_many(&node, &warm).await?;
+        eprintln!("scale: memory of {SAMPLE} queued jobs, then finished");
+        let before = node.rss_kib()?;
+        let ids = self.submit_many(&node, SAMPLE, &tiny).await?;
+        let queued = node.rss_kib()?;
+        self.cancel_many(&node, &ids).await?;
+        let finished = node.rss_kib()?;
+        let per = |kib: u64| kib.saturating_sub(before) as f64 / SAMPLE as f64;
+        eprintln!("scale: filling the node with {records} finished records");
+        let mut held = warm.len() + ids.len();
+        let mut sample = ids;
+        while held < records {
+            let batch = self
+                .submit_many(&node, (records - held).min(5000), &tiny)
+                .await?;
+            self.cancel_many(&node, &batch).await?;
+            held += batch.len();
+            sample = batch;
+        }
+        let filled = node.rss_kib()?;
+        eprintln!("scale: polls among {records} records");
+        let paths: String = sample
+            .iter()
+            .take(POLL_JOBS)
+            .map(|id| format!("/jobs/{id}\n"))
+            .collect();
+        let paths_file = self.scratch.path().join("scale.paths");
+        std::fs::write(&paths_file, paths)?;
+        let env = [("BENCH_PATHS", paths_file.as_path())];
+        let ours = self.load("poll.lua", &node.base(), &env)?;
+        let doc = self
+            .client
+            .get(format!("{}/jobs/{}", node.base(), sample[0]))
+            .send()
+            .await?
+            .bytes()
+            .await?;
+        drop(node);
+        let doc_file = self.scratch.path().join("scale-doc.json");
+        std::fs::write(&doc_file, &doc)?;
+        let (base_url, _base) = self.baseline("scale-baseline", Some(&doc_file))?;
+        let base = self.load("poll.lua", &base_url, &env)?;
+        Ok(vec![
+            Entry::new("memory per queued job", "KiB", per(queued), 64.0, Goal::AtMost(1.0),
+                format!("node RSS over {SAMPLE} jobs; baseline = the target itself (64 KiB)")),
+            Entry::new("memory per finished job record", "KiB", per(finished), 4.0, Goal::AtMost(1.0),
+                format!("the same {SAMPLE} jobs, canceled; baseline = the target itself (4 KiB); RSS with {records} records: {filled} KiB")),
+            Entry::new(&format!("poll throughput with {records} finished records"), "req/s", ours.throughput(), base.throughput(), Goal::AtLeast(0.7),
+                format!("{} requests, {} non-2xx", ours.requests, ours.non_2xx)),
+            Entry::new(&format!("poll p99 with {records} finished records"), "ms", ours.p99_ms(), base.p99_ms(), Goal::AtMost(2.0), String::new()),
         ])
     }
 

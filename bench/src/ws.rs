@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use futures::StreamExt;
+use serde::Deserialize;
 use tokio_tungstenite::tungstenite::Message;
 
 /// What one subscriber saw.
@@ -37,6 +38,20 @@ impl Seen {
     }
 }
 
+/// The parts of an event frame the harness reads (the rest is skipped).
+#[derive(Deserialize)]
+struct Frame<'a> {
+    seq: u64,
+    #[serde(borrow)]
+    job: FrameJob<'a>,
+}
+
+#[derive(Deserialize)]
+struct FrameJob<'a> {
+    status: &'a str,
+    updated_at: &'a str,
+}
+
 /// A connected subscriber, not yet reading.
 pub type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -59,21 +74,18 @@ pub async fn read(mut socket: Socket, limit: Duration) -> Seen {
         let arrived = SystemTime::now();
         match frame {
             Ok(Message::Text(text)) => {
-                let Ok(event) = serde_json::from_str::<serde_json::Value>(&text) else {
+                let Ok(event) = serde_json::from_str::<Frame<'_>>(&text) else {
                     continue;
                 };
-                let seq = event["seq"].as_u64().unwrap_or(0);
-                let status = event["job"]["status"].as_str().unwrap_or("");
-                seen.terminal = matches!(status, "completed" | "failed" | "canceled");
+                let seq = event.seq;
+                seen.terminal = matches!(event.job.status, "completed" | "failed" | "canceled");
                 if first {
                     seen.first_seq = seq;
                     first = false;
                     continue;
                 }
                 seen.seqs.push(seq);
-                let sent = event["job"]["updated_at"]
-                    .as_str()
-                    .and_then(|t| humantime::parse_rfc3339(t).ok());
+                let sent = humantime::parse_rfc3339(event.job.updated_at).ok();
                 if let Some(latency) = sent.and_then(|sent| arrived.duration_since(sent).ok()) {
                     seen.latencies_ms.push(latency.as_secs_f64() * 1000.0);
                 } else if sent.is_some() {
