@@ -197,7 +197,9 @@ pub struct SupervisorState {
     reported_synced: bool,
     attempt_started: Option<Instant>,
     last_progress_event: Option<Instant>,
-    events: broadcast::Sender<JobEvent>,
+    /// The live feed, made when the first subscriber comes (most jobs are
+    /// only ever polled, and a feed holds a buffer of [`CHANNEL`] events).
+    events: Option<broadcast::Sender<JobEvent>>,
     history: VecDeque<JobEvent>,
 }
 
@@ -230,7 +232,6 @@ impl Actor for JobSupervisor {
             Some(Outcome::Canceled) => JobState::Canceled,
         };
         let created_at = record::from_ms(record.created_at_ms);
-        let (events, _) = broadcast::channel(CHANNEL);
         let state = SupervisorState {
             job: JobSnapshot {
                 id: record.id,
@@ -267,8 +268,9 @@ impl Actor for JobSupervisor {
             board: args.board,
             attempt_started: None,
             last_progress_event: None,
-            events,
-            history: VecDeque::with_capacity(HISTORY),
+            events: None,
+            // Grows with the events, up to HISTORY.
+            history: VecDeque::new(),
         };
         if !args.fresh {
             state.board.publish(&state.job);
@@ -843,11 +845,24 @@ impl SupervisorState {
         // Polls see what subscribers are told, from the same moment.
         self.board.publish(&self.job);
         // No receivers is fine: nobody is watching.
-        let _ = self.events.send(event);
+        let terminal = event.is_terminal();
+        if let Some(events) = &self.events {
+            let _ = events.send(event);
+        }
+        if terminal {
+            // Subscribers still read what the feed holds, the terminal event
+            // last; nothing comes after it.
+            self.events = None;
+            self.history.shrink_to_fit();
+        }
     }
 
-    fn subscribe(&self, since: Option<u64>) -> Subscription {
-        let live = (!self.job.status().is_terminal()).then(|| self.events.subscribe());
+    fn subscribe(&mut self, since: Option<u64>) -> Subscription {
+        let live = (!self.job.status().is_terminal()).then(|| {
+            self.events
+                .get_or_insert_with(|| broadcast::channel(CHANNEL).0)
+                .subscribe()
+        });
         let oldest = self.history.front().map_or(self.job.seq + 1, |e| e.seq);
         let backlog: Vec<JobEvent> = match since {
             // Everything after `since` is still held: replay it.
