@@ -31,7 +31,7 @@ use crate::job::{JobId, JobSnapshot, JobStatus};
 use crate::paths;
 use crate::queue::JobQueue;
 use crate::record::{self, JobRecord, Outcome};
-use crate::supervisor::{AttemptReport, JobSupervisor, SupervisorArgs, SupervisorMsg};
+use crate::supervisor::{self, AttemptReport, JobSupervisor, SupervisorArgs, SupervisorMsg};
 use crate::transfer::{Relinquished, ReplicaFile, Transfer};
 use crate::worker::{self, WorkerActor, WorkerArgs, WorkerMsg};
 
@@ -306,7 +306,9 @@ struct Slot {
 
 struct JobEntry {
     status: JobStatus,
-    supervisor: ActorRef<SupervisorMsg>,
+    /// `None` once a finished job's actor stopped (its snapshot is on the
+    /// board): holding the reference would keep the actor's memory.
+    supervisor: Option<ActorRef<SupervisorMsg>>,
     bytes: u64,
     /// When the job reached a terminal state.
     finished: Option<Instant>,
@@ -432,10 +434,8 @@ impl Actor for Gateway {
                 attempt,
                 report,
             } => {
-                if let Some(entry) = state.jobs.get(&job) {
-                    let _ = entry
-                        .supervisor
-                        .cast(SupervisorMsg::Report { attempt, report });
+                if let Some(supervisor) = state.supervisor(job) {
+                    let _ = supervisor.cast(SupervisorMsg::Report { attempt, report });
                 }
             }
             GatewayMsg::Release { job, rejected } => {
@@ -459,9 +459,15 @@ impl Actor for Gateway {
             GatewayMsg::NodeUp(node) => {
                 state.relinquish_to(&myself, &node);
                 // It may have missed copies of the jobs it stands by for.
-                for entry in state.jobs.values() {
-                    let _ = entry.supervisor.cast(SupervisorMsg::Resync(node.clone()));
+                let mut finished = Vec::new();
+                for (id, entry) in &state.jobs {
+                    let resync =
+                        |s: &ActorRef<SupervisorMsg>| s.cast(SupervisorMsg::Resync(node.clone()));
+                    if entry.supervisor.as_ref().is_none_or(|s| resync(s).is_err()) {
+                        finished.push(*id);
+                    }
                 }
+                state.resync_finished(&node, finished, Duration::ZERO);
                 // A majority may be in sight again: take over what is still
                 // owned by nodes that are down, once this node had the time
                 // to see them again if they are alive (coming back from
@@ -499,8 +505,8 @@ impl Actor for Gateway {
                 state.take_over(&myself, &node).await;
                 for (job, slot) in &state.running {
                     if slot.node == node {
-                        if let Some(entry) = state.jobs.get(job) {
-                            let _ = entry.supervisor.cast(SupervisorMsg::NodeLost(node.clone()));
+                        if let Some(supervisor) = state.supervisor(*job) {
+                            let _ = supervisor.cast(SupervisorMsg::NodeLost(node.clone()));
                         }
                     }
                 }
@@ -564,6 +570,13 @@ impl Actor for Gateway {
             }
             SupervisionEvent::ActorTerminated(who, _, _) => {
                 state.local_busy.remove(&who.get_id());
+                // A job's supervisor that stopped (finished, or dropped):
+                // let go of its reference.
+                if let Some(id) = who.get_name().as_deref().and_then(JobId::from_actor_name) {
+                    if let Some(entry) = state.jobs.get_mut(&id) {
+                        entry.supervisor = None;
+                    }
+                }
             }
             _ => {}
         }
@@ -588,7 +601,7 @@ impl GatewayState {
                     return Err((SubmitError::IdempotencyConflict, reply));
                 }
                 let (id, entry_bytes) = (*id, self.jobs.get(id).map_or(0, |e| e.bytes));
-                if let Some(job) = self.snapshot(id).await {
+                if let Some(job) = self.snapshot(id) {
                     let _ = reply.send(Ok(Submitted {
                         estimate: self.estimate(entry_bytes),
                         job,
@@ -707,7 +720,7 @@ impl GatewayState {
             id,
             JobEntry {
                 status,
-                supervisor: supervisor.clone(),
+                supervisor: Some(supervisor.clone()),
                 bytes,
                 finished: finished.filter(|_| status.is_terminal()),
             },
@@ -901,9 +914,9 @@ impl GatewayState {
     /// epoch wins. Drops this node's copy if it loses; returns whether it
     /// was kept.
     async fn give_way(&mut self, job: JobId, epoch: u32, other_finished: bool) -> bool {
-        let Some(entry) = self.jobs.get(&job) else {
+        if !self.jobs.contains_key(&job) {
             return false;
-        };
+        }
         let Ok(record) = JobRecord::read(&paths::record(&self.args.data_dir, job)) else {
             return false;
         };
@@ -913,10 +926,8 @@ impl GatewayState {
                 info!(job_id = %job, node = %self.args.node, epoch = record.epoch, "job finished here: the copy taken over gives way");
                 // The other node held the standby's copy: send it again
                 // once that node has dropped its own.
-                let (supervisor, node) = (entry.supervisor.clone(), self.args.node.clone());
-                if let Some(standby) = record.standby.filter(|s| *s != node) {
-                    supervisor
-                        .send_after(RESYNC_AFTER_YIELD, move || SupervisorMsg::Resync(standby));
+                if let Some(standby) = record.standby.filter(|s| *s != self.args.node) {
+                    self.resync_finished(&standby, vec![job], RESYNC_AFTER_YIELD);
                 }
             }
             return true;
@@ -924,6 +935,34 @@ impl GatewayState {
         self.abandon(job).await;
         warn!(job_id = %job, node = %self.args.node, epoch, "job given up to the node that took it over");
         false
+    }
+
+    /// Returns the live supervisor of a job.
+    fn supervisor(&self, id: JobId) -> Option<ActorRef<SupervisorMsg>> {
+        self.jobs.get(&id)?.supervisor.clone()
+    }
+
+    /// Sends the standby `node` its copies of finished jobs (whose actors
+    /// have stopped) from disk, after `delay`, in a task.
+    fn resync_finished(&self, node: &NodeName, jobs: Vec<JobId>, delay: Duration) {
+        let Some(http) = self.http_of(node) else {
+            return;
+        };
+        let records: Vec<JobRecord> = jobs
+            .into_iter()
+            .filter_map(|id| JobRecord::read(&paths::record(&self.args.data_dir, id)).ok())
+            .filter(|r| r.standby.as_ref() == Some(node))
+            .collect();
+        if records.is_empty() {
+            return;
+        }
+        let (transfer, data_dir) = (self.args.transfer.clone(), self.args.data_dir.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            for record in records {
+                supervisor::resync(&*transfer, &http, &record, &data_dir).await;
+            }
+        });
     }
 
     /// Drops this node's unfinished copy of a job taken over from a former
@@ -944,18 +983,20 @@ impl GatewayState {
     /// files go, its supervisor stops, all before this returns, so a request
     /// answered after it is routed to the other copy.
     async fn abandon(&mut self, job: JobId) {
-        if let Some(entry) = self.jobs.get(&job) {
-            let supervisor = entry.supervisor.clone();
+        if let Some(supervisor) = self.supervisor(job) {
             // The supervisor never calls the gateway, so this cannot deadlock.
             let _ = ractor::call_t!(supervisor, SupervisorMsg::Abandon, 5_000);
             let reason = Some("the job is held by another node".to_owned());
             let _ = supervisor.stop_and_wait(reason, Some(ABANDON_WAIT)).await;
         }
+        // A finished job's actor had stopped already: its files go here.
+        let _ = std::fs::remove_dir_all(paths::job_dir(&self.args.data_dir, job));
         self.forget(job);
     }
 
     /// Drops every trace of a job from the gateway's state.
     fn forget(&mut self, job: JobId) {
+        self.board.remove(job);
         self.jobs.remove(&job);
         self.queue.remove(job);
         self.idempotency.retain(|_, (_, id)| *id != job);
@@ -973,8 +1014,8 @@ impl GatewayState {
             .map(|(id, _)| *id)
             .collect();
         for id in &expired {
-            if let Some(entry) = self.jobs.get(id) {
-                entry.supervisor.stop(Some("retention expired".into()));
+            if let Some(supervisor) = self.supervisor(*id) {
+                supervisor.stop(Some("retention expired".into()));
             }
             self.forget(*id);
             let _ = std::fs::remove_dir_all(paths::job_dir(&self.args.data_dir, *id));
@@ -1014,10 +1055,8 @@ impl GatewayState {
         }
     }
 
-    async fn snapshot(&self, id: JobId) -> Option<JobSnapshot> {
-        let entry = self.jobs.get(&id)?;
-        // The supervisor never calls the gateway, so this cannot deadlock.
-        ractor::call_t!(entry.supervisor, SupervisorMsg::GetSnapshot, 5_000).ok()
+    fn snapshot(&self, id: JobId) -> Option<JobSnapshot> {
+        self.board.get(id).map(|job| JobSnapshot::clone(&job))
     }
 
     /// Estimates how long a job of `bytes` takes from now: the queue ahead
@@ -1143,7 +1182,11 @@ impl GatewayState {
                     worker: worker.clone(),
                     node: node.clone(),
                 };
-                if entry.supervisor.cast(dispatch).is_err() {
+                let Some(supervisor) = &entry.supervisor else {
+                    self.queue.pop_front();
+                    continue;
+                };
+                if supervisor.cast(dispatch).is_err() {
                     warn!(job_id = %id, "job supervisor gone before dispatch");
                     continue;
                 }

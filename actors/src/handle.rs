@@ -9,7 +9,7 @@ use vidpress_cluster::NodeName;
 
 use crate::board::{Board, Published};
 use crate::gateway::{GatewayMsg, NodeStats, SubmitError, SubmitRequest, Submitted};
-use crate::job::{JobId, JobSnapshot, JobStatus};
+use crate::job::{EventKind, JobEvent, JobId, JobSnapshot, JobStatus};
 use crate::supervisor::{Subscription, SupervisorMsg};
 
 /// How long a call to an actor may take before the caller gives up.
@@ -65,7 +65,23 @@ impl Jobs {
 
     /// Cancels a job; returns its state once the request is in effect.
     pub async fn cancel(&self, id: JobId) -> Result<JobSnapshot, ServiceError> {
-        call(&supervisor(id)?, SupervisorMsg::Cancel).await
+        match supervisor(id) {
+            Ok(supervisor) => match call(&supervisor, SupervisorMsg::Cancel).await {
+                Err(ServiceError::Unavailable) => self.finished(id),
+                answered => answered,
+            },
+            // Finished: nothing to cancel.
+            Err(_) => self.finished(id),
+        }
+    }
+
+    /// Returns the snapshot of a finished job, whose actor has stopped.
+    fn finished(&self, id: JobId) -> Result<JobSnapshot, ServiceError> {
+        self.board
+            .get(id)
+            .filter(|job| job.status().is_terminal())
+            .map(|job| JobSnapshot::clone(&job))
+            .ok_or(ServiceError::NotFound)
     }
 
     /// Subscribes to a job's events after `since`, or from a snapshot.
@@ -74,11 +90,23 @@ impl Jobs {
         id: JobId,
         since: Option<u64>,
     ) -> Result<Subscription, ServiceError> {
-        call(&supervisor(id)?, |reply| SupervisorMsg::Subscribe {
-            since,
-            reply,
-        })
-        .await
+        let subscribe = |reply| SupervisorMsg::Subscribe { since, reply };
+        let answered = match supervisor(id) {
+            Ok(supervisor) => call(&supervisor, subscribe).await,
+            Err(e) => Err(e),
+        };
+        match answered {
+            Err(ServiceError::NotFound | ServiceError::Unavailable) => {
+                // Finished: its snapshot is all there is to tell.
+                let job = self.finished(id)?;
+                let snapshot = JobEvent::new(EventKind::Snapshot, job.seq, Arc::new(job));
+                Ok(Subscription {
+                    backlog: vec![snapshot],
+                    live: None,
+                })
+            }
+            answered => answered,
+        }
     }
 
     /// Returns jobs newest first, of one status if given, older than `before`.

@@ -24,6 +24,9 @@ use vidpress_transcode::{EncodeOptions, MediaInfo, TranscodeError};
 #[serde(transparent)]
 pub struct JobId(Uuid);
 
+/// Prefix of a job supervisor's actor name.
+const ACTOR_PREFIX: &str = "vidpress.job.";
+
 impl JobId {
     /// Returns a new, time-ordered job ID owned by `owner`.
     pub fn new(owner: &NodeName) -> Self {
@@ -54,7 +57,12 @@ impl JobId {
 
     /// Returns the name the job's supervisor is registered under.
     pub(crate) fn actor_name(&self) -> String {
-        format!("vidpress.job.{}", self.0)
+        format!("{ACTOR_PREFIX}{}", self.0)
+    }
+
+    /// Reads a job ID back from its supervisor's actor name.
+    pub(crate) fn from_actor_name(name: &str) -> Option<Self> {
+        name.strip_prefix(ACTOR_PREFIX)?.parse().ok()
     }
 }
 
@@ -295,6 +303,13 @@ impl JobEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_job_id_is_read_back_from_its_actor_name() {
+        let id = JobId::new(&"node-a".parse().unwrap());
+        assert_eq!(JobId::from_actor_name(&id.actor_name()), Some(id));
+        assert_eq!(JobId::from_actor_name("vidpress.gateway.node-a"), None);
+    }
 
     #[test]
     fn job_ids_round_trip_sort_by_creation_and_name_their_owner() {

@@ -54,6 +54,9 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// this node any more, though its node may look alive. Workers report at
 /// least every few seconds, transfers included.
 const REPORT_TIMEOUT: Duration = Duration::from_secs(30);
+/// A finished job keeps its actor (and so its event history, for
+/// subscribers resuming with `since`) this long, then only its snapshot.
+const HIBERNATE_AFTER: Duration = Duration::from_secs(60);
 /// How often a running attempt is checked against those deadlines.
 const WATCH_EVERY: Duration = Duration::from_secs(2);
 
@@ -128,6 +131,8 @@ pub enum SupervisorMsg {
     /// Another node holds the job now: stop the attempt and drop this
     /// node's copy; replies once done (the gateway then stops the actor).
     Abandon(RpcReplyPort<()>),
+    /// Sent to itself [`HIBERNATE_AFTER`] after the job finished.
+    Hibernate,
 }
 
 /// How an attempt was lost, which decides how many losses a job bears.
@@ -195,6 +200,10 @@ pub struct SupervisorState {
     copied: u64,
     /// Whether the gateway was last told the standby is up to date.
     reported_synced: bool,
+    /// Stopping because the job is finished: its snapshot stays on the board.
+    hibernating: bool,
+    /// The job finished [`HIBERNATE_AFTER`] ago, or before this start.
+    linger_over: bool,
     attempt_started: Option<Instant>,
     last_progress_event: Option<Instant>,
     /// The live feed, made when the first subscriber comes (most jobs are
@@ -262,6 +271,8 @@ impl Actor for JobSupervisor {
             version: 0,
             copied: 0,
             reported_synced: true,
+            hibernating: false,
+            linger_over: true,
             standby_http: args.standby_http,
             transfer: args.transfer,
             view: args.view,
@@ -278,12 +289,24 @@ impl Actor for JobSupervisor {
         Ok(state)
     }
 
+    async fn post_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        // A finished job recovered from disk needs no actor.
+        state.hibernate(&myself);
+        Ok(())
+    }
+
     async fn post_stop(
         &self,
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        state.board.remove(state.job.id);
+        if !state.hibernating {
+            state.board.remove(state.job.id);
+        }
         Ok(())
     }
 
@@ -293,6 +316,7 @@ impl Actor for JobSupervisor {
         message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        let was_terminal = state.job.status().is_terminal();
         match message {
             SupervisorMsg::Accept { reply, estimate } => {
                 // Both copies exist before the 202: the standby's, answered
@@ -368,6 +392,7 @@ impl Actor for JobSupervisor {
                 }
             }
             SupervisorMsg::Resync(node) => state.resync(&myself, &node),
+            SupervisorMsg::Hibernate => state.linger_over = true,
             SupervisorMsg::RecordCopied(version) => {
                 state.copied = state.copied.max(version);
             }
@@ -408,6 +433,11 @@ impl Actor for JobSupervisor {
         }
         state.report_sync();
         state.board.publish(&state.job);
+        if !was_terminal && state.job.status().is_terminal() {
+            state.linger_over = false;
+            myself.send_after(HIBERNATE_AFTER, || SupervisorMsg::Hibernate);
+        }
+        state.hibernate(&myself);
         Ok(())
     }
 }
@@ -506,31 +536,32 @@ impl SupervisorState {
         if standby != node {
             return;
         }
-        let file = if self.record.outcome.is_some() {
-            ReplicaFile::Result
-        } else {
-            ReplicaFile::Input
-        };
-        let path = paths::job_dir(&self.data_dir, self.job.id).join(file.name());
         let (transfer, http, record) = (self.transfer.clone(), http.clone(), self.record.clone());
-        let (version, myself) = (self.version, myself.clone());
+        let (data_dir, version, myself) = (self.data_dir.clone(), self.version, myself.clone());
         tokio::spawn(async move {
-            // A failed job has no file to send; its record is enough.
-            if path.exists() {
-                if let Err(e) = transfer.replicate_file(&http, record.id, file, &path).await {
-                    warn!(job_id = %record.id, standby = %http, error = %e, "cannot resync the standby");
-                    return;
-                }
-            }
-            match transfer.replicate_record(&http, &record).await {
-                Ok(()) => {
-                    let _ = myself.cast(SupervisorMsg::RecordCopied(version));
-                }
-                Err(e) => {
-                    warn!(job_id = %record.id, standby = %http, error = %e, "cannot resync the standby");
-                }
+            if resync(&*transfer, &http, &record, &data_dir).await {
+                let _ = myself.cast(SupervisorMsg::RecordCopied(version));
             }
         });
+    }
+
+    /// Stops the actor once the job is done with it (see `may_hibernate`):
+    /// a finished job costs its snapshot, not an actor.
+    fn hibernate(&mut self, myself: &ActorRef<SupervisorMsg>) {
+        if self.may_hibernate() {
+            self.hibernating = true;
+            myself.stop(Some("finished: answered from the board".into()));
+        }
+    }
+
+    /// Whether the job is done with its actor: finished, and its final
+    /// record on the standby. Its snapshot stays on the board, its files
+    /// and record on disk; the gateway answers for it from there.
+    fn may_hibernate(&self) -> bool {
+        self.job.status().is_terminal()
+            && self.linger_over
+            && self.copied >= self.version
+            && !self.hibernating
     }
 
     /// Tells the gateway whether the standby holds the latest record, when
@@ -884,6 +915,37 @@ impl SupervisorState {
             backlog
         };
         Subscription { backlog, live }
+    }
+}
+
+/// Sends a job's standby at `http` what it needs to take the job over: the
+/// result (or, unfinished, the input), then the record. Returns whether the
+/// record landed.
+pub(crate) async fn resync(
+    transfer: &dyn Transfer,
+    http: &str,
+    record: &JobRecord,
+    data_dir: &std::path::Path,
+) -> bool {
+    let file = if record.outcome.is_some() {
+        ReplicaFile::Result
+    } else {
+        ReplicaFile::Input
+    };
+    let path = paths::job_dir(data_dir, record.id).join(file.name());
+    // A failed job has no file to send; its record is enough.
+    if path.exists() {
+        if let Err(e) = transfer.replicate_file(http, record.id, file, &path).await {
+            warn!(job_id = %record.id, standby = %http, error = %e, "cannot resync the standby");
+            return false;
+        }
+    }
+    match transfer.replicate_record(http, record).await {
+        Ok(()) => true,
+        Err(e) => {
+            warn!(job_id = %record.id, standby = %http, error = %e, "cannot resync the standby");
+            false
+        }
     }
 }
 
