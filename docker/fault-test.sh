@@ -35,8 +35,8 @@
 #   FAULT_CLIP_SECONDS     length of the 640x360 test clip (default 24)
 #   FAULT_HOLD             seconds a pause or a partition lasts (default 8)
 #   FAULT_BUDGET           seconds the whole run may take (default 1200)
-#   FAULT_STRICT=1         also fail when a job ended `failed` or a live node answered 404
-#                          for an accepted job (reported as an anomaly otherwise)
+#   FAULT_STRICT=1         also fail when a job ended `failed`, a live node answered 404 for an
+#                          accepted job, or a job was re-run after done (anomalies otherwise)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

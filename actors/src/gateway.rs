@@ -601,7 +601,7 @@ impl GatewayState {
                     return Err((SubmitError::IdempotencyConflict, reply));
                 }
                 let (id, entry_bytes) = (*id, self.jobs.get(id).map_or(0, |e| e.bytes));
-                if let Some(job) = self.snapshot(id) {
+                if let Some(job) = self.snapshot(id).await {
                     let _ = reply.send(Ok(Submitted {
                         estimate: self.estimate(entry_bytes),
                         job,
@@ -1055,8 +1055,14 @@ impl GatewayState {
         }
     }
 
-    fn snapshot(&self, id: JobId) -> Option<JobSnapshot> {
-        self.board.get(id).map(|job| JobSnapshot::clone(&job))
+    /// Returns a job's snapshot: from the board, or, for a job still being
+    /// accepted (not on the board yet), from its supervisor once accepted.
+    async fn snapshot(&self, id: JobId) -> Option<JobSnapshot> {
+        if let Some(job) = self.board.get(id) {
+            return Some(JobSnapshot::clone(&job));
+        }
+        // The supervisor never calls the gateway, so this cannot deadlock.
+        ractor::call_t!(self.supervisor(id)?, SupervisorMsg::GetSnapshot, 5_000).ok()
     }
 
     /// Estimates how long a job of `bytes` takes from now: the queue ahead
