@@ -263,35 +263,25 @@ impl Bench {
             )
         };
         Ok(vec![
-            Entry::new(
+            Entry::throughput(
                 "submit throughput",
-                "req/s",
-                ours.throughput(),
-                base.throughput(),
+                &ours,
+                &base,
                 Goal::AtLeast(0.5),
                 note(&ours),
             ),
-            Entry::new(
-                "submit p99",
-                "ms",
-                ours.p99_ms(),
-                base.p99_ms(),
-                Goal::AtMost(2.0),
-                note(&base),
-            ),
-            Entry::new(
+            Entry::p99("submit p99", &ours, &base, Goal::AtMost(2.0), note(&base)),
+            Entry::throughput(
                 "submit throughput, replicated (2 nodes)",
-                "req/s",
-                replicated.throughput(),
-                base.throughput(),
+                &replicated,
+                &base,
                 Goal::Report,
                 note(&replicated),
             ),
-            Entry::new(
+            Entry::p99(
                 "submit p99, replicated (2 nodes)",
-                "ms",
-                replicated.p99_ms(),
-                base.p99_ms(),
+                &replicated,
+                &base,
                 Goal::Report,
                 String::new(),
             ),
@@ -352,22 +342,14 @@ impl Bench {
         };
         let added = |ours: f64, base: f64| format!("adds {:.3} ms", ours - base);
         Ok(vec![
-            Entry::new(
+            Entry::throughput(
                 "poll throughput",
-                "req/s",
-                ours.throughput(),
-                base.throughput(),
+                &ours,
+                &base,
                 Goal::AtLeast(0.7),
                 note(&ours),
             ),
-            Entry::new(
-                "poll p99",
-                "ms",
-                ours.p99_ms(),
-                base.p99_ms(),
-                Goal::AtMost(2.0),
-                note(&base),
-            ),
+            Entry::p99("poll p99", &ours, &base, Goal::AtMost(2.0), note(&base)),
             Entry::new(
                 "poll p50 via a non-owner (vs the owner)",
                 "ms",
@@ -376,11 +358,10 @@ impl Bench {
                 Goal::Report,
                 added(other.p50_ms(), owner.p50_ms()),
             ),
-            Entry::new(
+            Entry::p99(
                 "poll p99 via a non-owner (vs the owner)",
-                "ms",
-                other.p99_ms(),
-                owner.p99_ms(),
+                &other,
+                &owner,
                 Goal::Report,
                 added(other.p99_ms(), owner.p99_ms()),
             ),
@@ -487,9 +468,8 @@ impl Bench {
                 format!("node RSS over {SAMPLE} jobs; baseline = the target itself (64 KiB)")),
             Entry::new("memory per finished job record", "KiB", per_record, 4.0, Goal::AtMost(1.0),
                 format!("node RSS growth from {sampled} to {held} finished records ({finished} -> {filled} KiB; freed memory the allocator keeps makes a first sample useless); baseline = the target itself (4 KiB)")),
-            Entry::new(&format!("poll throughput with {records} finished records"), "req/s", ours.throughput(), base.throughput(), Goal::AtLeast(0.7),
-                format!("{} requests, {} non-2xx", ours.requests, ours.non_2xx)),
-            Entry::new(&format!("poll p99 with {records} finished records"), "ms", ours.p99_ms(), base.p99_ms(), Goal::AtMost(2.0), String::new()),
+            Entry::throughput(&format!("poll throughput with {records} finished records"), &ours, &base, Goal::AtLeast(0.7), format!("{} requests, {} non-2xx", ours.requests, ours.non_2xx)),
+            Entry::p99(&format!("poll p99 with {records} finished records"), &ours, &base, Goal::AtMost(2.0), String::new()),
         ])
     }
 

@@ -5,6 +5,8 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use crate::wrk::Load;
+
 /// Which way a ratio is good.
 #[derive(Clone, Copy, Debug, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -59,6 +61,25 @@ impl Entry {
             pass,
             note,
         }
+    }
+}
+
+impl Entry {
+    /// Compares two load runs by requests per second.
+    pub fn throughput(name: &str, ours: &Load, base: &Load, goal: Goal, note: String) -> Self {
+        Self::new(
+            name,
+            "req/s",
+            ours.throughput(),
+            base.throughput(),
+            goal,
+            note,
+        )
+    }
+
+    /// Compares two load runs by their 99th-percentile latency.
+    pub fn p99(name: &str, ours: &Load, base: &Load, goal: Goal, note: String) -> Self {
+        Self::new(name, "ms", ours.p99_ms(), base.p99_ms(), goal, note)
     }
 }
 
