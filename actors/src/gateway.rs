@@ -352,7 +352,7 @@ impl Actor for Gateway {
         myself: ActorRef<Self::Msg>,
         (args, board): (GatewayArgs, Arc<Board>),
     ) -> Result<Self::State, ActorProcessingErr> {
-        std::fs::create_dir_all(args.data_dir.join("jobs"))?;
+        std::fs::create_dir_all(paths::jobs_dir(&args.data_dir))?;
         // Scratch space of attempts for other nodes does not survive a restart.
         let _ = std::fs::remove_dir_all(args.data_dir.join("work"));
         ractor::pg::join_scoped(
@@ -585,8 +585,9 @@ impl Actor for Gateway {
 }
 
 impl GatewayState {
-    /// Accepts a job: its input moves into its folder and its supervisor
-    /// starts, which answers `reply` once the record is on disk. On refusal,
+    /// Accepts a job: its supervisor starts, moves the input into the job's
+    /// folder and answers `reply` once the record is on disk (off this
+    /// actor, which every request goes through). On refusal,
     /// gives the reply port back with the reason.
     async fn submit(
         &mut self,
@@ -623,14 +624,6 @@ impl GatewayState {
 
         let standby = self.pick_standby();
         let id = JobId::with_standby(&self.args.node, standby.as_ref());
-        let dir = paths::job_dir(&self.args.data_dir, id);
-        let stored = std::fs::create_dir_all(&dir)
-            .and_then(|()| std::fs::rename(&request.upload, paths::input(&self.args.data_dir, id)));
-        if let Err(e) = stored {
-            let _ = std::fs::remove_file(&request.upload);
-            let _ = std::fs::remove_dir_all(&dir);
-            return Err((SubmitError::Storage(e.to_string()), reply));
-        }
         let record = JobRecord {
             id,
             options: request.options,
@@ -656,7 +649,7 @@ impl GatewayState {
         let supervisor = match self.spawn_supervisor(myself, record, true).await {
             Ok(supervisor) => supervisor,
             Err(e) => {
-                let _ = std::fs::remove_dir_all(&dir);
+                let _ = std::fs::remove_file(&request.upload);
                 return Err((e, reply));
             }
         };
@@ -666,7 +659,11 @@ impl GatewayState {
         }
         self.queue.push_back(id, request.bytes);
         info!(job_id = %id, node = %self.args.node, bytes = request.bytes, "job accepted");
-        let _ = supervisor.cast(SupervisorMsg::Accept { reply, estimate });
+        let _ = supervisor.cast(SupervisorMsg::Accept {
+            upload: request.upload,
+            reply,
+            estimate,
+        });
         Ok(())
     }
 
@@ -731,7 +728,7 @@ impl GatewayState {
     /// Brings back the jobs of a previous run from the data directory:
     /// finished ones to answer for, unfinished ones queued for a new attempt.
     async fn recover(&mut self, myself: &ActorRef<GatewayMsg>) {
-        let Ok(dirs) = std::fs::read_dir(self.args.data_dir.join("jobs")) else {
+        let Ok(dirs) = std::fs::read_dir(paths::jobs_dir(&self.args.data_dir)) else {
             return;
         };
         let mut records = Vec::new();
@@ -834,7 +831,7 @@ impl GatewayState {
             record.owner = Some(self.args.node.clone());
             record.standby = None;
             let target = paths::job_dir(&self.args.data_dir, id);
-            let moved = std::fs::create_dir_all(self.args.data_dir.join("jobs"))
+            let moved = std::fs::create_dir_all(paths::jobs_dir(&self.args.data_dir))
                 .and_then(|()| std::fs::rename(dir.path(), &target))
                 .and_then(|()| record.write(&paths::record(&self.args.data_dir, id)));
             if let Err(e) = moved {

@@ -5,9 +5,14 @@ use std::path::{Path, PathBuf};
 
 use crate::job::JobId;
 
+/// The folder of the jobs this node owns.
+pub fn jobs_dir(data: &Path) -> PathBuf {
+    data.join("jobs")
+}
+
 /// The folder of a job owned by this node: `<data>/jobs/<id>`.
 pub fn job_dir(data: &Path, id: JobId) -> PathBuf {
-    data.join("jobs").join(id.to_string())
+    jobs_dir(data).join(id.to_string())
 }
 
 /// The durable record of a job owned by this node.

@@ -96,6 +96,8 @@ pub enum SupervisorMsg {
     /// The job was just accepted: store its record durably, then answer the
     /// submitter (a 202 is a promise, so nothing is answered before).
     Accept {
+        /// The uploaded file, moved into the job's folder here.
+        upload: PathBuf,
         reply: RpcReplyPort<Result<Submitted, SubmitError>>,
         estimate: Duration,
     },
@@ -318,16 +320,26 @@ impl Actor for JobSupervisor {
     ) -> Result<(), ActorProcessingErr> {
         let was_terminal = state.job.status().is_terminal();
         match message {
-            SupervisorMsg::Accept { reply, estimate } => {
+            SupervisorMsg::Accept {
+                upload,
+                reply,
+                estimate,
+            } => {
                 // Both copies exist before the 202: the standby's, answered
                 // once durable there, and this node's, fsynced. Without both
                 // there is no promise to make: the client is told to retry.
-                let refused = match state.replicate_input_and_record().await {
-                    Err(e) => Some(SubmitError::Replication(e.to_string())),
-                    Ok(()) => state.persist().await.err().map(|e| {
-                        error!(job_id = %state.job.id, error = %e, "cannot store the job record");
-                        SubmitError::Storage(e.to_string())
-                    }),
+                // The record goes last: a record on disk is a promised job.
+                let id = state.job.id;
+                let storage = |e: std::io::Error| {
+                    error!(job_id = %id, error = %e, "cannot store the job");
+                    SubmitError::Storage(e.to_string())
+                };
+                let refused = match state.place_input(upload).await {
+                    Err(e) => Some(storage(e)),
+                    Ok(()) => match state.replicate_input_and_record().await {
+                        Err(e) => Some(SubmitError::Replication(e.to_string())),
+                        Ok(()) => state.persist_new().await.err().map(storage),
+                    },
                 };
                 if let Some(refused) = refused {
                     let _ = reply.send(Err(refused));
@@ -612,13 +624,50 @@ impl SupervisorState {
         Ok(())
     }
 
+    /// Moves a new job's upload into its folder (made durable with the
+    /// record, by [`Self::persist_new`]).
+    async fn place_input(&self, upload: PathBuf) -> std::io::Result<()> {
+        let (dir, input) = (
+            paths::job_dir(&self.data_dir, self.job.id),
+            paths::input(&self.data_dir, self.job.id),
+        );
+        tokio::task::spawn_blocking(move || {
+            let placed =
+                std::fs::create_dir_all(&dir).and_then(|()| std::fs::rename(&upload, input));
+            if placed.is_err() {
+                let _ = std::fs::remove_file(&upload);
+            }
+            placed
+        })
+        .await
+        .map_err(std::io::Error::other)?
+    }
+
+    /// Writes a new job's record, which also makes its folder's entries
+    /// durable, and the jobs folder's entry for its folder.
+    async fn persist_new(&mut self) -> std::io::Result<()> {
+        self.write_record(None).await
+    }
+
     /// Writes the record to disk, off the runtime's threads.
     async fn persist(&mut self) -> std::io::Result<()> {
+        self.write_record(None).await
+    }
+
+    /// Writes the record, then fsyncs `parent` (a folder whose entries
+    /// changed) if given, in one trip to a blocking thread.
+    async fn write_record(&mut self, parent: Option<PathBuf>) -> std::io::Result<()> {
         let record = self.record.clone();
         let path = paths::record(&self.data_dir, self.job.id);
-        tokio::task::spawn_blocking(move || record.write(&path))
-            .await
-            .map_err(std::io::Error::other)??;
+        tokio::task::spawn_blocking(move || {
+            record.write(&path)?;
+            match parent {
+                Some(parent) => std::fs::File::open(parent)?.sync_all(),
+                None => Ok(()),
+            }
+        })
+        .await
+        .map_err(std::io::Error::other)??;
         self.dirty = false;
         Ok(())
     }

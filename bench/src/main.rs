@@ -68,6 +68,9 @@ enum Cmd {
         /// The document `GET /jobs/{id}` answers.
         #[arg(long)]
         doc: Option<PathBuf>,
+        /// fsync each upload before answering 202.
+        #[arg(long)]
+        durable: bool,
     },
 }
 
@@ -79,12 +82,18 @@ const POLL_JOBS: usize = 1000;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if let Some(Cmd::Baseline { http, dir, doc }) = cli.command {
+    if let Some(Cmd::Baseline {
+        http,
+        dir,
+        doc,
+        durable,
+    }) = cli.command
+    {
         let doc = match doc {
             Some(path) => std::fs::read(path)?,
             None => b"{}".to_vec(),
         };
-        return baseline::serve(http, dir, doc).await;
+        return baseline::serve(http, dir, doc, durable).await;
     }
     let bench = Bench::new(&cli)?;
     let wanted = |name: &str| cli.only.is_empty() || cli.only.iter().any(|o| o == name);
@@ -204,6 +213,16 @@ impl Bench {
 
     /// Starts the baseline server; killed when the returned guard drops.
     fn baseline(&self, name: &str, doc: Option<&Path>) -> anyhow::Result<(String, ChildGuard)> {
+        self.baseline_server(name, doc, false)
+    }
+
+    /// Starts the baseline server, fsyncing uploads if `durable`.
+    fn baseline_server(
+        &self,
+        name: &str,
+        doc: Option<&Path>,
+        durable: bool,
+    ) -> anyhow::Result<(String, ChildGuard)> {
         let port = node::free_port()?;
         let mut command = Command::new(std::env::current_exe()?);
         command
@@ -212,6 +231,9 @@ impl Bench {
             .stdout(Stdio::null());
         if let Some(doc) = doc {
             command.arg("--doc").arg(doc);
+        }
+        if durable {
+            command.arg("--durable");
         }
         let guard = ChildGuard(command.spawn()?);
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -242,15 +264,25 @@ impl Bench {
         let clip = self.small_clip()?;
         let env = [("BENCH_BODY", clip.as_path())];
         let size = std::fs::metadata(&clip)?.len();
+        // Each side starts with no dirty pages of the one before: the
+        // disk's writeback of a run would otherwise slow the next.
         eprintln!("submit: baseline");
-        let (base_url, _base) = self.baseline("submit-baseline", None)?;
+        let (base_url, guard) = self.baseline("submit-baseline", None)?;
         let base = self.load("submit.lua", &format!("{base_url}/jobs"), &env)?;
-        drop(_base);
+        drop(guard);
+        self.settle("submit-baseline")?;
+
+        eprintln!("submit: baseline that fsyncs each upload");
+        let (durable_url, guard) = self.baseline_server("submit-durable", None, true)?;
+        let durable = self.load("submit.lua", &format!("{durable_url}/jobs"), &env)?;
+        drop(guard);
+        self.settle("submit-durable")?;
 
         eprintln!("submit: one node, no workers");
         let node = self.solo("submit-one", 0)?;
         let ours = self.load("submit.lua", &format!("{}/jobs", node.base()), &env)?;
         drop(node);
+        self.settle("submit-one")?;
 
         eprintln!("submit: two nodes, replicated");
         let (a, _b) = self.pair("submit-two", [0, 0]).await?;
@@ -262,6 +294,11 @@ impl Bench {
                 load.requests, load.non_2xx, load.socket_errors
             )
         };
+        let durable_note = format!(
+            "against a bare handler that fsyncs each upload before its 202, as vidpress does: {:.0} req/s, p99 {:.1} ms",
+            durable.throughput(),
+            durable.p99_ms()
+        );
         Ok(vec![
             Entry::throughput(
                 "submit throughput",
@@ -271,6 +308,20 @@ impl Bench {
                 note(&ours),
             ),
             Entry::p99("submit p99", &ours, &base, Goal::AtMost(2.0), note(&base)),
+            Entry::throughput(
+                "submit throughput vs a durable bare handler",
+                &ours,
+                &durable,
+                Goal::Report,
+                durable_note,
+            ),
+            Entry::p99(
+                "submit p99 vs a durable bare handler",
+                &ours,
+                &durable,
+                Goal::Report,
+                note(&durable),
+            ),
             Entry::throughput(
                 "submit throughput, replicated (2 nodes)",
                 &replicated,
@@ -286,6 +337,15 @@ impl Bench {
                 String::new(),
             ),
         ])
+    }
+
+    /// Removes a finished run's scratch folder and flushes the page cache's
+    /// dirty pages, so the next run does not pay for this one's writeback.
+    fn settle(&self, name: &str) -> anyhow::Result<()> {
+        std::fs::remove_dir_all(self.scratch.path().join(name))?;
+        // SAFETY: sync(2) takes no arguments and cannot fail.
+        unsafe { libc::sync() };
+        Ok(())
     }
 
     /// Submits `count` jobs to `node`; returns the file of their paths.
@@ -519,7 +579,9 @@ impl Bench {
 
     /// One job's events to `count` subscribers on one node: connected while
     /// the job waits behind another (their idle memory is measured then),
-    /// then the other is canceled and the job runs.
+    /// then the other is canceled and the job runs. Then the same number of
+    /// events, of the same size and at the same pace, from a bare axum
+    /// broadcast to as many subscribers: what this machine does at the least.
     async fn fanout(&self, count: usize) -> anyhow::Result<Vec<Entry>> {
         eprintln!("fanout: {count} subscribers");
         let node = self.solo("fanout", 1)?;
@@ -528,18 +590,11 @@ impl Bench {
         let id = submit(&self.client, url, self.events_clip()?).await?;
         let before = node.rss_kib()?;
         let base = node.base();
-        let sockets: Vec<anyhow::Result<ws::Socket>> = futures::stream::iter(0..count)
-            .map(|_| ws::connect(&base, &id))
-            .buffer_unordered(128)
-            .collect()
-            .await;
-        let sockets = sockets.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
+        let sockets = subscribe(&base, &id, count).await?;
         tokio::time::sleep(Duration::from_secs(1)).await;
         let idle_kib = node.rss_kib()?.saturating_sub(before) as f64 / count as f64;
-        let readers: Vec<_> = sockets
-            .into_iter()
-            .map(|socket| tokio::spawn(ws::read(socket, Duration::from_secs(300))))
-            .collect();
+        let started = Instant::now();
+        let readers = read_all(sockets);
         let canceled = self
             .client
             .delete(format!("{base}/jobs/{blocker}"))
@@ -548,25 +603,37 @@ impl Bench {
         if !canceled.status().is_success() {
             bail!("cannot cancel the job ahead: {}", canceled.status());
         }
-        let mut complete = 0usize;
-        let mut latencies = Vec::new();
-        let mut events = 0usize;
-        for reader in readers {
-            let seen = reader.await?;
-            complete += usize::from(seen.complete());
-            events = events.max(seen.seqs.len());
-            latencies.extend(seen.latencies_ms);
+        let mut ours = FanOut::collect(readers).await?;
+        let elapsed = started.elapsed();
+        drop(node);
+
+        eprintln!("fanout: bare broadcast to {count} subscribers");
+        let (base_url, _guard) = self.baseline("fanout-baseline", None)?;
+        let sockets = subscribe(&base_url, "0", count).await?;
+        let readers = read_all(sockets);
+        let every_ms = elapsed.as_millis() as u64 / ours.events.max(1) as u64;
+        let started = self
+            .client
+            .post(format!(
+                "{base_url}/fanout?events={}&every_ms={every_ms}&bytes={}",
+                ours.events, ours.frame_bytes
+            ))
+            .send()
+            .await?;
+        if !started.status().is_success() {
+            bail!("the bare broadcast answered {}", started.status());
         }
-        let p50 = ws::quantile(&mut latencies, 0.5);
-        let p99 = ws::quantile(&mut latencies, 0.99);
+        let mut bare = FanOut::collect(readers).await?;
+        let (p50, p99) = ours.quantiles();
+        let (bare_p50, bare_p99) = bare.quantiles();
         Ok(vec![
             Entry::new(
                 "fan-out: subscribers that got every event",
                 "subscribers",
-                complete as f64,
+                ours.complete as f64,
                 count as f64,
                 Goal::AtLeast(1.0),
-                format!("{events} events after the snapshot"),
+                format!("{} events after the snapshot, {} B each, one every {every_ms} ms", ours.events, ours.frame_bytes),
             ),
             Entry::new(
                 "fan-out event latency p99",
@@ -574,7 +641,15 @@ impl Bench {
                 p99,
                 100.0,
                 Goal::AtMost(1.0),
-                format!("p50 {p50:.1} ms over {} deliveries; baseline = the target itself (100 ms)", latencies.len()),
+                format!("p50 {p50:.1} ms over {} deliveries; baseline = the target itself (100 ms)", ours.latencies.len()),
+            ),
+            Entry::new(
+                "fan-out event latency p99 vs a bare broadcast",
+                "ms",
+                p99,
+                bare_p99,
+                Goal::Report,
+                format!("the same events from a bare axum broadcast to {count} subscribers: p50 {bare_p50:.1} ms, p99 {bare_p99:.1} ms; {} of them got every event", bare.complete),
             ),
             Entry::new(
                 "memory per idle subscriber",
@@ -695,6 +770,62 @@ impl Bench {
                 _ => bail!("the job ended {status}: {doc}"),
             }
         }
+    }
+}
+
+/// Connects `count` subscribers to a job's events on `base`.
+async fn subscribe(base: &str, id: &str, count: usize) -> anyhow::Result<Vec<ws::Socket>> {
+    let sockets: Vec<anyhow::Result<ws::Socket>> = futures::stream::iter(0..count)
+        .map(|_| ws::connect(base, id))
+        .buffer_unordered(128)
+        .collect()
+        .await;
+    sockets.into_iter().collect()
+}
+
+/// Starts reading every socket, each on its own task.
+fn read_all(sockets: Vec<ws::Socket>) -> Vec<tokio::task::JoinHandle<ws::Seen>> {
+    sockets
+        .into_iter()
+        .map(|socket| tokio::spawn(ws::read(socket, Duration::from_secs(300))))
+        .collect()
+}
+
+/// What the subscribers of a fan-out saw, together.
+struct FanOut {
+    /// Subscribers that got every event, in order, and the close.
+    complete: usize,
+    /// Most events any subscriber got after its first frame.
+    events: usize,
+    /// Size of the largest event frame.
+    frame_bytes: usize,
+    latencies: Vec<f64>,
+}
+
+impl FanOut {
+    async fn collect(readers: Vec<tokio::task::JoinHandle<ws::Seen>>) -> anyhow::Result<Self> {
+        let mut all = Self {
+            complete: 0,
+            events: 0,
+            frame_bytes: 0,
+            latencies: Vec::new(),
+        };
+        for reader in readers {
+            let seen = reader.await?;
+            all.complete += usize::from(seen.complete());
+            all.events = all.events.max(seen.seqs.len());
+            all.frame_bytes = all.frame_bytes.max(seen.frame_bytes);
+            all.latencies.extend(seen.latencies_ms);
+        }
+        Ok(all)
+    }
+
+    /// p50 and p99 of the latencies, in milliseconds.
+    fn quantiles(&mut self) -> (f64, f64) {
+        (
+            ws::quantile(&mut self.latencies, 0.5),
+            ws::quantile(&mut self.latencies, 0.99),
+        )
     }
 }
 

@@ -23,6 +23,8 @@ pub struct Seen {
     pub close: Option<u16>,
     /// Whether the last event was a terminal status.
     pub terminal: bool,
+    /// Size of the largest text frame.
+    pub frame_bytes: usize,
 }
 
 impl Seen {
@@ -74,6 +76,7 @@ pub async fn read(mut socket: Socket, limit: Duration) -> Seen {
         let arrived = SystemTime::now();
         match frame {
             Ok(Message::Text(text)) => {
+                seen.frame_bytes = seen.frame_bytes.max(text.len());
                 let Ok(event) = serde_json::from_str::<Frame<'_>>(&text) else {
                     continue;
                 };

@@ -5,12 +5,12 @@
 //! The partial file is owned by a [`TempUpload`] guard, so a client that
 //! disconnects mid-upload (the handler's future is dropped) leaves no file.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncWriteExt;
 
 use super::error::ApiError;
 
@@ -54,20 +54,21 @@ pub struct Upload {
     pub digest: Option<[u8; 32]>,
 }
 
+/// Body bytes gathered in memory before they go to disk in one blocking
+/// write (no copy: the chunks themselves are handed over).
+const SPOOL_BYTES: usize = 256 * 1024;
+
 /// Writes `body` to a new file in `dir`, refusing more than `limit` bytes
 /// and anything whose first bytes are not a known video container; hashes it
-/// when `hash` is set (only an idempotent submission needs the digest).
+/// when `hash` is set (only an idempotent submission needs the digest). The
+/// file's contents are on disk (fdatasync) when this returns; its folder
+/// entry is made durable where it ends up, in the job's folder.
 pub async fn receive<S, E>(dir: &Path, limit: u64, hash: bool, body: S) -> Result<Upload, ApiError>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
 {
-    let file = TempUpload::new(dir);
-    let mut out = tokio::io::BufWriter::with_capacity(
-        256 * 1024,
-        tokio::fs::File::create(&file.path)
-            .await
-            .map_err(|e| ApiError::Internal(format!("cannot create upload file: {e}")))?,
-    );
+    let upload = TempUpload::new(dir);
+    let mut spool = Spool::new(upload.path.clone());
     let mut hasher = hash.then(Sha256::new);
     let mut head = Vec::with_capacity(SNIFF_LEN);
     let mut bytes: u64 = 0;
@@ -88,9 +89,7 @@ where
         if let Some(hasher) = &mut hasher {
             hasher.update(&chunk);
         }
-        out.write_all(&chunk)
-            .await
-            .map_err(|e| ApiError::Internal(format!("cannot write upload: {e}")))?;
+        spool.push(chunk).await?;
     }
     if bytes == 0 {
         return Err(ApiError::EmptyUpload);
@@ -98,19 +97,73 @@ where
     if head.len() < SNIFF_LEN {
         check_container(&head)?;
     }
-    out.flush()
-        .await
-        .map_err(|e| ApiError::Internal(format!("cannot write upload: {e}")))?;
     // Durable before the 202 that promises the job.
-    out.get_ref()
-        .sync_all()
-        .await
-        .map_err(|e| ApiError::Internal(format!("cannot write upload: {e}")))?;
+    spool.finish().await?;
     Ok(Upload {
-        file,
+        file: upload,
         bytes,
         digest: hasher.map(|h| h.finalize().into()),
     })
+}
+
+/// An upload's file, written from a blocking thread in batches of chunks.
+struct Spool {
+    path: PathBuf,
+    /// Created with the first batch, so a refused upload touches no disk.
+    file: Option<std::fs::File>,
+    pending: Vec<Bytes>,
+    pending_bytes: usize,
+}
+
+impl Spool {
+    fn new(path: PathBuf) -> Self {
+        Self {
+            path,
+            file: None,
+            pending: Vec::new(),
+            pending_bytes: 0,
+        }
+    }
+
+    /// Keeps `chunk`; writes the batch out once it is large enough.
+    async fn push(&mut self, chunk: Bytes) -> Result<(), ApiError> {
+        self.pending_bytes += chunk.len();
+        self.pending.push(chunk);
+        if self.pending_bytes >= SPOOL_BYTES {
+            self.write(false).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes what is pending and flushes the file's data to the disk.
+    async fn finish(mut self) -> Result<(), ApiError> {
+        self.write(true).await
+    }
+
+    async fn write(&mut self, sync: bool) -> Result<(), ApiError> {
+        let (file, path) = (self.file.take(), self.path.clone());
+        let chunks = std::mem::take(&mut self.pending);
+        self.pending_bytes = 0;
+        let written = tokio::task::spawn_blocking(move || {
+            let mut file = match file {
+                Some(file) => file,
+                None => std::fs::File::create(&path)?,
+            };
+            for chunk in &chunks {
+                file.write_all(chunk)?;
+            }
+            if sync {
+                file.sync_data()?;
+            }
+            Ok::<_, std::io::Error>(file)
+        })
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|written| written)
+        .map_err(|e| ApiError::Internal(format!("cannot write upload: {e}")))?;
+        self.file = Some(written);
+        Ok(())
+    }
 }
 
 /// Refuses bytes that start no video container the transcoder reads.
