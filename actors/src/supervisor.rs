@@ -54,9 +54,12 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// this node any more, though its node may look alive. Workers report at
 /// least every few seconds, transfers included.
 const REPORT_TIMEOUT: Duration = Duration::from_secs(30);
-/// A finished job keeps its actor (and so its event history, for
-/// subscribers resuming with `since`) this long, then only its snapshot.
-const HIBERNATE_AFTER: Duration = Duration::from_secs(60);
+/// A finished job keeps its actor (and so its event history, for a
+/// subscriber that reconnects at once with `since`) this long, then only its
+/// snapshot, which is all a later subscriber needs. Short, because a burst of
+/// short jobs would otherwise hold a burst of actors, whose freed memory the
+/// allocator keeps after them.
+const HIBERNATE_AFTER: Duration = Duration::from_secs(5);
 /// How often a running attempt is checked against those deadlines.
 const WATCH_EVERY: Duration = Duration::from_secs(2);
 

@@ -494,9 +494,9 @@ impl Bench {
             held += batch.len();
             sample = batch;
         }
-        // Finished jobs keep their actor a minute (for resuming subscribers),
+        // Finished jobs keep their actor 5 s (for resuming subscribers),
         // then only their snapshot: measure after that.
-        tokio::time::sleep(Duration::from_secs(65)).await;
+        tokio::time::sleep(Duration::from_secs(10)).await;
         let filled = node.rss_kib()?;
         let sampled = warm.len() + SAMPLE;
         let per_record =

@@ -162,3 +162,62 @@ async fn a_canceled_job_ends_its_stream_with_the_canceled_status() {
     assert_eq!(events.first().unwrap()["job"]["status"], "queued");
     assert_eq!(events.last().unwrap()["job"]["status"], "canceled");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_job_is_answered_the_same_after_its_supervisor_stops() {
+    let node = TestNode::start().await.serve();
+    let (status, job) = node.submit(&clip(1), "").await;
+    assert_eq!(status, 202);
+    let id = job["id"].as_str().unwrap().to_owned();
+    let (status, done) = node.wait_terminal(&id, Duration::from_secs(60)).await;
+    assert_eq!(status, 200, "{done}");
+    let ws_url = format!("{}/jobs/{id}/events", node.base.replace("http://", "ws://"));
+    let (live, _) = collect(&ws_url).await;
+    let last_seq = live.last().unwrap()["seq"].as_u64().unwrap();
+
+    // The supervisor stops a few seconds after the end (its record has no
+    // standby to reach); from then on the board and the disk answer.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while ractor::registry::registered()
+        .iter()
+        .any(|name| name.contains(&id))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the finished job's supervisor is still running"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let (status, polled) = node.wait_terminal(&id, Duration::from_secs(1)).await;
+    assert_eq!((status, &polled), (200, &done));
+    let (events, code) = collect(&ws_url).await;
+    assert_eq!(code, Some(CloseCode::Normal));
+    assert_eq!(events.len(), 1, "the terminal snapshot alone: {events:?}");
+    assert_eq!(events[0]["job"]["status"], "completed");
+    assert_eq!(events[0]["seq"].as_u64(), Some(last_seq));
+    // Resuming at the last event: its snapshot again, as a live actor does.
+    let resumed = collect(&format!("{ws_url}?since={last_seq}")).await;
+    assert_eq!(resumed, (events, Some(CloseCode::Normal)));
+    let client = reqwest::Client::new();
+    let canceled = client
+        .delete(format!("{}/jobs/{id}", node.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        canceled.status(),
+        200,
+        "cancel of a finished job is a no-op"
+    );
+    let result = client
+        .get(format!("{}/jobs/{id}/result", node.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(result.status(), 200);
+    assert_eq!(
+        result.bytes().await.unwrap().len() as u64,
+        done["result"]["bytes"].as_u64().unwrap()
+    );
+}
