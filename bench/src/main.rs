@@ -641,7 +641,7 @@ impl Bench {
                 p99,
                 100.0,
                 Goal::AtMost(1.0),
-                format!("p50 {p50:.1} ms over {} deliveries; baseline = the target itself (100 ms)", ours.latencies.len()),
+                format!("p50 {p50:.1} ms over {} deliveries ({}); baseline = the target itself (100 ms)", ours.latencies.len(), ours.per_event()),
             ),
             Entry::new(
                 "fan-out event latency p99 vs a bare broadcast",
@@ -649,7 +649,7 @@ impl Bench {
                 p99,
                 bare_p99,
                 Goal::Report,
-                format!("the same events from a bare axum broadcast to {count} subscribers: p50 {bare_p50:.1} ms, p99 {bare_p99:.1} ms; {} of them got every event", bare.complete),
+                format!("the same events from a bare axum broadcast to {count} subscribers: p50 {bare_p50:.1} ms, p99 {bare_p99:.1} ms ({}); {} of them got every event", bare.per_event(), bare.complete),
             ),
             Entry::new(
                 "memory per idle subscriber",
@@ -783,11 +783,11 @@ async fn subscribe(base: &str, id: &str, count: usize) -> anyhow::Result<Vec<ws:
     sockets.into_iter().collect()
 }
 
-/// Starts reading every socket, each on its own task.
-fn read_all(sockets: Vec<ws::Socket>) -> Vec<tokio::task::JoinHandle<ws::Seen>> {
+/// Starts receiving on every socket, each on its own task.
+fn read_all(sockets: Vec<ws::Socket>) -> Vec<tokio::task::JoinHandle<ws::Received>> {
     sockets
         .into_iter()
-        .map(|socket| tokio::spawn(ws::read(socket, Duration::from_secs(300))))
+        .map(|socket| tokio::spawn(ws::receive(socket, Duration::from_secs(300))))
         .collect()
 }
 
@@ -800,24 +800,48 @@ struct FanOut {
     /// Size of the largest event frame.
     frame_bytes: usize,
     latencies: Vec<f64>,
+    by_event: Vec<Vec<f64>>,
 }
 
 impl FanOut {
-    async fn collect(readers: Vec<tokio::task::JoinHandle<ws::Seen>>) -> anyhow::Result<Self> {
+    async fn collect(readers: Vec<tokio::task::JoinHandle<ws::Received>>) -> anyhow::Result<Self> {
         let mut all = Self {
             complete: 0,
             events: 0,
             frame_bytes: 0,
             latencies: Vec::new(),
+            by_event: Vec::new(),
         };
+        let mut received = Vec::with_capacity(readers.len());
         for reader in readers {
-            let seen = reader.await?;
+            received.push(reader.await?);
+        }
+        for seen in received.into_iter().map(ws::Received::seen) {
             all.complete += usize::from(seen.complete());
             all.events = all.events.max(seen.seqs.len());
             all.frame_bytes = all.frame_bytes.max(seen.frame_bytes);
+            for (i, latency) in seen.latencies_ms.iter().enumerate() {
+                if all.by_event.len() <= i {
+                    all.by_event.push(Vec::new());
+                }
+                all.by_event[i].push(*latency);
+            }
             all.latencies.extend(seen.latencies_ms);
         }
         Ok(all)
+    }
+
+    /// How each event's delivery to every subscriber went: the range of the
+    /// events' p50 and of their slowest delivery, in milliseconds.
+    fn per_event(&mut self) -> String {
+        let (mut p50s, mut maxes): (Vec<f64>, Vec<f64>) = self
+            .by_event
+            .iter_mut()
+            .map(|l| (ws::quantile(l, 0.5), ws::quantile(l, 1.0)))
+            .unzip();
+        let range = |v: &mut [f64]| (ws::quantile(v, 0.0), ws::quantile(v, 1.0));
+        let ((p50_lo, p50_hi), (max_lo, max_hi)) = (range(&mut p50s), range(&mut maxes));
+        format!("per event: p50 {p50_lo:.0}-{p50_hi:.0} ms, slowest delivery {max_lo:.0}-{max_hi:.0} ms")
     }
 
     /// p50 and p99 of the latencies, in milliseconds.

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context;
 use futures::StreamExt;
 use serde::Deserialize;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 /// What one subscriber saw.
 #[derive(Debug, Default)]
@@ -67,44 +67,76 @@ pub async fn connect(base: &str, id: &str) -> anyhow::Result<Socket> {
     Ok(socket)
 }
 
+/// Frames as they arrived on one socket, not yet read.
+pub struct Received {
+    frames: Vec<(SystemTime, Utf8Bytes)>,
+    close: Option<u16>,
+    /// Kept open until the frames are read, so that closing thousands of
+    /// sockets does not delay the others' last frames either.
+    _socket: Socket,
+}
+
 /// Reads events until the close (or `limit`).
-pub async fn read(mut socket: Socket, limit: Duration) -> Seen {
-    let mut seen = Seen::default();
-    let mut first = true;
+pub async fn read(socket: Socket, limit: Duration) -> Seen {
+    receive(socket, limit).await.seen()
+}
+
+/// Receives frames until the close (or `limit`), timing each as it arrives.
+/// Nothing more is done meanwhile: with thousands of subscribers in this
+/// process, parsing on arrival would delay the arrival of the others.
+pub async fn receive(mut socket: Socket, limit: Duration) -> Received {
+    let (mut frames, mut close) = (Vec::new(), None);
     let deadline = tokio::time::Instant::now() + limit;
     while let Ok(Some(frame)) = tokio::time::timeout_at(deadline, socket.next()).await {
         let arrived = SystemTime::now();
         match frame {
-            Ok(Message::Text(text)) => {
-                seen.frame_bytes = seen.frame_bytes.max(text.len());
-                let Ok(event) = serde_json::from_str::<Frame<'_>>(&text) else {
-                    continue;
-                };
-                let seq = event.seq;
-                seen.terminal = matches!(event.job.status, "completed" | "failed" | "canceled");
-                if first {
-                    seen.first_seq = seq;
-                    first = false;
-                    continue;
-                }
-                seen.seqs.push(seq);
-                let sent = humantime::parse_rfc3339(event.job.updated_at).ok();
-                if let Some(latency) = sent.and_then(|sent| arrived.duration_since(sent).ok()) {
-                    seen.latencies_ms.push(latency.as_secs_f64() * 1000.0);
-                } else if sent.is_some() {
-                    // Arrived "before" it was sent: within the clock's grain.
-                    seen.latencies_ms.push(0.0);
-                }
-            }
+            Ok(Message::Text(text)) => frames.push((arrived, text)),
             Ok(Message::Close(frame)) => {
-                seen.close = frame.map(|f| u16::from(f.code));
+                close = frame.map(|f| u16::from(f.code));
                 break;
             }
             Ok(_) => {}
             Err(_) => break,
         }
     }
-    seen
+    Received {
+        frames,
+        close,
+        _socket: socket,
+    }
+}
+
+impl Received {
+    /// Reads the frames.
+    pub fn seen(self) -> Seen {
+        let mut seen = Seen {
+            close: self.close,
+            ..Seen::default()
+        };
+        let mut first = true;
+        for (arrived, text) in self.frames {
+            seen.frame_bytes = seen.frame_bytes.max(text.len());
+            let Ok(event) = serde_json::from_str::<Frame<'_>>(&text) else {
+                continue;
+            };
+            let seq = event.seq;
+            seen.terminal = matches!(event.job.status, "completed" | "failed" | "canceled");
+            if first {
+                seen.first_seq = seq;
+                first = false;
+                continue;
+            }
+            seen.seqs.push(seq);
+            let sent = humantime::parse_rfc3339(event.job.updated_at).ok();
+            if let Some(latency) = sent.and_then(|sent| arrived.duration_since(sent).ok()) {
+                seen.latencies_ms.push(latency.as_secs_f64() * 1000.0);
+            } else if sent.is_some() {
+                // Arrived "before" it was sent: within the clock's grain.
+                seen.latencies_ms.push(0.0);
+            }
+        }
+        seen
+    }
 }
 
 /// The `q` quantile (0–1) of `values`, sorted in place.
