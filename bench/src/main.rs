@@ -264,25 +264,37 @@ impl Bench {
         let clip = self.small_clip()?;
         let env = [("BENCH_BODY", clip.as_path())];
         let size = std::fs::metadata(&clip)?.len();
-        // Each side starts with no dirty pages of the one before: the
-        // disk's writeback of a run would otherwise slow the next.
-        eprintln!("submit: baseline");
-        let (base_url, guard) = self.baseline("submit-baseline", None)?;
-        let base = self.load("submit.lua", &format!("{base_url}/jobs"), &env)?;
-        drop(guard);
-        self.settle("submit-baseline")?;
-
-        eprintln!("submit: baseline that fsyncs each upload");
-        let (durable_url, guard) = self.baseline_server("submit-durable", None, true)?;
-        let durable = self.load("submit.lua", &format!("{durable_url}/jobs"), &env)?;
-        drop(guard);
-        self.settle("submit-durable")?;
-
-        eprintln!("submit: one node, no workers");
+        // This machine's disk slows down as runs write gigabytes, so a side
+        // measured later would lose: each side runs twice, half as long, in
+        // the order A B C C B A, and each run starts with no dirty pages of
+        // the one before.
+        let (base_url, _base) = self.baseline("submit-baseline", None)?;
+        let (durable_url, _durable) = self.baseline_server("submit-durable", None, true)?;
         let node = self.solo("submit-one", 0)?;
-        let ours = self.load("submit.lua", &format!("{}/jobs", node.base()), &env)?;
-        drop(node);
-        self.settle("submit-one")?;
+        let urls = [
+            ("baseline", format!("{base_url}/jobs")),
+            ("baseline that fsyncs", format!("{durable_url}/jobs")),
+            ("one node, no workers", format!("{}/jobs", node.base())),
+        ];
+        let half = self.duration / 2;
+        let mut runs: Vec<Option<wrk::Load>> = vec![None; urls.len()];
+        for i in (0..urls.len()).chain((0..urls.len()).rev()) {
+            let (name, url) = &urls[i];
+            eprintln!("submit: {name}");
+            let load = wrk::run(&self.lua.join("submit.lua"), url, CONNECTIONS, half, &env)?;
+            runs[i] = Some(match runs[i] {
+                Some(first) => first.merge(&load),
+                None => load,
+            });
+            flush_dirty_pages();
+        }
+        let [Some(base), Some(durable), Some(ours)] = runs[..] else {
+            bail!("a submit run is missing");
+        };
+        drop((node, _base, _durable));
+        for name in ["submit-baseline", "submit-durable", "submit-one"] {
+            self.settle(name)?;
+        }
 
         eprintln!("submit: two nodes, replicated");
         let (a, _b) = self.pair("submit-two", [0, 0]).await?;
@@ -343,8 +355,7 @@ impl Bench {
     /// dirty pages, so the next run does not pay for this one's writeback.
     fn settle(&self, name: &str) -> anyhow::Result<()> {
         std::fs::remove_dir_all(self.scratch.path().join(name))?;
-        // SAFETY: sync(2) takes no arguments and cannot fail.
-        unsafe { libc::sync() };
+        flush_dirty_pages();
         Ok(())
     }
 
@@ -851,6 +862,13 @@ impl FanOut {
             ws::quantile(&mut self.latencies, 0.99),
         )
     }
+}
+
+/// Writes every dirty page to the disk (sync(2)), so that a run does not pay
+/// for the writeback of the one before.
+fn flush_dirty_pages() {
+    // SAFETY: sync(2) takes no arguments and cannot fail.
+    unsafe { libc::sync() };
 }
 
 /// Posts `body` to `url` and returns the new job's ID.

@@ -32,6 +32,24 @@ impl Load {
     pub fn p99_ms(&self) -> f64 {
         self.p99_us as f64 / 1000.0
     }
+
+    /// Two runs against the same server as one: counts added, percentiles
+    /// averaged weighted by requests (wrk reports no histogram to merge).
+    pub fn merge(&self, other: &Load) -> Load {
+        let requests = self.requests + other.requests;
+        let weighted = |a: u64, b: u64| {
+            ((a as u128 * self.requests as u128 + b as u128 * other.requests as u128)
+                / requests.max(1) as u128) as u64
+        };
+        Load {
+            requests,
+            duration_us: self.duration_us + other.duration_us,
+            socket_errors: self.socket_errors + other.socket_errors,
+            non_2xx: self.non_2xx + other.non_2xx,
+            p50_us: weighted(self.p50_us, other.p50_us),
+            p99_us: weighted(self.p99_us, other.p99_us),
+        }
+    }
 }
 
 /// Loads `url` with `connections` connections for `duration`, driven by
