@@ -26,6 +26,16 @@ impl Published {
     }
 }
 
+impl From<JobSnapshot> for Published {
+    /// A snapshot not (yet) on the board, e.g. one an event carried.
+    fn from(job: JobSnapshot) -> Self {
+        Self {
+            job,
+            rendered: OnceLock::new(),
+        }
+    }
+}
+
 impl Deref for Published {
     type Target = JobSnapshot;
 
@@ -52,10 +62,7 @@ impl Board {
 
     /// Publishes a job's snapshot, replacing the previous one.
     pub(crate) fn publish(&self, job: &JobSnapshot) {
-        let published = Arc::new(Published {
-            job: job.clone(),
-            rendered: OnceLock::new(),
-        });
+        let published = Arc::new(Published::from(job.clone()));
         self.jobs
             .write()
             .unwrap_or_else(PoisonError::into_inner)

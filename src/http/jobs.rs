@@ -1,6 +1,7 @@
 //! The job endpoints: submit, poll, list, cancel, download.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -9,11 +10,12 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::TryStreamExt;
+use tokio::sync::broadcast::error::RecvError;
 use tower::ServiceExt;
 use tower_http::services::ServeFile;
 use tracing::error;
 use vidpress_actors::board::Published;
-use vidpress_actors::{JobId, JobState, JobStatus, SubmitRequest};
+use vidpress_actors::{JobId, JobState, JobStatus, SubmitRequest, Subscription};
 use vidpress_transcode::{EncodeOptions, Preset};
 
 use super::dto::{JobDocument, JobList};
@@ -164,13 +166,83 @@ pub fn parse_options(query: &HashMap<String, String>) -> Result<EncodeOptions, A
     Ok(options)
 }
 
-/// `GET /jobs/{id}`: 202 while queued or running, 200 completed, 400 failed or canceled.
+/// `GET /jobs/{id}`: 202 while queued or running, 200 completed, 400 failed
+/// or canceled. With `Prefer: wait=N` (RFC 7240), a job not yet finished is
+/// answered when it ends or after N seconds (at most [`MAX_WAIT`]),
+/// whichever comes first.
 pub async fn status(
     State(app): State<AppState>,
     Path(id): Path<String>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let job = app.jobs.get(parse_id(&id)?)?;
-    Ok(status_response(&job))
+    let id = parse_id(&id)?;
+    let job = app.jobs.get(id)?;
+    let Some(wait) = preferred_wait(&headers) else {
+        return Ok(status_response(&job));
+    };
+    let job = if job.status().is_terminal() {
+        job
+    } else {
+        wait_for_end(&app, id, wait).await?
+    };
+    let mut response = status_response(&job);
+    if let Ok(applied) = HeaderValue::from_str(&format!("wait={}", wait.as_secs())) {
+        response.headers_mut().insert("preference-applied", applied);
+    }
+    Ok(response)
+}
+
+/// The longest `Prefer: wait` honoured.
+const MAX_WAIT: Duration = Duration::from_secs(60);
+
+/// Reads `wait=N` from the `Prefer` headers, capped at [`MAX_WAIT`]; other
+/// preferences and malformed values are ignored, as RFC 7240 asks.
+fn preferred_wait(headers: &HeaderMap) -> Option<Duration> {
+    headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split([',', ';']))
+        .filter_map(|preference| {
+            let (name, value) = preference.split_once('=')?;
+            (name.trim().eq_ignore_ascii_case("wait")).then_some(value)?;
+            value.trim().trim_matches('"').parse::<u64>().ok()
+        })
+        .next()
+        .map(|secs| Duration::from_secs(secs).min(MAX_WAIT))
+}
+
+/// Waits until the job's terminal event or `limit`; returns its snapshot
+/// then (the terminal one from the event, or the latest on the board).
+async fn wait_for_end(
+    app: &AppState,
+    id: JobId,
+    limit: Duration,
+) -> Result<Arc<Published>, ApiError> {
+    if let Ok(Subscription {
+        backlog,
+        live: Some(mut live),
+    }) = app.jobs.subscribe(id, None).await
+    {
+        let ended = tokio::time::timeout(limit, async {
+            // The job may have ended between the poll and the subscription.
+            if let Some(event) = backlog.into_iter().find(|e| e.job.status().is_terminal()) {
+                return Some(event);
+            }
+            loop {
+                match live.recv().await {
+                    Ok(event) if event.job.status().is_terminal() => return Some(event),
+                    Ok(_) | Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Closed) => return None,
+                }
+            }
+        })
+        .await;
+        if let Ok(Some(event)) = ended {
+            return Ok(Arc::new(Published::from((*event.job).clone())));
+        }
+    }
+    Ok(app.jobs.get(id)?)
 }
 
 /// Answers a snapshot with the status code and headers of its state; its

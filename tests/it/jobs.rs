@@ -423,3 +423,96 @@ async fn finished_jobs_are_removed_after_the_retention() {
         "its files are gone too"
     );
 }
+
+/// `GET /jobs/{id}` on `base` with `Prefer` set to `prefer`:
+/// (status, Preference-Applied, body).
+async fn long_poll(base: &str, id: &str, prefer: &str) -> (u16, Option<String>, serde_json::Value) {
+    let response = reqwest::Client::new()
+        .get(format!("{base}/jobs/{id}"))
+        .header("prefer", prefer)
+        .send()
+        .await
+        .unwrap();
+    let applied = response
+        .headers()
+        .get("preference-applied")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (
+        response.status().as_u16(),
+        applied,
+        response.json().await.unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn prefer_wait_holds_a_poll_until_the_job_ends() {
+    let node = TestNode::start_with(|c| c.workers = Some(0)).await.serve();
+    let (status, job) = node.submit(&clip(1), "").await;
+    assert_eq!(status, 202);
+    let id = job["id"].as_str().unwrap().to_owned();
+    let waiting = {
+        let (base, id) = (node.base.clone(), id.clone());
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let answer = long_poll(&base, &id, "respond-async, wait=1000").await;
+            (started.elapsed(), answer)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !waiting.is_finished(),
+        "a queued job's long poll answered at once"
+    );
+    let canceled = reqwest::Client::new()
+        .delete(format!("{}/jobs/{id}", node.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(canceled.status(), 200);
+    let (elapsed, (status, applied, body)) = waiting.await.unwrap();
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["status"], "canceled");
+    assert!(
+        elapsed < Duration::from_secs(3),
+        "answered {elapsed:?} after"
+    );
+    // Capped at a minute.
+    assert_eq!(applied.as_deref(), Some("wait=60"));
+}
+#[tokio::test]
+async fn prefer_wait_answers_202_when_the_wait_is_over_and_ignores_bad_values() {
+    let node = TestNode::start_with(|c| c.workers = Some(0)).await.serve();
+    let (_, job) = node.submit(&clip(1), "").await;
+    let id = job["id"].as_str().unwrap();
+
+    let started = Instant::now();
+    let (status, applied, body) = long_poll(&node.base, id, "wait=1").await;
+    let elapsed = started.elapsed();
+    assert_eq!((status, applied.as_deref()), (202, Some("wait=1")));
+    assert_eq!(body["status"], "queued");
+    assert!(
+        elapsed >= Duration::from_secs(1) && elapsed < Duration::from_secs(3),
+        "answered after {elapsed:?}"
+    );
+
+    let started = Instant::now();
+    let (status, applied, _) = long_poll(&node.base, id, "wait=soon").await;
+    assert_eq!((status, applied), (202, None));
+    assert!(started.elapsed() < Duration::from_millis(500));
+}
+
+#[tokio::test]
+async fn prefer_wait_on_a_finished_job_answers_at_once() {
+    let node = TestNode::start().await.serve();
+    let (_, job) = node.submit(&clip(1), "").await;
+    let id = job["id"].as_str().unwrap();
+    let (status, done) = node.wait_terminal(id, Duration::from_secs(60)).await;
+    assert_eq!(status, 200);
+    let started = Instant::now();
+    let (status, applied, body) = long_poll(&node.base, id, "wait=30").await;
+    assert_eq!(
+        (status, applied.as_deref(), &body),
+        (200, Some("wait=30"), &done)
+    );
+    assert!(started.elapsed() < Duration::from_millis(500));
+}
