@@ -57,6 +57,9 @@ impl Server {
     /// configured) and starts the actors.
     pub async fn start(config: &ServeConfig) -> Result<Self, ServeError> {
         config.validate()?;
+        // Installed before anything is counted: the facade drops what comes
+        // before a recorder.
+        crate::http::metrics::handle();
         let uploads_dir = config.data_dir.join("uploads");
         prepare_uploads(&uploads_dir).map_err(|source| ServeError::DataDir {
             path: uploads_dir.display().to_string(),

@@ -124,6 +124,8 @@ pub struct NodeStats {
     pub draining: bool,
     /// Jobs owned here whose standby is up but lacks their latest record.
     pub unsynced: usize,
+    /// Jobs owned here by status, every status listed.
+    pub jobs: Vec<(JobStatus, usize)>,
 }
 
 /// Messages the gateway handles.
@@ -1081,18 +1083,25 @@ impl GatewayState {
     }
 
     fn stats(&self) -> NodeStats {
+        // One pass over the jobs: the variants index `JobStatus::ALL`.
+        let mut counts = [0; JobStatus::ALL.len()];
+        for entry in self.jobs.values() {
+            counts[entry.status as usize] += 1;
+        }
+        let jobs: Vec<(JobStatus, usize)> = JobStatus::ALL.into_iter().zip(counts).collect();
         NodeStats {
             node: self.args.node.clone(),
             workers: self.workers_of(&self.args.node).len(),
             busy: self.local_busy.len(),
             queued: self.queue.len(),
-            active: self
-                .jobs
-                .values()
-                .filter(|e| !e.status.is_terminal())
-                .count(),
+            active: jobs
+                .iter()
+                .filter(|(status, _)| !status.is_terminal())
+                .map(|(_, n)| n)
+                .sum(),
             draining: self.draining,
             unsynced: self.unsynced_standbys_up(),
+            jobs,
         }
     }
 

@@ -106,6 +106,15 @@ pub enum JobStatus {
 }
 
 impl JobStatus {
+    /// Every status, in the order a job goes through them.
+    pub const ALL: [JobStatus; 5] = [
+        Self::Queued,
+        Self::Running,
+        Self::Completed,
+        Self::Failed,
+        Self::Canceled,
+    ];
+
     /// Returns the status as its lowercase name.
     pub fn as_str(self) -> &'static str {
         match self {

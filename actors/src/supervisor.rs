@@ -889,6 +889,13 @@ impl SupervisorState {
             JobState::Canceled => Some(Outcome::Canceled),
             JobState::Queued | JobState::Running { .. } => None,
         };
+        metrics::counter!("vidpress_jobs_finished_total", "status" => status.as_str()).increment(1);
+        if let (JobState::Completed { bytes, .. }, Some(ran_for)) = (&state, ran_for) {
+            metrics::histogram!("vidpress_transcode_seconds").record(ran_for.as_secs_f64());
+            metrics::counter!("vidpress_transcode_input_bytes_total")
+                .increment(self.job.input.bytes);
+            metrics::counter!("vidpress_transcode_output_bytes_total").increment(*bytes);
+        }
         self.record.finished_at_ms = Some(record::to_ms(SystemTime::now()));
         self.record.media = self.job.input.media.clone();
         self.record.lost_attempts = self.lost_attempts;

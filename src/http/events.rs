@@ -64,8 +64,11 @@ pub async fn events(
     // (tungstenite allocates 128 KiB by default) keeps an idle subscriber cheap.
     let upgrade = upgrade.read_buffer_size(SUBSCRIBER_READ_BUFFER);
     Ok(upgrade.on_upgrade(move |socket: WebSocket| async move {
+        let subscribers = metrics::gauge!("vidpress_ws_subscribers");
+        subscribers.increment(1);
         let (sink, stream) = socket.split();
         stream_events(sink, stream, subscription, resubscribe).await;
+        subscribers.decrement(1);
     }))
 }
 
@@ -168,7 +171,9 @@ async fn send<S: Sink<Message> + Unpin>(sink: &mut S, event: &JobEvent) -> Resul
         )
     });
     let text = Utf8Bytes::try_from(json).map_err(|_| ())?;
-    sink.send(Message::Text(text)).await.map_err(|_| ())
+    sink.send(Message::Text(text)).await.map_err(|_| ())?;
+    metrics::counter!("vidpress_ws_events_sent_total").increment(1);
+    Ok(())
 }
 
 async fn close<S: Sink<Message> + Unpin>(sink: &mut S, code: u16) {

@@ -16,6 +16,7 @@ pub mod error;
 pub mod events;
 pub mod internal;
 pub mod jobs;
+pub mod metrics;
 pub mod route;
 pub mod upload;
 
@@ -100,6 +101,7 @@ pub fn router(state: AppState) -> Router {
         )
         .merge(job_routes)
         .route("/cluster", get(cluster))
+        .route("/metrics", get(metrics::metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz));
     if state.cookie.is_some() {
@@ -121,6 +123,7 @@ pub fn router(state: AppState) -> Router {
     }
     router
         .fallback(not_found)
+        .route_layer(middleware::from_fn(metrics::track))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

@@ -6,4 +6,5 @@ mod cli;
 mod cluster;
 mod events;
 mod jobs;
+mod metrics;
 mod support;
