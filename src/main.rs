@@ -18,6 +18,21 @@ use vidpress::server::Server;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How log lines are written to stderr: `pretty` (for people) or `json`
+    /// (one object per line, for log collectors). `RUST_LOG` filters them.
+    #[arg(
+        long,
+        global = true,
+        env = "VIDPRESS_LOG_FORMAT",
+        default_value = "pretty"
+    )]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Pretty,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -43,12 +58,15 @@ fn main() -> ExitCode {
         // The child never starts a runtime: it only transcodes.
         return vidpress_transcode::child::main(job);
     }
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Pretty => logs.init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {

@@ -660,7 +660,7 @@ impl GatewayState {
             self.idempotency.insert(key, (digest, id));
         }
         self.queue.push_back(id, request.bytes);
-        info!(job_id = %id, node = %self.args.node, bytes = request.bytes, "job accepted");
+        info!(job_id = %id, node = %self.args.node, attempt = 0, bytes = request.bytes, "job accepted");
         let _ = supervisor.cast(SupervisorMsg::Accept {
             upload: request.upload,
             reply,
@@ -753,9 +753,10 @@ impl GatewayState {
                 record.idempotency_key.clone(),
                 record.digest.clone(),
             );
-            let (unfinished, bytes) = (record.outcome.is_none(), record.input_bytes);
+            let (unfinished, bytes, attempt) =
+                (record.outcome.is_none(), record.input_bytes, record.attempt);
             if let Err(e) = self.spawn_supervisor(myself, record, false).await {
-                error!(job_id = %id, error = %e, "cannot recover job");
+                error!(job_id = %id, node = %self.args.node, attempt, error = %e, "cannot recover job");
                 continue;
             }
             if let Some(key) = key {
@@ -825,7 +826,7 @@ impl GatewayState {
             {
                 // The owner finished but could not copy the result here: the
                 // job must run again to have one.
-                warn!(job_id = %id, owner = %owner, "taken-over copy is completed without its result: running it again");
+                warn!(job_id = %id, node = %self.args.node, attempt = record.attempt, owner = %owner, "taken-over copy is completed without its result: running it again");
                 record.outcome = None;
                 record.finished_at_ms = None;
             }
@@ -837,13 +838,17 @@ impl GatewayState {
                 .and_then(|()| std::fs::rename(dir.path(), &target))
                 .and_then(|()| record.write(&paths::record(&self.args.data_dir, id)));
             if let Err(e) = moved {
-                error!(job_id = %id, owner = %owner, error = %e, "cannot take the job over");
+                error!(job_id = %id, node = %self.args.node, attempt = record.attempt, owner = %owner, error = %e, "cannot take the job over");
                 continue;
             }
-            let (epoch, unfinished, bytes) =
-                (record.epoch, record.outcome.is_none(), record.input_bytes);
+            let (epoch, unfinished, bytes, attempt) = (
+                record.epoch,
+                record.outcome.is_none(),
+                record.input_bytes,
+                record.attempt,
+            );
             if let Err(e) = self.spawn_supervisor(myself, record, false).await {
-                error!(job_id = %id, error = %e, "cannot start the taken-over job");
+                error!(job_id = %id, node = %self.args.node, attempt, error = %e, "cannot start the taken-over job");
                 continue;
             }
             self.taken_over.insert(id, (owner.clone(), epoch));
@@ -851,7 +856,7 @@ impl GatewayState {
                 // Accepted before anything queued here since: first in line.
                 self.queue.push_front(id, bytes);
             }
-            warn!(job_id = %id, owner = %owner, node = %self.args.node, epoch, "job taken over from a lost owner");
+            warn!(job_id = %id, owner = %owner, node = %self.args.node, attempt, epoch, "job taken over from a lost owner");
         }
     }
 
@@ -888,12 +893,13 @@ impl GatewayState {
                 continue;
             }
             let finished = self.jobs.get(job).is_some_and(|e| e.status.is_terminal());
-            let (transfer, http, job, epoch, myself) = (
+            let (transfer, http, job, epoch, myself, node) = (
                 self.args.transfer.clone(),
                 http.clone(),
                 *job,
                 *epoch,
                 myself.clone(),
+                self.args.node.clone(),
             );
             tokio::spawn(async move {
                 match transfer.relinquish(&http, job, epoch, finished).await {
@@ -901,7 +907,9 @@ impl GatewayState {
                     Ok(Relinquished::Kept) => {
                         let _ = myself.cast(GatewayMsg::Yield(job));
                     }
-                    Err(e) => warn!(job_id = %job, error = %e, "cannot tell the former owner"),
+                    Err(e) => {
+                        warn!(job_id = %job, node = %node, error = %e, "cannot tell the former owner")
+                    }
                 }
             });
         }
@@ -922,7 +930,7 @@ impl GatewayState {
         let finished = record.outcome.is_some();
         if (finished, record.epoch) >= (other_finished, epoch) {
             if finished && !other_finished {
-                info!(job_id = %job, node = %self.args.node, epoch = record.epoch, "job finished here: the copy taken over gives way");
+                info!(job_id = %job, node = %self.args.node, attempt = record.attempt, epoch = record.epoch, "job finished here: the copy taken over gives way");
                 // The other node held the standby's copy: send it again
                 // once that node has dropped its own.
                 if let Some(standby) = record.standby.filter(|s| *s != self.args.node) {
@@ -932,7 +940,7 @@ impl GatewayState {
             return true;
         }
         self.abandon(job).await;
-        warn!(job_id = %job, node = %self.args.node, epoch, "job given up to the node that took it over");
+        warn!(job_id = %job, node = %self.args.node, attempt = record.attempt, epoch, "job given up to the node that took it over");
         false
     }
 
@@ -1199,7 +1207,7 @@ impl GatewayState {
                     continue;
                 };
                 if supervisor.cast(dispatch).is_err() {
-                    warn!(job_id = %id, "job supervisor gone before dispatch");
+                    warn!(job_id = %id, node = %self.args.node, "job supervisor gone before dispatch");
                     continue;
                 }
                 self.busy.insert(worker.get_id());

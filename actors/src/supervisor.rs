@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, info, info_span, warn, Instrument};
 use vidpress_cluster::{ClusterView, MemberState, NodeName};
 use vidpress_transcode::{ErrorCode, MediaInfo, TranscodeError};
 
@@ -233,7 +233,9 @@ impl Actor for JobSupervisor {
         let record = args.record;
         let replica = args.standby_http.clone().map(|standby| {
             let (tx, rx) = watch::channel((0, record.clone()));
-            tokio::spawn(copy_records(args.transfer.clone(), standby, rx, myself));
+            tokio::spawn(
+                copy_records(args.transfer.clone(), standby, rx, myself).in_current_span(),
+            );
             tx
         });
         let state = match &record.outcome {
@@ -321,140 +323,150 @@ impl Actor for JobSupervisor {
         message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let was_terminal = state.job.status().is_terminal();
-        match message {
-            SupervisorMsg::Accept {
-                upload,
-                reply,
-                estimate,
-            } => {
-                // Both copies exist before the 202: the standby's, answered
-                // once durable there, and this node's, fsynced. Without both
-                // there is no promise to make: the client is told to retry.
-                // The record goes last: a record on disk is a promised job.
-                let id = state.job.id;
-                let storage = |e: std::io::Error| {
-                    error!(job_id = %id, error = %e, "cannot store the job");
-                    SubmitError::Storage(e.to_string())
-                };
-                let refused = match state.place_input(upload).await {
-                    Err(e) => Some(storage(e)),
-                    Ok(()) => match state.replicate_input_and_record().await {
-                        Err(e) => Some(SubmitError::Replication(e.to_string())),
-                        Ok(()) => state.persist_new().await.err().map(storage),
-                    },
-                };
-                if let Some(refused) = refused {
-                    let _ = reply.send(Err(refused));
-                    let _ = state.gateway.cast(GatewayMsg::Forget(state.job.id));
-                    let _ = std::fs::remove_dir_all(paths::job_dir(&state.data_dir, state.job.id));
-                    myself.stop(None);
-                    return Ok(());
-                }
-                state.board.publish(&state.job);
-                let _ = reply.send(Ok(Submitted {
-                    job: state.job.clone(),
-                    estimate,
-                    created: true,
-                }));
-            }
-            SupervisorMsg::GetSnapshot(reply) => {
-                let _ = reply.send(state.job.clone());
-            }
-            SupervisorMsg::Subscribe { since, reply } => {
-                let _ = reply.send(state.subscribe(since));
-            }
-            SupervisorMsg::Cancel(reply) => {
-                state.cancel();
-                // Published before the answer: a poll after it sees it.
-                state.board.publish(&state.job);
-                let _ = reply.send(state.job.clone());
-            }
-            SupervisorMsg::Dispatch { worker, node } => {
-                if state.dispatch(worker, node).await {
-                    let attempt = state.job.attempt;
-                    myself.send_after(WATCH_EVERY, move || SupervisorMsg::Watch(attempt));
-                }
-            }
-            SupervisorMsg::Watch(attempt) => {
-                if attempt != state.job.attempt
-                    || !matches!(state.job.state, JobState::Running { .. })
-                {
-                    return Ok(());
-                }
-                let silent = state.last_report.elapsed();
-                if !state.started && silent >= START_TIMEOUT {
-                    state.retry(Loss::Worker, "the worker never started the attempt".into());
-                } else if silent >= REPORT_TIMEOUT {
-                    state.retry(
-                        Loss::Worker,
-                        format!("no report from the worker for {}s", silent.as_secs()),
-                    );
-                } else {
-                    myself.send_after(WATCH_EVERY, move || SupervisorMsg::Watch(attempt));
-                }
-            }
-            SupervisorMsg::ResultCopied { attempt, bytes } => {
-                if attempt == state.job.attempt
-                    && matches!(state.job.state, JobState::Running { .. })
-                {
-                    if state.cancel_requested() {
-                        state.finish(JobState::Canceled);
-                    } else {
-                        let output = paths::result(&state.data_dir, state.job.id);
-                        state.finish(JobState::Completed { output, bytes });
-                    }
-                }
-            }
-            SupervisorMsg::Resync(node) => state.resync(&myself, &node),
-            SupervisorMsg::Hibernate => state.linger_over = true,
-            SupervisorMsg::RecordCopied(version) => {
-                state.copied = state.copied.max(version);
-            }
-            SupervisorMsg::Abandon(reply) => {
-                if matches!(state.job.state, JobState::Running { .. }) {
-                    state.stop_attempt();
-                    state.release_slot();
-                }
-                // Nothing of the job is written here again.
-                state.replica = None;
+        // Every line logged while handling carries the job, node and attempt.
+        let span = info_span!("job", job_id = %state.job.id, node = %state.owner, attempt = state.job.attempt);
+        handle_message(myself, message, state)
+            .instrument(span)
+            .await
+    }
+}
+
+/// Handles one message: the body of the supervisor's `handle`.
+async fn handle_message(
+    myself: ActorRef<SupervisorMsg>,
+    message: SupervisorMsg,
+    state: &mut SupervisorState,
+) -> Result<(), ActorProcessingErr> {
+    let was_terminal = state.job.status().is_terminal();
+    match message {
+        SupervisorMsg::Accept {
+            upload,
+            reply,
+            estimate,
+        } => {
+            // Both copies exist before the 202: the standby's, answered
+            // once durable there, and this node's, fsynced. Without both
+            // there is no promise to make: the client is told to retry.
+            // The record goes last: a record on disk is a promised job.
+            let id = state.job.id;
+            let storage = |e: std::io::Error| {
+                error!(job_id = %id, error = %e, "cannot store the job");
+                SubmitError::Storage(e.to_string())
+            };
+            let refused = match state.place_input(upload).await {
+                Err(e) => Some(storage(e)),
+                Ok(()) => match state.replicate_input_and_record().await {
+                    Err(e) => Some(SubmitError::Replication(e.to_string())),
+                    Ok(()) => state.persist_new().await.err().map(storage),
+                },
+            };
+            if let Some(refused) = refused {
+                let _ = reply.send(Err(refused));
+                let _ = state.gateway.cast(GatewayMsg::Forget(state.job.id));
                 let _ = std::fs::remove_dir_all(paths::job_dir(&state.data_dir, state.job.id));
-                let _ = reply.send(());
+                myself.stop(None);
                 return Ok(());
             }
-            SupervisorMsg::NodeLost(node) => {
-                if matches!(state.job.state, JobState::Running { .. })
-                    && state.job.node.as_ref() == Some(&node)
-                {
-                    state.retry(Loss::Interrupted, format!("node {node} was lost"));
-                }
+            state.board.publish(&state.job);
+            let _ = reply.send(Ok(Submitted {
+                job: state.job.clone(),
+                estimate,
+                created: true,
+            }));
+        }
+        SupervisorMsg::GetSnapshot(reply) => {
+            let _ = reply.send(state.job.clone());
+        }
+        SupervisorMsg::Subscribe { since, reply } => {
+            let _ = reply.send(state.subscribe(since));
+        }
+        SupervisorMsg::Cancel(reply) => {
+            state.cancel();
+            // Published before the answer: a poll after it sees it.
+            state.board.publish(&state.job);
+            let _ = reply.send(state.job.clone());
+        }
+        SupervisorMsg::Dispatch { worker, node } => {
+            if state.dispatch(worker, node).await {
+                let attempt = state.job.attempt;
+                myself.send_after(WATCH_EVERY, move || SupervisorMsg::Watch(attempt));
             }
-            SupervisorMsg::Report { attempt, report } => {
-                if attempt != state.job.attempt {
-                    debug!(job_id = %state.job.id, attempt, current = state.job.attempt, "stale attempt report ignored");
-                    return Ok(());
-                }
-                state.last_report = Instant::now();
-                match report {
-                    AttemptReport::Ended(Ok(bytes)) => state.complete(&myself, bytes),
-                    report => state.report(report),
+        }
+        SupervisorMsg::Watch(attempt) => {
+            if attempt != state.job.attempt || !matches!(state.job.state, JobState::Running { .. })
+            {
+                return Ok(());
+            }
+            let silent = state.last_report.elapsed();
+            if !state.started && silent >= START_TIMEOUT {
+                state.retry(Loss::Worker, "the worker never started the attempt".into());
+            } else if silent >= REPORT_TIMEOUT {
+                state.retry(
+                    Loss::Worker,
+                    format!("no report from the worker for {}s", silent.as_secs()),
+                );
+            } else {
+                myself.send_after(WATCH_EVERY, move || SupervisorMsg::Watch(attempt));
+            }
+        }
+        SupervisorMsg::ResultCopied { attempt, bytes } => {
+            if attempt == state.job.attempt && matches!(state.job.state, JobState::Running { .. }) {
+                if state.cancel_requested() {
+                    state.finish(JobState::Canceled);
+                } else {
+                    let output = paths::result(&state.data_dir, state.job.id);
+                    state.finish(JobState::Completed { output, bytes });
                 }
             }
         }
-        if state.dirty {
-            if let Err(e) = state.save().await {
-                error!(job_id = %state.job.id, error = %e, "cannot update the job record");
+        SupervisorMsg::Resync(node) => state.resync(&myself, &node),
+        SupervisorMsg::Hibernate => state.linger_over = true,
+        SupervisorMsg::RecordCopied(version) => {
+            state.copied = state.copied.max(version);
+        }
+        SupervisorMsg::Abandon(reply) => {
+            if matches!(state.job.state, JobState::Running { .. }) {
+                state.stop_attempt();
+                state.release_slot();
+            }
+            // Nothing of the job is written here again.
+            state.replica = None;
+            let _ = std::fs::remove_dir_all(paths::job_dir(&state.data_dir, state.job.id));
+            let _ = reply.send(());
+            return Ok(());
+        }
+        SupervisorMsg::NodeLost(node) => {
+            if matches!(state.job.state, JobState::Running { .. })
+                && state.job.node.as_ref() == Some(&node)
+            {
+                state.retry(Loss::Interrupted, format!("node {node} was lost"));
             }
         }
-        state.report_sync();
-        state.board.publish(&state.job);
-        if !was_terminal && state.job.status().is_terminal() {
-            state.linger_over = false;
-            myself.send_after(HIBERNATE_AFTER, || SupervisorMsg::Hibernate);
+        SupervisorMsg::Report { attempt, report } => {
+            if attempt != state.job.attempt {
+                debug!(job_id = %state.job.id, attempt, current = state.job.attempt, "stale attempt report ignored");
+                return Ok(());
+            }
+            state.last_report = Instant::now();
+            match report {
+                AttemptReport::Ended(Ok(bytes)) => state.complete(&myself, bytes),
+                report => state.report(report),
+            }
         }
-        state.hibernate(&myself);
-        Ok(())
     }
+    if state.dirty {
+        if let Err(e) = state.save().await {
+            error!(job_id = %state.job.id, error = %e, "cannot update the job record");
+        }
+    }
+    state.report_sync();
+    state.board.publish(&state.job);
+    if !was_terminal && state.job.status().is_terminal() {
+        state.linger_over = false;
+        myself.send_after(HIBERNATE_AFTER, || SupervisorMsg::Hibernate);
+    }
+    state.hibernate(&myself);
+    Ok(())
 }
 
 impl SupervisorState {
@@ -525,7 +537,8 @@ impl SupervisorState {
                 backoff = (backoff * 2).min(RECOPY_MAX);
             }
             let _ = myself.cast(SupervisorMsg::ResultCopied { attempt, bytes });
-        });
+        }
+        .in_current_span());
     }
 
     /// Returns a check of whether the job's standby is down (or unknown) in
@@ -553,11 +566,14 @@ impl SupervisorState {
         }
         let (transfer, http, record) = (self.transfer.clone(), http.clone(), self.record.clone());
         let (data_dir, version, myself) = (self.data_dir.clone(), self.version, myself.clone());
-        tokio::spawn(async move {
-            if resync(&*transfer, &http, &record, &data_dir).await {
-                let _ = myself.cast(SupervisorMsg::RecordCopied(version));
+        tokio::spawn(
+            async move {
+                if resync(&*transfer, &http, &record, &data_dir).await {
+                    let _ = myself.cast(SupervisorMsg::RecordCopied(version));
+                }
             }
-        });
+            .in_current_span(),
+        );
     }
 
     /// Stops the actor once the job is done with it (see `may_hibernate`):

@@ -30,7 +30,8 @@ use axum::routing::{get, post, put};
 use axum::{middleware, Json, Router};
 use serde_json::json;
 use tokio::sync::watch;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultMakeSpan, TraceLayer};
+use tracing::Level;
 use vidpress_actors::Jobs;
 use vidpress_cluster::ClusterView;
 use vidpress_cluster::NodeName;
@@ -124,7 +125,9 @@ pub fn router(state: AppState) -> Router {
     router
         .fallback(not_found)
         .route_layer(middleware::from_fn(metrics::track))
-        .layer(TraceLayer::new_for_http())
+        // A span per request (method, path), which the handlers' lines are
+        // logged in; the requests themselves are logged at debug.
+        .layer(TraceLayer::new_for_http().make_span_with(DefaultMakeSpan::new().level(Level::INFO)))
         .with_state(state)
 }
 

@@ -956,3 +956,38 @@ async fn a_standby_cut_off_from_the_majority_takes_over_only_once_it_sees_one_ag
         .log()
         .contains("job taken over from a lost owner"));
 }
+
+#[tokio::test]
+async fn json_log_lines_about_a_job_carry_its_id_node_and_attempt() {
+    let trio = Trio::start_with_env([0, 1, 1], &[("VIDPRESS_LOG_FORMAT", "json")]).await;
+    let a = &trio.nodes[0];
+    let id = submit(a, &clip(1), "").await;
+    let done = poll_until(a, &id, Duration::from_secs(60), |s, _| s != 202).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let ran_on = done["node"].as_str().unwrap();
+    let mut about_the_job = Vec::new();
+    for node in &trio.nodes {
+        for line in node.log().lines() {
+            let line: Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("{}: not a JSON line ({e}): {line}", node.name));
+            // A field of the event itself, or of the span it was logged in.
+            let field = |name: &str| {
+                line.get(name)
+                    .or_else(|| line.get("span").and_then(|s| s.get(name)))
+                    .cloned()
+            };
+            if field("job_id").and_then(|v| v.as_str().map(str::to_owned)) == Some(id.clone()) {
+                assert!(field("node").is_some(), "no node: {line}");
+                assert!(field("attempt").is_some(), "no attempt: {line}");
+                about_the_job.push((node.name.clone(), line["message"].clone()));
+            }
+        }
+    }
+    let logged =
+        |node: &str, message: &str| about_the_job.iter().any(|(n, m)| n == node && m == message);
+    assert!(logged("node-a", "job accepted"), "{about_the_job:?}");
+    assert!(logged("node-a", "job dispatched"), "{about_the_job:?}");
+    assert!(logged(ran_on, "attempt started"), "{about_the_job:?}");
+    assert!(logged(ran_on, "attempt finished"), "{about_the_job:?}");
+    assert!(logged("node-a", "job finished"), "{about_the_job:?}");
+}
