@@ -70,14 +70,6 @@ pub struct EventDocument {
     pub job: JobDocument,
 }
 
-/// A page of the job list.
-#[derive(Debug, Serialize)]
-pub struct JobList {
-    pub jobs: Vec<JobDocument>,
-    /// Pass as `cursor` to get the next page; null on the last one.
-    pub next_cursor: Option<String>,
-}
-
 fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }

@@ -16,10 +16,12 @@ use tower_http::services::ServeFile;
 use tracing::error;
 use vidpress_actors::board::Published;
 use vidpress_actors::{JobId, JobState, JobStatus, SubmitRequest, Subscription};
+use vidpress_cluster::MemberState;
 use vidpress_transcode::{EncodeOptions, Preset};
 
-use super::dto::{JobDocument, JobList};
+use super::dto::JobDocument;
 use super::error::{retry_after_secs, ApiError};
+use super::route;
 use super::upload::{self, Upload};
 use super::AppState;
 
@@ -319,15 +321,105 @@ pub async fn result(
     Ok(response)
 }
 
-/// `GET /jobs?status=&limit=&cursor=`: newest first, one page.
+/// `GET /jobs?status=&limit=&cursor=`: newest first, one page, of every
+/// node's jobs: the node asks each other node that is up for the same page
+/// of its own jobs and merges them (job IDs sort by creation). Nodes that
+/// are not up or do not answer are named in `unreachable`.
 pub async fn list(
     State(app): State<AppState>,
     Query(query): Query<HashMap<String, String>>,
-) -> Result<Json<JobList>, ApiError> {
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let (status, cursor, limit) = parse_list_query(&query)?;
+    let jobs = app.jobs.list(status, cursor, limit).await?;
+    let mut docs = jobs
+        .iter()
+        .map(|job| serde_json::to_value(JobDocument::from(job)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ApiError::Internal(format!("cannot render the job list: {e}")))?;
+    let mut unreachable = Vec::new();
+    if !headers.contains_key(route::FORWARDED) {
+        let (others, missing) = list_elsewhere(&app, &query).await;
+        docs.extend(others);
+        unreachable = missing;
+    }
+    let id_of = |doc: &serde_json::Value| doc["id"].as_str().map(str::to_owned);
+    docs.sort_by_key(|doc| std::cmp::Reverse(id_of(doc)));
+    docs.dedup_by_key(|doc| id_of(doc));
+    docs.truncate(limit);
+    let next_cursor = (docs.len() == limit)
+        .then(|| docs.last().and_then(id_of))
+        .flatten();
+    Ok(Json(serde_json::json!({
+        "jobs": docs,
+        "next_cursor": next_cursor,
+        "unreachable": unreachable,
+    })))
+}
+
+/// Asks every other node that is up for its own jobs with the same query;
+/// returns their job documents and the nodes that are not up or did not
+/// answer.
+async fn list_elsewhere(
+    app: &AppState,
+    query: &HashMap<String, String>,
+) -> (Vec<serde_json::Value>, Vec<String>) {
+    let Some(cluster) = &app.cluster else {
+        return (Vec::new(), Vec::new());
+    };
+    let view = cluster.borrow().clone();
+    let others: Vec<_> = view
+        .members
+        .values()
+        .filter(|m| m.name != app.node)
+        .collect();
+    let asks = others
+        .iter()
+        .filter(|m| m.state == MemberState::Up)
+        .map(|member| async move {
+            let answer = app
+                .proxy
+                .get(format!("{}/jobs", member.http))
+                .query(query)
+                .header(route::FORWARDED, "1")
+                .timeout(LIST_TIMEOUT)
+                .send()
+                .await
+                .and_then(reqwest::Response::error_for_status);
+            let page = match answer {
+                Ok(response) => response.json::<serde_json::Value>().await.ok(),
+                Err(_) => None,
+            };
+            (member.name.to_string(), page)
+        });
+    let (mut docs, mut missing) = (Vec::new(), Vec::new());
+    for (node, page) in futures::future::join_all(asks).await {
+        match page.and_then(|mut page| page.get_mut("jobs").map(serde_json::Value::take)) {
+            Some(serde_json::Value::Array(jobs)) => docs.extend(jobs),
+            _ => missing.push(node),
+        }
+    }
+    missing.extend(
+        others
+            .iter()
+            .filter(|m| m.state != MemberState::Up)
+            .map(|m| m.name.to_string()),
+    );
+    missing.sort();
+    (docs, missing)
+}
+
+/// How long a node waits for another's page of the job list.
+const LIST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Reads `status`, `cursor` and `limit`, refusing anything else.
+fn parse_list_query(
+    query: &HashMap<String, String>,
+) -> Result<(Option<JobStatus>, Option<JobId>, usize), ApiError> {
     let mut status = None;
     let mut limit = DEFAULT_LIMIT;
     let mut cursor = None;
-    for (name, value) in &query {
+    for (name, value) in query {
         match name.as_str() {
             "status" => {
                 status = Some(
@@ -361,14 +453,7 @@ pub async fn list(
             }
         }
     }
-    let jobs = app.jobs.list(status, cursor, limit).await?;
-    let next_cursor = (jobs.len() == limit)
-        .then(|| jobs.last().map(|j| j.id.to_string()))
-        .flatten();
-    Ok(Json(JobList {
-        jobs: jobs.iter().map(JobDocument::from).collect(),
-        next_cursor,
-    }))
+    Ok((status, cursor, limit))
 }
 
 /// Parses a job ID from a path; anything else is an unknown job.

@@ -21,8 +21,9 @@ use vidpress_cluster::{ClusterView, Member, MemberState};
 use super::error::ApiError;
 use super::AppState;
 
-/// Marks a forwarded request, which is never forwarded again.
-const FORWARDED: HeaderName = HeaderName::from_static("x-vidpress-forwarded");
+/// Marks a forwarded request, which is never forwarded again: its value is
+/// the number of hops so far.
+pub const FORWARDED: HeaderName = HeaderName::from_static("x-vidpress-forwarded");
 
 /// Headers that belong to one connection and are not passed on.
 const HOP_BY_HOP: [HeaderName; 5] = [

@@ -991,3 +991,63 @@ async fn json_log_lines_about_a_job_carry_its_id_node_and_attempt() {
     assert!(logged(ran_on, "attempt finished"), "{about_the_job:?}");
     assert!(logged("node-a", "job finished"), "{about_the_job:?}");
 }
+
+#[tokio::test]
+async fn any_node_lists_every_nodes_jobs_newest_first_in_pages() {
+    let mut trio = Trio::start([0, 0, 0]).await;
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        for node in &trio.nodes {
+            ids.push(submit(node, &clip(1), "").await);
+        }
+    }
+    // Newest first: the reverse of the submission order (IDs sort by time).
+    ids.reverse();
+    let list = |node: &NodeProc, query: &str| {
+        let url = format!("{}/jobs{query}", node.base());
+        async move { get_json(&url).await.expect("list answered") }
+    };
+    let (status, all) = list(&trio.nodes[1], "").await;
+    assert_eq!(status, 200);
+    let listed: Vec<&str> = all["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, ids, "{all}");
+    assert_eq!(all["unreachable"], serde_json::json!([]));
+
+    let (_, first) = list(&trio.nodes[2], "?limit=4").await;
+    let cursor = first["next_cursor"].as_str().expect("a next page");
+    let (_, second) = list(&trio.nodes[2], &format!("?limit=4&cursor={cursor}")).await;
+    let paged: Vec<&str> = first["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(second["jobs"].as_array().unwrap())
+        .map(|j| j["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(paged, ids);
+    assert_eq!(second["next_cursor"], Value::Null);
+
+    // A node that is gone is named; its jobs are listed again once their
+    // standbys have taken them over.
+    trio.nodes[2].kill();
+    wait_marked_down(&trio.nodes[0], "node-c").await;
+    let (_, without_c) = list(&trio.nodes[0], "").await;
+    assert_eq!(without_c["unreachable"], serde_json::json!(["node-c"]));
+    let listed: Vec<&str> = without_c["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap())
+        .collect();
+    let expected: Vec<&str> = ids
+        .iter()
+        .map(String::as_str)
+        .filter(|id| listed.contains(id))
+        .collect();
+    assert_eq!(listed, expected, "newest first, no job twice");
+    assert!(listed.len() >= 4, "{without_c}");
+}
