@@ -6,7 +6,7 @@ use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::ServiceExt;
 
-use crate::support::{clip, TestNode};
+use crate::support::{clip, listed_ids, TestNode};
 
 async fn call(
     node: &TestNode,
@@ -230,21 +230,11 @@ async fn list_is_newest_first_filtered_and_paginated() {
     assert_eq!(canceled["status"], "canceled");
 
     let (_, _, page1) = call(&node, get("/jobs?limit=2")).await;
-    let page1_ids: Vec<&str> = page1["jobs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|j| j["id"].as_str().unwrap())
-        .collect();
+    let page1_ids = listed_ids(&page1);
     assert_eq!(page1_ids, vec![ids[4].as_str(), ids[3].as_str()]);
     let cursor = page1["next_cursor"].as_str().expect("more pages");
     let (_, _, page2) = call(&node, get(&format!("/jobs?limit=2&cursor={cursor}"))).await;
-    let page2_ids: Vec<&str> = page2["jobs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|j| j["id"].as_str().unwrap())
-        .collect();
+    let page2_ids = listed_ids(&page2);
     assert_eq!(page2_ids, vec![ids[2].as_str(), ids[1].as_str()]);
 
     let (_, _, queued) = call(&node, get("/jobs?status=queued")).await;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::support::{clip, ffprobe, fixture, long_clip, stream};
+use crate::support::{clip, ffprobe, fixture, listed_ids, long_clip, stream};
 
 const COOKIE: &str = "cluster-test-cookie";
 
@@ -1009,26 +1009,13 @@ async fn any_node_lists_every_nodes_jobs_newest_first_in_pages() {
     };
     let (status, all) = list(&trio.nodes[1], "").await;
     assert_eq!(status, 200);
-    let listed: Vec<&str> = all["jobs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|j| j["id"].as_str().unwrap())
-        .collect();
-    assert_eq!(listed, ids, "{all}");
+    assert_eq!(listed_ids(&all), ids, "{all}");
     assert_eq!(all["unreachable"], serde_json::json!([]));
 
     let (_, first) = list(&trio.nodes[2], "?limit=4").await;
     let cursor = first["next_cursor"].as_str().expect("a next page");
     let (_, second) = list(&trio.nodes[2], &format!("?limit=4&cursor={cursor}")).await;
-    let paged: Vec<&str> = first["jobs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .chain(second["jobs"].as_array().unwrap())
-        .map(|j| j["id"].as_str().unwrap())
-        .collect();
-    assert_eq!(paged, ids);
+    assert_eq!([listed_ids(&first), listed_ids(&second)].concat(), ids);
     assert_eq!(second["next_cursor"], Value::Null);
 
     // A node that is gone is named; its jobs are listed again once their
@@ -1037,12 +1024,7 @@ async fn any_node_lists_every_nodes_jobs_newest_first_in_pages() {
     wait_marked_down(&trio.nodes[0], "node-c").await;
     let (_, without_c) = list(&trio.nodes[0], "").await;
     assert_eq!(without_c["unreachable"], serde_json::json!(["node-c"]));
-    let listed: Vec<&str> = without_c["jobs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|j| j["id"].as_str().unwrap())
-        .collect();
+    let listed = listed_ids(&without_c);
     let expected: Vec<&str> = ids
         .iter()
         .map(String::as_str)

@@ -127,6 +127,16 @@ pub fn duration(probe: &Value) -> f64 {
         .expect("a duration")
 }
 
+/// The job IDs of a `GET /jobs` page, in order.
+pub fn listed_ids(page: &Value) -> Vec<&str> {
+    page["jobs"]
+        .as_array()
+        .expect("a jobs array")
+        .iter()
+        .map(|job| job["id"].as_str().expect("a job id"))
+        .collect()
+}
+
 /// A node on 127.0.0.1:0 with its own data directory.
 pub struct TestNode {
     pub server: Server,
