@@ -1033,3 +1033,75 @@ async fn any_node_lists_every_nodes_jobs_newest_first_in_pages() {
     assert_eq!(listed, expected, "newest first, no job twice");
     assert!(listed.len() >= 4, "{without_c}");
 }
+
+#[tokio::test]
+async fn a_long_poll_through_another_node_answers_when_the_job_ends() {
+    let trio = Trio::start([0, 0, 0]).await;
+    let (a, b) = (&trio.nodes[0], &trio.nodes[1]);
+    let id = submit(a, &clip(1), "").await;
+    let waiting = {
+        let (base, id) = (b.base(), id.clone());
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let response = reqwest::Client::new()
+                .get(format!("{base}/jobs/{id}"))
+                .header("prefer", "wait=30")
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.unwrap();
+            (started.elapsed(), status, body)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!waiting.is_finished(), "the long poll answered at once");
+    let canceled = reqwest::Client::new()
+        .delete(format!("{}/jobs/{id}", a.base()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(canceled.status(), 200);
+    let (elapsed, status, body) = waiting.await.unwrap();
+    assert_eq!((status, body["status"].as_str()), (400, Some("canceled")));
+    assert!(
+        elapsed < Duration::from_secs(3),
+        "answered {elapsed:?} after"
+    );
+}
+
+#[tokio::test]
+async fn metrics_show_the_cluster() {
+    let trio = Trio::start([1, 2, 0]).await;
+    let rtt_of = |peer: &str| format!(r#"vidpress_heartbeat_rtt_seconds{{peer="{peer}"}} "#);
+    // Round trips appear with a view published after the first heartbeats
+    // came back (the view refreshes them every VIEW_REFRESH, 5 s).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let text = loop {
+        let text = reqwest::get(format!("{}/metrics", trio.nodes[0].base()))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let measured = ["node-b", "node-c"]
+            .iter()
+            .all(|peer| text.lines().any(|line| line.starts_with(&rtt_of(peer))));
+        if measured {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "no round trips: {text}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let has = |sample: &str| text.lines().any(|line| line == sample);
+    assert!(has(r#"vidpress_cluster_nodes{state="up"} 3"#), "{text}");
+    assert!(has(r#"vidpress_cluster_nodes{state="down"} 0"#), "{text}");
+    assert!(
+        has(r#"vidpress_worker_slots{node="node-b",state="free"} 2"#),
+        "{text}"
+    );
+    assert!(
+        has(r#"vidpress_worker_slots{node="node-c",state="free"} 0"#),
+        "{text}"
+    );
+}
