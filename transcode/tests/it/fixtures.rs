@@ -24,14 +24,17 @@ fn dir() -> PathBuf {
 
 /// Returns `dir()/name`, running `make` to create it on first use. `make`
 /// writes to the path it is given; the result is renamed into place so a
-/// failed or interrupted run never leaves a half-written fixture.
+/// failed or interrupted run never leaves a half-written fixture. nextest
+/// runs tests in parallel processes, which the lock does not serialize:
+/// each process writes its own partial file (two may make the same
+/// fixture; the last rename wins, with a whole file either way).
 fn cached(name: &str, make: impl FnOnce(&Path)) -> PathBuf {
     let _lock = GENERATE
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     let path = dir().join(name);
     if !path.exists() {
-        let partial = dir().join(format!("partial.{name}"));
+        let partial = dir().join(format!("partial.{}.{name}", std::process::id()));
         make(&partial);
         assert!(partial.exists(), "fixture {name} was not generated");
         std::fs::rename(&partial, &path).expect("move the fixture into place");
