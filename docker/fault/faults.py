@@ -733,7 +733,9 @@ class Harness:
         LOG("check-polled", f"{len(self.jobs) - len(pending)} jobs terminal on every live node; "
             f"{len(pending)} not", echo=True)
 
-        # Every node's own jobs (GET /jobs lists the jobs a node holds).
+        # Every node's own jobs. GET /jobs lists the whole cluster's jobs; a
+        # request marked as forwarded by a node lists the answering node's
+        # own, which is what tells a job held by two nodes.
         held: dict[str, list[str]] = {}
         listed_docs: dict[str, dict] = {}
         listing_ok = True
@@ -741,7 +743,8 @@ class Harness:
             cursor = None
             while True:
                 path = "/jobs?limit=1000" + (f"&cursor={cursor}" if cursor else "")
-                code, body, err = request(c.url[n], "GET", path, timeout=10)
+                code, body, err = request(c.url[n], "GET", path, timeout=10,
+                                          headers={"x-vidpress-forwarded": "1"})
                 doc = as_json(body)
                 if code != 200 or not isinstance(doc, dict):
                     listing_ok = False
