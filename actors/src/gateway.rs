@@ -1133,11 +1133,12 @@ impl GatewayState {
         let Some(cluster) = &self.args.cluster else {
             return;
         };
-        let stats = self.stats();
+        // Not `stats()`, which goes over every job: this runs at every
+        // dispatch and dequeue.
         let load = NodeLoad {
-            workers: stats.workers as u32,
-            busy: stats.busy as u32,
-            queued: stats.queued as u32,
+            workers: self.workers_of(&self.args.node).len() as u32,
+            busy: self.local_busy.len() as u32,
+            queued: self.queue.len() as u32,
         };
         cluster.load.send_if_modified(|current| {
             let changed = *current != load;

@@ -247,7 +247,18 @@ impl Bench {
     }
 
     fn load(&self, script: &str, url: &str, env: &[(&str, &Path)]) -> anyhow::Result<wrk::Load> {
-        wrk::run(&self.lua.join(script), url, CONNECTIONS, self.duration, env)
+        self.load_for(self.duration, script, url, env)
+    }
+
+    /// A load run of `duration` instead of the configured one.
+    fn load_for(
+        &self,
+        duration: Duration,
+        script: &str,
+        url: &str,
+        env: &[(&str, &Path)],
+    ) -> anyhow::Result<wrk::Load> {
+        wrk::run(&self.lua.join(script), url, CONNECTIONS, duration, env)
     }
 
     /// The ~200 KB clip the submit and poll benchmarks upload.
@@ -281,7 +292,7 @@ impl Bench {
         for i in (0..urls.len()).chain((0..urls.len()).rev()) {
             let (name, url) = &urls[i];
             eprintln!("submit: {name}");
-            let load = wrk::run(&self.lua.join("submit.lua"), url, CONNECTIONS, half, &env)?;
+            let load = self.load_for(half, "submit.lua", url, &env)?;
             runs[i] = Some(match runs[i] {
                 Some(first) => first.merge(&load),
                 None => load,

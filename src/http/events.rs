@@ -172,7 +172,7 @@ async fn send<S: Sink<Message> + Unpin>(sink: &mut S, event: &JobEvent) -> Resul
     });
     let text = Utf8Bytes::try_from(json).map_err(|_| ())?;
     sink.send(Message::Text(text)).await.map_err(|_| ())?;
-    metrics::counter!("vidpress_ws_events_sent_total").increment(1);
+    super::metrics::events_sent().increment(1);
     Ok(())
 }
 

@@ -15,7 +15,7 @@ use tower::ServiceExt;
 use tower_http::services::ServeFile;
 use tracing::error;
 use vidpress_actors::board::Published;
-use vidpress_actors::{JobId, JobState, JobStatus, SubmitRequest, Subscription};
+use vidpress_actors::{JobEvent, JobId, JobState, JobStatus, SubmitRequest, Subscription};
 use vidpress_cluster::MemberState;
 use vidpress_transcode::{EncodeOptions, Preset};
 
@@ -228,12 +228,12 @@ async fn wait_for_end(
     {
         let ended = tokio::time::timeout(limit, async {
             // The job may have ended between the poll and the subscription.
-            if let Some(event) = backlog.into_iter().find(|e| e.job.status().is_terminal()) {
+            if let Some(event) = backlog.into_iter().find(JobEvent::is_terminal) {
                 return Some(event);
             }
             loop {
                 match live.recv().await {
-                    Ok(event) if event.job.status().is_terminal() => return Some(event),
+                    Ok(event) if event.is_terminal() => return Some(event),
                     Ok(_) | Err(RecvError::Lagged(_)) => {}
                     Err(RecvError::Closed) => return None,
                 }
@@ -344,8 +344,9 @@ pub async fn list(
         unreachable = missing;
     }
     let id_of = |doc: &serde_json::Value| doc["id"].as_str().map(str::to_owned);
-    docs.sort_by_key(|doc| std::cmp::Reverse(id_of(doc)));
-    docs.dedup_by_key(|doc| id_of(doc));
+    // Newest first (IDs sort by creation); a job listed twice once.
+    docs.sort_by(|a, b| b["id"].as_str().cmp(&a["id"].as_str()));
+    docs.dedup_by(|a, b| a["id"] == b["id"]);
     docs.truncate(limit);
     let next_cursor = (docs.len() == limit)
         .then(|| docs.last().and_then(id_of))

@@ -107,6 +107,13 @@ fn request_series(method: &'static str, route: &str, status: u16) -> (Counter, H
     })
 }
 
+/// The counter of WebSocket events sent, registered once (it counts every
+/// delivery of a fan-out).
+pub fn events_sent() -> &'static Counter {
+    static EVENTS_SENT: OnceLock<Counter> = OnceLock::new();
+    EVENTS_SENT.get_or_init(|| metrics::counter!("vidpress_ws_events_sent_total"))
+}
+
 /// `GET /metrics`.
 pub async fn metrics(State(app): State<AppState>) -> Result<Response, ApiError> {
     let stats = app.jobs.stats().await?;
