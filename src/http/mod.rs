@@ -9,6 +9,7 @@
 //! - [`route`]: forwarding requests about jobs owned by other nodes.
 //! - [`internal`]: node-to-node byte transfers.
 //! - [`dto`]: the JSON documents.
+//! - [`web`]: the web page at `/`.
 //! - [`error`]: [`ApiError`](error::ApiError), the error document.
 
 pub mod dto;
@@ -19,6 +20,7 @@ pub mod jobs;
 pub mod metrics;
 pub mod route;
 pub mod upload;
+pub mod web;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -101,6 +103,7 @@ pub fn router(state: AppState) -> Router {
                 .layer(DefaultBodyLimit::disable()),
         )
         .merge(job_routes)
+        .route("/", get(web::page))
         .route("/cluster", get(cluster))
         .route("/metrics", get(metrics::metrics))
         .route("/healthz", get(healthz))

@@ -1105,3 +1105,48 @@ async fn metrics_show_the_cluster() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_web_page_shows_the_cluster_and_jobs_run_elsewhere() {
+    use crate::web::{follow, Browser};
+
+    // node-a has no workers: what is uploaded to its page runs elsewhere.
+    let mut trio = Trio::start([0, 1, 1]).await;
+    let browser = Browser::start().await;
+    browser.open(&trio.nodes[0].base()).await;
+    for name in ["node-a", "node-b", "node-c"] {
+        browser
+            .wait_for(
+                &format!("#cluster tr[data-node='{name}'][data-state='up']"),
+                Duration::from_secs(10),
+            )
+            .await;
+    }
+    let input = clip(4);
+    browser.pick(&[&input]).await;
+    let card = browser.card(&input).await;
+    let seen = follow(&card, "completed", Duration::from_secs(60)).await;
+    assert_eq!(seen.last(), Some(&100), "the bar ends full: {seen:?}");
+    let place = card
+        .find(fantoccini::Locator::Css(".where"))
+        .await
+        .expect("where it ran")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        place == "on node-b" || place == "on node-c",
+        "ran on a node with workers: {place:?}"
+    );
+
+    // A node that dies is shown as such.
+    trio.nodes[2].kill();
+    browser
+        .wait_for(
+            "#cluster tr[data-node='node-c']:not([data-state='up'])",
+            Duration::from_secs(15),
+        )
+        .await;
+    browser.screenshot("cluster").await;
+    browser.close().await;
+}

@@ -8,3 +8,4 @@ mod events;
 mod jobs;
 mod metrics;
 mod support;
+mod web;
