@@ -335,6 +335,30 @@ async fn videos_picked_in_the_page_are_compressed_and_downloaded() {
     assert_eq!(video["height"], 240, "max height 360 keeps 240p as it is");
     assert!(stream(&probe, "audio").is_some(), "audio kept");
 
+    // A file dropped on the drop zone is uploaded too. WebDriver cannot drag
+    // from the desktop, so the page gets the drop event a desktop drag
+    // makes, carrying a file (the clip, fetched back from the node's result).
+    let dropped = browser
+        .client
+        .execute_async(
+            r##"const [url, done] = arguments;
+            fetch(url).then((r) => r.blob()).then((blob) => {
+              const files = new DataTransfer();
+              files.items.add(new File([blob], "dropped.mp4", {type: "video/mp4"}));
+              const zone = document.querySelector("#drop");
+              zone.dispatchEvent(new DragEvent("dragover", {dataTransfer: files, cancelable: true}));
+              zone.dispatchEvent(new DragEvent("drop", {dataTransfer: files, cancelable: true}));
+              done(files.files.length);
+            }, (e) => done(String(e)));"##,
+            vec![json!(format!("/jobs/{}/result", ids[0]))],
+        )
+        .await
+        .expect("the drop script runs");
+    assert_eq!(dropped, json!(1));
+    let card = browser.card(Path::new("dropped.mp4")).await;
+    let seen = follow(&card, "completed", Duration::from_secs(60)).await;
+    assert_eq!(seen.last(), Some(&100), "the bar ends full: {seen:?}");
+
     browser.close().await;
     node.stop().await;
 }
