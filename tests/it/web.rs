@@ -364,6 +364,35 @@ async fn videos_picked_in_the_page_are_compressed_and_downloaded() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_file_that_is_not_a_video_shows_why() {
+    let node = TestNode::start().await.serve();
+    let browser = Browser::start().await;
+    browser.open(&node.base).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let notes = dir.path().join("notes.txt");
+    std::fs::write(&notes, "shopping list: eggs, milk\n".repeat(200)).expect("text file");
+    browser.pick(&[&notes]).await;
+    let card = browser
+        .wait_for(
+            ".job[data-name='notes.txt'][data-status='failed']",
+            Duration::from_secs(30),
+        )
+        .await;
+    let error = card.find(Locator::Css(".error")).await.expect("an error");
+    assert!(error.is_displayed().await.expect("displayed"));
+    let message = error.text().await.expect("text");
+    assert!(
+        message.ends_with("(unsupported_media_type)") || message.ends_with("(invalid_media)"),
+        "the card says why: {message:?}"
+    );
+    let download = card.find(Locator::Css("a.download")).await.expect("link");
+    assert!(!download.is_displayed().await.expect("displayed"));
+    browser.screenshot("not-a-video").await;
+    browser.close().await;
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_job_is_canceled_from_the_page() {
     let node = TestNode::start().await.serve();
     let browser = Browser::start().await;
