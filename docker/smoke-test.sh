@@ -107,6 +107,12 @@ ready_ms=$(($(date +%s%3N) - up_ms))
 ready_after=$((ready_ms / 1000)).$(printf '%03d' $((ready_ms % 1000)))
 say "'up -d' took $((SECONDS - t)) s; cluster ready ${ready_after} s after it returned: 3 nodes, each sees 3 up"
 
+# The image serves the web page (compiled into the binary) and nothing else
+# is needed for it.
+page_type=$(curl -s -o "$work/page.html" -w '%{content_type}' --max-time 2 "${url[node-b]}/")
+[[ $page_type == "text/html; charset=utf-8" ]] || fail "GET / on node-b answered '$page_type', not the web page"
+grep -q '<title>vidpress</title>' "$work/page.html" || fail "GET / on node-b is not the vidpress page"
+
 # Submit to node-a, at once, as many jobs as the cluster has workers (at
 # least more than node-a has), so that some run on node-b or node-c and their
 # bytes cross the network between containers.
@@ -157,4 +163,4 @@ remote=0
 for node in "${ran_on[@]}"; do [[ $node != node-a ]] && remote=$((remote + 1)); done
 ((remote > 0)) || fail "every job ran on node-a: dispatch to other nodes was not exercised"
 
-echo "PASS: docker smoke test: 3 nodes ready in ${ready_after} s; $jobs jobs submitted to node-a ran on ${ran_on[*]}, polled on node-c, downloaded from node-b (h264 + aac)"
+echo "PASS: docker smoke test: 3 nodes ready in ${ready_after} s; $jobs jobs submitted to node-a ran on ${ran_on[*]}, polled on node-c, downloaded from node-b (h264 + aac); node-b serves the web page"
