@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use std::time::SystemTime;
 
 use serde::Serialize;
-use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Schema, Type};
 use utoipa::openapi::RefOr;
 use utoipa::ToSchema;
 use vidpress_actors::{EventKind, JobEvent, JobSnapshot, JobState, JobStatus};
@@ -174,13 +174,22 @@ pub enum Health {
 #[schema(value_type = String, format = Binary)]
 pub struct Video(pub Vec<u8>);
 
-/// The `multipart/form-data` body of `POST /jobs`. Only the spec uses it:
-/// the form is streamed part by part, never deserialized.
-#[derive(ToSchema)]
-pub struct SubmitForm {
-    /// The video.
-    pub file: Video,
+/// The `multipart/form-data` body of `POST /jobs`, in the spec: one part,
+/// `file`, the video. (The server reads parts up to `file` and ignores
+/// the others; the contract is the one part.)
+pub struct SubmitForm;
+
+impl utoipa::PartialSchema for SubmitForm {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .property("file", <Video as utoipa::PartialSchema>::schema())
+            .required("file")
+            .additional_properties(Some(AdditionalProperties::FreeForm(false)))
+            .into()
+    }
 }
+
+impl ToSchema for SubmitForm {}
 
 /// Declares a type that only names a string enum in the spec, its values
 /// taken from the model's own names, so that the two cannot drift apart.

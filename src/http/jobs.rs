@@ -164,11 +164,13 @@ async fn receive_multipart(
     let mut multipart = Multipart::from_request(request, &()).await.map_err(|e| {
         ApiError::BadRequest(format!("malformed multipart body: {}", e.body_text()))
     })?;
-    while let Some(field) = multipart
-        .next_field()
-        .await
-        .map_err(|_| ApiError::UploadInterrupted)?
-    {
+    while let Some(field) = multipart.next_field().await.map_err(|e| {
+        if e.status() == StatusCode::BAD_REQUEST {
+            ApiError::BadRequest(format!("malformed multipart body: {}", e.body_text()))
+        } else {
+            ApiError::UploadInterrupted
+        }
+    })? {
         if field.name() == Some("file") {
             let body = field.map_err(|_| ApiError::UploadInterrupted);
             let (dir, limit) = (&app.uploads_dir, app.max_upload_bytes);
