@@ -7,4 +7,5 @@ mod cluster;
 mod events;
 mod jobs;
 mod metrics;
+mod openapi;
 mod support;
