@@ -2,13 +2,15 @@
 # Installs what vidpress needs to build and test on Debian 12, only what is
 # missing, so a second run is quick: the libav* 5.1 headers, clang and
 # pkg-config for ffmpeg-next, the ffmpeg CLI for test fixtures, python3 and
-# curl for the Docker suites, cargo-nextest. (Docker itself is not installed
-# here: the Docker suites need an engine already running.)
+# curl for the Docker suites, python3-venv for the OpenAPI conformance run
+# (scripts/openapi-test.sh installs its pinned schemathesis into a venv),
+# cargo-nextest. (Docker itself is not installed here: the Docker suites
+# need an engine already running.)
 set -euo pipefail
 
 packages=(
   libavcodec-dev libavformat-dev libavutil-dev libavfilter-dev libavdevice-dev
-  libswscale-dev libswresample-dev clang pkg-config ffmpeg python3 curl
+  libswscale-dev libswresample-dev clang pkg-config ffmpeg python3 python3-venv curl
 )
 missing=()
 for p in "${packages[@]}"; do
