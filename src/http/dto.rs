@@ -31,9 +31,9 @@ pub struct JobDocument {
     /// The node running (or that ran) the current attempt; `null` while queued.
     #[schema(required = true)]
     pub node: Option<String>,
-    /// RFC 3339.
+    #[schema(format = DateTime)]
     pub created_at: String,
-    /// RFC 3339.
+    #[schema(format = DateTime)]
     pub updated_at: String,
     pub options: OptionsDocument,
     pub input: InputDocument,
