@@ -10,7 +10,7 @@
 # schemathesis (pinned) is installed from PyPI into a venv under
 # ~/.cache/vidpress the first time, and reused after. Needs python3 with
 # venv, curl and the ffmpeg CLI (scripts/deps.sh installs them).
-# VIDPRESS_OPENAPI_EXAMPLES sets the examples per operation (default 100),
+# VIDPRESS_OPENAPI_EXAMPLES sets the examples per operation (default 300),
 # VIDPRESS_OPENAPI_SEED a seed to replay a run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -93,7 +93,7 @@ status=0
     timeout 300 "$venv/bin/schemathesis" --no-color \
         --config-file "$root/scripts/schemathesis.toml" \
         run "$base/openapi.json" \
-        --max-examples "${VIDPRESS_OPENAPI_EXAMPLES:-100}" \
+        --max-examples "${VIDPRESS_OPENAPI_EXAMPLES:-300}" \
         --request-timeout 10 \
         "${seed[@]}"
 ) >"$work/schemathesis.log" 2>&1 || status=$?
