@@ -3,13 +3,15 @@
 # missing, so a second run is quick: the libav* 5.1 headers, clang and
 # pkg-config for ffmpeg-next, the ffmpeg CLI for test fixtures, python3 and
 # curl for the Docker suites, chromium and its chromedriver for the web
-# page's browser tests, cargo-nextest. (Docker itself is not installed
-# here: the Docker suites need an engine already running.)
+# page's browser tests, python3-venv for the OpenAPI conformance run
+# (scripts/openapi-test.sh installs its pinned schemathesis into a venv),
+# cargo-nextest. (Docker itself is not installed here: the Docker suites
+# need an engine already running.)
 set -euo pipefail
 
 packages=(
   libavcodec-dev libavformat-dev libavutil-dev libavfilter-dev libavdevice-dev
-  libswscale-dev libswresample-dev clang pkg-config ffmpeg python3 curl
+  libswscale-dev libswresample-dev clang pkg-config ffmpeg python3 python3-venv curl
   chromium chromium-driver
 )
 missing=()

@@ -1,60 +1,104 @@
 //! The JSON documents of the HTTP API, built from actor snapshots. These are
-//! the wire types; the actors' state is never serialized as-is.
+//! the wire types; the actors' state is never serialized as-is. Each derives
+//! its OpenAPI schema (`GET /openapi.json`), so the spec follows the code.
 
+use std::borrow::Cow;
 use std::time::SystemTime;
 
 use serde::Serialize;
-use vidpress_actors::{JobEvent, JobSnapshot, JobState};
-use vidpress_transcode::EncodeOptions;
+use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Schema, Type};
+use utoipa::openapi::RefOr;
+use utoipa::ToSchema;
+use vidpress_actors::{EventKind, JobEvent, JobSnapshot, JobState, JobStatus};
+use vidpress_cluster::{MemberState, NodeLoad, NodeName};
+use vidpress_transcode::{EncodeOptions, Preset};
 
 /// The status document of one job.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct JobDocument {
+    #[schema(format = Uuid)]
     pub id: String,
+    #[schema(value_type = StatusName)]
     pub status: &'static str,
+    /// Fraction of the encode done, from 0 to 1.
+    #[schema(minimum = 0, maximum = 1)]
     pub progress: f64,
+    /// Estimated seconds left, from measured progress; `null` until known.
+    #[schema(required = true, minimum = 0)]
     pub eta_seconds: Option<f64>,
+    /// Dispatches so far, counted from 1 (0 before the first).
     pub attempt: u32,
+    /// The node running (or that ran) the current attempt; `null` while queued.
+    #[schema(required = true)]
     pub node: Option<String>,
+    #[schema(format = DateTime)]
     pub created_at: String,
+    #[schema(format = DateTime)]
     pub updated_at: String,
     pub options: OptionsDocument,
     pub input: InputDocument,
+    /// The output, once the job is completed.
+    #[schema(required = true)]
     pub result: Option<ResultDocument>,
+    /// Why the job failed, once it has.
+    #[schema(required = true)]
     pub error: Option<ErrorDocument>,
     pub links: Links,
 }
 
-#[derive(Debug, Serialize)]
+/// The encode options of a job (the query of its `POST /jobs`).
+#[derive(Debug, Serialize, ToSchema)]
 pub struct OptionsDocument {
     pub crf: u8,
+    #[schema(value_type = PresetName)]
     pub preset: String,
+    #[schema(required = true)]
     pub max_height: Option<u32>,
+    /// In kbit/s.
     pub audio_bitrate: u32,
 }
 
-#[derive(Debug, Serialize)]
+/// The uploaded video; the media fields are `null` until it is probed.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct InputDocument {
     pub bytes: u64,
+    #[schema(required = true)]
     pub duration_seconds: Option<f64>,
+    #[schema(required = true)]
     pub width: Option<u32>,
+    #[schema(required = true)]
     pub height: Option<u32>,
+    #[schema(required = true)]
     pub video_codec: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+/// A completed job's output.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ResultDocument {
     pub bytes: u64,
+    /// Where to download it: `/jobs/{id}/result`.
     pub url: String,
 }
 
-#[derive(Debug, Serialize)]
+/// An error: why a job failed, or (in an error body) why a request was
+/// refused.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDocument {
+    /// A stable snake_case code, e.g. `invalid_media` or `not_found`.
+    #[schema(pattern = "^[a-z0-9_]+$")]
     pub code: &'static str,
+    /// A human sentence.
     pub message: String,
 }
 
-#[derive(Debug, Serialize)]
+/// The body of every error answer: `{"error": {"code", "message"}}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDocument,
+}
+
+/// Where a job's other resources are.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Links {
     #[serde(rename = "self")]
     pub this: String,
@@ -62,12 +106,146 @@ pub struct Links {
     pub result: String,
 }
 
-/// One WebSocket frame.
-#[derive(Debug, Serialize)]
+/// One WebSocket frame of `GET /jobs/{id}/events`.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct EventDocument {
+    #[schema(value_type = EventName)]
     pub event: &'static str,
+    /// Rises by one per event of the job; `?since=` resumes after it.
     pub seq: u64,
     pub job: JobDocument,
+}
+
+/// A page of `GET /jobs`: the whole cluster's jobs, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobListDocument {
+    /// Job documents (merged from every node as JSON, so not re-typed).
+    #[schema(value_type = Vec<JobDocument>)]
+    pub jobs: Vec<serde_json::Value>,
+    /// The `cursor` of the next page; `null` on the last one.
+    #[schema(required = true, format = Uuid)]
+    pub next_cursor: Option<String>,
+    /// Nodes whose jobs are missing from the page: not up, or no answer.
+    pub unreachable: Vec<String>,
+}
+
+/// `GET /cluster`: every known node, this one included.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ClusterDocument {
+    /// The name of the node that answered.
+    #[serde(rename = "self")]
+    pub this: String,
+    pub nodes: Vec<NodeDocument>,
+}
+
+/// One node as the answering node sees it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NodeDocument {
+    pub name: String,
+    /// Its cluster address, `HOST:PORT`.
+    pub address: String,
+    #[schema(value_type = NodeStateName)]
+    pub state: &'static str,
+    /// Worker slots.
+    pub workers: u32,
+    /// Slots running an attempt.
+    pub busy: u32,
+    /// Jobs waiting for a slot.
+    pub queued: u32,
+}
+
+/// The body of `GET /healthz` (`ok`) and `GET /readyz` (`ready`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HealthDocument {
+    pub status: Health,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    /// The process answers.
+    Ok,
+    /// The node takes work.
+    Ready,
+}
+
+/// The bytes of a video: an upload or a result.
+#[derive(ToSchema)]
+#[schema(value_type = String, format = Binary)]
+pub struct Video(pub Vec<u8>);
+
+/// The `multipart/form-data` body of `POST /jobs`, in the spec: one part,
+/// `file`, the video. (The server reads parts up to `file` and ignores
+/// the others; the contract is the one part.)
+pub struct SubmitForm;
+
+impl utoipa::PartialSchema for SubmitForm {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .property("file", <Video as utoipa::PartialSchema>::schema())
+            .required("file")
+            .additional_properties(Some(AdditionalProperties::FreeForm(false)))
+            .into()
+    }
+}
+
+impl ToSchema for SubmitForm {}
+
+/// Declares a type that only names a string enum in the spec, its values
+/// taken from the model's own names, so that the two cannot drift apart.
+macro_rules! string_enum {
+    ($(#[$doc:meta])* $ty:ident => $name:literal, $values:expr) => {
+        $(#[$doc])*
+        pub struct $ty;
+
+        impl utoipa::PartialSchema for $ty {
+            fn schema() -> RefOr<Schema> {
+                let values: Vec<&str> = $values.into_iter().collect();
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some(values))
+                    .into()
+            }
+        }
+
+        impl ToSchema for $ty {
+            fn name() -> Cow<'static, str> {
+                Cow::Borrowed($name)
+            }
+        }
+    };
+}
+
+string_enum!(
+    /// A job's status in the spec.
+    StatusName => "JobStatus", JobStatus::ALL.map(JobStatus::as_str)
+);
+string_enum!(
+    /// An x264 preset in the spec.
+    PresetName => "Preset", Preset::ALL.map(Preset::as_str)
+);
+string_enum!(
+    /// An event kind in the spec.
+    EventName => "EventKind",
+    [EventKind::Snapshot, EventKind::Progress, EventKind::Status].map(EventKind::as_str)
+);
+string_enum!(
+    /// A node's state in the spec.
+    NodeStateName => "NodeState",
+    [MemberState::Up, MemberState::Suspect, MemberState::Down].map(MemberState::as_str)
+);
+
+impl NodeDocument {
+    pub fn new(name: &NodeName, address: &str, state: MemberState, load: NodeLoad) -> Self {
+        Self {
+            name: name.to_string(),
+            address: address.to_owned(),
+            state: state.as_str(),
+            workers: load.workers,
+            busy: load.busy,
+            queued: load.queued,
+        }
+    }
 }
 
 fn rfc3339(t: SystemTime) -> String {

@@ -3,12 +3,29 @@
 
 use std::time::Duration;
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
 use tracing::error;
 use vidpress_actors::{ServiceError, SubmitError};
+
+use super::dto::{ErrorBody, ErrorDocument};
+
+/// The 503 of every endpoint, in the spec: the node cannot answer now (its
+/// gateway or the job's supervisor did not answer in time, the node that
+/// holds the job is unreachable, or the cluster takes no more work).
+#[derive(utoipa::ToResponse)]
+#[response(
+    description = "Unavailable for now: retry after `Retry-After` seconds",
+    headers(("Retry-After" = u32, description = "Seconds to wait, 1 to 60"))
+)]
+pub struct Unavailable(pub ErrorBody);
+
+/// The 404 of the endpoints about one job, in the spec.
+#[derive(utoipa::ToResponse)]
+#[response(description = "No job with this ID")]
+pub struct UnknownJob(pub ErrorBody);
 
 /// An error answered to a client.
 #[derive(Debug, thiserror::Error)]
@@ -19,6 +36,12 @@ pub enum ApiError {
     BadRequest(String),
     #[error("no job with this id")]
     NotFound,
+    #[error("no such endpoint")]
+    NoSuchEndpoint,
+    #[error("this endpoint does not answer this method")]
+    MethodNotAllowed,
+    #[error("expected a WebSocket handshake: {0}")]
+    NotWebSocket(String),
     #[error("the upload is larger than the limit of {limit} bytes")]
     TooLarge { limit: u64 },
     #[error("{0}")]
@@ -27,6 +50,10 @@ pub enum ApiError {
     EmptyUpload,
     #[error("the upload was interrupted before it was complete")]
     UploadInterrupted,
+    #[error("the result was modified after the If-Unmodified-Since date")]
+    PreconditionFailed,
+    #[error("the Range is not one byte range within the {size} bytes of the result")]
+    RangeNotSatisfiable { size: u64 },
     #[error("this Idempotency-Key was already used with a different body")]
     IdempotencyConflict,
     #[error("the cluster cannot take more work now; retry later")]
@@ -44,10 +71,14 @@ pub enum ApiError {
 impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
-            Self::BadOption { .. } | Self::BadRequest(_) | Self::UploadInterrupted => {
-                StatusCode::BAD_REQUEST
-            }
-            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::BadOption { .. }
+            | Self::BadRequest(_)
+            | Self::NotWebSocket(_)
+            | Self::UploadInterrupted => StatusCode::BAD_REQUEST,
+            Self::NotFound | Self::NoSuchEndpoint => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
+            Self::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMedia(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::EmptyUpload | Self::IdempotencyConflict => StatusCode::UNPROCESSABLE_ENTITY,
@@ -63,7 +94,11 @@ impl ApiError {
         match self {
             Self::BadOption { .. } => "invalid_option",
             Self::BadRequest(_) => "bad_request",
-            Self::NotFound => "not_found",
+            Self::NotFound | Self::NoSuchEndpoint => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::NotWebSocket(_) => "websocket_expected",
+            Self::PreconditionFailed => "precondition_failed",
+            Self::RangeNotSatisfiable { .. } => "range_not_satisfiable",
             Self::TooLarge { .. } => "payload_too_large",
             Self::UnsupportedMedia(_) => "unsupported_media_type",
             Self::EmptyUpload => "empty_upload",
@@ -83,8 +118,18 @@ impl IntoResponse for ApiError {
         if let Self::Internal(detail) = &self {
             error!(error = %detail, "internal error");
         }
-        let body = json!({"error": {"code": self.code(), "message": self.to_string()}});
+        let body = ErrorBody {
+            error: ErrorDocument {
+                code: self.code(),
+                message: self.to_string(),
+            },
+        };
         let mut response = (self.status(), Json(body)).into_response();
+        if let Self::RangeNotSatisfiable { size } = &self {
+            if let Ok(range) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                response.headers_mut().insert(header::CONTENT_RANGE, range);
+            }
+        }
         let retry_after = match &self {
             Self::QueueFull { retry_after } => Some(retry_after_secs(*retry_after)),
             Self::Unavailable | Self::OwnerUnavailable => Some(1),
@@ -116,6 +161,12 @@ impl From<ServiceError> for ApiError {
                 Self::Internal(e.to_string())
             }
         }
+    }
+}
+
+impl From<WebSocketUpgradeRejection> for ApiError {
+    fn from(e: WebSocketUpgradeRejection) -> Self {
+        Self::NotWebSocket(e.body_text())
     }
 }
 

@@ -8,17 +8,18 @@ use std::future::Future;
 use std::time::Duration;
 
 use axum::body::Bytes;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::response::Response;
 use futures::{Sink, SinkExt, Stream, StreamExt};
 use tokio::sync::broadcast::error::RecvError;
 use tracing::{debug, error};
 use vidpress_actors::{JobEvent, Subscription};
 
-use super::dto::EventDocument;
-use super::error::ApiError;
-use super::jobs::parse_id;
+use super::dto::{ErrorBody, EventDocument};
+use super::error::{ApiError, Unavailable, UnknownJob};
+use super::jobs::JobPath;
 use super::AppState;
 
 /// Close code of a stream that ended with the job (RFC 6455 normal closure).
@@ -33,14 +34,38 @@ const CLOSE_AFTER: Duration = Duration::from_millis(250);
 /// Read buffer of a subscriber's socket, in bytes.
 const SUBSCRIBER_READ_BUFFER: usize = 4 * 1024;
 
-/// Upgrades to a WebSocket after checking the job exists (404 otherwise).
+/// Upgrades to a WebSocket after checking the job exists (404 otherwise)
+/// and `since`; a request that is no WebSocket handshake is told so after
+/// those checks, with the error document.
+#[utoipa::path(
+    get,
+    path = "/jobs/{id}/events",
+    tag = "jobs",
+    summary = "Subscribe to a job's events (WebSocket)",
+    description = "A WebSocket handshake (RFC 6455). After the upgrade the server sends text \
+        frames, each an `EventDocument`: a `snapshot` first, then `progress` (at most every \
+        250 ms) and `status` on every state change, the terminal one last, then a normal \
+        close (1000). The job and `since` are checked before the upgrade.",
+    params(
+        JobPath,
+        ("since" = Option<u64>, Query, minimum = 0,
+            description = "Resume after this `seq` (of the last event received)"),
+    ),
+    responses(
+        (status = 101, description = "Switching to the WebSocket protocol; frames are \
+            `EventDocument`s"),
+        (status = 400, description = "A bad `since`, or not a WebSocket handshake",
+            body = ErrorBody),
+        (status = 404, response = UnknownJob),
+        (status = 503, response = Unavailable),
+    ),
+)]
 pub async fn events(
     State(app): State<AppState>,
-    Path(id): Path<String>,
+    JobPath(id): JobPath,
     Query(query): Query<HashMap<String, String>>,
-    upgrade: WebSocketUpgrade,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    let id = parse_id(&id)?;
     let since = query
         .get("since")
         .map(|s| {
@@ -50,6 +75,7 @@ pub async fn events(
         })
         .transpose()?;
     let subscription = app.jobs.subscribe(id, since).await?;
+    let upgrade = upgrade?;
     let jobs = app.jobs.clone();
     let resubscribe = move |since| {
         let jobs = jobs.clone();

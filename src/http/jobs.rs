@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, Multipart, Path, Query, Request, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -19,8 +20,10 @@ use vidpress_actors::{JobEvent, JobId, JobState, JobStatus, SubmitRequest, Subsc
 use vidpress_cluster::MemberState;
 use vidpress_transcode::{EncodeOptions, Preset};
 
-use super::dto::JobDocument;
-use super::error::{retry_after_secs, ApiError};
+use super::dto::{
+    ErrorBody, JobDocument, JobListDocument, PresetName, StatusName, SubmitForm, Video,
+};
+use super::error::{retry_after_secs, ApiError, Unavailable, UnknownJob};
 use super::route;
 use super::upload::{self, Upload};
 use super::AppState;
@@ -32,6 +35,51 @@ const MAX_LIMIT: usize = 1000;
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(2);
 
 /// `POST /jobs`: streams the upload to disk and accepts it as a job.
+#[utoipa::path(
+    post,
+    path = "/jobs",
+    tag = "jobs",
+    summary = "Submit a video",
+    description = "Streams the upload to disk and answers at once with the job's status \
+        document; the compression runs in the background. The body is the raw video, or a \
+        `multipart/form-data` form with the video in part `file`. Unknown query options are \
+        refused.",
+    params(
+        ("crf" = Option<u8>, Query, minimum = 0, maximum = 51,
+            description = "x264 constant rate factor: lower is better and larger (default 28)"),
+        ("preset" = Option<PresetName>, Query, description = "x264 preset (default `veryfast`)"),
+        ("max_height" = Option<u32>, Query, minimum = 2, maximum = 8192,
+            description = "Downscale to at most this height, aspect kept, dimensions even"),
+        ("audio_bitrate" = Option<u32>, Query, minimum = 8, maximum = 512,
+            description = "AAC bitrate in kbit/s (default 96)"),
+        ("Idempotency-Key" = Option<String>, Header, nullable = false,
+            min_length = 1, max_length = 255,
+            description = "The same key with the same body returns the same job; \
+                with another body, 422"),
+    ),
+    request_body(
+        description = "The video",
+        content(
+            (Video = "application/octet-stream"),
+            (Video = "video/*"),
+            (SubmitForm = "multipart/form-data"),
+        ),
+    ),
+    responses(
+        (status = 202, description = "Accepted: the job is queued", body = JobDocument,
+            headers(
+                ("Location" = String, description = "The job: `/jobs/{id}`"),
+                ("Retry-After" = u32, description = "Seconds until a poll is worth it"),
+            )),
+        (status = 400, description = "A bad option, a malformed form or Idempotency-Key, \
+            or an interrupted upload", body = ErrorBody),
+        (status = 413, description = "Larger than the upload limit", body = ErrorBody),
+        (status = 415, description = "Not a video container vidpress reads", body = ErrorBody),
+        (status = 422, description = "An empty upload, or an Idempotency-Key reused with \
+            another body", body = ErrorBody),
+        (status = 503, response = Unavailable),
+    ),
+)]
 pub async fn submit(
     State(app): State<AppState>,
     Query(query): Query<HashMap<String, String>>,
@@ -116,11 +164,13 @@ async fn receive_multipart(
     let mut multipart = Multipart::from_request(request, &()).await.map_err(|e| {
         ApiError::BadRequest(format!("malformed multipart body: {}", e.body_text()))
     })?;
-    while let Some(field) = multipart
-        .next_field()
-        .await
-        .map_err(|_| ApiError::UploadInterrupted)?
-    {
+    while let Some(field) = multipart.next_field().await.map_err(|e| {
+        if e.status() == StatusCode::BAD_REQUEST {
+            ApiError::BadRequest(format!("malformed multipart body: {}", e.body_text()))
+        } else {
+            ApiError::UploadInterrupted
+        }
+    })? {
         if field.name() == Some("file") {
             let body = field.map_err(|_| ApiError::UploadInterrupted);
             let (dir, limit) = (&app.uploads_dir, app.max_upload_bytes);
@@ -172,12 +222,38 @@ pub fn parse_options(query: &HashMap<String, String>) -> Result<EncodeOptions, A
 /// or canceled. With `Prefer: wait=N` (RFC 7240), a job not yet finished is
 /// answered when it ends or after N seconds (at most [`MAX_WAIT`]),
 /// whichever comes first.
+#[utoipa::path(
+    get,
+    path = "/jobs/{id}",
+    tag = "jobs",
+    summary = "Poll a job",
+    description = "Answers with the job's status document; the status code tells the \
+        state. Any node answers for any job.",
+    params(
+        JobPath,
+        ("Prefer" = Option<String>, Header, nullable = false,
+            description = "`wait=N` (RFC 7240): answer when the job ends, or after N \
+                seconds (at most 60); other preferences are ignored"),
+    ),
+    responses(
+        (status = 200, description = "Completed", body = JobDocument,
+            headers(("Preference-Applied" = String, description = "`wait=N`, when asked"))),
+        (status = 202, description = "Queued or running", body = JobDocument,
+            headers(
+                ("Retry-After" = u32, description = "Estimate of the seconds left"),
+                ("Preference-Applied" = String, description = "`wait=N`, when asked"),
+            )),
+        (status = 400, description = "Failed or canceled", body = JobDocument,
+            headers(("Preference-Applied" = String, description = "`wait=N`, when asked"))),
+        (status = 404, response = UnknownJob),
+        (status = 503, response = Unavailable),
+    ),
+)]
 pub async fn status(
     State(app): State<AppState>,
-    Path(id): Path<String>,
+    JobPath(id): JobPath,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let id = parse_id(&id)?;
     let job = app.jobs.get(id)?;
     let Some(wait) = preferred_wait(&headers) else {
         return Ok(status_response(&job));
@@ -280,11 +356,26 @@ pub fn status_response(job: &Published) -> Response {
 }
 
 /// `DELETE /jobs/{id}`: 200 once terminal, 202 while the encode is stopping.
+#[utoipa::path(
+    delete,
+    path = "/jobs/{id}",
+    tag = "jobs",
+    summary = "Cancel a job",
+    description = "Idempotent: the encode stops within a second and the job ends \
+        `canceled`; a job already ended stays as it is.",
+    params(JobPath),
+    responses(
+        (status = 200, description = "The job is terminal", body = JobDocument),
+        (status = 202, description = "The encode is stopping", body = JobDocument),
+        (status = 404, response = UnknownJob),
+        (status = 503, response = Unavailable),
+    ),
+)]
 pub async fn cancel(
     State(app): State<AppState>,
-    Path(id): Path<String>,
+    JobPath(id): JobPath,
 ) -> Result<Response, ApiError> {
-    let job = app.jobs.cancel(parse_id(&id)?).await?;
+    let job = app.jobs.cancel(id).await?;
     let code = if job.status().is_terminal() {
         StatusCode::OK
     } else {
@@ -294,13 +385,55 @@ pub async fn cancel(
 }
 
 /// `GET /jobs/{id}/result`: the MP4, with Range support; 409 until completed.
+#[utoipa::path(
+    get,
+    path = "/jobs/{id}/result",
+    tag = "jobs",
+    summary = "Download the result",
+    description = "The compressed MP4 (H.264 + AAC, `+faststart`), once the job is completed.",
+    params(
+        JobPath,
+        ("Range" = Option<String>, Header, nullable = false,
+            description = "One byte range, e.g. `bytes=0-1023`"),
+        ("If-Modified-Since" = Option<String>, Header, nullable = false,
+            description = "An HTTP date"),
+        ("If-Unmodified-Since" = Option<String>, Header, nullable = false,
+            description = "An HTTP date"),
+    ),
+    responses(
+        (status = 200, description = "The whole file",
+            content_type = "video/mp4", body = Video,
+            headers(
+                ("Content-Length" = u64),
+                ("Accept-Ranges" = String, description = "`bytes`"),
+                ("Last-Modified" = String),
+                ("Content-Disposition" = String,
+                    description = "`attachment; filename=\"{id}.mp4\"`"),
+            )),
+        (status = 206, description = "The requested range",
+            content_type = "video/mp4", body = Video,
+            headers(
+                ("Content-Range" = String, description = "`bytes FIRST-LAST/SIZE`"),
+                ("Content-Length" = u64),
+                ("Content-Disposition" = String),
+            )),
+        (status = 304, description = "Not modified since `If-Modified-Since`"),
+        (status = 404, response = UnknownJob),
+        (status = 409, description = "The job is not completed: its status document",
+            body = JobDocument),
+        (status = 412, description = "Modified since `If-Unmodified-Since`", body = ErrorBody),
+        (status = 416, description = "The range is not one satisfiable byte range",
+            body = ErrorBody, headers(("Content-Range" = String, description = "`bytes */SIZE`"))),
+        (status = 503, response = Unavailable),
+    ),
+)]
 pub async fn result(
     State(app): State<AppState>,
-    Path(id): Path<String>,
+    JobPath(id): JobPath,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let job = app.jobs.get(parse_id(&id)?)?;
-    let JobState::Completed { output, .. } = &job.state else {
+    let job = app.jobs.get(id)?;
+    let JobState::Completed { output, bytes } = &job.state else {
         return Ok((StatusCode::CONFLICT, Json(JobDocument::from(&**job))).into_response());
     };
     let mut response = ServeFile::new(output)
@@ -308,8 +441,16 @@ pub async fn result(
         .await
         .map_err(|e| ApiError::Internal(format!("cannot serve result: {e}")))?
         .map(Body::new);
-    if response.status() == StatusCode::NOT_FOUND {
-        return Err(ApiError::Internal("the result file is missing".into()));
+    // ServeFile answers these with empty or plain-text bodies.
+    match response.status() {
+        StatusCode::NOT_FOUND => {
+            return Err(ApiError::Internal("the result file is missing".into()))
+        }
+        StatusCode::PRECONDITION_FAILED => return Err(ApiError::PreconditionFailed),
+        StatusCode::RANGE_NOT_SATISFIABLE => {
+            return Err(ApiError::RangeNotSatisfiable { size: *bytes })
+        }
+        _ => {}
     }
     if let Ok(disposition) =
         HeaderValue::from_str(&format!("attachment; filename=\"{}.mp4\"", job.id))
@@ -325,11 +466,31 @@ pub async fn result(
 /// node's jobs: the node asks each other node that is up for the same page
 /// of its own jobs and merges them (job IDs sort by creation). Nodes that
 /// are not up or do not answer are named in `unreachable`.
+#[utoipa::path(
+    get,
+    path = "/jobs",
+    tag = "jobs",
+    summary = "List jobs",
+    description = "One page of the whole cluster's jobs, newest first. Nodes that are not \
+        up or do not answer in time are named in `unreachable`. Unknown parameters are refused.",
+    params(
+        ("status" = Option<StatusName>, Query, description = "Only jobs with this status"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000,
+            description = "Page size (default 50)"),
+        ("cursor" = Option<String>, Query, format = Uuid,
+            description = "`next_cursor` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "A page of jobs", body = JobListDocument),
+        (status = 400, description = "A bad or unknown parameter", body = ErrorBody),
+        (status = 503, response = Unavailable),
+    ),
+)]
 pub async fn list(
     State(app): State<AppState>,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<JobListDocument>, ApiError> {
     let (status, cursor, limit) = parse_list_query(&query)?;
     let jobs = app.jobs.list(status, cursor, limit).await?;
     let mut docs = jobs
@@ -351,11 +512,11 @@ pub async fn list(
     let next_cursor = (docs.len() == limit)
         .then(|| docs.last().and_then(id_of))
         .flatten();
-    Ok(Json(serde_json::json!({
-        "jobs": docs,
-        "next_cursor": next_cursor,
-        "unreachable": unreachable,
-    })))
+    Ok(Json(JobListDocument {
+        jobs: docs,
+        next_cursor,
+        unreachable,
+    }))
 }
 
 /// Asks every other node that is up for its own jobs with the same query;
@@ -460,4 +621,25 @@ fn parse_list_query(
 /// Parses a job ID from a path; anything else is an unknown job.
 pub fn parse_id(id: &str) -> Result<JobId, ApiError> {
     id.parse().map_err(|_| ApiError::NotFound)
+}
+
+/// The job ID of a `/jobs/{id}…` path. Anything that is not one, even a
+/// path that is not UTF-8 once decoded, is an unknown job (404).
+#[derive(utoipa::IntoParams)]
+#[into_params(names("id"), parameter_in = Path)]
+pub struct JobPath(
+    /// The job's ID, from its status document.
+    #[param(value_type = String, format = Uuid)]
+    pub JobId,
+);
+
+impl<S: Send + Sync> FromRequestParts<S> for JobPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path(id) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| ApiError::NotFound)?;
+        parse_id(&id).map(Self)
+    }
 }

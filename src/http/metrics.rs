@@ -16,7 +16,7 @@ use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use vidpress_cluster::MemberState;
 
-use super::error::ApiError;
+use super::error::{ApiError, Unavailable};
 use super::AppState;
 
 /// Histogram buckets of every `*_seconds` metric: request latencies from a
@@ -115,6 +115,17 @@ pub fn events_sent() -> &'static Counter {
 }
 
 /// `GET /metrics`.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "node",
+    summary = "Prometheus metrics",
+    responses(
+        (status = 200, description = "Prometheus text exposition format 0.0.4",
+            content_type = "text/plain", body = String),
+        (status = 503, response = Unavailable),
+    ),
+)]
 pub async fn metrics(State(app): State<AppState>) -> Result<Response, ApiError> {
     let stats = app.jobs.stats().await?;
     for (status, count) in &stats.jobs {

@@ -11,6 +11,8 @@
 //! - [`dto`]: the JSON documents.
 //! - [`web`]: the web page at `/`.
 //! - [`error`]: [`ApiError`](error::ApiError), the error document.
+//! - [`metrics`]: `GET /metrics`.
+//! - [`openapi`]: `GET /openapi.json`, generated from the handlers' annotations.
 
 pub mod dto;
 pub mod error;
@@ -18,6 +20,7 @@ pub mod events;
 pub mod internal;
 pub mod jobs;
 pub mod metrics;
+pub mod openapi;
 pub mod route;
 pub mod upload;
 pub mod web;
@@ -26,19 +29,17 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{middleware, Json, Router};
-use serde_json::json;
 use tokio::sync::watch;
 use tower_http::trace::{DefaultMakeSpan, TraceLayer};
 use tracing::Level;
 use vidpress_actors::Jobs;
-use vidpress_cluster::ClusterView;
-use vidpress_cluster::NodeName;
+use vidpress_cluster::{ClusterView, MemberState, NodeLoad, NodeName};
 
-use self::error::ApiError;
+use self::dto::{ClusterDocument, Health, HealthDocument, NodeDocument};
+use self::error::{ApiError, Unavailable};
 
 /// What every handler needs, shared: axum clones the state for every
 /// request and middleware, so it is one reference count.
@@ -107,7 +108,8 @@ pub fn router(state: AppState) -> Router {
         .route("/cluster", get(cluster))
         .route("/metrics", get(metrics::metrics))
         .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz));
+        .route("/readyz", get(readyz))
+        .route("/openapi.json", get(openapi::openapi));
     if state.cookie.is_some() {
         router = router
             .route("/internal/jobs/{id}/input", get(internal::input))
@@ -127,6 +129,7 @@ pub fn router(state: AppState) -> Router {
     }
     router
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .route_layer(middleware::from_fn(metrics::track))
         // A span per request (method, path), which the handlers' lines are
         // logged in; the requests themselves are logged at debug.
@@ -134,46 +137,88 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn healthz() -> Json<serde_json::Value> {
-    Json(json!({"status": "ok"}))
+/// `GET /healthz`: the process answers.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "node",
+    summary = "Liveness",
+    responses((status = 200, description = "Alive", body = HealthDocument)),
+)]
+pub async fn healthz() -> Json<HealthDocument> {
+    Json(HealthDocument { status: Health::Ok })
 }
 
 /// Ready when the node's gateway answers and the node is not shutting down.
-async fn readyz(State(app): State<AppState>) -> Response {
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "node",
+    summary = "Readiness",
+    description = "Ready when the node's gateway answers and the node is not shutting down.",
+    responses(
+        (status = 200, description = "The node takes work", body = HealthDocument),
+        (status = 503, response = Unavailable),
+    ),
+)]
+pub async fn readyz(State(app): State<AppState>) -> Response {
     match app.jobs.stats().await {
-        Ok(stats) if !stats.draining => Json(json!({"status": "ready"})).into_response(),
+        Ok(stats) if !stats.draining => Json(HealthDocument {
+            status: Health::Ready,
+        })
+        .into_response(),
         _ => ApiError::Unavailable.into_response(),
     }
 }
 
 /// `GET /cluster`: every known node, itself included, with its state and load.
-async fn cluster(State(app): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/cluster",
+    tag = "node",
+    summary = "The cluster's nodes",
+    description = "Every node this node knows, itself included, with its state and load.",
+    responses(
+        (status = 200, description = "The nodes this node knows", body = ClusterDocument),
+        (status = 503, response = Unavailable),
+    ),
+)]
+pub async fn cluster(State(app): State<AppState>) -> Result<Json<ClusterDocument>, ApiError> {
     let stats = app.jobs.stats().await?;
-    let mut nodes = vec![json!({
-        "name": stats.node.as_str(),
-        "address": &*app.address,
-        "state": "up",
-        "workers": stats.workers,
-        "busy": stats.busy,
-        "queued": stats.queued,
-    })];
+    let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    let load = NodeLoad {
+        workers: count(stats.workers),
+        busy: count(stats.busy),
+        queued: count(stats.queued),
+    };
+    let mut nodes = vec![NodeDocument::new(
+        &stats.node,
+        &app.address,
+        MemberState::Up,
+        load,
+    )];
     if let Some(view) = &app.cluster {
         let view = view.borrow().clone();
         for member in view.members.values().filter(|m| m.name != app.node) {
-            nodes.push(json!({
-                "name": member.name.as_str(),
-                "address": member.address,
-                "state": member.state.as_str(),
-                "workers": member.load.workers,
-                "busy": member.load.busy,
-                "queued": member.load.queued,
-            }));
+            nodes.push(NodeDocument::new(
+                &member.name,
+                &member.address,
+                member.state,
+                member.load,
+            ));
         }
     }
-    Ok(Json(json!({"self": app.node.as_str(), "nodes": nodes})))
+    Ok(Json(ClusterDocument {
+        this: app.node.to_string(),
+        nodes,
+    }))
 }
 
-async fn not_found() -> Response {
-    let body = json!({"error": {"code": "not_found", "message": "no such endpoint"}});
-    (StatusCode::NOT_FOUND, Json(body)).into_response()
+async fn not_found() -> ApiError {
+    ApiError::NoSuchEndpoint
+}
+
+/// Answers a method a route does not take (axum adds the `Allow` header).
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
 }

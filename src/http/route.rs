@@ -186,9 +186,7 @@ async fn bridge_websocket(
         .path_and_query()
         .map_or("/", |p| p.as_str())
         .to_owned();
-    let upgrade = WebSocketUpgrade::from_request_parts(&mut parts, &app)
-        .await
-        .map_err(|_| ApiError::BadRequest("a WebSocket upgrade was expected".into()))?;
+    let upgrade = WebSocketUpgrade::from_request_parts(&mut parts, &app).await?;
     let ws_url = format!("{}{path}", http.replacen("http://", "ws://", 1));
     let mut owner_request =
         tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(ws_url)

@@ -7,5 +7,6 @@ mod cluster;
 mod events;
 mod jobs;
 mod metrics;
+mod openapi;
 mod support;
 mod web;

@@ -1,0 +1,272 @@
+//! `GET /openapi.json`: the spec lists every endpoint of the contract with
+//! the status codes it answers, its bounds and names are the server's, and
+//! the answers it promises as error documents are. (scripts/openapi-test.sh
+//! fuzzes a live node against the same spec with schemathesis.)
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::{clip, Served, TestNode};
+
+/// Every public endpoint of DESIGN.md, with every status code a client can
+/// get from it.
+const CONTRACT: &[(&str, &str, &[&str])] = &[
+    ("post", "/jobs", &["202", "400", "413", "415", "422", "503"]),
+    ("get", "/jobs", &["200", "400", "503"]),
+    ("get", "/jobs/{id}", &["200", "202", "400", "404", "503"]),
+    ("delete", "/jobs/{id}", &["200", "202", "404", "503"]),
+    (
+        "get",
+        "/jobs/{id}/result",
+        &["200", "206", "304", "404", "409", "412", "416", "503"],
+    ),
+    ("get", "/jobs/{id}/events", &["101", "400", "404", "503"]),
+    ("get", "/cluster", &["200", "503"]),
+    ("get", "/healthz", &["200"]),
+    ("get", "/readyz", &["200", "503"]),
+    ("get", "/metrics", &["200", "503"]),
+    ("get", "/openapi.json", &["200"]),
+];
+
+async fn spec(node: &Served) -> Value {
+    let response = reqwest::get(format!("{}/openapi.json", node.base))
+        .await
+        .expect("get the spec");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    response.json().await.expect("a JSON spec")
+}
+
+/// Follows `value`'s `$ref` within the spec, if it has one.
+fn resolve<'a>(spec: &'a Value, value: &'a Value) -> &'a Value {
+    match value["$ref"].as_str() {
+        Some(reference) => spec
+            .pointer(reference.trim_start_matches('#'))
+            .unwrap_or_else(|| panic!("{reference} does not resolve")),
+        None => value,
+    }
+}
+
+/// Returns the response object of `status`.
+fn response<'a>(spec: &'a Value, method: &str, path: &str, status: &str) -> &'a Value {
+    resolve(spec, &spec["paths"][path][method]["responses"][status])
+}
+
+/// Returns the schema of a parameter.
+fn parameter<'a>(spec: &'a Value, method: &str, path: &str, name: &str) -> &'a Value {
+    let parameters = spec["paths"][path][method]["parameters"]
+        .as_array()
+        .expect("parameters");
+    let parameter = parameters
+        .iter()
+        .find(|p| p["name"] == name)
+        .unwrap_or_else(|| panic!("{method} {path} has no parameter {name}"));
+    resolve(spec, &parameter["schema"])
+}
+
+#[tokio::test]
+async fn the_spec_lists_every_endpoint_of_the_contract_with_its_status_codes() {
+    let node = TestNode::start().await.serve();
+    let spec = spec(&node).await;
+    let version = spec["openapi"].as_str().expect("an openapi version");
+    assert!(version.starts_with("3."), "OpenAPI 3.x, not {version}");
+
+    for (method, path, codes) in CONTRACT {
+        let responses = spec["paths"][path][method]["responses"]
+            .as_object()
+            .unwrap_or_else(|| panic!("{} {path} is missing from the spec", method.to_uppercase()));
+        let listed: BTreeSet<&str> = responses.keys().map(String::as_str).collect();
+        let expected: BTreeSet<&str> = codes.iter().copied().collect();
+        assert_eq!(listed, expected, "{} {path}", method.to_uppercase());
+    }
+    let paths = spec["paths"].as_object().expect("paths");
+    let operations: usize = paths
+        .values()
+        .map(|item| item.as_object().map_or(0, |item| item.len()))
+        .sum();
+    assert_eq!(operations, CONTRACT.len(), "operations beyond the contract");
+    assert!(
+        !paths.keys().any(|path| path.starts_with("/internal")),
+        "node-to-node routes are not part of the public API"
+    );
+}
+
+#[tokio::test]
+async fn errors_are_error_documents_and_job_states_are_status_documents() {
+    let node = TestNode::start().await.serve();
+    let spec = spec(&node).await;
+    let schema_of = |method: &str, path: &str, status: &str| {
+        let response = response(&spec, method, path, status);
+        response["content"]["application/json"]["schema"]["$ref"]
+            .as_str()
+            .map(str::to_owned)
+    };
+    let job = Some("#/components/schemas/JobDocument".to_owned());
+    let error = Some("#/components/schemas/ErrorBody".to_owned());
+    for (method, path, codes) in CONTRACT {
+        for code in codes.iter().filter(|code| code.starts_with(['4', '5'])) {
+            // A failed or canceled job's poll, and the download of an
+            // unfinished one, answer the job's status document.
+            let expected = match (*path, *code) {
+                ("/jobs/{id}", "400") | ("/jobs/{id}/result", "409") => &job,
+                _ => &error,
+            };
+            assert_eq!(
+                &schema_of(method, path, code),
+                expected,
+                "{method} {path} {code}"
+            );
+        }
+    }
+    // Every 503 tells when to retry.
+    let unavailable = response(&spec, "get", "/jobs", "503");
+    assert_eq!(unavailable["headers"]["Retry-After"]["required"], true);
+    let accepted = response(&spec, "post", "/jobs", "202");
+    for header in ["Location", "Retry-After"] {
+        assert_eq!(accepted["headers"][header]["required"], true, "{header}");
+    }
+    assert_eq!(
+        response(&spec, "get", "/jobs/{id}/result", "200")["content"]["video/mp4"]["schema"]
+            ["$ref"],
+        "#/components/schemas/Video"
+    );
+    assert!(response(&spec, "get", "/metrics", "200")["content"]["text/plain"].is_object());
+    let status = spec
+        .pointer("/components/schemas/JobStatus/enum")
+        .expect("the status enum");
+    assert_eq!(
+        status,
+        &serde_json::json!(["queued", "running", "completed", "failed", "canceled"])
+    );
+    let event = spec
+        .pointer("/components/schemas/EventKind/enum")
+        .expect("the event enum");
+    assert_eq!(
+        event,
+        &serde_json::json!(["snapshot", "progress", "status"])
+    );
+}
+
+/// Sends `query` to `POST /jobs` with bytes that are no video: 400 if an
+/// option is refused, 415 once the options are taken.
+async fn submit_status(node: &Served, query: &str) -> u16 {
+    reqwest::Client::new()
+        .post(format!("{}/jobs?{query}", node.base))
+        .body("not a video, but the options come first")
+        .send()
+        .await
+        .expect("submit")
+        .status()
+        .as_u16()
+}
+
+async fn list_status(node: &Served, query: &str) -> u16 {
+    reqwest::get(format!("{}/jobs?{query}", node.base))
+        .await
+        .expect("list")
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn the_specs_bounds_and_names_are_the_servers() {
+    let node = TestNode::start().await.serve();
+    let spec = spec(&node).await;
+    let bounds = |method: &str, path: &str, name: &str| {
+        let schema = parameter(&spec, method, path, name);
+        let bound = |key: &str| {
+            schema[key]
+                .as_i64()
+                .unwrap_or_else(|| panic!("{name} {key}"))
+        };
+        (bound("minimum"), bound("maximum"))
+    };
+    for name in ["crf", "max_height", "audio_bitrate"] {
+        let (min, max) = bounds("post", "/jobs", name);
+        for (value, status) in [(min, 415), (max, 415), (min - 1, 400), (max + 1, 400)] {
+            let query = format!("{name}={value}");
+            assert_eq!(submit_status(&node, &query).await, status, "{query}");
+        }
+    }
+    let presets = parameter(&spec, "post", "/jobs", "preset")["enum"]
+        .as_array()
+        .expect("the presets");
+    assert_eq!(presets.len(), 9);
+    for preset in presets {
+        let query = format!("preset={}", preset.as_str().expect("a name"));
+        assert_eq!(submit_status(&node, &query).await, 415, "{query}");
+    }
+
+    let (min, max) = bounds("get", "/jobs", "limit");
+    for (value, status) in [(min, 200), (max, 200), (min - 1, 400), (max + 1, 400)] {
+        let query = format!("limit={value}");
+        assert_eq!(list_status(&node, &query).await, status, "{query}");
+    }
+    for status in parameter(&spec, "get", "/jobs", "status")["enum"]
+        .as_array()
+        .expect("the statuses")
+    {
+        let query = format!("status={}", status.as_str().expect("a name"));
+        assert_eq!(list_status(&node, &query).await, 200, "{query}");
+    }
+}
+
+#[tokio::test]
+async fn answers_outside_the_handlers_are_error_documents_too() {
+    let node = TestNode::start().await.serve();
+    let client = reqwest::Client::new();
+    let error_code = |response: reqwest::Response| async move {
+        let content_type = response.headers()["content-type"].clone();
+        assert_eq!(content_type, "application/json");
+        let body: Value = response.json().await.expect("an error document");
+        body["error"]["code"].as_str().expect("a code").to_owned()
+    };
+
+    // A method a route does not take: 405, with Allow.
+    let response = client
+        .put(format!("{}/jobs", node.base))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(response.status(), 405);
+    assert_eq!(response.headers()["allow"], "GET,HEAD,POST");
+    assert_eq!(error_code(response).await, "method_not_allowed");
+
+    // The events of a real job, without a WebSocket handshake: 400.
+    let (status, job) = node.submit(&clip(1), "").await;
+    assert_eq!(status, 202);
+    let id = job["id"].as_str().expect("an id");
+    let response = reqwest::get(format!("{}/jobs/{id}/events", node.base))
+        .await
+        .expect("get");
+    assert_eq!(response.status(), 400);
+    assert_eq!(error_code(response).await, "websocket_expected");
+
+    // A range past the end, and a precondition that fails: 416 and 412.
+    let (status, done) = node.wait_terminal(id, Duration::from_secs(60)).await;
+    assert_eq!(status, 200, "{done}");
+    let size = done["result"]["bytes"].as_u64().expect("the result size");
+    let result = format!("{}/jobs/{id}/result", node.base);
+    let response = client
+        .get(&result)
+        .header("range", format!("bytes={size}-"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(response.status(), 416);
+    assert_eq!(
+        response.headers()["content-range"],
+        format!("bytes */{size}").as_str()
+    );
+    assert_eq!(error_code(response).await, "range_not_satisfiable");
+    let response = client
+        .get(&result)
+        .header("if-unmodified-since", "Sat, 01 Jan 2000 00:00:00 GMT")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(response.status(), 412);
+    assert_eq!(error_code(response).await, "precondition_failed");
+}
