@@ -9,7 +9,7 @@ use axum::Json;
 use serde_json::Value;
 use utoipa::OpenApi;
 
-use super::{dto, error, events, jobs, metrics};
+use super::{dto, error, events, jobs, metrics, web};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -31,6 +31,7 @@ use super::{dto, error, events, jobs, metrics};
         super::healthz,
         super::readyz,
         metrics::metrics,
+        web::page,
         openapi,
     ),
     components(

@@ -10,6 +10,20 @@ const PAGE: &str = include_str!("web.html");
 
 /// `GET /`: serves the page. Browsers revalidate it, so a node upgraded
 /// in place serves its own page at the next load.
+#[utoipa::path(
+    get,
+    path = "/",
+    tag = "node",
+    summary = "The web page",
+    description = "Upload videos, follow their jobs live, cancel, download, and see the \
+        cluster, from a browser. Self-contained: it loads nothing from elsewhere.",
+    responses((
+        status = 200,
+        description = "The page",
+        content_type = "text/html; charset=utf-8",
+        body = String,
+    )),
+)]
 pub async fn page() -> impl IntoResponse {
     (
         [

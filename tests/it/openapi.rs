@@ -28,6 +28,7 @@ const CONTRACT: &[(&str, &str, &[&str])] = &[
     ("get", "/readyz", &["200", "503"]),
     ("get", "/metrics", &["200", "503"]),
     ("get", "/openapi.json", &["200"]),
+    ("get", "/", &["200"]),
 ];
 
 async fn spec(node: &Served) -> Value {
