@@ -893,6 +893,10 @@ impl GatewayState {
                 continue;
             }
             let finished = self.jobs.get(job).is_some_and(|e| e.status.is_terminal());
+            let attempt = self
+                .board
+                .get(*job)
+                .map_or(0, |published| published.attempt);
             let (transfer, http, job, epoch, myself, node) = (
                 self.args.transfer.clone(),
                 http.clone(),
@@ -908,7 +912,7 @@ impl GatewayState {
                         let _ = myself.cast(GatewayMsg::Yield(job));
                     }
                     Err(e) => {
-                        warn!(job_id = %job, node = %node, error = %e, "cannot tell the former owner")
+                        warn!(job_id = %job, node = %node, attempt, error = %e, "cannot tell the former owner")
                     }
                 }
             });
@@ -982,8 +986,9 @@ impl GatewayState {
             // Finished here too meanwhile: both copies stand, the same result.
             return;
         }
+        let attempt = self.board.get(job).map_or(0, |published| published.attempt);
         self.abandon(job).await;
-        warn!(job_id = %job, node = %self.args.node, "job given back to its former owner, which had finished it");
+        warn!(job_id = %job, node = %self.args.node, attempt, "job given back to its former owner, which had finished it");
     }
 
     /// Drops this node's copy of a job held elsewhere: its attempt stops, its
@@ -1208,7 +1213,8 @@ impl GatewayState {
                     continue;
                 };
                 if supervisor.cast(dispatch).is_err() {
-                    warn!(job_id = %id, node = %self.args.node, "job supervisor gone before dispatch");
+                    let attempt = self.board.get(id).map_or(0, |published| published.attempt);
+                    warn!(job_id = %id, node = %self.args.node, attempt, "job supervisor gone before dispatch");
                     continue;
                 }
                 self.busy.insert(worker.get_id());

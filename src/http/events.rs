@@ -190,7 +190,7 @@ async fn send<S: Sink<Message> + Unpin>(sink: &mut S, event: &JobEvent) -> Resul
     let json = event.rendered(|event| {
         serde_json::to_vec(&EventDocument::from(event)).map_or_else(
             |e| {
-                error!(job_id = %event.job.id, error = %e, "cannot render the event");
+                error!(job_id = %event.job.id, node = event.job.node.as_ref().map(|n| n.as_str()), attempt = event.job.attempt, error = %e, "cannot render the event");
                 Bytes::new()
             },
             Bytes::from,
