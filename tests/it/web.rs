@@ -213,11 +213,13 @@ pub async fn follow(card: &Element, status: &str, limit: Duration) -> Vec<u32> {
     let deadline = Instant::now() + limit;
     let mut seen = Vec::new();
     loop {
+        // The status first: the page renders a document's status and bar at
+        // once, so a bar read after the status is at least as new.
+        let now = card.attr("data-status").await.expect("data-status");
         let percent = bar_percent(card).await;
         if seen.last() != Some(&percent) {
             seen.push(percent);
         }
-        let now = card.attr("data-status").await.expect("data-status");
         if now.as_deref() == Some(status) {
             return seen;
         }
