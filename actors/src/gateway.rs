@@ -107,6 +107,8 @@ pub enum SubmitError {
     Spawn(String),
     #[error("the node is shutting down")]
     Draining,
+    #[error("the node is cut off from the majority of its cluster")]
+    CutOff,
     #[error("the job could not be copied to its standby: {0}")]
     Replication(String),
 }
@@ -182,7 +184,8 @@ pub enum GatewayMsg {
     },
     /// Periodic: look for free workers across the cluster.
     Tick,
-    /// Takes over the jobs of nodes still down, if a majority is in sight.
+    /// Sent a rejoin window after a node came back: takes over the jobs of
+    /// nodes still down and dispatches again, if a majority is in sight.
     TakeOverDown,
     /// Stops taking new jobs and stops this node's workers from taking new
     /// attempts; queued jobs go to workers on other nodes.
@@ -332,6 +335,9 @@ pub struct GatewayState {
     cooldown: HashMap<ActorId, Instant>,
     /// Shutting down: no new jobs, no new attempts here.
     draining: bool,
+    /// Out of sight of nodes that could form a majority without this one
+    /// (and take its jobs over): no attempts run here and none start.
+    cut_off: bool,
     /// Jobs this node took over, with their former owner and the new epoch.
     taken_over: HashMap<JobId, (NodeName, u32)>,
     /// Jobs owned here whose standby lacks the latest record, with the standby.
@@ -386,6 +392,7 @@ impl Actor for Gateway {
             local_busy: HashSet::new(),
             cooldown: HashMap::new(),
             draining: false,
+            cut_off: false,
             taken_over: HashMap::new(),
             unsynced: HashMap::new(),
             next_sweep: Instant::now(),
@@ -482,6 +489,9 @@ impl Actor for Gateway {
                 for down in state.down_members() {
                     state.take_over(&myself, &down).await;
                 }
+                // Once the nodes that took this node's jobs over in its
+                // absence had the rejoin window to give them back.
+                state.fence();
             }
             GatewayMsg::Relinquish {
                 job,
@@ -504,6 +514,10 @@ impl Actor for Gateway {
                 }
             }
             GatewayMsg::NodeDown(node) => {
+                // Attempts here for the lost node's jobs: it (or whoever
+                // takes its jobs over) runs them again.
+                state.interrupt_local(Some(&node), format!("its owner {node} is down"));
+                state.fence();
                 state.take_over(&myself, &node).await;
                 for (job, slot) in &state.running {
                     if slot.node == node {
@@ -617,6 +631,11 @@ impl GatewayState {
         if self.draining {
             let _ = std::fs::remove_file(&request.upload);
             return Err((SubmitError::Draining, reply));
+        }
+        if self.cut_off {
+            // It could not run here before the cut heals; elsewhere it can.
+            let _ = std::fs::remove_file(&request.upload);
+            return Err((SubmitError::CutOff, reply));
         }
         if self.queue.len() >= self.args.queue_capacity {
             let _ = std::fs::remove_file(&request.upload);
@@ -857,6 +876,41 @@ impl GatewayState {
                 self.queue.push_front(id, bytes);
             }
             warn!(job_id = %id, owner = %owner, node = %self.args.node, attempt, epoch, "job taken over from a lost owner");
+        }
+    }
+
+    /// Stops this node's attempts and its dispatching when it is cut off
+    /// from nodes that could form a majority without it: they may take its
+    /// jobs over, each with an attempt of its own (ractor_cluster has no
+    /// fencing, so two live attempts of a job would run until the cut
+    /// heals). Resumes dispatching once such a majority is in sight again.
+    fn fence(&mut self) {
+        let cut_off = self.args.cluster.as_ref().is_some_and(|cluster| {
+            let view = cluster.view.borrow();
+            let out_of_sight = view.members.len() - view.up().count();
+            out_of_sight * 2 > view.members.len()
+        });
+        if cut_off == self.cut_off {
+            return;
+        }
+        self.cut_off = cut_off;
+        if cut_off {
+            warn!(node = %self.args.node, "cut off from a possible majority: stopping this node's attempts");
+            self.interrupt_local(None, "this node was cut off from the majority".into());
+        } else {
+            info!(node = %self.args.node, "a majority is in sight again: dispatching");
+            self.pump();
+        }
+    }
+
+    /// Tells this node's workers to stop their attempts for jobs of `owner`
+    /// (of any owner with `None`).
+    fn interrupt_local(&self, owner: Option<&NodeName>, reason: String) {
+        for cell in self.workers_of(&self.args.node) {
+            let _ = ActorRef::<WorkerMsg>::from(cell).cast(WorkerMsg::Interrupt {
+                owner: owner.cloned(),
+                reason: reason.clone(),
+            });
         }
     }
 
@@ -1184,7 +1238,9 @@ impl GatewayState {
     /// Hands free worker slots to the jobs at the head of the queue, each to
     /// the node with the most free slots (this node on a tie).
     fn pump(&mut self) {
-        if !self.queue.is_empty() {
+        // Cut off, an attempt started here could run beside the one the
+        // majority starts after taking the job over.
+        if !self.queue.is_empty() && !self.cut_off {
             let mut nodes = self.free_slots();
             while let Some(id) = self.queue.front() {
                 let Some(entry) = self.jobs.get(&id) else {

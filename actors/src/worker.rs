@@ -58,6 +58,15 @@ pub enum WorkerMsg {
     /// Leaves the worker group and refuses new attempts; the running one
     /// finishes (sent by the local gateway when the node shuts down).
     Drain,
+    /// Stops the running attempt, if its job's owner is `owner` (any owner
+    /// with `None`), and reports it lost with `reason`: the cluster
+    /// interrupted it, and its job runs again where its owner decides (sent
+    /// by the local gateway when the owner is down, or when this node is cut
+    /// off from a majority that may take its jobs over).
+    Interrupt {
+        owner: Option<NodeName>,
+        reason: String,
+    },
     /// The running attempt's task finished (sent by the worker to itself).
     AttemptEnded {
         job: JobId,
@@ -83,7 +92,9 @@ impl ractor::Message for WorkerMsg {
         let wire = match self {
             Self::Assign(a) => WorkerWire::Assign(a),
             Self::Cancel { job, attempt } => WorkerWire::Cancel { job, attempt },
-            Self::AttemptEnded { .. } | Self::Drain => return Err(BoxedDowncastErr),
+            Self::AttemptEnded { .. } | Self::Drain | Self::Interrupt { .. } => {
+                return Err(BoxedDowncastErr)
+            }
         };
         wire::encode_cast("worker.v1", &wire)
     }
@@ -212,6 +223,21 @@ impl Actor for WorkerActor {
                 current.task.abort();
                 info!(job_id = %job, node = %state.args.node, attempt, "attempt canceled");
                 current.owner.report(job, attempt, AttemptReport::Canceled);
+            }
+            WorkerMsg::Interrupt { owner, reason } => {
+                let Some(current) = state
+                    .current
+                    .take_if(|c| owner.as_ref().is_none_or(|o| *o == c.owner.node))
+                else {
+                    return Ok(());
+                };
+                state.tell_busy(&myself, false);
+                current.task.abort();
+                let (job, attempt) = (current.job, current.attempt);
+                warn!(job_id = %job, node = %state.args.node, attempt, owner = %current.owner.node, reason = %reason, "attempt interrupted");
+                current
+                    .owner
+                    .report(job, attempt, AttemptReport::Lost(reason));
             }
             WorkerMsg::AttemptEnded {
                 job,

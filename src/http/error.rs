@@ -154,9 +154,9 @@ impl From<ServiceError> for ApiError {
             }
             ServiceError::Submit(SubmitError::IdempotencyConflict) => Self::IdempotencyConflict,
             // Both leave the client to retry, maybe on another node.
-            ServiceError::Submit(SubmitError::Draining | SubmitError::Replication(_)) => {
-                Self::Unavailable
-            }
+            ServiceError::Submit(
+                SubmitError::Draining | SubmitError::CutOff | SubmitError::Replication(_),
+            ) => Self::Unavailable,
             ServiceError::Submit(e @ (SubmitError::Storage(_) | SubmitError::Spawn(_))) => {
                 Self::Internal(e.to_string())
             }

@@ -1107,6 +1107,70 @@ async fn metrics_show_the_cluster() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_node_cut_off_from_the_majority_stops_its_attempts_until_it_sees_one_again() {
+    // Only node-a has a worker: its own job runs there.
+    let trio = Trio::start([1, 0, 0]).await;
+    let a = &trio.nodes[0];
+    let id = submit(a, &long_clip(), "?preset=veryfast").await;
+    poll_until(a, &id, Duration::from_secs(30), |_, d| {
+        d["status"] == "running"
+    })
+    .await;
+    trio.nodes[1].signal(libc::SIGSTOP);
+    trio.nodes[2].signal(libc::SIGSTOP);
+    wait_marked_down(a, "node-b").await;
+    wait_marked_down(a, "node-c").await;
+
+    // node-b and node-c could be a majority taking the job over: node-a
+    // stops its attempt and starts none while it cannot see them.
+    let doc = poll_until(a, &id, Duration::from_secs(10), |_, d| {
+        d["status"] == "queued"
+    })
+    .await;
+    assert_eq!(doc["attempt"], 1, "{doc}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (_, doc) = get_json(&format!("{}/jobs/{id}", a.base())).await.unwrap();
+    assert_eq!(
+        doc["status"], "queued",
+        "no new attempt while cut off: {doc}"
+    );
+    let (_, view) = get_json(&format!("{}/cluster", a.base())).await.unwrap();
+    assert_eq!(view["nodes"][0]["busy"], 0, "the worker is free: {view}");
+    assert!(a.log().contains("attempt interrupted"), "{}", a.log());
+    // A new job could not run here before the cut heals: 503, to go elsewhere.
+    let upload = std::fs::read(clip(1)).unwrap();
+    let refused = reqwest::Client::new()
+        .post(format!("{}/jobs", a.base()))
+        .body(upload)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 503);
+    assert!(refused.headers().contains_key("retry-after"));
+
+    // With the others back, the job runs again, once, and completes.
+    trio.nodes[1].signal(libc::SIGCONT);
+    trio.nodes[2].signal(libc::SIGCONT);
+    let doc = poll_until(a, &id, Duration::from_secs(180), |s, _| {
+        s != 202 && s != 503
+    })
+    .await;
+    assert_eq!(doc["status"], "completed", "{doc}");
+    assert!(doc["attempt"].as_u64() >= Some(2), "{doc}");
+    for node in &trio.nodes {
+        let (status, doc) = get_json(&format!("{}/jobs/{id}", node.base()))
+            .await
+            .unwrap();
+        assert_eq!(
+            (status, &doc["status"]),
+            (200, &Value::from("completed")),
+            "{}",
+            node.name
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn the_web_page_shows_the_cluster_and_jobs_run_elsewhere() {
     use crate::web::{follow, Browser};
 
