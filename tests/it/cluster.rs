@@ -1171,6 +1171,34 @@ async fn a_node_cut_off_from_the_majority_stops_its_attempts_until_it_sees_one_a
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_worker_stops_the_attempt_of_an_owner_that_died() {
+    // node-a owns the job (standby node-b); node-b's one worker runs it.
+    let mut trio = Trio::start([0, 1, 0]).await;
+    let id = submit(&trio.nodes[0], &long_clip(), "?preset=veryfast").await;
+    // Encoding: the input has crossed to node-b.
+    poll_until(&trio.nodes[1], &id, Duration::from_secs(30), |_, d| {
+        d["progress"].as_f64() > Some(0.0)
+    })
+    .await;
+    trio.nodes[0].kill();
+    wait_marked_down(&trio.nodes[1], "node-a").await;
+
+    // Its result could reach no one: the worker drops it at once, so the
+    // standby's new attempt gets the cluster's only worker without waiting
+    // for the old one to run to its end.
+    let doc = poll_until(&trio.nodes[1], &id, Duration::from_secs(15), |_, d| {
+        d["status"] == "running" && d["attempt"].as_u64() >= Some(2)
+    })
+    .await;
+    assert_eq!(doc["node"], "node-b", "{doc}");
+    let log = trio.nodes[1].log();
+    assert!(
+        log.contains("attempt interrupted") && log.contains("its owner node-a is down"),
+        "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn the_web_page_shows_the_cluster_and_jobs_run_elsewhere() {
     use crate::web::{follow, Browser};
 
