@@ -764,10 +764,14 @@ impl SupervisorState {
                     self.finish(JobState::Failed(error));
                 }
             }
-            AttemptReport::Canceled => {
+            // Also the answer to the stop of an attempt already lost and
+            // requeued (`retry`): only a cancel the client asked for ends
+            // the job.
+            AttemptReport::Canceled if self.cancel_requested() => {
                 self.release_slot();
                 self.finish(JobState::Canceled);
             }
+            AttemptReport::Canceled => {}
             AttemptReport::Rejected => {
                 // Not the job's fault and not a loss: wait for another slot.
                 self.release(true);
