@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::ops::Deref;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
 use bytes::Bytes;
@@ -48,9 +49,22 @@ impl Deref for Published {
 #[derive(Default)]
 pub struct Board {
     jobs: RwLock<HashMap<JobId, Arc<Published>>>,
+    /// Set by the gateway while this node is cut off from a possible
+    /// majority, which may have taken its unfinished jobs over: their
+    /// snapshots here may be stale.
+    cut_off: AtomicBool,
 }
 
 impl Board {
+    /// Returns whether this node's unfinished snapshots may be stale.
+    pub fn cut_off(&self) -> bool {
+        self.cut_off.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_cut_off(&self, cut_off: bool) {
+        self.cut_off.store(cut_off, Ordering::Relaxed);
+    }
+
     /// Returns the latest snapshot of a job owned here.
     pub fn get(&self, id: JobId) -> Option<Arc<Published>> {
         self.jobs

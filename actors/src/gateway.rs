@@ -894,6 +894,7 @@ impl GatewayState {
             return;
         }
         self.cut_off = cut_off;
+        self.board.set_cut_off(cut_off);
         if cut_off {
             warn!(node = %self.args.node, "cut off from a possible majority: stopping this node's attempts");
             self.interrupt_local(None, "this node was cut off from the majority".into());

@@ -60,11 +60,27 @@ impl Jobs {
     /// Returns the current state of a job, as its supervisor last published
     /// it (after the last message it handled).
     pub fn get(&self, id: JobId) -> Result<Arc<Published>, ServiceError> {
-        self.board.get(id).ok_or(ServiceError::NotFound)
+        let job = self.board.get(id).ok_or(ServiceError::NotFound)?;
+        if self.board.cut_off() && !job.status().is_terminal() {
+            // Its copy elsewhere may be ahead: the client asks again, maybe
+            // another node.
+            return Err(ServiceError::Unavailable);
+        }
+        Ok(job)
+    }
+
+    /// Refuses to act on an unfinished job while this node is cut off (see
+    /// [`Jobs::get`]).
+    fn check_current(&self, id: JobId) -> Result<(), ServiceError> {
+        match self.get(id) {
+            Err(ServiceError::Unavailable) => Err(ServiceError::Unavailable),
+            _ => Ok(()),
+        }
     }
 
     /// Cancels a job; returns its state once the request is in effect.
     pub async fn cancel(&self, id: JobId) -> Result<JobSnapshot, ServiceError> {
+        self.check_current(id)?;
         match supervisor(id) {
             Ok(supervisor) => match call(&supervisor, SupervisorMsg::Cancel).await {
                 Err(ServiceError::Unavailable) => self.finished(id),
@@ -90,6 +106,7 @@ impl Jobs {
         id: JobId,
         since: Option<u64>,
     ) -> Result<Subscription, ServiceError> {
+        self.check_current(id)?;
         let subscribe = |reply| SupervisorMsg::Subscribe { since, reply };
         let answered = match supervisor(id) {
             Ok(supervisor) => call(&supervisor, subscribe).await,
