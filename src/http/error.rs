@@ -153,7 +153,7 @@ impl From<ServiceError> for ApiError {
                 Self::QueueFull { retry_after }
             }
             ServiceError::Submit(SubmitError::IdempotencyConflict) => Self::IdempotencyConflict,
-            // Both leave the client to retry, maybe on another node.
+            // Each leaves the client to retry, maybe on another node.
             ServiceError::Submit(
                 SubmitError::Draining | SubmitError::CutOff | SubmitError::Replication(_),
             ) => Self::Unavailable,
