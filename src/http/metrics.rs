@@ -152,7 +152,12 @@ pub async fn metrics(State(app): State<AppState>) -> Result<Response, ApiError> 
                 metrics::gauge!("vidpress_heartbeat_rtt_seconds", "peer" => node.clone())
                     .set(rtt.as_secs_f64());
             }
-            slots.push((node, member.load.workers.into(), member.load.busy.into()));
+            // A node marked down has no slot to offer, whatever it last said.
+            let (workers, busy) = match member.state {
+                MemberState::Down => (0.0, 0.0),
+                _ => (member.load.workers.into(), member.load.busy.into()),
+            };
+            slots.push((node, workers, busy));
         }
     }
     for (node, workers, busy) in slots {

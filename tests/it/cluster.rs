@@ -1072,18 +1072,13 @@ async fn a_long_poll_through_another_node_answers_when_the_job_ends() {
 
 #[tokio::test]
 async fn metrics_show_the_cluster() {
-    let trio = Trio::start([1, 2, 0]).await;
+    let mut trio = Trio::start([1, 2, 0]).await;
     let rtt_of = |peer: &str| format!(r#"vidpress_heartbeat_rtt_seconds{{peer="{peer}"}} "#);
     // Round trips appear with a view published after the first heartbeats
     // came back (the view refreshes them every VIEW_REFRESH, 5 s).
     let deadline = Instant::now() + Duration::from_secs(15);
     let text = loop {
-        let text = reqwest::get(format!("{}/metrics", trio.nodes[0].base()))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = scrape(&trio.nodes[0]).await;
         let measured = ["node-b", "node-c"]
             .iter()
             .all(|peer| text.lines().any(|line| line.starts_with(&rtt_of(peer))));
@@ -1093,17 +1088,44 @@ async fn metrics_show_the_cluster() {
         assert!(Instant::now() < deadline, "no round trips: {text}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    let has = |sample: &str| text.lines().any(|line| line == sample);
-    assert!(has(r#"vidpress_cluster_nodes{state="up"} 3"#), "{text}");
-    assert!(has(r#"vidpress_cluster_nodes{state="down"} 0"#), "{text}");
-    assert!(
-        has(r#"vidpress_worker_slots{node="node-b",state="free"} 2"#),
-        "{text}"
+    assert_samples(
+        &text,
+        &[
+            r#"vidpress_cluster_nodes{state="up"} 3"#,
+            r#"vidpress_cluster_nodes{state="down"} 0"#,
+            r#"vidpress_worker_slots{node="node-b",state="free"} 2"#,
+            r#"vidpress_worker_slots{node="node-c",state="free"} 0"#,
+        ],
     );
-    assert!(
-        has(r#"vidpress_worker_slots{node="node-c",state="free"} 0"#),
-        "{text}"
+
+    // A node that dies offers no slots, and is counted down.
+    trio.nodes[1].kill();
+    wait_marked_down(&trio.nodes[0], "node-b").await;
+    let text = scrape(&trio.nodes[0]).await;
+    assert_samples(
+        &text,
+        &[
+            r#"vidpress_cluster_nodes{state="down"} 1"#,
+            r#"vidpress_worker_slots{node="node-b",state="free"} 0"#,
+            r#"vidpress_worker_slots{node="node-b",state="busy"} 0"#,
+        ],
     );
+}
+
+/// Returns `node`'s `GET /metrics`.
+async fn scrape(node: &NodeProc) -> String {
+    let response = reqwest::get(format!("{}/metrics", node.base())).await;
+    response.unwrap().text().await.unwrap()
+}
+
+/// Asserts that a Prometheus scrape has each of `samples` as a line.
+fn assert_samples(text: &str, samples: &[&str]) {
+    for sample in samples {
+        assert!(
+            text.lines().any(|line| line == *sample),
+            "no {sample} in:\n{text}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
