@@ -1159,6 +1159,23 @@ async fn a_node_cut_off_from_the_majority_stops_its_attempts_until_it_sees_one_a
         .unwrap();
     assert_eq!(poll.status(), 503);
     assert!(poll.headers().contains_key("retry-after"));
+    // Nor does it cancel it, or stream its events.
+    let cancel = reqwest::Client::new()
+        .delete(format!("{}/jobs/{id}", a.base()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancel.status(), 503);
+    let url = format!(
+        "ws://{}/jobs/{id}/events",
+        a.base().trim_start_matches("http://")
+    );
+    match tokio_tungstenite::connect_async(url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 503)
+        }
+        other => panic!("expected a 503 before the upgrade: {other:?}"),
+    }
     // A new job could not run here before the cut heals: 503, to go elsewhere.
     let upload = std::fs::read(clip(1)).unwrap();
     let refused = reqwest::Client::new()
