@@ -130,6 +130,23 @@ pub struct NodeStats {
     pub jobs: Vec<(JobStatus, usize)>,
 }
 
+impl NodeStats {
+    /// Returns the load figures as heartbeats carry them.
+    pub fn load(&self) -> NodeLoad {
+        node_load(self.workers, self.busy, self.queued)
+    }
+}
+
+/// Returns a node's load in its wire form (counts saturate at `u32::MAX`).
+fn node_load(workers: usize, busy: usize, queued: usize) -> NodeLoad {
+    let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    NodeLoad {
+        workers: count(workers),
+        busy: count(busy),
+        queued: count(queued),
+    }
+}
+
 /// Messages the gateway handles.
 pub enum GatewayMsg {
     /// Accepts a job, or says why not.
@@ -335,9 +352,6 @@ pub struct GatewayState {
     cooldown: HashMap<ActorId, Instant>,
     /// Shutting down: no new jobs, no new attempts here.
     draining: bool,
-    /// Out of sight of nodes that could form a majority without this one
-    /// (and take its jobs over): no attempts run here and none start.
-    cut_off: bool,
     /// Jobs this node took over, with their former owner and the new epoch.
     taken_over: HashMap<JobId, (NodeName, u32)>,
     /// Jobs owned here whose standby lacks the latest record, with the standby.
@@ -392,7 +406,6 @@ impl Actor for Gateway {
             local_busy: HashSet::new(),
             cooldown: HashMap::new(),
             draining: false,
-            cut_off: false,
             taken_over: HashMap::new(),
             unsynced: HashMap::new(),
             next_sweep: Instant::now(),
@@ -632,7 +645,7 @@ impl GatewayState {
             let _ = std::fs::remove_file(&request.upload);
             return Err((SubmitError::Draining, reply));
         }
-        if self.cut_off {
+        if self.board.cut_off() {
             // It could not run here before the cut heals; elsewhere it can.
             let _ = std::fs::remove_file(&request.upload);
             return Err((SubmitError::CutOff, reply));
@@ -890,10 +903,10 @@ impl GatewayState {
             let out_of_sight = view.members.len() - view.up().count();
             out_of_sight * 2 > view.members.len()
         });
-        if cut_off == self.cut_off {
+        // The board holds the flag: polls read it there, and so does `pump`.
+        if cut_off == self.board.cut_off() {
             return;
         }
-        self.cut_off = cut_off;
         self.board.set_cut_off(cut_off);
         if cut_off {
             warn!(node = %self.args.node, "cut off from a possible majority: stopping this node's attempts");
@@ -1157,11 +1170,12 @@ impl GatewayState {
             counts[entry.status as usize] += 1;
         }
         let jobs: Vec<(JobStatus, usize)> = JobStatus::ALL.into_iter().zip(counts).collect();
+        let (workers, busy, queued) = self.load();
         NodeStats {
             node: self.args.node.clone(),
-            workers: self.workers_of(&self.args.node).len(),
-            busy: self.local_busy.len(),
-            queued: self.queue.len(),
+            workers,
+            busy,
+            queued,
             active: jobs
                 .iter()
                 .filter(|(status, _)| !status.is_terminal())
@@ -1188,6 +1202,15 @@ impl GatewayState {
             .count()
     }
 
+    /// Returns this node's worker slots, the busy ones and the queue length.
+    fn load(&self) -> (usize, usize, usize) {
+        (
+            self.workers_of(&self.args.node).len(),
+            self.local_busy.len(),
+            self.queue.len(),
+        )
+    }
+
     /// Publishes this node's load for the heartbeats, when it changed.
     fn publish_load(&self) {
         let Some(cluster) = &self.args.cluster else {
@@ -1195,11 +1218,8 @@ impl GatewayState {
         };
         // Not `stats()`, which goes over every job: this runs at every
         // dispatch and dequeue.
-        let load = NodeLoad {
-            workers: self.workers_of(&self.args.node).len() as u32,
-            busy: self.local_busy.len() as u32,
-            queued: self.queue.len() as u32,
-        };
+        let (workers, busy, queued) = self.load();
+        let load = node_load(workers, busy, queued);
         cluster.load.send_if_modified(|current| {
             let changed = *current != load;
             *current = load;
@@ -1241,7 +1261,7 @@ impl GatewayState {
     fn pump(&mut self) {
         // Cut off, an attempt started here could run beside the one the
         // majority starts after taking the job over.
-        if !self.queue.is_empty() && !self.cut_off {
+        if !self.queue.is_empty() && !self.board.cut_off() {
             let mut nodes = self.free_slots();
             while let Some(id) = self.queue.front() {
                 let Some(entry) = self.jobs.get(&id) else {

@@ -36,7 +36,7 @@ use tokio::sync::watch;
 use tower_http::trace::{DefaultMakeSpan, TraceLayer};
 use tracing::Level;
 use vidpress_actors::Jobs;
-use vidpress_cluster::{ClusterView, MemberState, NodeLoad, NodeName};
+use vidpress_cluster::{ClusterView, MemberState, NodeName};
 
 use self::dto::{ClusterDocument, Health, HealthDocument, NodeDocument};
 use self::error::{ApiError, Unavailable};
@@ -185,17 +185,11 @@ pub async fn readyz(State(app): State<AppState>) -> Response {
 )]
 pub async fn cluster(State(app): State<AppState>) -> Result<Json<ClusterDocument>, ApiError> {
     let stats = app.jobs.stats().await?;
-    let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-    let load = NodeLoad {
-        workers: count(stats.workers),
-        busy: count(stats.busy),
-        queued: count(stats.queued),
-    };
     let mut nodes = vec![NodeDocument::new(
         &stats.node,
         &app.address,
         MemberState::Up,
-        load,
+        stats.load(),
     )];
     if let Some(view) = &app.cluster {
         let view = view.borrow().clone();
