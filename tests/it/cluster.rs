@@ -306,7 +306,7 @@ async fn any_node_answers_any_job_and_events_cross_nodes() {
     assert_eq!(events.last().unwrap()["job"]["status"], "completed");
 
     // Polling on B, download from C.
-    let doc = poll_until(b, &id, Duration::from_secs(30), |s, _| s != 202).await;
+    let doc = poll_until(b, &id, Duration::from_secs(30), |s, _| s != 202 && s != 503).await;
     assert_eq!(doc["status"], "completed");
     let response = reqwest::get(format!("{}/jobs/{id}/result", c.base()))
         .await
@@ -371,7 +371,7 @@ async fn jobs_spread_over_more_than_one_node() {
     }
     let mut nodes = std::collections::HashSet::new();
     for id in &ids {
-        let doc = poll_until(a, id, Duration::from_secs(120), |s, _| s != 202).await;
+        let doc = poll_until(a, id, Duration::from_secs(120), |s, _| s != 202 && s != 503).await;
         assert_eq!(doc["status"], "completed", "{doc}");
         nodes.insert(doc["node"].as_str().unwrap().to_owned());
     }
@@ -410,7 +410,7 @@ async fn sigkill_of_the_worker_node_reruns_the_job_elsewhere() {
     let (_, recovery, trio, id) = fault_running_node(libc::SIGKILL).await;
     eprintln!("sigkill recovery: {recovery:?}");
     let doc = poll_until(&trio.nodes[0], &id, Duration::from_secs(120), |s, _| {
-        s != 202
+        s != 202 && s != 503
     })
     .await;
     assert_eq!(doc["status"], "completed", "{doc}");
@@ -436,7 +436,7 @@ async fn sigstop_of_the_worker_node_reruns_the_job_and_sigcont_changes_nothing()
         .unwrap();
     frozen.signal(libc::SIGCONT);
     let doc = poll_until(&trio.nodes[0], &id, Duration::from_secs(120), |s, _| {
-        s != 202
+        s != 202 && s != 503
     })
     .await;
     assert_eq!(doc["status"], "completed", "{doc}");
@@ -493,7 +493,7 @@ async fn a_restarted_node_rejoins_and_takes_work() {
     wait_members_up(&trio.nodes[0], 3, Duration::from_secs(30)).await;
     let id = submit(&trio.nodes[0], &clip(1), "").await;
     let doc = poll_until(&trio.nodes[0], &id, Duration::from_secs(60), |s, _| {
-        s != 202
+        s != 202 && s != 503
     })
     .await;
     assert_eq!(doc["status"], "completed", "{doc}");
@@ -536,7 +536,10 @@ async fn a_300_mb_input_crosses_nodes_with_bounded_memory() {
         .as_str()
         .unwrap()
         .to_owned();
-    let doc = poll_until(a, &id, Duration::from_secs(300), |s, _| s != 202).await;
+    let doc = poll_until(a, &id, Duration::from_secs(300), |s, _| {
+        s != 202 && s != 503
+    })
+    .await;
     assert_eq!(doc["status"], "completed", "{doc}");
     assert_eq!(doc["node"], "node-b");
     let (a_rss, b_rss) = (a.peak_rss_kib(), b.peak_rss_kib());
@@ -575,7 +578,7 @@ async fn a_job_whose_worker_node_dies_ten_times_fails_clearly() {
         }
     }
     let doc = poll_until(&trio.nodes[0], &id, Duration::from_secs(30), |s, _| {
-        s != 202
+        s != 202 && s != 503
     })
     .await;
     assert_eq!(doc["status"], "failed", "{doc}");
@@ -609,7 +612,10 @@ async fn a_finished_job_is_kept_against_an_unfinished_copy_taken_over() {
     let node = NodeProc::spawn("node-a", &dir, 1, vec![], COOKIE);
     wait_members_up(&node, 1, Duration::from_secs(30)).await;
     let id = submit(&node, &clip(1), "").await;
-    let done = poll_until(&node, &id, Duration::from_secs(60), |s, _| s != 202).await;
+    let done = poll_until(&node, &id, Duration::from_secs(60), |s, _| {
+        s != 202 && s != 503
+    })
+    .await;
     assert_eq!(done["status"], "completed");
 
     // The other copy has a later epoch but did not finish: running the job
@@ -833,7 +839,7 @@ async fn a_completed_result_survives_the_loss_of_its_owner() {
     let mut trio = Trio::start([1, 1, 1]).await;
     let id = submit(&trio.nodes[0], &clip(2), "").await;
     let done = poll_until(&trio.nodes[0], &id, Duration::from_secs(60), |s, _| {
-        s != 202
+        s != 202 && s != 503
     })
     .await;
     assert_eq!(done["status"], "completed");
@@ -860,7 +866,7 @@ async fn finished_jobs_and_their_copies_are_removed_after_the_retention() {
     let trio = Trio::start_with_env([1, 1, 1], &[("VIDPRESS_RETENTION_SECS", "3")]).await;
     let id = submit(&trio.nodes[0], &clip(1), "").await;
     let done = poll_until(&trio.nodes[0], &id, Duration::from_secs(60), |s, _| {
-        s != 202
+        s != 202 && s != 503
     })
     .await;
     assert_eq!(done["status"], "completed");
@@ -889,7 +895,7 @@ async fn a_standby_that_was_away_is_brought_up_to_date_before_it_is_needed() {
     // Take node-b away again before the job finishes, then bring it back.
     trio.nodes[1].kill();
     let done = poll_until(&trio.nodes[0], &id, Duration::from_secs(60), |s, _| {
-        s != 202
+        s != 202 && s != 503
     })
     .await;
     assert_eq!(done["status"], "completed");
@@ -962,7 +968,7 @@ async fn json_log_lines_about_a_job_carry_its_id_node_and_attempt() {
     let trio = Trio::start_with_env([0, 1, 1], &[("VIDPRESS_LOG_FORMAT", "json")]).await;
     let a = &trio.nodes[0];
     let id = submit(a, &clip(1), "").await;
-    let done = poll_until(a, &id, Duration::from_secs(60), |s, _| s != 202).await;
+    let done = poll_until(a, &id, Duration::from_secs(60), |s, _| s != 202 && s != 503).await;
     assert_eq!(done["status"], "completed", "{done}");
     let ran_on = done["node"].as_str().unwrap();
     let mut about_the_job = Vec::new();
