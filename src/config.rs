@@ -58,6 +58,27 @@ pub struct ServeConfig {
     /// Seconds a shutdown (SIGTERM) waits for this node's jobs to finish.
     #[arg(long, env = "VIDPRESS_DRAIN_TIMEOUT", default_value_t = 30)]
     pub drain_timeout: u64,
+    /// Seconds a client has to send a request's headers before the connection is dropped.
+    #[arg(long, env = "VIDPRESS_HEADER_TIMEOUT", default_value_t = 30)]
+    pub header_timeout: u64,
+    /// Seconds an upload or an open connection may send nothing before it is dropped.
+    #[arg(long, env = "VIDPRESS_IDLE_TIMEOUT", default_value_t = 60)]
+    pub idle_timeout: u64,
+    /// Connections served at once; more are refused at once.
+    #[arg(long, env = "VIDPRESS_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
+    /// Largest video frame transcoded, in pixels (width x height).
+    #[arg(long, env = "VIDPRESS_MAX_PIXELS", default_value_t = 4096 * 2304)]
+    pub max_pixels: u64,
+    /// Longest video transcoded, in seconds.
+    #[arg(long, env = "VIDPRESS_MAX_DURATION_SECS", default_value_t = 14_400)]
+    pub max_duration_secs: u64,
+    /// Address space a transcoder child may use, in bytes.
+    #[arg(long, env = "VIDPRESS_MAX_CHILD_MEMORY_BYTES", default_value_t = 2 << 30)]
+    pub max_child_memory_bytes: u64,
+    /// Free disk space a submission must leave in the data directory, in bytes.
+    #[arg(long, env = "VIDPRESS_MIN_FREE_BYTES", default_value_t = 1 << 30)]
+    pub min_free_bytes: u64,
     /// Program run as the transcoder child [default: this executable].
     #[arg(long, env = "VIDPRESS_TRANSCODER", hide = true)]
     pub transcoder: Option<PathBuf>,
@@ -80,6 +101,8 @@ pub enum ConfigError {
     NodeNameMissing,
     #[error("--failure-timeout-ms must be at least twice --heartbeat-ms")]
     FailureTimeout,
+    #[error("--{0} must be at least 1")]
+    AtLeastOne(&'static str),
     #[error("cannot find this executable to run the transcoder: {0}")]
     Executable(std::io::Error),
 }
@@ -106,6 +129,18 @@ impl ServeConfig {
         }
         if self.max_upload_bytes == 0 {
             return Err(ConfigError::MaxUpload);
+        }
+        for (flag, value) in [
+            ("header-timeout", self.header_timeout),
+            ("idle-timeout", self.idle_timeout),
+            ("max-connections", self.max_connections as u64),
+            ("max-pixels", self.max_pixels),
+            ("max-duration-secs", self.max_duration_secs),
+            ("max-child-memory-bytes", self.max_child_memory_bytes),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::AtLeastOne(flag));
+            }
         }
         if self.cluster_listen.is_none() {
             if !self.seeds.is_empty() || self.cookie.is_some() || self.advertise.is_some() {
@@ -176,6 +211,16 @@ impl ServeConfig {
     /// Returns the stall timeout.
     pub fn stall_timeout(&self) -> Duration {
         Duration::from_secs(self.stall_timeout)
+    }
+
+    /// Returns how long a client may take to send a request's headers.
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_timeout)
+    }
+
+    /// Returns how long an upload or a connection may stay silent.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout)
     }
 
     /// Returns the program to run as the transcoder child.

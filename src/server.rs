@@ -14,6 +14,7 @@ use vidpress_cluster::{Cluster, MemberEvent, NodeLoad};
 use vidpress_transcode::driver::ChildCommand;
 
 use crate::config::{ConfigError, ServeConfig};
+use crate::http::listen::{self, ConnLimits};
 use crate::http::{self, App, AppState};
 use crate::transfer::HttpTransfer;
 
@@ -50,6 +51,7 @@ pub struct Server {
     listener: TcpListener,
     state: AppState,
     drain_timeout: Duration,
+    limits: ConnLimits,
 }
 
 impl Server {
@@ -60,11 +62,22 @@ impl Server {
         // Installed before anything is counted: the facade drops what comes
         // before a recorder.
         crate::http::metrics::handle();
+        owner_only(&config.data_dir).map_err(|source| ServeError::DataDir {
+            path: config.data_dir.display().to_string(),
+            source,
+        })?;
         let uploads_dir = config.data_dir.join("uploads");
         prepare_uploads(&uploads_dir).map_err(|source| ServeError::DataDir {
             path: uploads_dir.display().to_string(),
             source,
         })?;
+        let open_files = listen::raise_open_files_limit();
+        let configured = ConnLimits {
+            header_timeout: config.header_timeout(),
+            max_connections: config.max_connections,
+        };
+        let limits = configured.fitted(open_files);
+        listen::log_cap(config.max_connections, limits, open_files);
         let listener =
             TcpListener::bind(config.http)
                 .await
@@ -102,6 +115,12 @@ impl Server {
                 args: vec![vidpress_transcode::child::SUBCOMMAND.into()],
             },
             stall_timeout: config.stall_timeout(),
+            limits: vidpress_transcode::Limits {
+                max_pixels: config.max_pixels,
+                max_duration_secs: config.max_duration_secs,
+                max_memory_bytes: config.max_child_memory_bytes,
+                ..Default::default()
+            },
             scope,
             retention: Duration::from_secs(config.retention_secs),
             http,
@@ -123,6 +142,8 @@ impl Server {
             uploads_dir: Arc::new(uploads_dir),
             data_dir: Arc::new(config.data_dir.clone()),
             max_upload_bytes: config.max_upload_bytes,
+            min_free_bytes: config.min_free_bytes,
+            idle_timeout: config.idle_timeout(),
             cookie: config.cookie.as_deref().map(Arc::from),
             cluster: link.map(|l| l.view),
             // Joins are transitive and answered within a heartbeat or two;
@@ -140,6 +161,7 @@ impl Server {
             listener,
             state,
             drain_timeout: Duration::from_secs(config.drain_timeout),
+            limits,
         })
     }
 
@@ -176,14 +198,12 @@ impl Server {
             drain(&jobs, drain_timeout).await;
         };
         let app = http::router(self.state);
-        let served = axum::serve(self.listener, app)
-            .with_graceful_shutdown(drained)
-            .await;
+        listen::serve(self.listener, app, self.limits, drained).await;
         self.node.stop().await;
         if let Some(cluster) = self.cluster {
             cluster.leave().await;
         }
-        served.map_err(ServeError::Http)
+        Ok(())
     }
 }
 
@@ -234,6 +254,21 @@ async fn forward_member_events(mut events: broadcast::Receiver<MemberEvent>, job
             Err(broadcast::error::RecvError::Closed) => return,
         }
     }
+}
+
+/// Makes every file and folder the node creates from now on readable by
+/// its user only (umask 077: files 0600, folders 0700; the transcoder
+/// children inherit it), and closes the data directory to other users.
+fn owner_only(data_dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    std::fs::create_dir_all(data_dir)?;
+    // A folder another user owns stays as it is: the node's files in it
+    // are still its own only.
+    if let Err(e) = std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700)) {
+        warn!(path = %data_dir.display(), error = %e, "cannot make the data directory owner-only");
+    }
+    Ok(())
 }
 
 /// Creates the uploads folder and removes uploads a previous run left half-done.

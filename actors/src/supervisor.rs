@@ -976,7 +976,7 @@ impl SupervisorState {
         let oldest = self.history.front().map_or(self.job.seq + 1, |e| e.seq);
         let backlog: Vec<JobEvent> = match since {
             // Everything after `since` is still held: replay it.
-            Some(since) if since + 1 >= oldest && since <= self.job.seq => self
+            Some(since) if since.saturating_add(1) >= oldest && since <= self.job.seq => self
                 .history
                 .iter()
                 .filter(|e| e.seq > since)

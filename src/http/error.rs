@@ -50,6 +50,12 @@ pub enum ApiError {
     EmptyUpload,
     #[error("the upload was interrupted before it was complete")]
     UploadInterrupted,
+    #[error("the upload sent nothing for {secs} s and was dropped")]
+    RequestTimeout { secs: u64 },
+    #[error(transparent)]
+    PartHeadersTooLarge(#[from] super::multipart::PartHeadersTooLarge),
+    #[error("the upload would leave less than {min_free} bytes free on the node's disk; retry later or on another node")]
+    InsufficientStorage { min_free: u64 },
     #[error("the result was modified after the If-Unmodified-Since date")]
     PreconditionFailed,
     #[error("the Range is not one byte range within the {size} bytes of the result")]
@@ -80,6 +86,9 @@ impl ApiError {
             Self::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             Self::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            Self::PartHeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::InsufficientStorage { .. } => StatusCode::INSUFFICIENT_STORAGE,
             Self::UnsupportedMedia(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::EmptyUpload | Self::IdempotencyConflict => StatusCode::UNPROCESSABLE_ENTITY,
             Self::QueueFull { .. } | Self::Unavailable | Self::OwnerUnavailable => {
@@ -103,6 +112,9 @@ impl ApiError {
             Self::UnsupportedMedia(_) => "unsupported_media_type",
             Self::EmptyUpload => "empty_upload",
             Self::UploadInterrupted => "upload_interrupted",
+            Self::RequestTimeout { .. } => "request_timeout",
+            Self::PartHeadersTooLarge(_) => "header_fields_too_large",
+            Self::InsufficientStorage { .. } => "insufficient_storage",
             Self::IdempotencyConflict => "idempotency_key_reused",
             Self::QueueFull { .. } => "queue_full",
             Self::Unavailable => "unavailable",
@@ -125,6 +137,12 @@ impl IntoResponse for ApiError {
             },
         };
         let mut response = (self.status(), Json(body)).into_response();
+        if let Self::RequestTimeout { .. } = &self {
+            // The client went quiet: the connection is not worth keeping.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if let Self::RangeNotSatisfiable { size } = &self {
             if let Ok(range) = HeaderValue::from_str(&format!("bytes */{size}")) {
                 response.headers_mut().insert(header::CONTENT_RANGE, range);
@@ -133,6 +151,7 @@ impl IntoResponse for ApiError {
         let retry_after = match &self {
             Self::QueueFull { retry_after } => Some(retry_after_secs(*retry_after)),
             Self::Unavailable | Self::OwnerUnavailable => Some(1),
+            Self::InsufficientStorage { .. } => Some(60),
             _ => None,
         };
         if let Some(secs) = retry_after {

@@ -2,6 +2,11 @@
 //!
 //! The stream logic ([`stream_events`]) is generic over `Sink`/`Stream`, so it
 //! is tested without a socket; the handler only upgrades and plugs it in.
+//!
+//! A subscriber costs the node little and not for ever: a client message
+//! over [`MAX_CLIENT_MESSAGE`] closes the socket with 1009 before more of
+//! it is buffered, and a client is pinged ([`Liveness`]) and dropped once
+//! it has sent nothing, not even a pong, for the idle timeout.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -31,8 +36,13 @@ const GOING_AWAY: u16 = 1001;
 /// thousand streams right after its terminal event delayed the terminal event
 /// of the rest by 2x (bench: p50 90 -> 175-240 ms for that event alone).
 const CLOSE_AFTER: Duration = Duration::from_millis(250);
+/// Close code of a socket whose client sent a message over the limit.
+pub const TOO_BIG: u16 = 1009;
 /// Read buffer of a subscriber's socket, in bytes.
-const SUBSCRIBER_READ_BUFFER: usize = 4 * 1024;
+pub const SUBSCRIBER_READ_BUFFER: usize = 4 * 1024;
+/// Largest message or frame a client may send: clients send nothing but
+/// pongs, pings and the close.
+pub const MAX_CLIENT_MESSAGE: usize = 4 * 1024;
 
 /// Upgrades to a WebSocket after checking the job exists (404 otherwise)
 /// and `since`; a request that is no WebSocket handshake is told so after
@@ -86,36 +96,129 @@ pub async fn events(
                 .ok()
         }
     };
-    // Clients send nothing but pings and the close: a small read buffer
-    // (tungstenite allocates 128 KiB by default) keeps an idle subscriber cheap.
-    let upgrade = upgrade.read_buffer_size(SUBSCRIBER_READ_BUFFER);
-    Ok(upgrade.on_upgrade(move |socket: WebSocket| async move {
-        let subscribers = metrics::gauge!("vidpress_ws_subscribers");
-        subscribers.increment(1);
-        let (sink, stream) = socket.split();
-        stream_events(sink, stream, subscription, resubscribe).await;
-        subscribers.decrement(1);
-    }))
+    let idle = app.idle_timeout;
+    Ok(
+        bounded(upgrade).on_upgrade(move |socket: WebSocket| async move {
+            let subscribers = metrics::gauge!("vidpress_ws_subscribers");
+            subscribers.increment(1);
+            let (sink, stream) = socket.split();
+            let stream = stream.map(|message| message.map_err(ReadError::from_axum));
+            stream_events(sink, stream, subscription, resubscribe, idle).await;
+            subscribers.decrement(1);
+        }),
+    )
+}
+
+/// Bounds what a client's socket buffers: clients send nothing but pongs,
+/// pings and the close, so a small read buffer (tungstenite allocates 128
+/// KiB by default) keeps an idle subscriber cheap, and a message over
+/// [`MAX_CLIENT_MESSAGE`] is refused before it is held (tungstenite's
+/// default is 64 MiB).
+pub fn bounded(upgrade: WebSocketUpgrade) -> WebSocketUpgrade {
+    upgrade
+        .read_buffer_size(SUBSCRIBER_READ_BUFFER)
+        .max_message_size(MAX_CLIENT_MESSAGE)
+        .max_frame_size(MAX_CLIENT_MESSAGE)
+}
+
+/// Why reading a client's socket failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadError {
+    /// The client sent a message over [`MAX_CLIENT_MESSAGE`].
+    TooBig,
+    /// The connection broke.
+    Broken,
+}
+
+impl ReadError {
+    /// Classifies an error of an axum WebSocket.
+    pub fn from_axum(error: axum::Error) -> Self {
+        match error
+            .into_inner()
+            .downcast::<tokio_tungstenite::tungstenite::Error>()
+        {
+            Ok(e) if matches!(*e, tokio_tungstenite::tungstenite::Error::Capacity(_)) => {
+                Self::TooBig
+            }
+            _ => Self::Broken,
+        }
+    }
+}
+
+/// Keeps a client proven alive: a ping every third of the idle timeout
+/// (browsers and WebSocket libraries answer them by themselves), and the
+/// client given up once nothing came from it for the idle timeout.
+pub struct Liveness {
+    idle: Duration,
+    last_heard: tokio::time::Instant,
+    ticks: tokio::time::Interval,
+}
+
+/// What [`Liveness::beat`] asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Beat {
+    /// Send a ping.
+    Ping,
+    /// The client sent nothing for the idle timeout: close.
+    Expired,
+}
+
+impl Liveness {
+    pub fn new(idle: Duration) -> Self {
+        let period = (idle / 3).max(Duration::from_millis(100));
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Self {
+            idle,
+            last_heard: tokio::time::Instant::now(),
+            ticks,
+        }
+    }
+
+    /// Notes that the client sent something.
+    pub fn heard(&mut self) {
+        self.last_heard = tokio::time::Instant::now();
+    }
+
+    /// Waits for the next beat.
+    pub async fn beat(&mut self) -> Beat {
+        self.ticks.tick().await;
+        if self.last_heard.elapsed() >= self.idle {
+            Beat::Expired
+        } else {
+            Beat::Ping
+        }
+    }
+
+    /// Returns the idle timeout, also the longest a send may wait on a
+    /// client that does not read.
+    pub fn idle(&self) -> Duration {
+        self.idle
+    }
 }
 
 /// Sends a subscription's events as text frames until the job is terminal,
-/// then closes with 1000. Returns early if the client goes away. A subscriber
-/// too slow for the live feed catches up through `resubscribe(last_seq)`.
-pub async fn stream_events<S, R, E, F, Fut>(
+/// then closes with 1000. Returns early if the client goes away, sends a
+/// message over the limit (1009), or sends nothing for `idle` (1001). A
+/// subscriber too slow for the live feed catches up through
+/// `resubscribe(last_seq)`.
+pub async fn stream_events<S, R, F, Fut>(
     mut sink: S,
     mut incoming: R,
     subscription: Subscription,
     mut resubscribe: F,
+    idle: Duration,
 ) where
     S: Sink<Message> + Unpin,
-    R: Stream<Item = Result<Message, E>> + Unpin,
+    R: Stream<Item = Result<Message, ReadError>> + Unpin,
     F: FnMut(Option<u64>) -> Fut,
     Fut: Future<Output = Option<Subscription>>,
 {
     let mut last_seq = None;
     let mut subscription = subscription;
+    let mut liveness = Liveness::new(idle);
     loop {
-        if forward(&mut sink, &subscription.backlog, &mut last_seq).await == Flow::Stop {
+        if forward(&mut sink, &subscription.backlog, &mut last_seq, idle).await == Flow::Stop {
             return;
         }
         let Some(mut rx) = subscription.live.take() else {
@@ -127,7 +230,7 @@ pub async fn stream_events<S, R, E, F, Fut>(
             tokio::select! {
                 received = rx.recv() => match received {
                     Ok(event) => {
-                        if forward(&mut sink, std::slice::from_ref(&event), &mut last_seq).await == Flow::Stop {
+                        if forward(&mut sink, std::slice::from_ref(&event), &mut last_seq, idle).await == Flow::Stop {
                             return;
                         }
                     }
@@ -139,9 +242,25 @@ pub async fn stream_events<S, R, E, F, Fut>(
                 },
                 message = incoming.next() => match message {
                     // The client closed or the connection broke.
-                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
-                    // Pings are answered by the protocol layer; text is ignored.
-                    Some(Ok(_)) => {}
+                    None | Some(Err(ReadError::Broken)) | Some(Ok(Message::Close(_))) => return,
+                    Some(Err(ReadError::TooBig)) => {
+                        close(&mut sink, TOO_BIG).await;
+                        return;
+                    }
+                    // Pings are answered by the protocol layer; pongs and
+                    // text only show the client is there.
+                    Some(Ok(_)) => liveness.heard(),
+                },
+                beat = liveness.beat() => match beat {
+                    Beat::Ping => {
+                        if timed_send(&mut sink, Message::Ping(Bytes::new()), idle).await.is_err() {
+                            return;
+                        }
+                    }
+                    Beat::Expired => {
+                        close(&mut sink, GOING_AWAY).await;
+                        return;
+                    }
                 },
             }
         };
@@ -163,17 +282,19 @@ enum Flow {
     Stop,
 }
 
-/// Sends the events not yet sent; closes normally after a terminal one.
+/// Sends the events not yet sent; closes normally after a terminal one. A
+/// send that waits `idle` on a client that does not read ends the stream.
 async fn forward<S: Sink<Message> + Unpin>(
     sink: &mut S,
     events: &[JobEvent],
     last_seq: &mut Option<u64>,
+    idle: Duration,
 ) -> Flow {
     for event in events {
         if last_seq.is_some_and(|last| event.seq <= last) {
             continue;
         }
-        if send(sink, event).await.is_err() {
+        if send(sink, event, idle).await.is_err() {
             return Flow::Stop;
         }
         *last_seq = Some(event.seq);
@@ -186,7 +307,11 @@ async fn forward<S: Sink<Message> + Unpin>(
     Flow::Continue
 }
 
-async fn send<S: Sink<Message> + Unpin>(sink: &mut S, event: &JobEvent) -> Result<(), ()> {
+async fn send<S: Sink<Message> + Unpin>(
+    sink: &mut S,
+    event: &JobEvent,
+    idle: Duration,
+) -> Result<(), ()> {
     let json = event.rendered(|event| {
         serde_json::to_vec(&EventDocument::from(event)).map_or_else(
             |e| {
@@ -197,9 +322,21 @@ async fn send<S: Sink<Message> + Unpin>(sink: &mut S, event: &JobEvent) -> Resul
         )
     });
     let text = Utf8Bytes::try_from(json).map_err(|_| ())?;
-    sink.send(Message::Text(text)).await.map_err(|_| ())?;
+    timed_send(sink, Message::Text(text), idle).await?;
     super::metrics::events_sent().increment(1);
     Ok(())
+}
+
+/// Sends `message`, giving up after `limit` on a client that does not read.
+async fn timed_send<S: Sink<Message> + Unpin>(
+    sink: &mut S,
+    message: Message,
+    limit: Duration,
+) -> Result<(), ()> {
+    match tokio::time::timeout(limit, sink.send(message)).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(()),
+    }
 }
 
 async fn close<S: Sink<Message> + Unpin>(sink: &mut S, code: u16) {
@@ -272,6 +409,71 @@ mod tests {
         None
     }
 
+    const IDLE: Duration = Duration::from_secs(60);
+
+    /// A running job's subscription whose live feed stays open and quiet.
+    fn quiet() -> (broadcast::Sender<JobEvent>, Subscription) {
+        let (tx, rx) = broadcast::channel(2);
+        let subscription = Subscription {
+            backlog: vec![event(EventKind::Snapshot, 1, running(0.0))],
+            live: Some(rx),
+        };
+        (tx, subscription)
+    }
+
+    #[tokio::test]
+    async fn a_client_message_over_the_limit_closes_with_1009() {
+        let (_tx, subscription) = quiet();
+        let (sink, frames) = mpsc::unbounded();
+        let incoming = futures::stream::iter([Err(ReadError::TooBig)]);
+        stream_events(sink, incoming, subscription, no_resubscribe, IDLE).await;
+        let (seqs, close) = sent(frames.collect().await);
+        assert_eq!(seqs, vec![1]);
+        assert_eq!(close, Some(TOO_BIG));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_client_is_pinged_then_dropped_after_the_idle_timeout() {
+        let (_tx, subscription) = quiet();
+        let (sink, frames) = mpsc::unbounded();
+        let incoming = futures::stream::pending::<Result<Message, ReadError>>();
+        let started = tokio::time::Instant::now();
+        stream_events(sink, incoming, subscription, no_resubscribe, IDLE).await;
+        assert_eq!(started.elapsed(), IDLE);
+        let frames: Vec<Message> = frames.collect().await;
+        let pings = frames
+            .iter()
+            .filter(|f| matches!(f, Message::Ping(_)))
+            .count();
+        assert_eq!(pings, 2, "pinged at 20 s and 40 s, dropped at 60 s");
+        assert_eq!(sent(frames).1, Some(GOING_AWAY));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_answers_pings_stays() {
+        let (tx, subscription) = quiet();
+        let (sink, frames) = mpsc::unbounded();
+        // A pong every 30 s, as a client answering the pings would.
+        let incoming = futures::stream::unfold((), |()| async {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            Some((Ok::<_, ReadError>(Message::Pong(Bytes::new())), ()))
+        });
+        let stream = tokio::spawn(stream_events(
+            sink,
+            Box::pin(incoming),
+            subscription,
+            no_resubscribe,
+            IDLE,
+        ));
+        tokio::time::sleep(5 * IDLE).await;
+        tx.send(event(EventKind::Status, 2, JobState::Canceled))
+            .unwrap();
+        stream.await.unwrap();
+        let (seqs, close) = sent(frames.collect().await);
+        assert_eq!(seqs, vec![1, 2]);
+        assert_eq!(close, Some(NORMAL));
+    }
+
     #[tokio::test]
     async fn sends_backlog_then_live_events_and_closes_normally_after_the_terminal_one() {
         let (tx, rx) = broadcast::channel(8);
@@ -291,8 +493,8 @@ mod tests {
         ))
         .unwrap();
         let (sink, frames) = mpsc::unbounded();
-        let incoming = futures::stream::pending::<Result<Message, ()>>();
-        stream_events(sink, incoming, subscription, no_resubscribe).await;
+        let incoming = futures::stream::pending::<Result<Message, ReadError>>();
+        stream_events(sink, incoming, subscription, no_resubscribe, IDLE).await;
         let (seqs, close) = sent(frames.collect().await);
         assert_eq!(seqs, vec![3, 4, 5]);
         assert_eq!(close, Some(NORMAL));
@@ -317,8 +519,8 @@ mod tests {
             })
         };
         let (sink, frames) = mpsc::unbounded();
-        let incoming = futures::stream::pending::<Result<Message, ()>>();
-        stream_events(sink, incoming, subscription, resubscribe).await;
+        let incoming = futures::stream::pending::<Result<Message, ReadError>>();
+        stream_events(sink, incoming, subscription, resubscribe, IDLE).await;
         let (seqs, close) = sent(frames.collect().await);
         assert_eq!(seqs, vec![1, 10]);
         assert_eq!(close, Some(NORMAL));
@@ -332,8 +534,8 @@ mod tests {
             live: Some(rx),
         };
         let (sink, frames) = mpsc::unbounded();
-        let incoming = futures::stream::iter([Ok::<_, ()>(Message::Close(None))]);
-        stream_events(sink, incoming, subscription, no_resubscribe).await;
+        let incoming = futures::stream::iter([Ok::<_, ReadError>(Message::Close(None))]);
+        stream_events(sink, incoming, subscription, no_resubscribe, IDLE).await;
         let (seqs, close) = sent(frames.collect().await);
         assert_eq!(seqs, vec![1]);
         assert_eq!(close, None, "no close frame is owed to a client that left");

@@ -1,15 +1,18 @@
 //! Node-to-node endpoints under `/internal`: a worker on another node fetches
 //! a job's input and sends back its output, streamed. Every request must
-//! carry the cluster cookie; without a cluster these routes do not exist.
+//! carry the cluster cookie, checked ([`authorize`]) before anything of the
+//! request is read; without a cluster these routes do not exist.
 
 use axum::body::Body;
 use std::collections::HashMap;
 
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::StreamExt;
+use subtle::ConstantTimeEq;
 use tokio::io::AsyncWriteExt;
 use tower::ServiceExt;
 use tower_http::services::ServeFile;
@@ -21,12 +24,24 @@ use super::jobs::parse_id;
 use super::AppState;
 use crate::transfer::COOKIE_HEADER;
 
-/// Refuses requests that do not carry this cluster's cookie.
-fn authorize(app: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let given = headers.get(COOKIE_HEADER).map(|v| v.as_bytes());
-    match (&app.cookie, given) {
-        (Some(cookie), Some(given)) if cookie.as_bytes() == given => Ok(()),
-        _ => Err(ApiError::Forbidden),
+/// Middleware on `/internal`: refuses requests that do not carry this
+/// cluster's cookie, before any extractor parses them. The comparison takes
+/// the same time wherever the given cookie differs.
+pub async fn authorize(
+    State(app): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    if !cookie_matches(app.cookie.as_deref(), request.headers()) {
+        return Err(ApiError::Forbidden);
+    }
+    Ok(next.run(request).await)
+}
+
+fn cookie_matches(cookie: Option<&str>, headers: &HeaderMap) -> bool {
+    match (cookie, headers.get(COOKIE_HEADER)) {
+        (Some(cookie), Some(given)) => cookie.as_bytes().ct_eq(given.as_bytes()).into(),
+        _ => false,
     }
 }
 
@@ -36,7 +51,6 @@ pub async fn input(
     Path(id): Path<String>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    authorize(&app, request.headers())?;
     let path = paths::input(&app.data_dir, parse_id(&id)?);
     let response = ServeFile::new(path)
         .oneshot(request)
@@ -56,7 +70,6 @@ pub async fn output(
     Path((id, attempt)): Path<(String, u32)>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    authorize(&app, request.headers())?;
     let id = parse_id(&id)?;
     if !paths::job_dir(&app.data_dir, id).is_dir() {
         return Err(ApiError::NotFound);
@@ -104,7 +117,6 @@ pub async fn replica_file(
     Path((id, file)): Path<(String, String)>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    authorize(&app, request.headers())?;
     let id = parse_id(&id)?;
     let file = [ReplicaFile::Input, ReplicaFile::Result]
         .into_iter()
@@ -123,10 +135,8 @@ pub async fn replica_file(
 pub async fn replica_record(
     State(app): State<AppState>,
     Path(id): Path<String>,
-    headers: HeaderMap,
     Json(record): Json<JobRecord>,
 ) -> Result<Response, ApiError> {
-    authorize(&app, &headers)?;
     let id = parse_id(&id)?;
     if record.id != id {
         return Err(ApiError::BadRequest("the record is for another job".into()));
@@ -154,9 +164,7 @@ pub async fn relinquish(
     State(app): State<AppState>,
     Path(id): Path<String>,
     Query(query): Query<HashMap<String, String>>,
-    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    authorize(&app, &headers)?;
     let id = parse_id(&id)?;
     let epoch = query
         .get("epoch")
@@ -178,4 +186,28 @@ pub async fn relinquish(
         StatusCode::NO_CONTENT
     }
     .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    fn with_cookie(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(COOKIE_HEADER, HeaderValue::from_str(value).unwrap());
+        headers
+    }
+
+    #[test]
+    fn only_the_exact_cookie_is_accepted() {
+        let cookie = Some("s3cret");
+        assert!(cookie_matches(cookie, &with_cookie("s3cret")));
+        assert!(!cookie_matches(cookie, &with_cookie("s3cre")));
+        assert!(!cookie_matches(cookie, &with_cookie("s3cret!")));
+        assert!(!cookie_matches(cookie, &with_cookie("S3cret")));
+        assert!(!cookie_matches(cookie, &HeaderMap::new()));
+        assert!(!cookie_matches(None, &with_cookie("s3cret")));
+    }
 }

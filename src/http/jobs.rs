@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{FromRequest, FromRequestParts, Multipart, Path, Query, Request, State};
+use axum::extract::{FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -24,8 +24,9 @@ use super::dto::{
     ErrorBody, JobDocument, JobListDocument, PresetName, StatusName, SubmitForm, Video,
 };
 use super::error::{retry_after_secs, ApiError, Unavailable, UnknownJob};
+use super::multipart::{self, HeaderGuard};
 use super::route;
-use super::upload::{self, Upload};
+use super::upload::{self, Upload, UploadLimits};
 use super::AppState;
 
 /// Page size of `GET /jobs` when no `limit` is given, and the largest allowed.
@@ -73,11 +74,18 @@ const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(2);
             )),
         (status = 400, description = "A bad option, a malformed form or Idempotency-Key, \
             or an interrupted upload", body = ErrorBody),
+        (status = 408, description = "The upload sent nothing for the idle timeout and was \
+            dropped", body = ErrorBody),
         (status = 413, description = "Larger than the upload limit", body = ErrorBody),
         (status = 415, description = "Not a video container vidpress reads", body = ErrorBody),
         (status = 422, description = "An empty upload, or an Idempotency-Key reused with \
             another body", body = ErrorBody),
+        (status = 431, description = "A multipart part's headers are over 16 KiB",
+            body = ErrorBody),
         (status = 503, response = Unavailable),
+        (status = 507, description = "The upload would leave the node's disk with less free \
+            space than it keeps; retry later", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait"))),
     ),
 )]
 pub async fn submit(
@@ -110,13 +118,18 @@ pub async fn submit(
             limit: app.max_upload_bytes,
         });
     }
+    let limits = app.upload_limits();
+    limits.check_room(&app.uploads_dir, declared.unwrap_or(0))?;
     // A retried submission is told from a different one by its digest.
     let hash = idempotency_key.is_some();
     let upload = if is_multipart(&headers) {
-        receive_multipart(&app, request, hash).await?
+        receive_multipart(&app, limits, &headers, request, hash).await?
     } else {
-        let body = request.into_body().into_data_stream();
-        upload::receive(&app.uploads_dir, app.max_upload_bytes, hash, body).await?
+        let body = request
+            .into_body()
+            .into_data_stream()
+            .map_err(|e| limits.body_error(&e));
+        upload::receive(&app.uploads_dir, limits, hash, body).await?
     };
     let Upload {
         file,
@@ -156,25 +169,40 @@ fn is_multipart(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.to_ascii_lowercase().starts_with("multipart/form-data"))
 }
 
+/// Receives the `file` part of a multipart body. The whole body counts
+/// against the upload limit, and each part's headers against
+/// [`MAX_PART_HEADERS`](super::multipart::MAX_PART_HEADERS).
 async fn receive_multipart(
     app: &AppState,
+    limits: UploadLimits,
+    headers: &HeaderMap,
     request: Request,
     hash: bool,
 ) -> Result<Upload, ApiError> {
-    let mut multipart = Multipart::from_request(request, &()).await.map_err(|e| {
-        ApiError::BadRequest(format!("malformed multipart body: {}", e.body_text()))
-    })?;
-    while let Some(field) = multipart.next_field().await.map_err(|e| {
-        if e.status() == StatusCode::BAD_REQUEST {
-            ApiError::BadRequest(format!("malformed multipart body: {}", e.body_text()))
-        } else {
-            ApiError::UploadInterrupted
-        }
-    })? {
+    let boundary = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| multer::parse_boundary(v).ok())
+        .ok_or_else(|| {
+            ApiError::BadRequest("malformed multipart body: no boundary in Content-Type".into())
+        })?;
+    let body = multipart::guarded(
+        request.into_body().into_data_stream(),
+        HeaderGuard::new(&boundary),
+    );
+    let constraints = multer::Constraints::new()
+        .size_limit(multer::SizeLimit::new().whole_stream(limits.max_bytes));
+    let mut form = multer::Multipart::with_constraints(body, boundary, constraints);
+    let failed = |e: multer::Error| match e {
+        multer::Error::StreamReadFailed(cause) => limits.body_error(&*cause),
+        multer::Error::StreamSizeExceeded { limit }
+        | multer::Error::FieldSizeExceeded { limit, .. } => ApiError::TooLarge { limit },
+        other => ApiError::BadRequest(format!("malformed multipart body: {other}")),
+    };
+    while let Some(field) = form.next_field().await.map_err(failed)? {
         if field.name() == Some("file") {
-            let body = field.map_err(|_| ApiError::UploadInterrupted);
-            let (dir, limit) = (&app.uploads_dir, app.max_upload_bytes);
-            return upload::receive(dir, limit, hash, Box::pin(body)).await;
+            let body = field.map_err(failed);
+            return upload::receive(&app.uploads_dir, limits, hash, Box::pin(body)).await;
         }
     }
     Err(ApiError::BadRequest(

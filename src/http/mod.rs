@@ -6,6 +6,8 @@
 //! - [`jobs`]: submit, poll, list, cancel, download.
 //! - [`events`]: the WebSocket event stream.
 //! - [`upload`]: streaming an upload to disk.
+//! - [`multipart`]: the guard on multipart part headers.
+//! - [`listen`]: the accept loop and its connection limits.
 //! - [`route`]: forwarding requests about jobs owned by other nodes.
 //! - [`internal`]: node-to-node byte transfers.
 //! - [`dto`]: the JSON documents.
@@ -19,7 +21,9 @@ pub mod error;
 pub mod events;
 pub mod internal;
 pub mod jobs;
+pub mod listen;
 pub mod metrics;
+pub mod multipart;
 pub mod openapi;
 pub mod route;
 pub mod upload;
@@ -33,6 +37,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{middleware, Json, Router};
 use tokio::sync::watch;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::{DefaultMakeSpan, TraceLayer};
 use tracing::Level;
 use vidpress_actors::Jobs;
@@ -71,6 +76,10 @@ pub struct App {
     /// The node's data directory.
     pub data_dir: Arc<PathBuf>,
     pub max_upload_bytes: u64,
+    /// Free space a submission must leave on the data directory's disk.
+    pub min_free_bytes: u64,
+    /// How long an upload or a WebSocket may send nothing.
+    pub idle_timeout: std::time::Duration,
     /// The cluster cookie, required on `/internal` requests.
     pub cookie: Option<Arc<str>>,
     /// The membership view, when the node is in a cluster.
@@ -80,6 +89,17 @@ pub struct App {
     pub view_settles_at: std::time::Instant,
     /// Client for requests forwarded to other nodes.
     pub proxy: reqwest::Client,
+}
+
+impl App {
+    /// Returns the bounds on one upload.
+    pub fn upload_limits(&self) -> upload::UploadLimits {
+        upload::UploadLimits {
+            max_bytes: self.max_upload_bytes,
+            min_free_bytes: self.min_free_bytes,
+            idle_timeout: self.idle_timeout,
+        }
+    }
 }
 
 /// Builds the router of the whole HTTP API.
@@ -111,7 +131,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi::openapi));
     if state.cookie.is_some() {
-        router = router
+        let internal_routes = Router::new()
             .route("/internal/jobs/{id}/input", get(internal::input))
             .route(
                 "/internal/jobs/{id}/attempts/{attempt}/output",
@@ -125,12 +145,22 @@ pub fn router(state: AppState) -> Router {
             .route(
                 "/internal/replicas/{id}/{file}",
                 put(internal::replica_file).layer(DefaultBodyLimit::disable()),
-            );
+            )
+            // Before any extractor reads the request.
+            .route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                internal::authorize,
+            ));
+        router = router.merge(internal_routes);
     }
+    let idle_timeout = state.idle_timeout;
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .route_layer(middleware::from_fn(metrics::track))
+        // A body that sends nothing for this long ends in an error, which
+        // the upload answers with 408 and its partial file removed.
+        .layer(RequestBodyTimeoutLayer::new(idle_timeout))
         // A span per request (method, path), which the handlers' lines are
         // logged in; the requests themselves are logged at debug.
         .layer(TraceLayer::new_for_http().make_span_with(DefaultMakeSpan::new().level(Level::INFO)))

@@ -3,7 +3,9 @@
 //! membership view (no node is asked who owns what). HTTP requests are
 //! streamed through; a WebSocket is bridged frame by frame.
 
-use axum::body::Body;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
 use axum::extract::ws::{CloseFrame, Message as AxumMessage, WebSocket, WebSocketUpgrade};
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::{header, HeaderName, HeaderValue, StatusCode};
@@ -11,7 +13,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame as TungsteniteClose;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame as TungsteniteClose, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message as TungsteniteMessage;
 use tracing::debug;
 use vidpress_actors::job::node_tag;
@@ -19,6 +21,7 @@ use vidpress_actors::JobId;
 use vidpress_cluster::{ClusterView, Member, MemberState};
 
 use super::error::ApiError;
+use super::events::{self, Beat, Liveness, ReadError};
 use super::AppState;
 
 /// Marks a forwarded request, which is never forwarded again: its value is
@@ -186,7 +189,7 @@ async fn bridge_websocket(
         .path_and_query()
         .map_or("/", |p| p.as_str())
         .to_owned();
-    let upgrade = WebSocketUpgrade::from_request_parts(&mut parts, &app).await?;
+    let upgrade = events::bounded(WebSocketUpgrade::from_request_parts(&mut parts, &app).await?);
     let ws_url = format!("{}{path}", http.replacen("http://", "ws://", 1));
     let mut owner_request =
         tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(ws_url)
@@ -194,7 +197,15 @@ async fn bridge_websocket(
     owner_request
         .headers_mut()
         .insert(FORWARDED, HeaderValue::from(u16::from(hops)));
-    let (owner, _) = match tokio_tungstenite::connect_async(owner_request).await {
+    // The owner sends only event documents; a bound keeps a peer from
+    // making this node buffer more.
+    let config = WebSocketConfig::default()
+        .read_buffer_size(events::SUBSCRIBER_READ_BUFFER)
+        .max_message_size(Some(MAX_OWNER_MESSAGE))
+        .max_frame_size(Some(MAX_OWNER_MESSAGE));
+    let connected =
+        tokio_tungstenite::connect_async_with_config(owner_request, Some(config), true).await;
+    let (owner, _) = match connected {
         Ok(connected) => connected,
         Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
             let status =
@@ -207,23 +218,39 @@ async fn bridge_websocket(
             return Err(ApiError::OwnerUnavailable);
         }
     };
-    Ok(upgrade.on_upgrade(move |client: WebSocket| pipe(client, owner)))
+    let idle = app.idle_timeout;
+    Ok(upgrade.on_upgrade(move |client: WebSocket| pipe(client, owner, idle)))
 }
+
+/// Largest message taken from the owner of a bridged subscription: an event
+/// document is a few hundred bytes.
+const MAX_OWNER_MESSAGE: usize = 64 * 1024;
 
 type OwnerSocket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Copies the owner's frames to the client, keeping the close code, until
-/// either side ends.
-async fn pipe(client: WebSocket, owner: OwnerSocket) {
+/// either side ends. The client is held to the same limits as a local
+/// subscriber: 1009 for a message over the limit, pinged, and dropped after
+/// `idle` without a word (the owner pings this node in turn, answered by
+/// tungstenite while the owner's side is read).
+async fn pipe(client: WebSocket, owner: OwnerSocket, idle: Duration) {
     let (mut client_tx, mut client_rx) = client.split();
     let (mut owner_tx, mut owner_rx) = owner.split();
-    loop {
+    let mut liveness = Liveness::new(idle);
+    let close_client = |code: u16, reason: &'static str| {
+        AxumMessage::Close(Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        }))
+    };
+    let client_gone = loop {
         tokio::select! {
             from_owner = owner_rx.next() => match from_owner {
                 Some(Ok(TungsteniteMessage::Text(text))) => {
-                    if client_tx.send(AxumMessage::Text(text.as_str().into())).await.is_err() {
-                        return;
+                    let sent = client_tx.send(AxumMessage::Text(text.as_str().into()));
+                    if !matches!(tokio::time::timeout(idle, sent).await, Ok(Ok(()))) {
+                        break true;
                     }
                 }
                 Some(Ok(TungsteniteMessage::Close(frame))) => {
@@ -233,22 +260,41 @@ async fn pipe(client: WebSocket, owner: OwnerSocket) {
                 }
                 Some(Ok(_)) => {}
                 None | Some(Err(_)) => {
-                    let frame = CloseFrame { code: 1001, reason: "the job's owner went away".into() };
-                    let _ = client_tx.send(AxumMessage::Close(Some(frame))).await;
+                    let _ = client_tx.send(close_client(1001, "the job's owner went away")).await;
                     return;
                 }
             },
             from_client = client_rx.next() => match from_client {
-                None | Some(Err(_)) | Some(Ok(AxumMessage::Close(_))) => {
-                    let _ = owner_tx.send(TungsteniteMessage::Close(Some(TungsteniteClose {
-                        code: CloseCode::Normal,
-                        reason: "".into(),
-                    }))).await;
-                    return;
+                None | Some(Ok(AxumMessage::Close(_))) => break true,
+                Some(Err(e)) => {
+                    if ReadError::from_axum(e) == ReadError::TooBig {
+                        let _ = client_tx.send(close_client(events::TOO_BIG, "message too big")).await;
+                    }
+                    break true;
                 }
-                Some(Ok(_)) => {}
+                Some(Ok(_)) => liveness.heard(),
+            },
+            beat = liveness.beat() => match beat {
+                Beat::Ping => {
+                    let ping = client_tx.send(AxumMessage::Ping(Bytes::new()));
+                    if !matches!(tokio::time::timeout(idle, ping).await, Ok(Ok(()))) {
+                        break true;
+                    }
+                }
+                Beat::Expired => {
+                    let _ = client_tx.send(close_client(1001, "idle")).await;
+                    break true;
+                }
             },
         }
+    };
+    if client_gone {
+        let _ = owner_tx
+            .send(TungsteniteMessage::Close(Some(TungsteniteClose {
+                code: CloseCode::Normal,
+                reason: "".into(),
+            })))
+            .await;
     }
 }
 

@@ -3,10 +3,13 @@
 //! when its first bytes are not a video container.
 //!
 //! The partial file is owned by a [`TempUpload`] guard, so a client that
-//! disconnects mid-upload (the handler's future is dropped) leaves no file.
+//! disconnects, goes quiet or overfills the disk mid-upload leaves no file.
+//! Before each write the disk must keep [`UploadLimits::min_free_bytes`]
+//! free after it; an upload that would take more is refused with 507.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
@@ -54,27 +57,85 @@ pub struct Upload {
     pub digest: Option<[u8; 32]>,
 }
 
+/// The bounds on one upload.
+#[derive(Debug, Clone, Copy)]
+pub struct UploadLimits {
+    /// Largest upload, in bytes.
+    pub max_bytes: u64,
+    /// Free space the disk must keep after the upload.
+    pub min_free_bytes: u64,
+    /// How long the body may send nothing (enforced by the router's body
+    /// timeout; here it only words the error).
+    pub idle_timeout: Duration,
+}
+
+impl UploadLimits {
+    /// Refuses at once an upload of `bytes` that would leave the disk of
+    /// `dir` with less than the free space it must keep.
+    pub fn check_room(&self, dir: &Path, bytes: u64) -> Result<(), ApiError> {
+        match free_bytes(dir) {
+            Ok(free) if free < bytes.saturating_add(self.min_free_bytes) => {
+                Err(ApiError::InsufficientStorage {
+                    min_free: self.min_free_bytes,
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Returns the error a failed body read becomes: a quiet client (the
+    /// body timeout), multipart headers over their bound, or a client gone.
+    pub fn body_error(&self, error: &(dyn std::error::Error + 'static)) -> ApiError {
+        let mut cause = Some(error);
+        while let Some(e) = cause {
+            if e.is::<tower_http::timeout::TimeoutError>() {
+                return ApiError::RequestTimeout {
+                    secs: self.idle_timeout.as_secs(),
+                };
+            }
+            if e.is::<super::multipart::PartHeadersTooLarge>() {
+                return ApiError::PartHeadersTooLarge(super::multipart::PartHeadersTooLarge);
+            }
+            cause = e.source();
+        }
+        ApiError::UploadInterrupted
+    }
+}
+
+/// Returns the bytes an unprivileged user may still write on the disk of `dir`.
+fn free_bytes(dir: &Path) -> std::io::Result<u64> {
+    let stats = rustix::fs::statvfs(dir)?;
+    Ok(stats.f_bavail.saturating_mul(stats.f_frsize))
+}
+
 /// Body bytes gathered in memory before they go to disk in one blocking
 /// write (no copy: the chunks themselves are handed over).
 const SPOOL_BYTES: usize = 256 * 1024;
 
-/// Writes `body` to a new file in `dir`, refusing more than `limit` bytes
-/// and anything whose first bytes are not a known video container; hashes it
-/// when `hash` is set (only an idempotent submission needs the digest). The
-/// file's contents are on disk (fdatasync) when this returns; its folder
-/// entry is made durable where it ends up, in the job's folder.
-pub async fn receive<S, E>(dir: &Path, limit: u64, hash: bool, body: S) -> Result<Upload, ApiError>
+/// Writes `body` to a new file in `dir`, refusing more than the limit's
+/// bytes, more than the disk can spare, and anything whose first bytes are
+/// not a known video container; hashes it when `hash` is set (only an
+/// idempotent submission needs the digest). The file's contents are on disk
+/// (fdatasync) when this returns; its folder entry is made durable where it
+/// ends up, in the job's folder.
+pub async fn receive<S>(
+    dir: &Path,
+    limits: UploadLimits,
+    hash: bool,
+    body: S,
+) -> Result<Upload, ApiError>
 where
-    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    S: Stream<Item = Result<Bytes, ApiError>> + Unpin,
 {
+    let limit = limits.max_bytes;
     let upload = TempUpload::new(dir);
-    let mut spool = Spool::new(upload.path.clone());
+    let mut spool = Spool::new(upload.path.clone(), limits.min_free_bytes);
     let mut hasher = hash.then(Sha256::new);
     let mut head = Vec::with_capacity(SNIFF_LEN);
     let mut bytes: u64 = 0;
     let mut body = body;
     while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|_| ApiError::UploadInterrupted)?;
+        let chunk = chunk?;
         bytes += chunk.len() as u64;
         if bytes > limit {
             return Err(ApiError::TooLarge { limit });
@@ -109,6 +170,8 @@ where
 /// An upload's file, written from a blocking thread in batches of chunks.
 struct Spool {
     path: PathBuf,
+    /// Free space each write must leave on the disk.
+    min_free_bytes: u64,
     /// Created with the first batch, so a refused upload touches no disk.
     file: Option<std::fs::File>,
     pending: Vec<Bytes>,
@@ -116,9 +179,10 @@ struct Spool {
 }
 
 impl Spool {
-    fn new(path: PathBuf) -> Self {
+    fn new(path: PathBuf, min_free_bytes: u64) -> Self {
         Self {
             path,
+            min_free_bytes,
             file: None,
             pending: Vec::new(),
             pending_bytes: 0,
@@ -143,8 +207,13 @@ impl Spool {
     async fn write(&mut self, sync: bool) -> Result<(), ApiError> {
         let (file, path) = (self.file.take(), self.path.clone());
         let chunks = std::mem::take(&mut self.pending);
-        self.pending_bytes = 0;
+        let batch = std::mem::take(&mut self.pending_bytes) as u64;
+        let min_free = self.min_free_bytes;
         let written = tokio::task::spawn_blocking(move || {
+            let dir = path.parent().unwrap_or(Path::new("."));
+            if free_bytes(dir)? < batch.saturating_add(min_free) {
+                return Err(std::io::ErrorKind::StorageFull.into());
+            }
             let mut file = match file {
                 Some(file) => file,
                 None => std::fs::File::create(&path)?,
@@ -160,7 +229,12 @@ impl Spool {
         .await
         .map_err(std::io::Error::other)
         .and_then(|written| written)
-        .map_err(|e| ApiError::Internal(format!("cannot write upload: {e}")))?;
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::StorageFull => ApiError::InsufficientStorage {
+                min_free: self.min_free_bytes,
+            },
+            _ => ApiError::Internal(format!("cannot write upload: {e}")),
+        })?;
         self.file = Some(written);
         Ok(())
     }

@@ -6,6 +6,7 @@ mod cli;
 mod cluster;
 mod events;
 mod jobs;
+mod limits;
 mod metrics;
 mod openapi;
 mod support;

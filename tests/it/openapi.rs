@@ -13,7 +13,13 @@ use crate::support::{clip, Served, TestNode};
 /// Every public endpoint of DESIGN.md, with every status code a client can
 /// get from it.
 const CONTRACT: &[(&str, &str, &[&str])] = &[
-    ("post", "/jobs", &["202", "400", "413", "415", "422", "503"]),
+    (
+        "post",
+        "/jobs",
+        &[
+            "202", "400", "408", "413", "415", "422", "431", "503", "507",
+        ],
+    ),
     ("get", "/jobs", &["200", "400", "503"]),
     ("get", "/jobs/{id}", &["200", "202", "400", "404", "503"]),
     ("delete", "/jobs/{id}", &["200", "202", "404", "503"]),
