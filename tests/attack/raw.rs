@@ -281,10 +281,11 @@ pub async fn ws_connect(
     }
 }
 
-/// The head of a masked client frame (FIN set) announcing `len` payload
-/// bytes. The mask key is zero, so the payload goes as is.
-pub fn client_frame_head(opcode: u8, len: u64) -> Vec<u8> {
-    let mut head = vec![0x80 | opcode];
+/// The head of a masked client frame announcing `len` payload bytes, the
+/// last of its message if `fin`. The mask key is zero, so the payload goes
+/// as is.
+pub fn client_frame_head(fin: bool, opcode: u8, len: u64) -> Vec<u8> {
+    let mut head = vec![if fin { 0x80 } else { 0 } | opcode];
     match len {
         0..=125 => head.push(0x80 | len as u8),
         126..=0xffff => {

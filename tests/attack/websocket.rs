@@ -1,9 +1,13 @@
 //! Sixty subscribers that each start a 60 MiB message: a frame head that
-//! announces it, then a trickle of its bytes. The node must close each with
-//! 1009 (message too big) as soon as the announced size is over its 4 KiB
-//! limit, and buffer none of it; through a bridged socket (a job owned by
-//! node A, subscribed through node B) too. Without the limit, ten such
-//! clients took a node from 57 to 682 MB and sixty crashed it.
+//! announces it, then a trickle of its bytes. Half announce it in one frame;
+//! the other half send it as four 15 MiB fragments, whose first frame head
+//! passes tungstenite's default 16 MiB frame limit, so that only the 4 KiB
+//! limits stop them (without them, such a node buffers each fragment whole).
+//! The node must close each client with 1009 (message too big) as soon as
+//! the announced size is over its limit, and buffer none of it; through a
+//! bridged socket (a job owned by node A, subscribed through node B) too.
+//! Without the limit, ten such clients took a node from 57 to 682 MB and
+//! sixty crashed it.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -16,8 +20,10 @@ use crate::raw::{client_frame_head, ws_connect, Frame};
 use crate::watch::{Healthy, Scope, Verdict, Watch};
 
 const CLIENTS: usize = 60;
-/// The size each client's frame announces.
-const ANNOUNCED: u64 = 60 << 20;
+/// The size of each client's message.
+const MESSAGE: u64 = 60 << 20;
+/// The size of each fragment, for the clients that send fragments.
+const FRAGMENT: u64 = 15 << 20;
 /// The trickle: 64 KiB every 50 ms, 1.25 MiB/s per client, 75 MiB/s in
 /// all; enough to show within seconds a node that buffers it.
 const TRICKLE: usize = 64 * 1024;
@@ -62,9 +68,10 @@ impl std::fmt::Display for Outcome {
     }
 }
 
-/// Opens one subscriber, sends the frame head, trickles until the node
-/// closes the socket or the attack's time is up.
-async fn big_message(addr: SocketAddr, path: String) -> Outcome {
+/// Opens one subscriber, sends the frame head (of the whole message, or of
+/// its first fragment), trickles until the node closes the socket or the
+/// attack's time is up.
+async fn big_message(addr: SocketAddr, path: String, fragmented: bool) -> Outcome {
     let (mut reader, mut writer) = match ws_connect(addr, &path).await {
         Ok(halves) => halves,
         Err(e) => return Outcome::Refused(e),
@@ -80,19 +87,27 @@ async fn big_message(addr: SocketAddr, path: String) -> Outcome {
         }
     };
     let write = async {
-        let mut sent = 0u64;
-        if writer
-            .write_all(&client_frame_head(0x2, ANNOUNCED))
-            .await
-            .is_ok()
-        {
-            let chunk = vec![0u8; TRICKLE];
-            while sent < ANNOUNCED {
+        let chunk = vec![0u8; TRICKLE];
+        let (frames, frame_len) = if fragmented {
+            (MESSAGE / FRAGMENT, FRAGMENT)
+        } else {
+            (1, MESSAGE)
+        };
+        'frames: for n in 0..frames {
+            // Binary first, continuations after; FIN on the last.
+            let head =
+                client_frame_head(n + 1 == frames, if n == 0 { 0x2 } else { 0x0 }, frame_len);
+            if writer.write_all(&head).await.is_err() {
+                break;
+            }
+            let mut sent = 0u64;
+            while sent < frame_len {
                 tokio::time::sleep(TRICKLE_EVERY).await;
-                if writer.write_all(&chunk).await.is_err() {
-                    break;
+                let piece = &chunk[..TRICKLE.min((frame_len - sent) as usize)];
+                if writer.write_all(piece).await.is_err() {
+                    break 'frames;
                 }
-                sent += TRICKLE as u64;
+                sent += piece.len() as u64;
             }
         }
         // The node closed its side or took it all: wait for the reader.
@@ -108,7 +123,7 @@ async fn big_message(addr: SocketAddr, path: String) -> Outcome {
 /// Runs the sixty clients at once against `addr`.
 async fn attack(addr: SocketAddr, path: &str) -> Vec<Outcome> {
     let clients: Vec<_> = (0..CLIENTS)
-        .map(|_| tokio::spawn(big_message(addr, path.to_owned())))
+        .map(|n| tokio::spawn(big_message(addr, path.to_owned(), n % 2 == 1)))
         .collect();
     let mut outcomes = Vec::new();
     for client in clients {
@@ -128,7 +143,8 @@ fn judge(verdict: &mut Verdict, outcomes: &[Outcome]) {
         .collect();
     let slowest = with_1009.iter().max().copied().unwrap_or_default();
     verdict.outcome(format!(
-        "{} of {CLIENTS} closed with 1009 (at most {} ms after the frame head)",
+        "{} of {CLIENTS} closed with 1009 (at most {} ms after the frame head; half of them \
+         announced 60 MiB in one frame, half a first fragment of 15 MiB)",
         with_1009.len(),
         slowest.as_millis()
     ));
