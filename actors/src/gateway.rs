@@ -24,7 +24,7 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 use vidpress_cluster::{wire, ClusterView, MemberState, NodeLoad, NodeName};
 use vidpress_transcode::driver::ChildCommand;
-use vidpress_transcode::EncodeOptions;
+use vidpress_transcode::{EncodeOptions, Limits};
 
 use crate::board::Board;
 use crate::job::{JobId, JobSnapshot, JobStatus};
@@ -308,6 +308,9 @@ pub struct GatewayArgs {
     pub queue_capacity: usize,
     pub command: ChildCommand,
     pub stall_timeout: Duration,
+    /// What a transcode on this node may cost; every attempt run here gets
+    /// these, whichever node owns its job.
+    pub limits: Limits,
     /// Process-group scope shared by the nodes of one cluster.
     pub scope: String,
     /// How long finished jobs and their results are kept.
@@ -388,6 +391,7 @@ impl Actor for Gateway {
                 data_dir: args.data_dir.clone(),
                 command: args.command.clone(),
                 stall_timeout: args.stall_timeout,
+                limits: args.limits,
                 scope: args.scope.clone(),
                 transfer: args.transfer.clone(),
                 gateway: myself.clone(),

@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 use vidpress_cluster::{wire, NodeName};
 use vidpress_transcode::driver::{self, ChildCommand};
-use vidpress_transcode::{ChildEvent, EncodeOptions, TranscodeError, TranscodeJob};
+use vidpress_transcode::{ChildEvent, EncodeOptions, Limits, TranscodeError, TranscodeJob};
 
 use crate::gateway::{self, GatewayMsg};
 use crate::job::JobId;
@@ -116,6 +116,8 @@ pub struct WorkerArgs {
     pub command: ChildCommand,
     /// A child silent for this long is killed as hung.
     pub stall_timeout: Duration,
+    /// What a transcode may cost here: this node's limits, not the owner's.
+    pub limits: Limits,
     /// The process-group scope of the cluster this worker serves.
     pub scope: String,
     /// Moves bytes for jobs owned by other nodes.
@@ -306,6 +308,7 @@ impl WorkerState {
             data_dir: self.args.data_dir.clone(),
             command: self.args.command.clone(),
             stall_timeout: self.args.stall_timeout,
+            limits: self.args.limits,
             transfer: self.args.transfer.clone(),
             owner: owner.clone(),
             assignment: a,
@@ -333,6 +336,7 @@ struct Attempt {
     data_dir: PathBuf,
     command: ChildCommand,
     stall_timeout: Duration,
+    limits: Limits,
     transfer: Arc<dyn Transfer>,
     owner: Owner,
     assignment: Assignment,
@@ -348,6 +352,7 @@ impl Attempt {
                 input: paths::input(&self.data_dir, a.job),
                 output: paths::attempt_output(&self.data_dir, a.job, a.attempt),
                 options: a.options,
+                limits: self.limits,
             };
             return AttemptReport::Ended(self.transcode(&job).await);
         }
@@ -366,6 +371,7 @@ impl Attempt {
             input: work.join("input"),
             output: work.join("output.mp4"),
             options: a.options,
+            limits: self.limits,
         };
         if let Err(e) = self
             .transfer

@@ -8,6 +8,15 @@
 //! does not leave an encoder running. Because that signal is tied to the
 //! spawning *thread*, poll [`run`] on a runtime worker (e.g. inside
 //! `tokio::spawn`), not on a short-lived blocking thread.
+//!
+//! **Invariant:** the child is a sandbox for the job's [`Limits`]. On Linux,
+//! before it execs, its address space is capped at `max_memory_bytes`
+//! (`RLIMIT_AS`), its open files at `max_open_files` (`RLIMIT_NOFILE`), and
+//! it cannot dump core (`RLIMIT_CORE` 0: a crash on a hostile file leaves
+//! no copy of it on disk). A child that runs out of that memory (Rust's
+//! "memory allocation of N bytes failed" abort, libav's "cannot allocate
+//! memory") ends the job with [`ErrorCode::LimitsExceeded`], as soon as it
+//! exits, not after the stall timeout.
 
 use std::ffi::OsString;
 use std::io;
@@ -18,13 +27,21 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use crate::protocol::{ChildEvent, ErrorCode, TranscodeError, TranscodeJob};
+use crate::protocol::{ChildEvent, ErrorCode, Limits, TranscodeError, TranscodeJob};
 
 /// How much of the child's stderr is kept to explain a crash.
 const STDERR_TAIL_BYTES: usize = 4096;
 
 /// Longest accepted event line; anything longer is a broken child.
 const MAX_LINE_BYTES: u64 = 1 << 20;
+
+/// glibc's malloc arenas the child may have. By default glibc gives threads
+/// up to eight arenas per core, each reserving 64 MiB of address space, so
+/// on a many-core machine the encoder's and decoder's threads alone would
+/// reserve gigabytes of `RLIMIT_AS` they never use. Two keeps the
+/// reservation small; libav and x264 allocate mostly large frame buffers
+/// (served by mmap, not arenas), so contention costs nothing measurable.
+const MALLOC_ARENA_MAX: &str = "2";
 
 /// How to start the transcoding child: `program args… '<job JSON>'`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,8 +68,9 @@ impl ChildCommand {
 /// `on_event` sees [`ChildEvent::Probed`] and every
 /// [`ChildEvent::Progress`]; the terminal event becomes the return value.
 /// If no line arrives for `stall_timeout` the child is killed and the
-/// result is [`ErrorCode::TranscodeStalled`]; if the child dies without
-/// reporting an outcome, or talks nonsense, it is
+/// result is [`ErrorCode::TranscodeStalled`]; if the child runs out of the
+/// memory `job.limits` allow it, [`ErrorCode::LimitsExceeded`]; if it dies
+/// without reporting an outcome, or talks nonsense, it is
 /// [`ErrorCode::TranscoderCrashed`].
 ///
 /// Cancel by dropping the future: the child is killed immediately. Unless
@@ -81,7 +99,11 @@ pub async fn run(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    kill_with_parent(&mut command);
+    // An operator's own setting wins.
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        command.env("MALLOC_ARENA_MAX", MALLOC_ARENA_MAX);
+    }
+    sandbox(&mut command, &job.limits);
 
     let mut child = command.spawn().map_err(|err| {
         TranscodeError::new(
@@ -161,7 +183,18 @@ pub async fn run(
             }
             Ok(output_bytes)
         }
+        Ending::Failed(err)
+            if err.code != ErrorCode::LimitsExceeded
+                && (out_of_memory(&err.message) || out_of_memory(&stderr)) =>
+        {
+            tracing::warn!(pid, error = %err, "transcoder ran out of memory");
+            Err(job.limits.memory_exceeded())
+        }
         Ending::Failed(err) => Err(err),
+        Ending::Vanished if out_of_memory(&stderr) => {
+            tracing::warn!(pid, ?status, stderr = %stderr, "transcoder ran out of memory");
+            Err(job.limits.memory_exceeded())
+        }
         Ending::Stalled => {
             tracing::warn!(pid, stderr = %stderr, "transcoder stalled and was killed");
             Err(TranscodeError::new(
@@ -190,6 +223,21 @@ pub async fn run(
             Err(TranscodeError::new(ErrorCode::TranscoderCrashed, message))
         }
     }
+}
+
+/// Returns whether the child's message or stderr says it ran out of memory:
+/// Rust's allocation-failure abort, libav's ENOMEM and its log lines,
+/// x264's failed malloc.
+fn out_of_memory(text: &str) -> bool {
+    const SIGNS: [&str; 5] = [
+        "memory allocation of",
+        "cannot allocate memory",
+        "could not allocate memory",
+        "malloc of size",
+        "out of memory",
+    ];
+    let text = text.to_ascii_lowercase();
+    SIGNS.iter().any(|sign| text.contains(sign))
 }
 
 /// Removes a file when dropped, unless disarmed by taking the path.
@@ -277,11 +325,14 @@ async fn tail(mut pipe: impl AsyncRead + Unpin) -> String {
 #[cfg(target_os = "linux")]
 const CHILD_NICENESS: libc::c_int = 10;
 
-/// Asks the kernel to SIGKILL the child when its parent goes away, and
-/// lowers its scheduling priority.
+/// Makes the child a sandbox: the kernel SIGKILLs it when its parent goes
+/// away, its scheduling priority is lowered, and it runs under `limits`
+/// (address space, open files) with no core dumps.
 #[cfg(target_os = "linux")]
-fn kill_with_parent(command: &mut Command) {
+fn sandbox(command: &mut Command, limits: &Limits) {
     let parent = std::process::id() as libc::pid_t;
+    let memory = limits.max_memory_bytes as libc::rlim_t;
+    let files = limits.max_open_files as libc::rlim_t;
     // SAFETY: the closure runs between fork and exec and only makes
     // async-signal-safe system calls, allocating nothing.
     unsafe {
@@ -304,13 +355,50 @@ fn kill_with_parent(command: &mut Command) {
             // pushing events) when both want the CPU; alone, it runs at full
             // speed. A failure leaves the default priority.
             libc::setpriority(libc::PRIO_PROCESS, 0, CHILD_NICENESS);
-            Ok(())
+            set_limit(libc::RLIMIT_AS, memory)?;
+            set_limit(libc::RLIMIT_NOFILE, files)?;
+            set_limit(libc::RLIMIT_CORE, 0)
         });
     }
 }
 
+/// Sets both the soft and the hard limit of `resource` to `value`, or to the
+/// current hard limit if that is lower (only root may raise it), so the
+/// child cannot raise it back. Async-signal-safe: two system calls.
+#[cfg(target_os = "linux")]
+fn set_limit(resource: Resource, value: libc::rlim_t) -> io::Result<()> {
+    let mut current = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `current` is a valid rlimit to write into.
+    if unsafe { libc::getrlimit(resource, &mut current) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    let value = if current.rlim_max == libc::RLIM_INFINITY {
+        value
+    } else {
+        value.min(current.rlim_max)
+    };
+    let limit = libc::rlimit {
+        rlim_cur: value,
+        rlim_max: value,
+    };
+    // SAFETY: `limit` is a valid rlimit to read from.
+    if unsafe { libc::setrlimit(resource, &limit) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The type of an `RLIMIT_*` constant, which differs between Linux libcs.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+type Resource = libc::__rlimit_resource_t;
+#[cfg(all(target_os = "linux", not(target_env = "gnu")))]
+type Resource = libc::c_int;
+
 #[cfg(not(target_os = "linux"))]
-fn kill_with_parent(_command: &mut Command) {}
+fn sandbox(_command: &mut Command, _limits: &Limits) {}
 
 #[cfg(test)]
 mod tests {
@@ -327,6 +415,7 @@ mod tests {
             input: PathBuf::from("in.mp4"),
             output: PathBuf::from("out.mp4"),
             options: Default::default(),
+            limits: Default::default(),
         };
         assert_send(run(&cmd, &job, Duration::from_secs(1), |_| {}));
     }
@@ -337,6 +426,22 @@ mod tests {
         let kept = tail(&data[..]).await;
         assert_eq!(kept.len(), STDERR_TAIL_BYTES);
         assert_eq!(kept.as_bytes(), &data[data.len() - STDERR_TAIL_BYTES..]);
+    }
+
+    #[test]
+    fn memory_failures_are_recognised() {
+        assert!(out_of_memory(
+            "memory allocation of 33554432 bytes failed\n"
+        ));
+        assert!(out_of_memory(
+            "the video could not be decoded: cannot allocate memory"
+        ));
+        assert!(out_of_memory("[h264 @ 0x55] Could not allocate memory"));
+        assert!(out_of_memory("x264 [error]: malloc of size 2097152 failed"));
+        assert!(!out_of_memory(
+            "the file is not a readable video: moov atom not found"
+        ));
+        assert!(!out_of_memory(""));
     }
 
     #[test]

@@ -35,6 +35,6 @@ pub mod protocol;
 
 pub use driver::ChildCommand;
 pub use protocol::{
-    ChildEvent, EncodeOptions, ErrorCode, MediaInfo, OptionsError, Preset, TranscodeError,
+    ChildEvent, EncodeOptions, ErrorCode, Limits, MediaInfo, OptionsError, Preset, TranscodeError,
     TranscodeJob,
 };

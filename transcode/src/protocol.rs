@@ -1,6 +1,7 @@
 //! The data that crosses the process boundary: what a transcode is asked to do
-//! ([`TranscodeJob`], [`EncodeOptions`]), what the child reports while doing it
-//! ([`ChildEvent`]) and how it fails ([`TranscodeError`]).
+//! ([`TranscodeJob`], [`EncodeOptions`]) and what it may cost ([`Limits`]),
+//! what the child reports while doing it ([`ChildEvent`]) and how it fails
+//! ([`TranscodeError`]).
 //!
 //! Everything here is plain serde data with no ffmpeg types, so the parent side
 //! (the driver, the actors, the HTTP layer) can use it without linking to
@@ -214,7 +215,129 @@ pub struct MediaInfo {
     pub has_audio: bool,
 }
 
-/// One transcode: read `input`, write an MP4 to `output` with `options`.
+/// What one transcode may cost: the node's `--max-pixels`,
+/// `--max-duration-secs` and `--max-child-memory-bytes`, and a cap on the
+/// child's open files.
+///
+/// The engine checks the pixel and duration limits when it opens the input,
+/// before any frame is decoded, and again while decoding (a header can lie);
+/// the driver makes the memory and file limits the child's resource limits.
+/// A video over a limit fails with [`ErrorCode::LimitsExceeded`] and a
+/// sentence naming the limit and its flag. Missing JSON fields take their
+/// [`Default`] values, the contract's defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Limits {
+    /// Largest frame, in pixels (width × height as coded).
+    pub max_pixels: u64,
+    /// Longest video, in seconds, declared or decoded.
+    pub max_duration_secs: u64,
+    /// Address space of the transcoding child (`RLIMIT_AS`), in bytes.
+    pub max_memory_bytes: u64,
+    /// Open file descriptors of the transcoding child (`RLIMIT_NOFILE`).
+    pub max_open_files: u64,
+}
+
+impl Limits {
+    /// Default `max_pixels`: 4096 × 2304, a little over 4K UHD (3840 × 2160).
+    pub const DEFAULT_MAX_PIXELS: u64 = 4096 * 2304;
+    /// Default `max_duration_secs`: four hours.
+    pub const DEFAULT_MAX_DURATION_SECS: u64 = 14_400;
+    /// Default `max_memory_bytes`: 2 GiB.
+    pub const DEFAULT_MAX_MEMORY_BYTES: u64 = 2 << 30;
+    /// Default `max_open_files`. A transcode holds a dozen descriptors (stdio,
+    /// the input, the output, a few of libav's); 1024 is Linux's usual soft
+    /// limit, so no real input comes near it, while a leak in a decoder on a
+    /// hostile file stops there instead of at the node's (often much higher)
+    /// hard limit.
+    pub const DEFAULT_MAX_OPEN_FILES: u64 = 1024;
+
+    /// Returns the error for a frame of `width`×`height` over `max_pixels`.
+    pub fn pixels_exceeded(&self, width: u32, height: u32) -> TranscodeError {
+        let pixels = u64::from(width) * u64::from(height);
+        TranscodeError::new(
+            ErrorCode::LimitsExceeded,
+            format!(
+                "the video is {width}x{height} ({pixels} pixels), over the limit of {} pixels (--max-pixels)",
+                self.max_pixels
+            ),
+        )
+    }
+
+    /// Returns the error for a video whose header declares `seconds`, over
+    /// `max_duration_secs`.
+    pub fn duration_exceeded(&self, seconds: f64) -> TranscodeError {
+        TranscodeError::new(
+            ErrorCode::LimitsExceeded,
+            format!(
+                "the video lasts {} s, over the limit of {} s (--max-duration-secs)",
+                describe_seconds(seconds),
+                self.max_duration_secs
+            ),
+        )
+    }
+
+    /// Returns the error for a decoded timestamp of `seconds`, past
+    /// `max_duration_secs` (the header declared less, or nothing).
+    pub fn decoded_duration_exceeded(&self, seconds: f64) -> TranscodeError {
+        TranscodeError::new(
+            ErrorCode::LimitsExceeded,
+            format!(
+                "the video has a frame at {} s, past the limit of {} s (--max-duration-secs)",
+                describe_seconds(seconds),
+                self.max_duration_secs
+            ),
+        )
+    }
+
+    /// Returns the error for a child that ran out of its address space.
+    pub fn memory_exceeded(&self) -> TranscodeError {
+        TranscodeError::new(
+            ErrorCode::LimitsExceeded,
+            format!(
+                "the transcode needed more memory than the limit of {} (--max-child-memory-bytes)",
+                describe_bytes(self.max_memory_bytes)
+            ),
+        )
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_pixels: Self::DEFAULT_MAX_PIXELS,
+            max_duration_secs: Self::DEFAULT_MAX_DURATION_SECS,
+            max_memory_bytes: Self::DEFAULT_MAX_MEMORY_BYTES,
+            max_open_files: Self::DEFAULT_MAX_OPEN_FILES,
+        }
+    }
+}
+
+/// Describes a time in seconds with up to three decimals, none when whole:
+/// "20000", "1.04".
+fn describe_seconds(seconds: f64) -> String {
+    let text = format!("{seconds:.3}");
+    text.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
+/// Describes a byte count for people: "2 GiB", "300 MiB", or the exact count
+/// with an approximation when it is no whole number of either.
+fn describe_bytes(bytes: u64) -> String {
+    const MIB: u64 = 1 << 20;
+    const GIB: u64 = 1 << 30;
+    if bytes >= GIB && bytes % GIB == 0 {
+        format!("{} GiB", bytes / GIB)
+    } else if bytes >= MIB && bytes % MIB == 0 {
+        format!("{} MiB", bytes / MIB)
+    } else if bytes >= MIB {
+        format!("{bytes} bytes ({:.1} MiB)", bytes as f64 / MIB as f64)
+    } else {
+        format!("{bytes} bytes")
+    }
+}
+
+/// One transcode: read `input`, write an MP4 to `output` with `options`,
+/// within `limits`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TranscodeJob {
     /// The video to read. Only the local file is opened, never anything it
@@ -226,6 +349,9 @@ pub struct TranscodeJob {
     /// How to encode.
     #[serde(default)]
     pub options: EncodeOptions,
+    /// What the transcode may cost: those of the node that runs it.
+    #[serde(default)]
+    pub limits: Limits,
 }
 
 /// A report from the transcoding child, one JSON object per line on its
@@ -289,6 +415,10 @@ pub enum ErrorCode {
     UnsupportedFormat,
     /// The video is wider or taller than 8192 pixels, or has no size.
     UnsupportedDimensions,
+    /// The video is over a limit of the node that ran it ([`Limits`]): more
+    /// pixels a frame or more seconds than allowed, or its transcode needed
+    /// more memory than the child may use.
+    LimitsExceeded,
     /// The encoder, the filters or the muxer failed, or the options were
     /// rejected.
     EncoderFailed,
@@ -311,6 +441,7 @@ impl ErrorCode {
             ErrorCode::NoVideoStream => "no_video_stream",
             ErrorCode::UnsupportedFormat => "unsupported_format",
             ErrorCode::UnsupportedDimensions => "unsupported_dimensions",
+            ErrorCode::LimitsExceeded => "limits_exceeded",
             ErrorCode::EncoderFailed => "encoder_failed",
             ErrorCode::TranscoderCrashed => "transcoder_crashed",
             ErrorCode::TranscodeStalled => "transcode_stalled",
@@ -456,6 +587,7 @@ mod tests {
             ErrorCode::NoVideoStream,
             ErrorCode::UnsupportedFormat,
             ErrorCode::UnsupportedDimensions,
+            ErrorCode::LimitsExceeded,
             ErrorCode::EncoderFailed,
             ErrorCode::TranscoderCrashed,
             ErrorCode::TranscodeStalled,
@@ -465,7 +597,62 @@ mod tests {
             let json = serde_json::to_string(&code).unwrap();
             assert_eq!(json, format!("\"{}\"", code.as_str()));
         }
+        assert_eq!(
+            serde_json::to_string(&ErrorCode::LimitsExceeded).unwrap(),
+            r#""limits_exceeded""#
+        );
         let err = TranscodeError::new(ErrorCode::Io, "disk full");
         assert_eq!(err.to_string(), "disk full");
+    }
+
+    #[test]
+    fn limits_default_to_the_contract() {
+        let limits = Limits::default();
+        assert_eq!(limits.max_pixels, 4096 * 2304);
+        assert_eq!(limits.max_duration_secs, 14_400);
+        assert_eq!(limits.max_memory_bytes, 2 * 1024 * 1024 * 1024);
+        assert_eq!(limits.max_open_files, 1024);
+        let parsed: Limits = serde_json::from_str(r#"{"max_pixels":100}"#).unwrap();
+        assert_eq!(
+            parsed,
+            Limits {
+                max_pixels: 100,
+                ..limits
+            }
+        );
+    }
+
+    #[test]
+    fn a_job_without_limits_gets_the_defaults() {
+        let job: TranscodeJob =
+            serde_json::from_str(r#"{"input":"in.mp4","output":"out.mp4"}"#).unwrap();
+        assert_eq!(job.limits, Limits::default());
+        assert_eq!(job.options, EncodeOptions::default());
+    }
+
+    #[test]
+    fn limit_errors_name_the_limit_its_flag_and_the_value_seen() {
+        let limits = Limits::default();
+        let err = limits.pixels_exceeded(8192, 8192);
+        assert_eq!(err.code, ErrorCode::LimitsExceeded);
+        assert_eq!(
+            err.message,
+            "the video is 8192x8192 (67108864 pixels), over the limit of 9437184 pixels (--max-pixels)"
+        );
+        assert_eq!(
+            limits.duration_exceeded(20_000.0).message,
+            "the video lasts 20000 s, over the limit of 14400 s (--max-duration-secs)"
+        );
+        assert_eq!(
+            limits.decoded_duration_exceeded(14_400.04).message,
+            "the video has a frame at 14400.04 s, past the limit of 14400 s (--max-duration-secs)"
+        );
+        assert_eq!(
+            limits.memory_exceeded().message,
+            "the transcode needed more memory than the limit of 2 GiB (--max-child-memory-bytes)"
+        );
+        assert_eq!(describe_bytes(300 << 20), "300 MiB");
+        assert_eq!(describe_bytes(200_000_000), "200000000 bytes (190.7 MiB)");
+        assert_eq!(describe_bytes(1000), "1000 bytes");
     }
 }

@@ -15,7 +15,7 @@ use super::graph::Graph;
 use super::input::Input;
 use super::mux::Muxer;
 use super::{decode_error_is_fatal, encoder_error, invalid, is_again_or_eof, open_decoder};
-use crate::protocol::{EncodeOptions, ErrorCode, TranscodeError};
+use crate::protocol::{EncodeOptions, ErrorCode, Limits, TranscodeError};
 
 pub(super) struct AudioPipeline {
     /// Index of the input stream this pipeline consumes.
@@ -35,6 +35,7 @@ pub(super) struct AudioPipeline {
     next_pts: Option<i64>,
     decoded: frame::Audio,
     filtered: frame::Audio,
+    limits: Limits,
     /// Packets the decoder rejected.
     pub decode_errors: u64,
 }
@@ -63,7 +64,7 @@ impl AudioPipeline {
             TranscodeError::new(ErrorCode::InvalidMedia, "the audio stream is missing")
         })?;
         let stream_tb = stream.time_base();
-        let decoder = open_decoder(&stream, "audio")?
+        let decoder = open_decoder(&stream, "audio", &input.limits)?
             .audio()
             .map_err(|err| invalid("the audio decoder could not be opened", err))?;
 
@@ -119,6 +120,7 @@ impl AudioPipeline {
             next_pts: None,
             decoded: frame::Audio::empty(),
             filtered: frame::Audio::empty(),
+            limits: input.limits,
             decode_errors: 0,
         })
     }
@@ -220,6 +222,11 @@ impl AudioPipeline {
             };
             self.next_pts = Some(pts + samples as i64);
             self.decoded.set_pts(Some(pts));
+            // Audio that runs on past the video counts against the limit too.
+            let seconds = pts as f64 / f64::from(rate);
+            if seconds > self.limits.max_duration_secs as f64 {
+                return Err(self.limits.decoded_duration_exceeded(seconds));
+            }
 
             let filter = self.filter.as_mut().ok_or_else(|| {
                 TranscodeError::new(ErrorCode::EncoderFailed, "the audio filter is missing")

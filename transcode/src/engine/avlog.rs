@@ -1,11 +1,14 @@
 //! The libav* log callback: prints what the configured log level allows to
 //! stderr, and remembers the last error-level line logged on the current
 //! thread so a failure can tell the user *why* ("moov atom not found")
-//! rather than only the bare error code.
+//! rather than only the bare error code. It also notices, on any thread,
+//! a decoder refusing a picture over its `max_pixels` option, which libav
+//! reports only as EINVAL (see [`oversized_since`]).
 
 use std::cell::RefCell;
 use std::ffi::CStr;
 use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Once;
 
 use ffmpeg_next::ffi;
@@ -16,6 +19,43 @@ thread_local! {
     /// because demuxers log on the thread that calls them, and tests run
     /// several transcodes in one process.
     static LAST_ERROR: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Pictures refused for exceeding a decoder's `max_pixels`, in this process.
+/// Process-wide, not per thread: frame-threaded decoders refuse on their
+/// worker threads. The transcoding child runs one job, so there it counts
+/// that job's refusals.
+static OVERSIZED_COUNT: AtomicU64 = AtomicU64::new(0);
+
+/// The size of the last refused picture, width in the high 32 bits.
+static OVERSIZED_SIZE: AtomicU64 = AtomicU64::new(0);
+
+/// What libav says when a picture is over `max_pixels`:
+/// "Picture size 8192x8192 exceeds specified max pixel count 9437184, …".
+const OVERSIZED_SIGN: &str = "exceeds specified max pixel count";
+
+/// Returns how many pictures were refused for their size so far, a mark to
+/// pass to [`oversized_since`].
+pub(super) fn oversized_mark() -> u64 {
+    OVERSIZED_COUNT.load(Ordering::Acquire)
+}
+
+/// Returns the size of the last picture refused for exceeding `max_pixels`
+/// since `mark`, or `None` if none was.
+pub(super) fn oversized_since(mark: u64) -> Option<(u32, u32)> {
+    if OVERSIZED_COUNT.load(Ordering::Acquire) == mark {
+        return None;
+    }
+    let size = OVERSIZED_SIZE.load(Ordering::Relaxed);
+    Some(((size >> 32) as u32, size as u32))
+}
+
+/// Parses "Picture size WxH exceeds…" into (W, H).
+fn picture_size(message: &str) -> Option<(u32, u32)> {
+    let rest = &message[message.find("Picture size ")? + "Picture size ".len()..];
+    let size = rest.split_whitespace().next()?;
+    let (width, height) = size.split_once('x')?;
+    Some((width.parse().ok()?, height.parse().ok()?))
 }
 
 /// Installs the callback once per process.
@@ -74,6 +114,14 @@ unsafe extern "C" fn callback(
     if print {
         let _ = std::io::stderr().write_all(text.as_bytes());
     }
+    if capture && text.contains(OVERSIZED_SIGN) {
+        let (width, height) = picture_size(&text).unwrap_or((0, 0));
+        OVERSIZED_SIZE.store(
+            (u64::from(width) << 32) | u64::from(height),
+            Ordering::Relaxed,
+        );
+        OVERSIZED_COUNT.fetch_add(1, Ordering::Release);
+    }
     if capture {
         let message = strip_prefix(text.trim());
         if !message.is_empty() {
@@ -101,7 +149,18 @@ fn strip_prefix(line: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
-    use super::strip_prefix;
+    use super::{picture_size, strip_prefix};
+
+    #[test]
+    fn reads_the_size_of_a_refused_picture() {
+        assert_eq!(
+            picture_size(
+                "[h264 @ 0x1] Picture size 8192x8192 exceeds specified max pixel count 9437184, see the documentation if you wish to increase it"
+            ),
+            Some((8192, 8192))
+        );
+        assert_eq!(picture_size("Picture size is invalid"), None);
+    }
 
     #[test]
     fn strips_context_prefixes() {

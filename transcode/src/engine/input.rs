@@ -6,6 +6,16 @@
 //! and never open another file or URL (no HLS, DASH, concat, image
 //! sequences). The same list is passed to libav as `format_whitelist`, so
 //! the check holds even if detection here and in libav ever disagreed.
+//!
+//! **Invariant:** no frame of a video over the job's [`Limits`] is decoded
+//! at probe time. The frame size and duration the container's header
+//! declares are checked right after `avformat_open_input`, before
+//! `avformat_find_stream_info` decodes anything; that decoding runs with
+//! libav's `max_pixels` option, so a stream whose pictures are larger than
+//! its header says is refused too; and what `find_stream_info` learned is
+//! checked again. (The decoders of the transcode get the same option, and
+//! the pipelines check decoded sizes and timestamps: a lying header costs
+//! at most the limits.)
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
@@ -15,7 +25,7 @@ use std::ptr;
 use ffmpeg_next::{ffi, format, media, Dictionary, Rational};
 
 use super::{av_error, avlog};
-use crate::protocol::{ErrorCode, MediaInfo, TranscodeError};
+use crate::protocol::{ErrorCode, Limits, MediaInfo, TranscodeError};
 
 /// Demuxers accepted for input: real single-file containers and elementary
 /// streams. libav names some demuxers with a comma-separated list
@@ -63,12 +73,35 @@ const PROBE_SCORE_RETRY: i32 = ffi::AVPROBE_SCORE_MAX / 4;
 /// of megabytes and x264 levels stop anyway.
 pub(super) const MAX_DIMENSION: u32 = 8192;
 
+/// Room above `max_pixels` in the `max_pixels` option given to libav's
+/// decoders: they check the picture with its width rounded up to their
+/// stride alignment (up to 64), so a video exactly at the limit would be
+/// refused without it. Exact checks are ours; this option is the backstop
+/// against pictures far beyond what the header said.
+const DECODER_PIXEL_SLACK: u64 = 64 * MAX_DIMENSION as u64;
+
+/// Returns the value of libav's `max_pixels` decoder option for `limits`.
+pub(super) fn decoder_max_pixels(limits: &Limits) -> String {
+    limits
+        .max_pixels
+        .saturating_add(DECODER_PIXEL_SLACK)
+        .min(i32::MAX as u64)
+        .to_string()
+}
+
 /// An opened input and the streams chosen from it.
 pub(super) struct Input {
     pub ctx: format::context::Input,
+    /// What decoding it may cost.
+    pub limits: Limits,
+    /// [`avlog::oversized_mark`] from before anything was decoded: a picture
+    /// refused for its size since then is this input's.
+    pub oversized_mark: u64,
     pub video_index: usize,
     pub audio_index: Option<usize>,
     pub info: MediaInfo,
+    /// Width and height of the video as coded (before rotation).
+    pub coded_size: (u32, u32),
     /// Clockwise rotation to apply for display: 0, 90, 180 or 270.
     pub rotation: u32,
     /// Container start time in AV_TIME_BASE units, subtracted from every
@@ -76,8 +109,9 @@ pub(super) struct Input {
     pub start_time: i64,
 }
 
-/// Opens `path`, checks it is a video we accept, and picks its streams.
-pub(super) fn open(path: &Path) -> Result<Input, TranscodeError> {
+/// Opens `path`, checks it is a video we accept within `limits`, and picks
+/// its streams.
+pub(super) fn open(path: &Path, limits: &Limits) -> Result<Input, TranscodeError> {
     let metadata = std::fs::metadata(path).map_err(|err| {
         TranscodeError::new(
             ErrorCode::Io,
@@ -99,8 +133,76 @@ pub(super) fn open(path: &Path) -> Result<Input, TranscodeError> {
 
     let url = file_url(path)?;
     let demuxer = detect_format(&url)?;
-    let ctx = open_with_whitelist(&url, demuxer)?;
-    select_streams(ctx)
+    let oversized_mark = avlog::oversized_mark();
+    let ctx = open_with_whitelist(&url, demuxer, limits)?;
+    if let Some((width, height)) = avlog::oversized_since(oversized_mark) {
+        return Err(limits.pixels_exceeded(width, height));
+    }
+    let input = select_streams(ctx, limits, oversized_mark)?;
+    check_limits(&input.info, input.coded_size, limits)?;
+    Ok(input)
+}
+
+/// Checks what the header declares, before anything is decoded: the size
+/// of every video stream that states one (cover art aside) and the
+/// container's duration, if known.
+fn check_header(ctx: *const ffi::AVFormatContext, limits: &Limits) -> Result<(), TranscodeError> {
+    // SAFETY: `ctx` is an input context just opened by avformat_open_input;
+    // its stream array holds `nb_streams` valid streams with parameters.
+    let streams = unsafe {
+        if (*ctx).streams.is_null() {
+            &[][..]
+        } else {
+            std::slice::from_raw_parts((*ctx).streams, (*ctx).nb_streams as usize)
+        }
+    };
+    for &stream in streams {
+        // SAFETY: see above.
+        let (medium, width, height, disposition) = unsafe {
+            let par = (*stream).codecpar;
+            (
+                (*par).codec_type,
+                (*par).width,
+                (*par).height,
+                (*stream).disposition,
+            )
+        };
+        let cover_art = disposition & ffi::AV_DISPOSITION_ATTACHED_PIC as libc::c_int != 0;
+        if medium != ffi::AVMediaType::AVMEDIA_TYPE_VIDEO || cover_art {
+            continue;
+        }
+        let (width, height) = (width.max(0) as u32, height.max(0) as u32);
+        if u64::from(width) * u64::from(height) > limits.max_pixels {
+            return Err(limits.pixels_exceeded(width, height));
+        }
+    }
+    // SAFETY: reading a plain field of the open context.
+    let duration = unsafe { (*ctx).duration };
+    if duration > 0 && duration != ffi::AV_NOPTS_VALUE {
+        let seconds = duration as f64 / f64::from(ffi::AV_TIME_BASE);
+        if seconds > limits.max_duration_secs as f64 {
+            return Err(limits.duration_exceeded(seconds));
+        }
+    }
+    Ok(())
+}
+
+/// Checks the chosen video against `limits` once its streams are known:
+/// its coded size and its duration.
+fn check_limits(
+    info: &MediaInfo,
+    (width, height): (u32, u32),
+    limits: &Limits,
+) -> Result<(), TranscodeError> {
+    if u64::from(width) * u64::from(height) > limits.max_pixels {
+        return Err(limits.pixels_exceeded(width, height));
+    }
+    match info.duration_seconds {
+        Some(seconds) if seconds > limits.max_duration_secs as f64 => {
+            Err(limits.duration_exceeded(seconds))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Returns the path as a `file:` URL, so that a name like `http:x.mp4` can
@@ -194,6 +296,7 @@ fn detect_format(url: &CString) -> Result<*const ffi::AVInputFormat, TranscodeEr
 fn open_with_whitelist(
     url: &CString,
     demuxer: *const ffi::AVInputFormat,
+    limits: &Limits,
 ) -> Result<format::context::Input, TranscodeError> {
     let mut ps: *mut ffi::AVFormatContext = ptr::null_mut();
     avlog::clear();
@@ -219,9 +322,32 @@ fn open_with_whitelist(
         ));
     }
 
+    if let Err(err) = check_header(ps, limits) {
+        // SAFETY: `ps` is an open input context that nothing else owns.
+        unsafe { ffi::avformat_close_input(&mut ps) };
+        return Err(err);
+    }
+
     avlog::clear();
-    // SAFETY: `ps` was opened above; on failure it is closed here.
-    let ret = unsafe { ffi::avformat_find_stream_info(ps, ptr::null_mut()) };
+    // SAFETY: `ps` was opened above; on failure it is closed below. The
+    // options array has one dictionary per stream, as libav requires; it
+    // may replace them, and what it hands back is freed here.
+    let ret = unsafe {
+        let count = (*ps).nb_streams as usize;
+        let max_pixels = decoder_max_pixels(limits);
+        let mut options: Vec<*mut ffi::AVDictionary> = (0..count)
+            .map(|_| {
+                let mut options = Dictionary::new();
+                options.set("max_pixels", &max_pixels);
+                options.disown()
+            })
+            .collect();
+        let ret = ffi::avformat_find_stream_info(ps, options.as_mut_ptr());
+        for raw in options {
+            drop(Dictionary::own(raw));
+        }
+        ret
+    };
     if ret < 0 {
         // SAFETY: `ps` is an open input context that nothing else owns.
         unsafe { ffi::avformat_close_input(&mut ps) };
@@ -235,7 +361,11 @@ fn open_with_whitelist(
     Ok(unsafe { format::context::Input::wrap(ps) })
 }
 
-fn select_streams(mut ctx: format::context::Input) -> Result<Input, TranscodeError> {
+fn select_streams(
+    mut ctx: format::context::Input,
+    limits: &Limits,
+    oversized_mark: u64,
+) -> Result<Input, TranscodeError> {
     let is_video = |stream: &format::stream::Stream| {
         stream.parameters().medium() == media::Type::Video
             // Cover art is a still picture, not the video.
@@ -334,9 +464,12 @@ fn select_streams(mut ctx: format::context::Input) -> Result<Input, TranscodeErr
 
     Ok(Input {
         ctx,
+        limits: *limits,
+        oversized_mark,
         video_index,
         audio_index,
         info,
+        coded_size: (coded_width, coded_height),
         rotation,
         start_time,
     })

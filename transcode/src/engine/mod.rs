@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use ffmpeg_next::{ffi, Error, Packet};
 
-use crate::protocol::{ChildEvent, ErrorCode, MediaInfo, TranscodeError, TranscodeJob};
+use crate::protocol::{ChildEvent, ErrorCode, Limits, MediaInfo, TranscodeError, TranscodeJob};
 use audio::AudioPipeline;
 use mux::Muxer;
 use video::VideoPipeline;
@@ -55,16 +55,24 @@ pub fn init() {
     });
 }
 
-/// Opens `path` and describes its video, without transcoding anything.
+/// Opens `path` and describes its video, without transcoding anything,
+/// within the default [`Limits`].
 ///
 /// Fails as [`transcode`] would on the same file before encoding starts:
-/// refused formats, no video stream, bad dimensions, unreadable data.
+/// refused formats, no video stream, bad dimensions, over a limit,
+/// unreadable data.
 pub fn probe(path: &Path) -> Result<MediaInfo, TranscodeError> {
-    init();
-    input::open(path).map(|input| input.info)
+    probe_with_limits(path, &Limits::default())
 }
 
-/// Transcodes `job.input` into an H.264/AAC MP4 at `job.output`.
+/// Opens `path` and describes its video, as [`probe`] does, within `limits`.
+pub fn probe_with_limits(path: &Path, limits: &Limits) -> Result<MediaInfo, TranscodeError> {
+    init();
+    input::open(path, limits).map(|input| input.info)
+}
+
+/// Transcodes `job.input` into an H.264/AAC MP4 at `job.output`, within
+/// `job.limits` (pixels and duration; memory and files are the driver's).
 ///
 /// Calls `on_event` with [`ChildEvent::Probed`] once the input is open, then
 /// with [`ChildEvent::Progress`] (at most every 100 ms, non-decreasing, the
@@ -81,7 +89,7 @@ pub fn transcode(
             format!("the encode options are invalid: {err}"),
         )
     })?;
-    let mut input = input::open(&job.input)?;
+    let mut input = input::open(&job.input, &job.limits)?;
     on_event(ChildEvent::Probed(input.info.clone()));
 
     let result = run(job, &mut input, on_event);
@@ -298,9 +306,12 @@ fn invalid(context: &str, err: Error) -> TranscodeError {
 /// Opens the decoder of `stream` (`kind` is "audio" or "video", for errors)
 /// with its packet time base set and `threads=auto`, as the ffmpeg CLI does:
 /// the libavcodec default is one thread, which halves throughput on two cores.
+/// Pictures over `limits.max_pixels` are refused by the decoder itself
+/// (libav's `max_pixels`), before it allocates them.
 fn open_decoder(
     stream: &ffmpeg_next::format::stream::Stream,
     kind: &str,
+    limits: &Limits,
 ) -> Result<ffmpeg_next::decoder::Opened, TranscodeError> {
     let parameters = stream.parameters();
     let codec = ffmpeg_next::decoder::find(parameters.id()).ok_or_else(|| {
@@ -320,6 +331,7 @@ fn open_decoder(
     }
     let mut options = ffmpeg_next::Dictionary::new();
     options.set("threads", "auto");
+    options.set("max_pixels", &input::decoder_max_pixels(limits));
     context
         .decoder()
         .open_as_with(codec, options)

@@ -6,6 +6,11 @@
 //! like the CLI's, a constant-frame-rate time base when the input has a sane
 //! rate, and the encoder opened on the first filtered frame so its colour
 //! properties match the pictures it receives.
+//!
+//! The job's [`Limits`] hold while decoding, whatever the header said: a
+//! picture over `max_pixels` (refused by the decoder, or decoded at a new
+//! size) or a timestamp past `max_duration_secs` stops the transcode with
+//! `limits_exceeded`.
 
 use ffmpeg_next::{
     codec, decoder, encoder, ffi, format, frame, picture, Dictionary, Packet, Rational, Rescale,
@@ -14,8 +19,8 @@ use ffmpeg_next::{
 use super::graph::Graph;
 use super::input::Input;
 use super::mux::Muxer;
-use super::{decode_error_is_fatal, encoder_error, invalid, is_again_or_eof, open_decoder};
-use crate::protocol::{EncodeOptions, ErrorCode, TranscodeError};
+use super::{avlog, decode_error_is_fatal, encoder_error, invalid, is_again_or_eof, open_decoder};
+use crate::protocol::{EncodeOptions, ErrorCode, Limits, TranscodeError};
 
 /// Frame rates outside this range are treated as unknown.
 const SANE_FPS: std::ops::RangeInclusive<f64> = 1.0..=1000.0;
@@ -38,6 +43,10 @@ pub(super) struct VideoPipeline {
     /// The constant output frame rate, or `None` to keep input timestamps.
     frame_rate: Option<Rational>,
     options: EncodeOptions,
+    limits: Limits,
+    /// Where the count of pictures refused for their size stood before this
+    /// input was decoded.
+    oversized_mark: u64,
     filter: Option<VideoFilter>,
     encoder: Option<encoder::video::Encoder>,
     encoder_tb: Rational,
@@ -102,7 +111,7 @@ impl VideoPipeline {
         let stream_tb = stream.time_base();
         // SAFETY: reading a plain field of a stream of the open context.
         let stream_sar = Rational::from(unsafe { (*stream.as_ptr()).sample_aspect_ratio });
-        let decoder = open_decoder(&stream, "video")?
+        let decoder = open_decoder(&stream, "video", &input.limits)?
             .video()
             .map_err(|err| invalid("the video decoder could not be opened", err))?;
 
@@ -135,6 +144,8 @@ impl VideoPipeline {
             out_height,
             frame_rate,
             options,
+            limits: input.limits,
+            oversized_mark: input.oversized_mark,
             filter: None,
             encoder: None,
             encoder_tb,
@@ -163,10 +174,21 @@ impl VideoPipeline {
             if decode_error_is_fatal(&err) {
                 return Err(invalid("the video could not be decoded", err));
             }
-            // The CLI logs and carries on past a corrupt packet; so do we.
+            // The CLI logs and carries on past a corrupt packet; so do we,
+            // unless the decoder refused a picture over the pixel limit.
             self.decode_errors += 1;
+            self.check_oversized()?;
         }
         self.receive_frames(muxer)
+    }
+
+    /// Fails if the decoder refused a picture for exceeding `max_pixels`
+    /// (it reports that only as EINVAL, and in its log).
+    fn check_oversized(&self) -> Result<(), TranscodeError> {
+        match avlog::oversized_since(self.oversized_mark) {
+            Some((width, height)) => Err(self.limits.pixels_exceeded(width, height)),
+            None => Ok(()),
+        }
     }
 
     /// Drains the decoder, the filter graph and the encoder at end of input.
@@ -181,6 +203,7 @@ impl VideoPipeline {
         // An error here means the decoder was already drained.
         let _ = self.decoder.send_eof();
         self.receive_frames(muxer)?;
+        self.check_oversized()?;
         if let Some(filter) = self.filter.as_mut() {
             filter
                 .graph
@@ -209,6 +232,7 @@ impl VideoPipeline {
                 }
                 Err(_) => {
                     self.decode_errors += 1;
+                    self.check_oversized()?;
                     return Ok(());
                 }
             }
@@ -221,7 +245,13 @@ impl VideoPipeline {
             self.next_pts = Some(pts + self.frame_step);
             self.decoded.set_pts(Some(pts));
             self.decoded.set_kind(picture::Type::None);
-            self.last_seconds = Some(pts as f64 * f64::from(self.stream_tb));
+            let seconds = pts as f64 * f64::from(self.stream_tb);
+            self.last_seconds = Some(seconds);
+            // A header that understated the duration (or gave none) costs
+            // at most the limit.
+            if seconds > self.limits.max_duration_secs as f64 {
+                return Err(self.limits.decoded_duration_exceeded(seconds));
+            }
 
             let shape = FrameShape {
                 width: self.decoded.width(),
@@ -263,6 +293,9 @@ impl VideoPipeline {
                     super::input::MAX_DIMENSION
                 ),
             ));
+        }
+        if u64::from(shape.width) * u64::from(shape.height) > self.limits.max_pixels {
+            return Err(self.limits.pixels_exceeded(shape.width, shape.height));
         }
         if let Some(filter) = self.filter.as_mut() {
             filter

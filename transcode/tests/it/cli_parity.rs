@@ -49,6 +49,7 @@ fn output_matches_the_ffmpeg_cli() {
         input,
         output: ours.clone(),
         options: EncodeOptions::default(),
+        limits: Default::default(),
     };
     let bytes = engine::transcode(&job, &mut |_| {}).expect("transcode");
 

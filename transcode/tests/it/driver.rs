@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 use vidpress_transcode::driver::{self, ChildCommand};
-use vidpress_transcode::{ChildEvent, EncodeOptions, ErrorCode, Preset, TranscodeJob};
+use vidpress_transcode::{ChildEvent, EncodeOptions, ErrorCode, Limits, Preset, TranscodeJob};
 
 use crate::fixtures::{self, ffprobe, streams};
 
@@ -47,6 +47,7 @@ fn job(input: PathBuf, dir: &TempDir, options: EncodeOptions) -> TranscodeJob {
         input,
         output: dir.path().join("out.mp4"),
         options,
+        limits: Limits::default(),
     }
 }
 

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 use tempfile::TempDir;
 use vidpress_transcode::engine;
-use vidpress_transcode::{ChildEvent, EncodeOptions, ErrorCode, TranscodeError, TranscodeJob};
+use vidpress_transcode::{
+    ChildEvent, EncodeOptions, ErrorCode, Limits, TranscodeError, TranscodeJob,
+};
 
 use crate::fixtures::{self, duration, ffprobe, streams, top_level_boxes};
 
@@ -24,6 +26,7 @@ fn transcode(input: &Path, options: EncodeOptions) -> Run {
         input: input.to_owned(),
         output: output.clone(),
         options,
+        limits: Limits::default(),
     };
     let mut events = Vec::new();
     let result = engine::transcode(&job, &mut |event| events.push(event));
@@ -398,7 +401,113 @@ fn unwritable_output_is_an_io_error() {
         input: fixtures::mp4_with_audio(),
         output: PathBuf::from("/nonexistent/vidpress/out.mp4"),
         options: EncodeOptions::default(),
+        limits: Limits::default(),
     };
     let err = engine::transcode(&job, &mut |_| {}).expect_err("no such directory");
     assert_eq!(err.code, ErrorCode::Io, "{err:?}");
+}
+
+/// Transcodes `input` within `limits` and returns the error it must fail
+/// with, after checking it is `limits_exceeded`, left no output, and
+/// (when `at_probe`) came before the `probed` event.
+fn assert_over_limit(input: &Path, limits: Limits, at_probe: bool) -> TranscodeError {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let job = TranscodeJob {
+        input: input.to_owned(),
+        output: dir.path().join("out.mp4"),
+        options: EncodeOptions::default(),
+        limits,
+    };
+    let mut events = Vec::new();
+    let err = engine::transcode(&job, &mut |event| events.push(event))
+        .expect_err("the video is over a limit");
+    assert_eq!(err.code, ErrorCode::LimitsExceeded, "{err:?}");
+    assert!(!job.output.exists(), "no output is left behind");
+    if at_probe {
+        assert!(events.is_empty(), "refused before probed: {events:?}");
+    }
+    err
+}
+
+#[test]
+fn a_decompression_bomb_is_refused_at_probe() {
+    let err = assert_over_limit(&fixtures::bomb(), Limits::default(), true);
+    assert_eq!(
+        err.message,
+        "the video is 8192x8192 (67108864 pixels), over the limit of 9437184 pixels (--max-pixels)"
+    );
+    let err = engine::probe(&fixtures::bomb()).expect_err("probe applies the default limits");
+    assert_eq!(err.code, ErrorCode::LimitsExceeded);
+}
+
+#[test]
+fn pictures_larger_than_the_header_says_are_refused_at_probe() {
+    let input = fixtures::lying_bomb();
+    let err = assert_over_limit(&input, Limits::default(), true);
+    assert!(
+        err.message.contains("8192x8192") && err.message.contains("(--max-pixels)"),
+        "{}",
+        err.message
+    );
+}
+
+#[test]
+fn the_pixel_limit_is_exact() {
+    // 321 pixels wide: libav's decoders check pictures with their width
+    // rounded up to their alignment, which must not refuse this one.
+    let input = fixtures::odd_dimensions();
+    let at = Limits {
+        max_pixels: 321 * 241,
+        ..Limits::default()
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let job = TranscodeJob {
+        input: input.clone(),
+        output: dir.path().join("out.mp4"),
+        options: EncodeOptions::default(),
+        limits: at,
+    };
+    engine::transcode(&job, &mut |_| {}).expect("a video at the limit transcodes");
+
+    let err = assert_over_limit(
+        &input,
+        Limits {
+            max_pixels: 321 * 241 - 1,
+            ..at
+        },
+        true,
+    );
+    assert_eq!(
+        err.message,
+        "the video is 321x241 (77361 pixels), over the limit of 77360 pixels (--max-pixels)"
+    );
+}
+
+#[test]
+fn a_declared_duration_over_the_limit_is_refused_at_probe() {
+    let err = assert_over_limit(&fixtures::declares_20000_seconds(), Limits::default(), true);
+    assert_eq!(
+        err.message,
+        "the video lasts 20000 s, over the limit of 14400 s (--max-duration-secs)"
+    );
+}
+
+#[test]
+fn a_video_without_a_declared_duration_stops_at_the_duration_limit() {
+    let input = fixtures::raw_h264();
+    let info = engine::probe(&input).expect("probe");
+    assert_eq!(info.duration_seconds, None, "nothing declared");
+    let limits = Limits {
+        max_duration_secs: 1,
+        ..Limits::default()
+    };
+    let err = assert_over_limit(&input, limits, false);
+    assert!(
+        err.message.starts_with("the video has a frame at 1.")
+            && err
+                .message
+                .ends_with("past the limit of 1 s (--max-duration-secs)"),
+        "{}",
+        err.message
+    );
 }

@@ -173,6 +173,61 @@ pub fn rotated() -> PathBuf {
     })
 }
 
+/// A decompression bomb: 4 black frames of 8192x8192 H.264 (64 Mpixels,
+/// about 100 MB each decoded) in a file of about 200 KB. Slow to make
+/// (seconds), so made once.
+pub fn bomb() -> PathBuf {
+    ffmpeg(
+        "bomb-8192.mp4",
+        "-f lavfi -i color=c=black:size=8192x8192:rate=2 -frames:v 4 -c:v libx264 -preset ultrafast -pix_fmt yuv420p -f mp4",
+    )
+}
+
+/// The bomb with a lying header: its sample description and track header
+/// say 320x240, while its H.264 pictures are 8192x8192.
+pub fn lying_bomb() -> PathBuf {
+    let bomb = bomb();
+    cached("bomb-says-320x240.mp4", |out| {
+        let mut bytes = std::fs::read(&bomb).expect("read the bomb");
+        let stsd = find_box(&bytes, &["moov", "trak", "mdia", "minf", "stbl", "stsd"])
+            .expect("a sample description");
+        // After the version, flags and entry count: the avc1 entry, whose
+        // width and height follow 24 bytes of other fields.
+        let entry = stsd + 8;
+        assert_eq!(&bytes[entry + 4..entry + 8], b"avc1");
+        bytes[entry + 32..entry + 34].copy_from_slice(&320u16.to_be_bytes());
+        bytes[entry + 34..entry + 36].copy_from_slice(&240u16.to_be_bytes());
+        let tkhd = find_box(&bytes, &["moov", "trak", "tkhd"]).expect("a track header");
+        let size = tkhd + if bytes[tkhd] == 1 { 88 } else { 76 };
+        bytes[size..size + 4].copy_from_slice(&(320u32 << 16).to_be_bytes());
+        bytes[size + 4..size + 8].copy_from_slice(&(240u32 << 16).to_be_bytes());
+        std::fs::write(out, bytes).expect("write the lying bomb");
+    })
+}
+
+/// The 2 s video-only MP4 whose movie header declares 20000 s, more than
+/// the default duration limit (14400 s).
+pub fn declares_20000_seconds() -> PathBuf {
+    let whole = video_only();
+    cached("declares-20000s.mp4", |out| {
+        let mut bytes = std::fs::read(&whole).expect("read the mp4 fixture");
+        let mvhd = find_box(&bytes, &["moov", "mvhd"]).expect("a movie header");
+        assert_eq!(bytes[mvhd], 0, "a version 0 movie header");
+        let timescale = u32::from_be_bytes(bytes[mvhd + 12..mvhd + 16].try_into().unwrap());
+        let duration = timescale.checked_mul(20_000).expect("a duration that fits");
+        bytes[mvhd + 16..mvhd + 20].copy_from_slice(&duration.to_be_bytes());
+        std::fs::write(out, bytes).expect("write the mp4");
+    })
+}
+
+/// 3 s of raw H.264 (an elementary stream): no header declares a duration.
+pub fn raw_h264() -> PathBuf {
+    ffmpeg(
+        "raw-3s.h264",
+        &format!("{VIDEO_160} -t 3 -c:v libx264 -preset ultrafast -pix_fmt yuv420p -f h264"),
+    )
+}
+
 /// Returns the offset of the payload of the box at `path` (first match at
 /// each level) in an ISO-BMFF file.
 fn find_box(bytes: &[u8], path: &[&str]) -> Option<usize> {
