@@ -5,14 +5,15 @@
 # curl for the Docker suites, chromium and its chromedriver for the web
 # page's browser tests, python3-venv for the OpenAPI conformance run
 # (scripts/openapi-test.sh installs its pinned schemathesis into a venv),
-# cargo-nextest. (Docker itself is not installed here: the Docker suites
-# need an engine already running.)
+# g++ for libFuzzer (scripts/fuzz.sh builds it from source), cargo-nextest.
+# (Docker itself is not installed here: the Docker suites need an engine
+# already running.)
 set -euo pipefail
 
 packages=(
   libavcodec-dev libavformat-dev libavutil-dev libavfilter-dev libavdevice-dev
   libswscale-dev libswresample-dev clang pkg-config ffmpeg python3 python3-venv curl
-  chromium chromium-driver
+  chromium chromium-driver g++
 )
 missing=()
 for p in "${packages[@]}"; do

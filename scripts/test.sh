@@ -12,6 +12,8 @@ cargo nextest run --workspace --all-targets --no-fail-fast "$@"
 if [ $# -gt 0 ]; then
     exit 0
 fi
+# The probe fuzz target for a bounded time (VIDPRESS_FUZZ_SECS, default 60).
+scripts/fuzz.sh
 scripts/openapi-test.sh
 if [ "${VIDPRESS_SKIP_DOCKER:-0}" = 1 ]; then
     exit 0
