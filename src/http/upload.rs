@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use sha2::{Digest, Sha256};
 
 use super::error::ApiError;
@@ -109,7 +109,8 @@ fn free_bytes(dir: &Path) -> std::io::Result<u64> {
 }
 
 /// Body bytes gathered in memory before they go to disk in one blocking
-/// write (no copy: the chunks themselves are handed over).
+/// write (no copy: the chunks themselves are handed over), as long as the
+/// client keeps them coming.
 const SPOOL_BYTES: usize = 256 * 1024;
 
 /// Writes `body` to a new file in `dir`, refusing more than the limit's
@@ -134,7 +135,17 @@ where
     let mut head = Vec::with_capacity(SNIFF_LEN);
     let mut bytes: u64 = 0;
     let mut body = body;
-    while let Some(chunk) = body.next().await {
+    loop {
+        // What a client that pauses has sent goes to disk at once, so a
+        // stalled upload holds no batch in memory.
+        let next = match body.next().now_or_never() {
+            Some(next) => next,
+            None => {
+                spool.write_pending().await?;
+                body.next().await
+            }
+        };
+        let Some(chunk) = next else { break };
         let chunk = chunk?;
         bytes += chunk.len() as u64;
         if bytes > limit {
@@ -200,6 +211,14 @@ impl Spool {
     }
 
     /// Writes what is pending and flushes the file's data to the disk.
+    /// Writes what is pending, if anything.
+    async fn write_pending(&mut self) -> Result<(), ApiError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        self.write(false).await
+    }
+
     async fn finish(mut self) -> Result<(), ApiError> {
         self.write(true).await
     }

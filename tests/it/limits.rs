@@ -249,3 +249,55 @@ async fn every_file_and_folder_of_a_job_is_its_owners_only() {
     }
     assert!(seen >= 2, "the job's record and result: {seen} files");
 }
+
+#[tokio::test]
+async fn a_websocket_client_that_answers_no_ping_is_dropped_after_the_idle_timeout() {
+    let node = TestNode::start_with(|c| c.idle_timeout = 1).await.serve();
+    let (status, job) = node.submit(&clip(30), "?preset=veryslow").await;
+    assert_eq!(status, 202, "{job}");
+    let id = job["id"].as_str().unwrap().to_owned();
+    let ws = node.base.replacen("http://", "ws://", 1);
+    let url = format!("{ws}/jobs/{id}/events");
+
+    // A client that reads answers pings (tungstenite does it while reading):
+    // it stays past the idle timeout.
+    let (mut reading, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        match tokio::time::timeout(Duration::from_millis(200), reading.next()).await {
+            Ok(Some(Ok(Message::Close(frame)))) => panic!("a live client was closed: {frame:?}"),
+            Ok(None | Some(Err(_))) => panic!("a live client was dropped"),
+            _ => {}
+        }
+    }
+
+    // A client that reads nothing answers nothing: the node closes (1001)
+    // and hangs up. Reading then may first fail to send the pongs owed.
+    let (mut silent, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let ended = loop {
+        match tokio::time::timeout(Duration::from_secs(2), silent.next()).await {
+            Ok(Some(Ok(Message::Close(frame)))) => break format!("{:?}", frame.map(|f| f.code)),
+            Ok(Some(Ok(_))) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "the silent client is still connected"
+                );
+            }
+            Ok(Some(Err(e))) => break e.to_string(),
+            Ok(None) => break "end of stream".into(),
+            Err(_) => panic!("the silent client is still connected"),
+        }
+    };
+    assert!(
+        ended == format!("{:?}", Some(CloseCode::Away))
+            || ended.contains("Broken pipe")
+            || ended.contains("reset"),
+        "{ended}"
+    );
+    let _ = reqwest::Client::new()
+        .delete(format!("{}/jobs/{id}", node.base))
+        .send()
+        .await;
+}
