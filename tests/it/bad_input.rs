@@ -2,7 +2,7 @@
 //! job that ends `failed` with a code, and the node keeps working.
 
 use std::io::Write;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
 
@@ -149,6 +149,107 @@ async fn unreadable_media_fails_the_job_with_a_code_and_a_message() {
     // The node still compresses a good file afterwards: no stuck worker.
     let (status, doc) = run_to_end(&node, &clip(1)).await;
     assert_eq!(status, 200, "{doc}");
+}
+
+/// A decompression bomb: 4 black frames of 8192x8192 H.264 (96 MiB each
+/// decoded) in about 200 KB, as in issue 12.
+fn bomb() -> std::path::PathBuf {
+    fixture(
+        "bomb-8192x8192-4-frames.mp4",
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "color=c=black:s=8192x8192:r=2",
+            "-frames:v",
+            "4",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+        ],
+    )
+}
+
+/// Submits `path` with `query`, waits for its end and returns the terminal
+/// (status code, document) and how long the job took from submission.
+async fn submit_and_wait(
+    node: &crate::support::Served,
+    path: &std::path::Path,
+    query: &str,
+) -> ((u16, serde_json::Value), Duration) {
+    let started = Instant::now();
+    let (status, job) = node.submit(path, query).await;
+    assert_eq!(status, 202, "{job}");
+    let end = node
+        .wait_terminal(job["id"].as_str().unwrap(), Duration::from_secs(60))
+        .await;
+    (end, started.elapsed())
+}
+
+/// Asserts a terminal document is a failure with `limits_exceeded` whose
+/// message names `flag`, and returns the message.
+fn assert_limits_exceeded((status, doc): &(u16, serde_json::Value), flag: &str) -> String {
+    assert_eq!(*status, 400, "{doc}");
+    assert_eq!(doc["status"], "failed", "{doc}");
+    assert_eq!(doc["error"]["code"], "limits_exceeded", "{doc}");
+    let message = doc["error"]["message"].as_str().unwrap().to_owned();
+    assert!(message.ends_with(&format!("({flag})")), "{message}");
+    message
+}
+
+#[tokio::test]
+async fn a_decompression_bomb_fails_at_once_and_frees_its_worker() {
+    let bomb = bomb();
+    // One worker: the clip after the bomb needs the very slot it held.
+    let node = TestNode::start_with(|c| c.workers = Some(1)).await.serve();
+
+    let (end, took) = submit_and_wait(&node, &bomb, "?preset=veryslow&crf=0").await;
+    let message = assert_limits_exceeded(&end, "--max-pixels");
+    assert_eq!(
+        message,
+        "the video is 8192x8192 (67108864 pixels), over the limit of 9437184 pixels (--max-pixels)"
+    );
+    assert!(took < Duration::from_secs(5), "failed after {took:?}");
+
+    let ((status, doc), took) = submit_and_wait(&node, &clip(1), "").await;
+    assert_eq!(status, 200, "{doc}");
+    assert!(took < Duration::from_secs(30), "completed after {took:?}");
+}
+
+#[tokio::test]
+async fn the_nodes_memory_and_duration_limits_hold_for_its_transcodes() {
+    let bomb = bomb();
+    let node = TestNode::start_with(|c| {
+        c.workers = Some(1);
+        // The bomb's pictures are allowed; the memory to decode them is not
+        // (the child maps about 270 MiB of code, a picture is 96 MiB more).
+        c.max_pixels = 8192 * 8192;
+        c.max_child_memory_bytes = 400 << 20;
+        c.max_duration_secs = 2;
+    })
+    .await
+    .serve();
+
+    let (end, took) = submit_and_wait(&node, &bomb, "?preset=veryslow&crf=0").await;
+    let message = assert_limits_exceeded(&end, "--max-child-memory-bytes");
+    assert_eq!(
+        message,
+        "the transcode needed more memory than the limit of 400 MiB (--max-child-memory-bytes)"
+    );
+    assert!(took < Duration::from_secs(10), "failed after {took:?}");
+
+    let (end, _) = submit_and_wait(&node, &clip(3), "").await;
+    let message = assert_limits_exceeded(&end, "--max-duration-secs");
+    assert!(
+        message.starts_with("the video lasts 3") && message.contains("over the limit of 2 s"),
+        "{message}"
+    );
+
+    let ((status, doc), _) = submit_and_wait(&node, &clip(1), "").await;
+    assert_eq!(status, 200, "the slot is free again: {doc}");
 }
 
 #[tokio::test]

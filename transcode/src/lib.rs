@@ -6,14 +6,31 @@
 //! # Layout
 //!
 //! - [`protocol`]: the serde types both sides share: [`TranscodeJob`],
-//!   [`EncodeOptions`], [`ChildEvent`], [`TranscodeError`]. No libav types.
+//!   [`EncodeOptions`], [`Limits`], [`ChildEvent`], [`TranscodeError`]. No
+//!   libav types.
 //! - [`engine`]: the in-process transcoder on ffmpeg-next (probe, decode,
 //!   filter, encode, mux). Only ever run inside the child.
 //! - [`child`]: the child's `main`: runs one job through the engine and
 //!   writes one JSON event per line to stdout; hosts the fault-injection
 //!   hook used by tests.
-//! - [`driver`]: the parent side (tokio): spawns the child, reads its
-//!   events, enforces the stall timeout, kills it on cancel.
+//! - [`driver`]: the parent side (tokio): spawns the child in its sandbox,
+//!   reads its events, enforces the stall timeout, kills it on cancel.
+//!
+//! # Limits
+//!
+//! Every job carries the [`Limits`] of the node that runs it, and a video
+//! over one fails with [`ErrorCode::LimitsExceeded`] and a sentence naming
+//! the limit, its `vidpress serve` flag and the value seen, at no more cost
+//! than the limit:
+//!
+//! - `max_pixels` and `max_duration_secs` are checked by the engine on the
+//!   container's header, before libav decodes anything to probe the
+//!   streams, and again on what probing found; libav's decoders get
+//!   `max_pixels` too, and decoding stops at a picture over it or a
+//!   timestamp past `max_duration_secs`, so a lying header gains nothing.
+//! - `max_memory_bytes` and `max_open_files` are the child's `RLIMIT_AS`
+//!   and `RLIMIT_NOFILE`, set by the driver before exec, with `RLIMIT_CORE`
+//!   0. A child that runs out of memory fails the job as soon as it exits.
 //!
 //! A host binary wires the child in with an internal subcommand:
 //!

@@ -3,6 +3,11 @@
 //! `vidpress-transcode-child '<TranscodeJob as JSON>'`.
 //!
 //! The `vidpress` binary does the same through its `__transcode` subcommand.
+//!
+//! The job's `limits` (the defaults when absent) bound pixels and duration
+//! here as in the service; its memory and open-files limits are resource
+//! limits the driver sets before exec, so a child started by hand runs
+//! without them unless started under `prlimit`.
 
 use std::process::ExitCode;
 

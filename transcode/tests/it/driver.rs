@@ -259,3 +259,185 @@ fn stat(pid: u32) -> Option<(char, u32)> {
     let ppid = fields.next()?.parse().ok()?;
     Some((state, ppid))
 }
+
+/// Runs the child binary on `job` directly (no driver, so no resource
+/// limits) and returns its events, its peak resident memory in KiB and how
+/// long it ran. The peak comes from wait4, for this child alone.
+#[expect(
+    clippy::zombie_processes,
+    reason = "the child is reaped by wait4, which also reports its peak memory"
+)]
+fn run_measured(job: &TranscodeJob) -> (Vec<ChildEvent>, u64, Duration) {
+    use std::io::Read;
+    let started = Instant::now();
+    let mut child = std::process::Command::new(CHILD)
+        .arg(serde_json::to_string(job).unwrap())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start the child");
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is valid; wait4 fills it for our child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `pid` is our child, not yet reaped (std never waited for it).
+    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(reaped, pid, "wait4 on the child");
+    let elapsed = started.elapsed();
+    let events = out
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("an event line"))
+        .collect();
+    (events, usage.ru_maxrss as u64, elapsed)
+}
+
+#[tokio::test]
+async fn a_decompression_bomb_fails_at_probe_fast_and_costs_little_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = EncodeOptions {
+        preset: Preset::Veryslow,
+        crf: 0,
+        ..Default::default()
+    };
+    for input in [fixtures::bomb(), fixtures::lying_bomb()] {
+        let job = job(input.clone(), &dir, options);
+        let mut events = Vec::new();
+        let started = Instant::now();
+        let err = driver::run(&child(), &job, STALL, |event| events.push(event))
+            .await
+            .expect_err("over the pixel limit");
+        let elapsed = started.elapsed();
+        assert_eq!(
+            err.code,
+            ErrorCode::LimitsExceeded,
+            "{}: {err:?}",
+            input.display()
+        );
+        assert!(
+            err.message.contains("8192x8192") && err.message.ends_with("(--max-pixels)"),
+            "{}",
+            err.message
+        );
+        assert!(events.is_empty(), "refused at probe: {events:?}");
+        assert!(elapsed < Duration::from_secs(5), "failed after {elapsed:?}");
+
+        // One decoded 8192x8192 picture alone is 96 MiB; the child stays
+        // near what it needs to start (about 50 MiB).
+        let (events, peak_kib, _) = run_measured(&job);
+        assert!(
+            matches!(events.as_slice(), [ChildEvent::Failed(err)] if err.code == ErrorCode::LimitsExceeded),
+            "{events:?}"
+        );
+        assert!(
+            peak_kib < 120 * 1024,
+            "{}: the child peaked at {} MiB",
+            input.display(),
+            peak_kib / 1024
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_child_out_of_memory_fails_with_limits_exceeded_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = EncodeOptions {
+        preset: Preset::Veryslow,
+        crf: 0,
+        ..Default::default()
+    };
+    let mut job = job(fixtures::bomb(), &dir, options);
+    // Pictures of the bomb allowed, memory for them not: the child maps
+    // about 250 MiB of code and libraries, a picture needs 96 MiB more.
+    job.limits = Limits {
+        max_pixels: 8192 * 8192,
+        max_memory_bytes: 400 << 20,
+        ..Limits::default()
+    };
+    let started = Instant::now();
+    let err = driver::run(&child(), &job, STALL, |_| {})
+        .await
+        .expect_err("out of memory");
+    let elapsed = started.elapsed();
+    assert_eq!(err.code, ErrorCode::LimitsExceeded, "{err:?}");
+    assert_eq!(
+        err.message,
+        "the transcode needed more memory than the limit of 400 MiB (--max-child-memory-bytes)"
+    );
+    assert!(
+        elapsed < Duration::from_secs(10),
+        "failed after {elapsed:?}"
+    );
+    assert!(!job.output.exists());
+}
+
+#[tokio::test]
+async fn a_rust_allocation_failure_in_the_child_is_a_memory_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = job(fixtures::mp4_with_audio(), &dir, EncodeOptions::default());
+    let started = Instant::now();
+    let err = driver::run(
+        &fake_child("echo 'memory allocation of 33554432 bytes failed' >&2; kill -ABRT $$"),
+        &job,
+        STALL,
+        |_| {},
+    )
+    .await
+    .expect_err("the child aborts");
+    assert_eq!(err.code, ErrorCode::LimitsExceeded, "{err:?}");
+    assert_eq!(
+        err.message,
+        "the transcode needed more memory than the limit of 2 GiB (--max-child-memory-bytes)"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_child_runs_under_the_jobs_resource_limits_without_core_dumps() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut job = job(fixtures::mp4_with_audio(), &dir, EncodeOptions::default());
+    job.limits = Limits {
+        max_memory_bytes: (3 << 30) + (5 << 20),
+        max_open_files: 777,
+        ..Limits::default()
+    };
+    let (probed_tx, mut probed_rx) = tokio::sync::mpsc::unbounded_channel();
+    let cmd = faulty_child("hang");
+    let mut run = Box::pin(driver::run(&cmd, &job, STALL, move |event| {
+        if matches!(event, ChildEvent::Probed(_)) {
+            let _ = probed_tx.send(());
+        }
+    }));
+    tokio::select! {
+        result = &mut run => panic!("the hanging child ended: {result:?}"),
+        _ = probed_rx.recv() => {}
+    }
+    let pid = find_child(&job.output).expect("the child process is running");
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    drop(run);
+
+    let limit = |name: &str| -> (String, String) {
+        let line = limits
+            .lines()
+            .find(|line| line.starts_with(name))
+            .unwrap_or_else(|| panic!("no {name:?} in {limits}"));
+        let mut fields = line[name.len()..].split_whitespace();
+        (
+            fields.next().unwrap().to_owned(),
+            fields.next().unwrap().to_owned(),
+        )
+    };
+    let address_space = ((3u64 << 30) + (5 << 20)).to_string();
+    assert_eq!(
+        limit("Max address space"),
+        (address_space.clone(), address_space)
+    );
+    assert_eq!(limit("Max open files"), ("777".into(), "777".into()));
+    assert_eq!(limit("Max core file size"), ("0".into(), "0".into()));
+}
