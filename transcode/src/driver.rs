@@ -40,7 +40,9 @@ const MAX_LINE_BYTES: u64 = 1 << 20;
 /// on a many-core machine the encoder's and decoder's threads alone would
 /// reserve gigabytes of `RLIMIT_AS` they never use. Two keeps the
 /// reservation small; libav and x264 allocate mostly large frame buffers
-/// (served by mmap, not arenas), so contention costs nothing measurable.
+/// (served by mmap, not arenas), so contention costs little. Measured on two
+/// cores (1080p, preset medium): 127 MB less peak address space (1135 →
+/// 1008 MB), the same CPU time and resident memory.
 const MALLOC_ARENA_MAX: &str = "2";
 
 /// How to start the transcoding child: `program args… '<job JSON>'`.
