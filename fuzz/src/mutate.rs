@@ -819,7 +819,7 @@ mod ebml {
         } else {
             put_be(bytes, node.body, 8, value.to_bits());
         }
-        Some(format!("{} -> {value}", name(node.kind)))
+        Some(format!("{} -> {value:e}", name(node.kind)))
     }
 
     /// Rewrites a CodecID to another codec's, mending the enclosing sizes.

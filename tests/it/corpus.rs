@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 use crate::support::fixture;
 
@@ -35,6 +36,13 @@ const DEFAULT_FILES: usize = 300;
 const IN_FLIGHT: usize = 6;
 /// Longest a single job may take from upload to terminal state.
 const JOB_LIMIT: Duration = Duration::from_secs(60);
+/// Time to start uploading the whole corpus: a fixed part and a share per
+/// file (a default run takes 30 s on an idle 2-core machine, 2 minutes
+/// beside other tests). Files not uploaded by then fail the test, which
+/// so ends within this plus [`JOB_LIMIT`].
+fn run_limit(files: usize) -> Duration {
+    Duration::from_secs(120) + Duration::from_millis(400) * files as u32
+}
 /// Seconds of silence after which the node kills a transcoder, well under
 /// [`JOB_LIMIT`], so that a libav hang ends the job instead of the test.
 const STALL_TIMEOUT_SECS: &str = "20";
@@ -258,6 +266,7 @@ impl NodeProcess {
             .arg("--data-dir")
             .arg(dir.path().join("data"))
             .env("RUST_LOG", "warn")
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"))
@@ -316,9 +325,19 @@ enum Outcome {
     Broken(String),
 }
 
-/// Uploads one file and follows its job to the end.
-async fn run_one(client: &reqwest::Client, base: &str, sample: &Sample) -> (Outcome, Duration) {
+/// Uploads one file and follows its job to the end, unless the run is
+/// already past `run_deadline`.
+async fn run_one(
+    client: &reqwest::Client,
+    base: &str,
+    sample: &Sample,
+    run_deadline: Instant,
+) -> (Outcome, Duration) {
     let started = Instant::now();
+    if started > run_deadline {
+        let why = "not uploaded: the corpus ran out of its time bound".to_owned();
+        return (Outcome::Broken(why), Duration::ZERO);
+    }
     let outcome = match follow(client, base, sample, started + JOB_LIMIT).await {
         Ok(outcome) => outcome,
         Err(broken) => Outcome::Broken(broken),
@@ -408,22 +427,29 @@ async fn follow(
     }
 }
 
-/// Returns the IDs of the node's jobs in `status`.
-async fn jobs_in(client: &reqwest::Client, base: &str, status: &str) -> Vec<String> {
-    let page: Value = client
+/// Returns the IDs of the node's jobs in `status`, or why they cannot be listed.
+async fn jobs_in(
+    client: &reqwest::Client,
+    base: &str,
+    status: &str,
+) -> Result<Vec<String>, String> {
+    let response = client
         .get(format!("{base}/jobs?status={status}&limit=1000"))
+        .timeout(Duration::from_secs(5))
         .send()
         .await
-        .expect("list jobs")
+        .map_err(|e| format!("cannot list {status} jobs: {e}"))?;
+    let page: Value = response
         .json()
         .await
-        .expect("a job list");
-    page["jobs"]
+        .map_err(|e| format!("cannot list {status} jobs: {e}"))?;
+    let jobs = page["jobs"]
         .as_array()
-        .expect("a jobs array")
+        .ok_or_else(|| format!("a job list without jobs: {page}"))?;
+    Ok(jobs
         .iter()
         .filter_map(|job| job["id"].as_str().map(str::to_owned))
-        .collect()
+        .collect())
 }
 
 /// Writes the files that broke the contract where a person can open them.
@@ -460,13 +486,22 @@ async fn malformed_media_at_scale_ends_every_job_clearly_and_the_node_survives()
         None => (0..files).map(|i| mutated(seed, i, &bases)).collect(),
     };
     samples.extend(findings());
+    // Names the bytes, so that a replay can be seen to upload the same files.
+    let digest = samples
+        .iter()
+        .fold(Sha256::new(), |hash, sample| {
+            hash.chain_update(&sample.bytes)
+        })
+        .finalize();
+    let digest: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
 
     let mut node = NodeProcess::start().await;
     let pid = node.child.id();
     let client = reqwest::Client::new();
     let started = Instant::now();
+    let run_deadline = started + run_limit(samples.len());
     let results: Vec<(Outcome, Duration)> = futures::stream::iter(&samples)
-        .map(|sample| run_one(&client, &node.base, sample))
+        .map(|sample| run_one(&client, &node.base, sample, run_deadline))
         .buffered(IN_FLIGHT)
         .collect()
         .await;
@@ -498,7 +533,7 @@ async fn malformed_media_at_scale_ends_every_job_clearly_and_the_node_survives()
         .max()
         .unwrap_or_default();
     println!(
-        "corpus: {} files ({} mutated, {} replayed findings) in {:.1} s, slowest job {:.1} s: \
+        "corpus: {} files ({} mutated, {} replayed findings; digest {digest}) in {:.1} s, slowest job {:.1} s: \
          refused at submit {} {refused:?}; completed {completed}; failed {} {failed:?}; broken {}",
         samples.len(),
         samples.iter().filter(|s| s.index.is_some()).count(),
@@ -517,8 +552,16 @@ async fn malformed_media_at_scale_ends_every_job_clearly_and_the_node_survives()
     // nothing left running, no panic in its log.
     let exited = node.child.try_wait().expect("the node's status");
     let healthy = node.healthy().await;
-    let running = jobs_in(&client, &node.base, "running").await;
-    let queued = jobs_in(&client, &node.base, "queued").await;
+    let unfinished = match (
+        jobs_in(&client, &node.base, "running").await,
+        jobs_in(&client, &node.base, "queued").await,
+    ) {
+        (Ok(running), Ok(queued)) if running.is_empty() && queued.is_empty() => None,
+        (Ok(running), Ok(queued)) => Some(format!(
+            "jobs left unfinished: running {running:?}, queued {queued:?}"
+        )),
+        (Err(why), _) | (_, Err(why)) => Some(why),
+    };
     let log = std::fs::read_to_string(&node.log).unwrap_or_default();
     let panics: Vec<&str> = log
         .lines()
@@ -529,9 +572,11 @@ async fn malformed_media_at_scale_ends_every_job_clearly_and_the_node_survives()
     let mut problems = Vec::new();
     if !broken.is_empty() {
         let kept = keep(seed, &broken);
+        // The first few are enough to replay a failure, and keep it readable.
         let numbers: Vec<String> = broken
             .iter()
             .filter_map(|(s, _)| s.index.map(|i| i.to_string()))
+            .take(40)
             .collect();
         let lines: Vec<String> = broken
             .iter()
@@ -552,11 +597,7 @@ async fn malformed_media_at_scale_ends_every_job_clearly_and_the_node_survives()
     if !healthy {
         problems.push("the node no longer answers /healthz within a second".to_owned());
     }
-    if !running.is_empty() || !queued.is_empty() {
-        problems.push(format!(
-            "jobs left unfinished: running {running:?}, queued {queued:?}"
-        ));
-    }
+    problems.extend(unfinished);
     if !panics.is_empty() {
         problems.push(format!(
             "the node's log shows panics:\n{}",
