@@ -41,7 +41,7 @@ const JOB_LIMIT: Duration = Duration::from_secs(60);
 /// beside other tests). Files not uploaded by then fail the test, which
 /// so ends within this plus [`JOB_LIMIT`].
 fn run_limit(files: usize) -> Duration {
-    Duration::from_secs(120) + Duration::from_millis(400) * files as u32
+    Duration::from_secs(120) + Duration::from_millis(600) * files as u32
 }
 /// Seconds of silence after which the node kills a transcoder, well under
 /// [`JOB_LIMIT`], so that a libav hang ends the job instead of the test.
@@ -241,7 +241,7 @@ fn env_number(name: &str) -> Option<u64> {
     Some(parsed.unwrap_or_else(|_| panic!("{name}={value} is not a number")))
 }
 
-/// A `vidpress serve` process under `prlimit --as`, killed on drop.
+/// A `vidpress serve` process under `prlimit --as`, niced, killed on drop.
 struct NodeProcess {
     child: Child,
     base: String,
@@ -257,9 +257,12 @@ impl NodeProcess {
             .expect("a free port")
             .port();
         let log = dir.path().join("node.log");
+        // prlimit and nice exec what follows them, so the child's pid is
+        // the node's. Niced, so that tests running beside this one (some
+        // time their node's answers) keep their share of the CPU.
         let child = Command::new("prlimit")
             .arg(format!("--as={NODE_ADDRESS_SPACE}"))
-            .arg("--")
+            .args(["--", "nice", "-n", "10"])
             .arg(env!("CARGO_BIN_EXE_vidpress"))
             .args(["serve", "--http", &format!("127.0.0.1:{port}")])
             .args(["--workers", "2", "--stall-timeout", STALL_TIMEOUT_SECS])
