@@ -105,6 +105,10 @@ impl Server {
             None => (None, None, format!("vidpress.{}", uuid::Uuid::now_v7())),
         };
         let cookie = config.cookie.clone().unwrap_or_default();
+        // Other nodes close a keep-alive connection idle for their header
+        // timeout (the same as this node's, in one deployment): a client
+        // here lets go of it well before.
+        let pool_idle = config.header_timeout() / 2;
         let node = vidpress_actors::start(GatewayArgs {
             node: config.node_name(),
             data_dir: config.data_dir.clone(),
@@ -124,7 +128,7 @@ impl Server {
             scope,
             retention: Duration::from_secs(config.retention_secs),
             http,
-            transfer: Arc::new(HttpTransfer::new(cookie)),
+            transfer: Arc::new(HttpTransfer::new(cookie, pool_idle)),
             cluster: link.clone(),
         })
         .await?;
@@ -152,6 +156,7 @@ impl Server {
                 + 2 * Duration::from_millis(config.failure_timeout_ms),
             proxy: reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(2))
+                .pool_idle_timeout(pool_idle)
                 .build()
                 .unwrap_or_default(),
         });

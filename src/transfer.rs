@@ -25,11 +25,14 @@ pub struct HttpTransfer {
 }
 
 impl HttpTransfer {
-    /// Returns a transfer that authenticates with `cookie`.
-    pub fn new(cookie: String) -> Self {
+    /// Returns a transfer that authenticates with `cookie` and lets go of
+    /// an idle connection after `pool_idle` (before the other node closes
+    /// it: a request sent on a connection closing under it would fail).
+    pub fn new(cookie: String, pool_idle: Duration) -> Self {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .read_timeout(Duration::from_secs(30))
+            .pool_idle_timeout(pool_idle)
             .build()
             .unwrap_or_default();
         Self { client, cookie }
