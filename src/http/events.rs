@@ -3,10 +3,8 @@
 //! The stream logic ([`stream_events`]) is generic over `Sink`/`Stream`, so it
 //! is tested without a socket; the handler only upgrades and plugs it in.
 //!
-//! A subscriber costs the node little and not for ever: a client message
-//! over [`MAX_CLIENT_MESSAGE`] closes the socket with 1009 before more of
-//! it is buffered, and a client is pinged ([`Liveness`]) and dropped once
-//! it has sent nothing, not even a pong, for the idle timeout.
+//! A subscriber costs the node little and not for ever: its socket is held
+//! to the limits of [`super::ws`].
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -25,6 +23,7 @@ use vidpress_actors::{JobEvent, Subscription};
 use super::dto::{ErrorBody, EventDocument};
 use super::error::{ApiError, Unavailable, UnknownJob};
 use super::jobs::JobPath;
+use super::ws::{bounded, Beat, Liveness, ReadError, TOO_BIG};
 use super::AppState;
 
 /// Close code of a stream that ended with the job (RFC 6455 normal closure).
@@ -36,13 +35,6 @@ const GOING_AWAY: u16 = 1001;
 /// thousand streams right after its terminal event delayed the terminal event
 /// of the rest by 2x (bench: p50 90 -> 175-240 ms for that event alone).
 const CLOSE_AFTER: Duration = Duration::from_millis(250);
-/// Close code of a socket whose client sent a message over the limit.
-pub const TOO_BIG: u16 = 1009;
-/// Read buffer of a subscriber's socket, in bytes.
-pub const SUBSCRIBER_READ_BUFFER: usize = 4 * 1024;
-/// Largest message or frame a client may send: clients send nothing but
-/// pongs, pings and the close.
-pub const MAX_CLIENT_MESSAGE: usize = 4 * 1024;
 
 /// Upgrades to a WebSocket after checking the job exists (404 otherwise)
 /// and `since`; a request that is no WebSocket handshake is told so after
@@ -107,94 +99,6 @@ pub async fn events(
             subscribers.decrement(1);
         }),
     )
-}
-
-/// Bounds what a client's socket buffers: clients send nothing but pongs,
-/// pings and the close, so a small read buffer (tungstenite allocates 128
-/// KiB by default) keeps an idle subscriber cheap, and a message over
-/// [`MAX_CLIENT_MESSAGE`] is refused before it is held (tungstenite's
-/// default is 64 MiB).
-pub fn bounded(upgrade: WebSocketUpgrade) -> WebSocketUpgrade {
-    upgrade
-        .read_buffer_size(SUBSCRIBER_READ_BUFFER)
-        .max_message_size(MAX_CLIENT_MESSAGE)
-        .max_frame_size(MAX_CLIENT_MESSAGE)
-}
-
-/// Why reading a client's socket failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReadError {
-    /// The client sent a message over [`MAX_CLIENT_MESSAGE`].
-    TooBig,
-    /// The connection broke.
-    Broken,
-}
-
-impl ReadError {
-    /// Classifies an error of an axum WebSocket.
-    pub fn from_axum(error: axum::Error) -> Self {
-        match error
-            .into_inner()
-            .downcast::<tokio_tungstenite::tungstenite::Error>()
-        {
-            Ok(e) if matches!(*e, tokio_tungstenite::tungstenite::Error::Capacity(_)) => {
-                Self::TooBig
-            }
-            _ => Self::Broken,
-        }
-    }
-}
-
-/// Keeps a client proven alive: a ping every third of the idle timeout
-/// (browsers and WebSocket libraries answer them by themselves), and the
-/// client given up once nothing came from it for the idle timeout.
-pub struct Liveness {
-    idle: Duration,
-    last_heard: tokio::time::Instant,
-    ticks: tokio::time::Interval,
-}
-
-/// What [`Liveness::beat`] asks for.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Beat {
-    /// Send a ping.
-    Ping,
-    /// The client sent nothing for the idle timeout: close.
-    Expired,
-}
-
-impl Liveness {
-    pub fn new(idle: Duration) -> Self {
-        let period = (idle / 3).max(Duration::from_millis(100));
-        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        Self {
-            idle,
-            last_heard: tokio::time::Instant::now(),
-            ticks,
-        }
-    }
-
-    /// Notes that the client sent something.
-    pub fn heard(&mut self) {
-        self.last_heard = tokio::time::Instant::now();
-    }
-
-    /// Waits for the next beat.
-    pub async fn beat(&mut self) -> Beat {
-        self.ticks.tick().await;
-        if self.last_heard.elapsed() >= self.idle {
-            Beat::Expired
-        } else {
-            Beat::Ping
-        }
-    }
-
-    /// Returns the idle timeout, also the longest a send may wait on a
-    /// client that does not read.
-    pub fn idle(&self) -> Duration {
-        self.idle
-    }
 }
 
 /// Sends a subscription's events as text frames until the job is terminal,

@@ -24,9 +24,9 @@ use super::dto::{
     ErrorBody, JobDocument, JobListDocument, PresetName, StatusName, SubmitForm, Video,
 };
 use super::error::{retry_after_secs, ApiError, Unavailable, UnknownJob};
-use super::multipart::{self, HeaderGuard};
+use super::multipart;
 use super::route;
-use super::upload::{self, Upload, UploadLimits};
+use super::upload::{self, Upload};
 use super::AppState;
 
 /// Page size of `GET /jobs` when no `limit` is given, and the largest allowed.
@@ -123,7 +123,14 @@ pub async fn submit(
     // A retried submission is told from a different one by its digest.
     let hash = idempotency_key.is_some();
     let upload = if is_multipart(&headers) {
-        receive_multipart(&app, limits, &headers, request, hash).await?
+        multipart::receive(
+            &app.uploads_dir,
+            limits,
+            &headers,
+            request.into_body(),
+            hash,
+        )
+        .await?
     } else {
         let body = request
             .into_body()
@@ -167,47 +174,6 @@ fn is_multipart(headers: &HeaderMap) -> bool {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.to_ascii_lowercase().starts_with("multipart/form-data"))
-}
-
-/// Receives the `file` part of a multipart body. The whole body counts
-/// against the upload limit, and each part's headers against
-/// [`MAX_PART_HEADERS`](super::multipart::MAX_PART_HEADERS).
-async fn receive_multipart(
-    app: &AppState,
-    limits: UploadLimits,
-    headers: &HeaderMap,
-    request: Request,
-    hash: bool,
-) -> Result<Upload, ApiError> {
-    let boundary = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| multer::parse_boundary(v).ok())
-        .ok_or_else(|| {
-            ApiError::BadRequest("malformed multipart body: no boundary in Content-Type".into())
-        })?;
-    let body = multipart::guarded(
-        request.into_body().into_data_stream(),
-        HeaderGuard::new(&boundary),
-    );
-    let constraints = multer::Constraints::new()
-        .size_limit(multer::SizeLimit::new().whole_stream(limits.max_bytes));
-    let mut form = multer::Multipart::with_constraints(body, boundary, constraints);
-    let failed = |e: multer::Error| match e {
-        multer::Error::StreamReadFailed(cause) => limits.body_error(&*cause),
-        multer::Error::StreamSizeExceeded { limit }
-        | multer::Error::FieldSizeExceeded { limit, .. } => ApiError::TooLarge { limit },
-        other => ApiError::BadRequest(format!("malformed multipart body: {other}")),
-    };
-    while let Some(field) = form.next_field().await.map_err(failed)? {
-        if field.name() == Some("file") {
-            let body = field.map_err(failed);
-            return upload::receive(&app.uploads_dir, limits, hash, Box::pin(body)).await;
-        }
-    }
-    Err(ApiError::BadRequest(
-        "the multipart body has no part named \"file\"".into(),
-    ))
 }
 
 /// Parses the submit options, refusing unknown names and bad values.

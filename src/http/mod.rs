@@ -5,6 +5,7 @@
 //! # Layout
 //! - [`jobs`]: submit, poll, list, cancel, download.
 //! - [`events`]: the WebSocket event stream.
+//! - [`ws`]: the limits of a client's WebSocket (message size, pings, idle).
 //! - [`upload`]: streaming an upload to disk.
 //! - [`multipart`]: the guard on multipart part headers.
 //! - [`listen`]: the accept loop and its connection limits.
@@ -28,6 +29,7 @@ pub mod openapi;
 pub mod route;
 pub mod upload;
 pub mod web;
+pub mod ws;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -3,11 +3,19 @@
 //! bounded only by the size of the whole body. [`HeaderGuard`] watches the
 //! raw bytes on their way to multer and fails the body as soon as a part's
 //! header block passes [`MAX_PART_HEADERS`], so a header line that never
-//! ends costs 16 KiB, not the upload limit.
+//! ends costs 16 KiB, not the upload limit. [`receive`] takes the `file`
+//! part of a submitted form through it.
 
+use std::path::Path;
+
+use axum::body::Body;
+use axum::http::{header, HeaderMap};
 use bytes::Bytes;
-use futures::{Stream, StreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use memchr::memmem;
+
+use super::error::ApiError;
+use super::upload::{self, Upload, UploadLimits};
 
 /// Largest preamble or header block of one part, in bytes.
 pub const MAX_PART_HEADERS: usize = 16 * 1024;
@@ -101,6 +109,44 @@ where
         guard.feed(&chunk)?;
         Ok(chunk)
     })
+}
+
+/// Receives the `file` part of a multipart body. The whole body counts
+/// against the upload limit, and each part's headers against
+/// [`MAX_PART_HEADERS`].
+pub async fn receive(
+    dir: &Path,
+    limits: UploadLimits,
+    headers: &HeaderMap,
+    body: Body,
+    hash: bool,
+) -> Result<Upload, ApiError> {
+    let boundary = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| multer::parse_boundary(v).ok())
+        .ok_or_else(|| {
+            ApiError::BadRequest("malformed multipart body: no boundary in Content-Type".into())
+        })?;
+    let body = guarded(body.into_data_stream(), HeaderGuard::new(&boundary));
+    let constraints = multer::Constraints::new()
+        .size_limit(multer::SizeLimit::new().whole_stream(limits.max_bytes));
+    let mut form = multer::Multipart::with_constraints(body, boundary, constraints);
+    let failed = |e: multer::Error| match e {
+        multer::Error::StreamReadFailed(cause) => limits.body_error(&*cause),
+        multer::Error::StreamSizeExceeded { limit }
+        | multer::Error::FieldSizeExceeded { limit, .. } => ApiError::TooLarge { limit },
+        other => ApiError::BadRequest(format!("malformed multipart body: {other}")),
+    };
+    while let Some(field) = form.next_field().await.map_err(failed)? {
+        if field.name() == Some("file") {
+            let body = field.map_err(failed);
+            return upload::receive(dir, limits, hash, Box::pin(body)).await;
+        }
+    }
+    Err(ApiError::BadRequest(
+        "the multipart body has no part named \"file\"".into(),
+    ))
 }
 
 /// Finds `needle` in `tail` followed by `chunk`; returns the index in

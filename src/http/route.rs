@@ -21,7 +21,7 @@ use vidpress_actors::JobId;
 use vidpress_cluster::{ClusterView, Member, MemberState};
 
 use super::error::ApiError;
-use super::events::{self, Beat, Liveness, ReadError};
+use super::ws::{self, Beat, Liveness, ReadError};
 use super::AppState;
 
 /// Marks a forwarded request, which is never forwarded again: its value is
@@ -189,7 +189,7 @@ async fn bridge_websocket(
         .path_and_query()
         .map_or("/", |p| p.as_str())
         .to_owned();
-    let upgrade = events::bounded(WebSocketUpgrade::from_request_parts(&mut parts, &app).await?);
+    let upgrade = ws::bounded(WebSocketUpgrade::from_request_parts(&mut parts, &app).await?);
     let ws_url = format!("{}{path}", http.replacen("http://", "ws://", 1));
     let mut owner_request =
         tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(ws_url)
@@ -200,7 +200,7 @@ async fn bridge_websocket(
     // The owner sends only event documents; a bound keeps a peer from
     // making this node buffer more.
     let config = WebSocketConfig::default()
-        .read_buffer_size(events::SUBSCRIBER_READ_BUFFER)
+        .read_buffer_size(ws::SUBSCRIBER_READ_BUFFER)
         .max_message_size(Some(MAX_OWNER_MESSAGE))
         .max_frame_size(Some(MAX_OWNER_MESSAGE));
     let connected =
@@ -268,7 +268,7 @@ async fn pipe(client: WebSocket, owner: OwnerSocket, idle: Duration) {
                 None | Some(Ok(AxumMessage::Close(_))) => break true,
                 Some(Err(e)) => {
                     if ReadError::from_axum(e) == ReadError::TooBig {
-                        let _ = client_tx.send(close_client(events::TOO_BIG, "message too big")).await;
+                        let _ = client_tx.send(close_client(ws::TOO_BIG, "message too big")).await;
                     }
                     break true;
                 }
