@@ -487,8 +487,10 @@ impl SupervisorState {
     }
 
     /// Takes the output of the current attempt as the result: on this node,
-    /// and on the standby before `completed` is said, so a download survives
-    /// the loss of either. The copy runs in a task that reports back with
+    /// and on the standby before `completed` is said, the result and then the
+    /// completed record, so that a download survives the loss of either and
+    /// a standby taking over never runs a job again that a client saw end.
+    /// The copy runs in a task that reports back with
     /// [`SupervisorMsg::ResultCopied`], so the job answers polls meanwhile.
     fn complete(&mut self, myself: &ActorRef<SupervisorMsg>, bytes: u64) {
         self.release_slot();
@@ -515,14 +517,19 @@ impl SupervisorState {
             myself.clone(),
         );
         let standby_down = self.standby_down_check();
+        let ended = self.ended_record(Outcome::Completed { bytes });
         tokio::spawn(async move {
             let mut backoff = RECOPY_FIRST;
             let give_up = Instant::now() + RESULT_COPY_PATIENCE;
             loop {
-                let Err(e) = transfer
+                let copied = match transfer
                     .replicate_file(&standby, id, ReplicaFile::Result, &output)
                     .await
-                else {
+                {
+                    Ok(()) => transfer.replicate_record(&standby, &ended).await,
+                    Err(e) => Err(e),
+                };
+                let Err(e) = copied else {
                     break;
                 };
                 // Tried again while the standby is up (a slow or briefly
@@ -901,7 +908,7 @@ impl SupervisorState {
         } else {
             info!(job_id = %self.job.id, attempt = self.job.attempt, status = %status, "job finished");
         }
-        self.record.outcome = match &state {
+        let outcome = match &state {
             JobState::Completed { bytes, .. } => Some(Outcome::Completed { bytes: *bytes }),
             JobState::Failed(error) => Some(Outcome::Failed {
                 error: error.clone(),
@@ -916,10 +923,9 @@ impl SupervisorState {
                 .increment(self.job.input.bytes);
             metrics::counter!("vidpress_transcode_output_bytes_total").increment(*bytes);
         }
-        self.record.finished_at_ms = Some(record::to_ms(SystemTime::now()));
-        self.record.media = self.job.input.media.clone();
-        self.record.lost_attempts = self.lost_attempts;
-        self.record.interrupted = self.interrupted;
+        if let Some(outcome) = outcome {
+            self.record = self.ended_record(outcome);
+        }
         self.dirty = true;
         self.job.state = state;
         // The input is no longer needed, nor any partial output.
@@ -932,6 +938,17 @@ impl SupervisorState {
                 .filter(|_| status == JobStatus::Completed)
                 .map(|d| (self.job.input.bytes, d)),
         );
+    }
+
+    /// The record as it reads once the job ended with `outcome`.
+    fn ended_record(&self, outcome: Outcome) -> JobRecord {
+        let mut record = self.record.clone();
+        record.outcome = Some(outcome);
+        record.finished_at_ms = Some(record::to_ms(SystemTime::now()));
+        record.media = self.job.input.media.clone();
+        record.lost_attempts = self.lost_attempts;
+        record.interrupted = self.interrupted;
+        record
     }
 
     /// Publishes a status event and tells the gateway, which keeps the job index.
