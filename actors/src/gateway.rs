@@ -15,25 +15,28 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use ractor::message::{BoxedDowncastErr, SerializedMessage};
 use ractor::{
     Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
 };
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
-use vidpress_cluster::{wire, ClusterView, MemberState, NodeLoad, NodeName};
+use vidpress_cluster::{ClusterView, MemberState, NodeLoad, NodeName};
 use vidpress_transcode::driver::ChildCommand;
-use vidpress_transcode::{EncodeOptions, Limits};
+use vidpress_transcode::Limits;
 
 use crate::board::Board;
 use crate::job::{JobId, JobSnapshot, JobStatus};
 use crate::paths;
+use crate::protocol::{
+    gateway_group, workers_group, GatewayMsg, NodeStats, SubmitError, SubmitRequest, Submitted,
+    SupervisorMsg, WorkerMsg,
+};
 use crate::queue::JobQueue;
 use crate::record::{self, JobRecord, Outcome};
-use crate::supervisor::{self, AttemptReport, JobSupervisor, SupervisorArgs, SupervisorMsg};
+use crate::replication;
+use crate::supervisor::{JobSupervisor, SupervisorArgs};
 use crate::transfer::{Relinquished, ReplicaFile, Transfer};
-use crate::worker::{self, WorkerActor, WorkerArgs, WorkerMsg};
+use crate::worker::{WorkerActor, WorkerArgs};
 
 /// How often queued jobs look again for free workers on other nodes, whose
 /// load arrives with heartbeats.
@@ -69,219 +72,6 @@ fn unhex(hex: &str) -> Option<[u8; 32]> {
         *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
     }
     Some(out)
-}
-
-/// An upload already on local disk, waiting to become a job.
-#[derive(Debug)]
-pub struct SubmitRequest {
-    /// The uploaded file; the gateway moves it into the job's folder.
-    pub upload: PathBuf,
-    pub bytes: u64,
-    /// SHA-256 of the upload, to tell a retried request from a different
-    /// one; computed when there is an idempotency key.
-    pub digest: Option<[u8; 32]>,
-    pub options: EncodeOptions,
-    pub idempotency_key: Option<String>,
-}
-
-/// An accepted job.
-#[derive(Debug)]
-pub struct Submitted {
-    pub job: JobSnapshot,
-    /// Estimated time until the job is done.
-    pub estimate: Duration,
-    /// False when an idempotency key matched an earlier job.
-    pub created: bool,
-}
-
-/// Why a job was not accepted.
-#[derive(Debug, thiserror::Error)]
-pub enum SubmitError {
-    #[error("the queue is full")]
-    QueueFull { retry_after: Duration },
-    #[error("the idempotency key was used with a different body")]
-    IdempotencyConflict,
-    #[error("the upload could not be stored: {0}")]
-    Storage(String),
-    #[error("the job could not be started: {0}")]
-    Spawn(String),
-    #[error("the node is shutting down")]
-    Draining,
-    #[error("the node is cut off from the majority of its cluster")]
-    CutOff,
-    #[error("the job could not be copied to its standby: {0}")]
-    Replication(String),
-}
-
-/// Load figures of one node.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NodeStats {
-    pub node: NodeName,
-    pub workers: usize,
-    pub busy: usize,
-    pub queued: usize,
-    /// Jobs owned here that are not terminal yet.
-    pub active: usize,
-    /// The node is shutting down and takes no new work.
-    pub draining: bool,
-    /// Jobs owned here whose standby is up but lacks their latest record.
-    pub unsynced: usize,
-    /// Jobs owned here by status, every status listed.
-    pub jobs: Vec<(JobStatus, usize)>,
-}
-
-impl NodeStats {
-    /// Returns the load figures as heartbeats carry them.
-    pub fn load(&self) -> NodeLoad {
-        node_load(self.workers, self.busy, self.queued)
-    }
-}
-
-/// Returns a node's load in its wire form (counts saturate at `u32::MAX`).
-fn node_load(workers: usize, busy: usize, queued: usize) -> NodeLoad {
-    let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-    NodeLoad {
-        workers: count(workers),
-        busy: count(busy),
-        queued: count(queued),
-    }
-}
-
-/// Messages the gateway handles.
-pub enum GatewayMsg {
-    /// Accepts a job, or says why not.
-    Submit(
-        Box<SubmitRequest>,
-        RpcReplyPort<Result<Submitted, SubmitError>>,
-    ),
-    /// Replies with job IDs, newest first, optionally of one status and
-    /// older than `before`.
-    List {
-        status: Option<JobStatus>,
-        before: Option<JobId>,
-        limit: usize,
-        reply: RpcReplyPort<Vec<JobId>>,
-    },
-    /// Replies with this node's load.
-    Stats(RpcReplyPort<NodeStats>),
-    /// A worker's report on an attempt of a job this node owns, from any node.
-    Report {
-        job: JobId,
-        attempt: u32,
-        report: AttemptReport,
-    },
-    /// The job's worker slot is free again; `rejected` when the worker
-    /// refused the assignment (it is then skipped for a while).
-    Release { job: JobId, rejected: bool },
-    /// A worker of this node started (`true`) or ended (`false`) an attempt.
-    WorkerBusy { worker: ActorId, busy: bool },
-    /// A node is down: its attempts must run elsewhere, and the jobs it owned
-    /// that this node stands by for are taken over.
-    NodeDown(NodeName),
-    /// A node is up again: jobs taken over from it are relinquished there.
-    NodeUp(NodeName),
-    /// Another node took this job over under `epoch`, and its copy is
-    /// `finished` or not. This node's copy is kept if it is finished and the
-    /// other is not, or if both are alike and its epoch is the same or later;
-    /// else it gives way. Replies whether it was kept.
-    Relinquish {
-        job: JobId,
-        epoch: u32,
-        finished: bool,
-        reply: RpcReplyPort<bool>,
-    },
-    /// The former owner of a job this node took over kept its copy (it had
-    /// finished the job): this node's unfinished copy gives way.
-    Yield(JobId),
-    /// Whether the standby of a job owned here holds its latest record.
-    Synced {
-        job: JobId,
-        standby: NodeName,
-        synced: bool,
-    },
-    /// Periodic: look for free workers across the cluster.
-    Tick,
-    /// Sent a rejoin window after a node came back: takes over the jobs of
-    /// nodes still down and dispatches again, if a majority is in sight.
-    TakeOverDown,
-    /// Stops taking new jobs and stops this node's workers from taking new
-    /// attempts; queued jobs go to workers on other nodes.
-    Drain,
-    /// A job's status changed; `ran` gives input bytes and run time of a
-    /// completed job, to refine estimates.
-    StatusChanged {
-        id: JobId,
-        status: JobStatus,
-        ran: Option<(u64, Duration)>,
-    },
-    /// A queued job was canceled: drop it from the queue.
-    Dequeue(JobId),
-    /// A job could not be stored and was never accepted: drop every trace.
-    Forget(JobId),
-    /// A job's dispatch failed: put it back at the head of the queue.
-    Requeue(JobId),
-}
-
-/// The variants other nodes may send, in their wire form. Append only: a
-/// node that cannot decode a newer variant drops that message.
-#[derive(Serialize, Deserialize)]
-enum GatewayWire {
-    Report {
-        job: JobId,
-        attempt: u32,
-        report: AttemptReport,
-    },
-}
-
-impl ractor::Message for GatewayMsg {
-    fn serializable() -> bool {
-        true
-    }
-
-    fn serialize(self) -> Result<SerializedMessage, BoxedDowncastErr> {
-        match self {
-            Self::Report {
-                job,
-                attempt,
-                report,
-            } => wire::encode_cast(
-                "gateway.v1",
-                &GatewayWire::Report {
-                    job,
-                    attempt,
-                    report,
-                },
-            ),
-            _ => Err(BoxedDowncastErr),
-        }
-    }
-
-    fn deserialize(message: SerializedMessage) -> Result<Self, BoxedDowncastErr> {
-        Ok(match wire::decode::<GatewayWire>(message)? {
-            GatewayWire::Report {
-                job,
-                attempt,
-                report,
-            } => Self::Report {
-                job,
-                attempt,
-                report,
-            },
-        })
-    }
-}
-
-/// Returns the process group of the gateway of `node`.
-pub fn group(node: &NodeName) -> String {
-    format!("vidpress.gateway.{node}")
-}
-
-/// Returns the gateway of `node`, local or remote, if it is reachable.
-pub fn of(scope: &str, node: &NodeName) -> Option<ActorRef<GatewayMsg>> {
-    ractor::pg::get_scoped_members(&scope.to_owned(), &group(node))
-        .into_iter()
-        .next()
-        .map(ActorRef::from)
 }
 
 /// The cluster this node belongs to, when it is not alone.
@@ -382,7 +172,7 @@ impl Actor for Gateway {
         let _ = std::fs::remove_dir_all(args.data_dir.join("work"));
         ractor::pg::join_scoped(
             args.scope.clone(),
-            group(&args.node),
+            gateway_group(&args.node),
             vec![myself.get_cell()],
         );
         for _ in 0..args.workers {
@@ -1043,7 +833,7 @@ impl GatewayState {
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
             for record in records {
-                supervisor::resync(&*transfer, &http, &record, &data_dir).await;
+                replication::resync(&*transfer, &http, &record, &data_dir).await;
             }
         });
     }
@@ -1164,7 +954,7 @@ impl GatewayState {
     }
 
     fn workers_of(&self, node: &NodeName) -> Vec<ActorCell> {
-        ractor::pg::get_scoped_members(&self.args.scope, &worker::group(node))
+        ractor::pg::get_scoped_members(&self.args.scope, &workers_group(node))
     }
 
     fn stats(&self) -> NodeStats {
@@ -1223,7 +1013,7 @@ impl GatewayState {
         // Not `stats()`, which goes over every job: this runs at every
         // dispatch and dequeue.
         let (workers, busy, queued) = self.load();
-        let load = node_load(workers, busy, queued);
+        let load = crate::protocol::gateway::node_load(workers, busy, queued);
         cluster.load.send_if_modified(|current| {
             let changed = *current != load;
             *current = load;

@@ -8,9 +8,10 @@ use ractor::{ActorRef, MessagingErr, RpcReplyPort};
 use vidpress_cluster::NodeName;
 
 use crate::board::{Board, Published};
-use crate::gateway::{GatewayMsg, NodeStats, SubmitError, SubmitRequest, Submitted};
 use crate::job::{EventKind, JobEvent, JobId, JobSnapshot, JobStatus};
-use crate::supervisor::{Subscription, SupervisorMsg};
+use crate::protocol::{
+    GatewayMsg, NodeStats, SubmitError, SubmitRequest, Submitted, Subscription, SupervisorMsg,
+};
 
 /// How long a call to an actor may take before the caller gives up.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);

@@ -22,16 +22,18 @@ pub mod gateway;
 pub mod handle;
 pub mod job;
 pub mod paths;
+pub mod protocol;
 mod queue;
 pub mod record;
+mod replication;
 pub mod supervisor;
 pub mod transfer;
 pub mod worker;
 
-pub use gateway::{ClusterLink, GatewayArgs, NodeStats, SubmitError, SubmitRequest, Submitted};
+pub use gateway::{ClusterLink, GatewayArgs};
 pub use handle::{Jobs, ServiceError};
 pub use job::{EventKind, InputInfo, JobEvent, JobId, JobSnapshot, JobState, JobStatus};
-pub use supervisor::Subscription;
+pub use protocol::{NodeStats, SubmitError, SubmitRequest, Submitted, Subscription};
 pub use transfer::{Relinquished, ReplicaFile, Transfer, TransferError, TransferFuture};
 
 use std::sync::Arc;
@@ -40,7 +42,8 @@ use ractor::{Actor, ActorRef};
 use tokio::task::JoinHandle;
 
 use crate::board::Board;
-use crate::gateway::{Gateway, GatewayMsg};
+use crate::gateway::Gateway;
+use crate::protocol::GatewayMsg;
 
 /// A running node's actors.
 pub struct Node {

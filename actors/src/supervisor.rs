@@ -10,20 +10,22 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use serde::{Deserialize, Serialize};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::{broadcast, watch};
 use tracing::{debug, error, info, info_span, warn, Instrument};
 use vidpress_cluster::{ClusterView, MemberState, NodeName};
-use vidpress_transcode::{ErrorCode, MediaInfo, TranscodeError};
+use vidpress_transcode::{ErrorCode, TranscodeError};
 
 use crate::board::Board;
-use crate::gateway::{GatewayMsg, SubmitError, Submitted};
 use crate::job::{EventKind, InputInfo, JobEvent, JobSnapshot, JobState, JobStatus};
 use crate::paths;
+use crate::protocol::{
+    workers_group, Assignment, AttemptReport, GatewayMsg, SubmitError, Submitted, Subscription,
+    SupervisorMsg, WorkerMsg,
+};
 use crate::record::{self, JobRecord, Outcome};
+use crate::replication::{self, RECOPY_FIRST, RECOPY_MAX};
 use crate::transfer::{ReplicaFile, Transfer, TransferError};
-use crate::worker::{self, Assignment, WorkerMsg};
 
 /// Progress events go out at most this often; status events always go out.
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
@@ -39,10 +41,6 @@ const MAX_LOST_ATTEMPTS: u32 = 3;
 /// node lost, restarted or cut off, bytes that could not be moved) fails.
 /// Not the job's fault, so the bound is looser; it only stops endless loops.
 const MAX_INTERRUPTED_ATTEMPTS: u32 = 10;
-/// A failed copy of the record to the standby is tried again after this long
-/// at first, doubling up to [`RECOPY_MAX`] (sooner when a newer record comes).
-const RECOPY_FIRST: Duration = Duration::from_millis(500);
-const RECOPY_MAX: Duration = Duration::from_secs(30);
 /// How long a result copy is tried again while the standby is not down,
 /// before the job completes with one copy anyway (a standby that is up but
 /// cannot store it).
@@ -62,83 +60,6 @@ const REPORT_TIMEOUT: Duration = Duration::from_secs(30);
 const HIBERNATE_AFTER: Duration = Duration::from_secs(5);
 /// How often a running attempt is checked against those deadlines.
 const WATCH_EVERY: Duration = Duration::from_secs(2);
-
-/// What a worker reports about one attempt. Crosses nodes inside
-/// `GatewayMsg::Report`; append only.
-#[derive(Debug, Serialize, Deserialize)]
-pub enum AttemptReport {
-    /// The worker on `node` has started the attempt.
-    Started { node: NodeName },
-    /// The input was probed.
-    Probed(MediaInfo),
-    /// Fraction done, 0–1.
-    Progress(f64),
-    /// The attempt finished: the output's size, or why it failed.
-    Ended(Result<u64, TranscodeError>),
-    /// The attempt was stopped on request.
-    Canceled,
-    /// The worker was busy and did not start the attempt.
-    Rejected,
-    /// The attempt could not run for reasons that are not the job's (its
-    /// bytes could not be moved); another worker should try.
-    Lost(String),
-    /// The attempt is alive but has no progress to tell (moving bytes).
-    Alive,
-}
-
-/// Events for one subscriber: what it missed (or a snapshot), then the live feed.
-pub struct Subscription {
-    /// Sent first, in order.
-    pub backlog: Vec<JobEvent>,
-    /// Later events; `None` once the job is terminal.
-    pub live: Option<broadcast::Receiver<JobEvent>>,
-}
-
-/// Messages a job supervisor handles.
-pub enum SupervisorMsg {
-    /// The job was just accepted: store its record durably, then answer the
-    /// submitter (a 202 is a promise, so nothing is answered before).
-    Accept {
-        /// The uploaded file, moved into the job's folder here.
-        upload: PathBuf,
-        reply: RpcReplyPort<Result<Submitted, SubmitError>>,
-        estimate: Duration,
-    },
-    /// Replies with the job's current snapshot.
-    GetSnapshot(RpcReplyPort<JobSnapshot>),
-    /// Subscribes to events after `since` (or from a fresh snapshot).
-    Subscribe {
-        since: Option<u64>,
-        reply: RpcReplyPort<Subscription>,
-    },
-    /// Cancels the job and replies with the snapshot once the request is in effect.
-    Cancel(RpcReplyPort<JobSnapshot>),
-    /// The gateway reserved a worker slot for this job.
-    Dispatch {
-        worker: ActorRef<WorkerMsg>,
-        node: NodeName,
-    },
-    /// A worker's report on attempt `attempt`; stale attempts are ignored.
-    Report { attempt: u32, report: AttemptReport },
-    /// A node is down: if it ran the current attempt, run the job elsewhere.
-    NodeLost(NodeName),
-    /// A node is up again: if it is this job's standby, it may have missed
-    /// copies while away, so send it the job's files and record again.
-    Resync(NodeName),
-    /// The result of attempt `attempt` is on the standby (or could not be
-    /// copied, which is logged): the job is complete.
-    ResultCopied { attempt: u32, bytes: u64 },
-    /// Sent to itself every [`WATCH_EVERY`] while attempt `0` runs.
-    Watch(u32),
-    /// Version `0` of the record (counted from this supervisor's start) is
-    /// durable on the standby.
-    RecordCopied(u64),
-    /// Another node holds the job now: stop the attempt and drop this
-    /// node's copy; replies once done (the gateway then stops the actor).
-    Abandon(RpcReplyPort<()>),
-    /// Sent to itself [`HIBERNATE_AFTER`] after the job finished.
-    Hibernate,
-}
 
 /// How an attempt was lost, which decides how many losses a job bears.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -234,7 +155,8 @@ impl Actor for JobSupervisor {
         let replica = args.standby_http.clone().map(|standby| {
             let (tx, rx) = watch::channel((0, record.clone()));
             tokio::spawn(
-                copy_records(args.transfer.clone(), standby, rx, myself).in_current_span(),
+                replication::copy_records(args.transfer.clone(), standby, rx, myself)
+                    .in_current_span(),
             );
             tx
         });
@@ -575,7 +497,7 @@ impl SupervisorState {
         let (data_dir, version, myself) = (self.data_dir.clone(), self.version, myself.clone());
         tokio::spawn(
             async move {
-                if resync(&*transfer, &http, &record, &data_dir).await {
+                if replication::resync(&*transfer, &http, &record, &data_dir).await {
                     let _ = myself.cast(SupervisorMsg::RecordCopied(version));
                 }
             }
@@ -794,7 +716,7 @@ impl SupervisorState {
     /// is re-established); only the one running the attempt acts on it.
     fn stop_attempt(&self) {
         let Some(node) = &self.job.node else { return };
-        for cell in ractor::pg::get_scoped_members(&self.scope, &worker::group(node)) {
+        for cell in ractor::pg::get_scoped_members(&self.scope, &workers_group(node)) {
             let _ = ActorRef::<WorkerMsg>::from(cell).cast(WorkerMsg::Cancel {
                 job: self.job.id,
                 attempt: self.job.attempt,
@@ -1011,74 +933,6 @@ impl SupervisorState {
             backlog
         };
         Subscription { backlog, live }
-    }
-}
-
-/// Sends a job's standby at `http` what it needs to take the job over: the
-/// result (or, unfinished, the input), then the record. Returns whether the
-/// record landed.
-pub(crate) async fn resync(
-    transfer: &dyn Transfer,
-    http: &str,
-    record: &JobRecord,
-    data_dir: &std::path::Path,
-) -> bool {
-    let file = if record.outcome.is_some() {
-        ReplicaFile::Result
-    } else {
-        ReplicaFile::Input
-    };
-    let path = paths::job_dir(data_dir, record.id).join(file.name());
-    // A failed job has no file to send; its record is enough.
-    if path.exists() {
-        if let Err(e) = transfer.replicate_file(http, record.id, file, &path).await {
-            warn!(job_id = %record.id, node = record.node.as_ref().map(NodeName::as_str), attempt = record.attempt, standby = %http, error = %e, "cannot resync the standby");
-            return false;
-        }
-    }
-    match transfer.replicate_record(http, record).await {
-        Ok(()) => true,
-        Err(e) => {
-            warn!(job_id = %record.id, node = record.node.as_ref().map(NodeName::as_str), attempt = record.attempt, standby = %http, error = %e, "cannot resync the standby");
-            false
-        }
-    }
-}
-
-/// Copies each new record of a job to its standby, the latest first: a
-/// record skipped while the standby was slow is superseded by a newer one.
-/// A failed copy is tried again, backing off, until it lands or a newer
-/// record replaces it; each copy that lands is reported to the supervisor.
-/// Ends with the job's supervisor.
-async fn copy_records(
-    transfer: Arc<dyn Transfer>,
-    standby: String,
-    mut records: watch::Receiver<(u64, JobRecord)>,
-    supervisor: ActorRef<SupervisorMsg>,
-) {
-    while records.changed().await.is_ok() {
-        let mut backoff = RECOPY_FIRST;
-        loop {
-            let (version, record) = records.borrow_and_update().clone();
-            match transfer.replicate_record(&standby, &record).await {
-                Ok(()) => {
-                    let _ = supervisor.cast(SupervisorMsg::RecordCopied(version));
-                    break;
-                }
-                Err(e) => {
-                    warn!(job_id = %record.id, standby = %standby, error = %e, retry_in = ?backoff, "cannot copy the record to the standby");
-                }
-            }
-            tokio::select! {
-                changed = records.changed() => {
-                    if changed.is_err() {
-                        return;
-                    }
-                }
-                () = tokio::time::sleep(backoff) => {}
-            }
-            backoff = (backoff * 2).min(RECOPY_MAX);
-        }
     }
 }
 

@@ -1,0 +1,66 @@
+//! What a job supervisor is told: by the gateway, by `Jobs`, by itself.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ractor::{ActorRef, RpcReplyPort};
+use tokio::sync::broadcast;
+use vidpress_cluster::NodeName;
+
+use super::gateway::{SubmitError, Submitted};
+use super::worker::{AttemptReport, WorkerMsg};
+use crate::job::{JobEvent, JobSnapshot};
+
+/// Events for one subscriber: what it missed (or a snapshot), then the live feed.
+pub struct Subscription {
+    /// Sent first, in order.
+    pub backlog: Vec<JobEvent>,
+    /// Later events; `None` once the job is terminal.
+    pub live: Option<broadcast::Receiver<JobEvent>>,
+}
+
+/// Messages a job supervisor handles.
+pub enum SupervisorMsg {
+    /// The job was just accepted: store its record durably, then answer the
+    /// submitter (a 202 is a promise, so nothing is answered before).
+    Accept {
+        /// The uploaded file, moved into the job's folder here.
+        upload: PathBuf,
+        reply: RpcReplyPort<Result<Submitted, SubmitError>>,
+        estimate: Duration,
+    },
+    /// Replies with the job's current snapshot.
+    GetSnapshot(RpcReplyPort<JobSnapshot>),
+    /// Subscribes to events after `since` (or from a fresh snapshot).
+    Subscribe {
+        since: Option<u64>,
+        reply: RpcReplyPort<Subscription>,
+    },
+    /// Cancels the job and replies with the snapshot once the request is in effect.
+    Cancel(RpcReplyPort<JobSnapshot>),
+    /// The gateway reserved a worker slot for this job.
+    Dispatch {
+        worker: ActorRef<WorkerMsg>,
+        node: NodeName,
+    },
+    /// A worker's report on attempt `attempt`; stale attempts are ignored.
+    Report { attempt: u32, report: AttemptReport },
+    /// A node is down: if it ran the current attempt, run the job elsewhere.
+    NodeLost(NodeName),
+    /// A node is up again: if it is this job's standby, it may have missed
+    /// copies while away, so send it the job's files and record again.
+    Resync(NodeName),
+    /// The result of attempt `attempt` is on the standby (or could not be
+    /// copied, which is logged): the job is complete.
+    ResultCopied { attempt: u32, bytes: u64 },
+    /// Sent to itself every few seconds while attempt `0` runs.
+    Watch(u32),
+    /// Version `0` of the record (counted from this supervisor's start) is
+    /// durable on the standby.
+    RecordCopied(u64),
+    /// Another node holds the job now: stop the attempt and drop this
+    /// node's copy; replies once done (the gateway then stops the actor).
+    Abandon(RpcReplyPort<()>),
+    /// Sent to itself a few seconds after the job finished.
+    Hibernate,
+}
