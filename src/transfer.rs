@@ -8,7 +8,9 @@ use std::time::Duration;
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 use vidpress_actors::record::JobRecord;
-use vidpress_actors::{JobId, Relinquished, ReplicaFile, Transfer, TransferError, TransferFuture};
+use vidpress_actors::{
+    Attempt, Epoch, JobId, Relinquished, ReplicaFile, Transfer, TransferError, TransferFuture,
+};
 
 /// Deadline of a small node-to-node request, and the base of a file's.
 const SMALL_REQUEST: Duration = Duration::from_secs(5);
@@ -148,7 +150,7 @@ impl Transfer for HttpTransfer {
         &'a self,
         owner_http: &'a str,
         job: JobId,
-        epoch: u32,
+        epoch: Epoch,
         finished: bool,
     ) -> TransferFuture<'a, Relinquished> {
         Box::pin(async move {
@@ -173,7 +175,7 @@ impl Transfer for HttpTransfer {
         &'a self,
         owner_http: &'a str,
         job: JobId,
-        attempt: u32,
+        attempt: Attempt,
         from: &'a Path,
     ) -> TransferFuture<'a> {
         let url = format!("{owner_http}/internal/jobs/{job}/attempts/{attempt}/output");

@@ -25,6 +25,7 @@ use vidpress_transcode::driver::ChildCommand;
 use vidpress_transcode::Limits;
 
 use crate::board::Board;
+use crate::counters::{Attempt, Epoch};
 use crate::job::{JobId, JobSnapshot, JobStatus};
 use crate::paths;
 use crate::protocol::{
@@ -146,7 +147,7 @@ pub struct GatewayState {
     /// Shutting down: no new jobs, no new attempts here.
     draining: bool,
     /// Jobs this node took over, with their former owner and the new epoch.
-    taken_over: HashMap<JobId, (NodeName, u32)>,
+    taken_over: HashMap<JobId, (NodeName, Epoch)>,
     /// Jobs owned here whose standby lacks the latest record, with the standby.
     unsynced: HashMap<JobId, NodeName>,
     next_sweep: Instant,
@@ -463,7 +464,7 @@ impl GatewayState {
                 .as_ref()
                 .map(|d| record::hex(d))
                 .unwrap_or_default(),
-            attempt: 0,
+            attempt: Attempt::default(),
             lost_attempts: 0,
             interrupted: 0,
             node: None,
@@ -472,7 +473,7 @@ impl GatewayState {
             outcome: None,
             owner: Some(self.args.node.clone()),
             standby,
-            epoch: 0,
+            epoch: Epoch::default(),
         };
         let supervisor = match self.spawn_supervisor(myself, record, true).await {
             Ok(supervisor) => supervisor,
@@ -582,7 +583,7 @@ impl GatewayState {
             let (unfinished, bytes, attempt) =
                 (record.outcome.is_none(), record.input_bytes, record.attempt);
             if let Err(e) = self.spawn_supervisor(myself, record, false).await {
-                error!(job_id = %id, node = %self.args.node, attempt, error = %e, "cannot recover job");
+                error!(job_id = %id, node = %self.args.node, attempt = attempt.get(), error = %e, "cannot recover job");
                 continue;
             }
             if let Some(key) = key {
@@ -652,11 +653,11 @@ impl GatewayState {
             {
                 // The owner finished but could not copy the result here: the
                 // job must run again to have one.
-                warn!(job_id = %id, node = %self.args.node, attempt = record.attempt, owner = %owner, "taken-over copy is completed without its result: running it again");
+                warn!(job_id = %id, node = %self.args.node, attempt = record.attempt.get(), owner = %owner, "taken-over copy is completed without its result: running it again");
                 record.outcome = None;
                 record.finished_at_ms = None;
             }
-            record.epoch += 1;
+            record.epoch = record.epoch.next();
             record.owner = Some(self.args.node.clone());
             record.standby = None;
             let target = paths::job_dir(&self.args.data_dir, id);
@@ -664,7 +665,7 @@ impl GatewayState {
                 .and_then(|()| std::fs::rename(dir.path(), &target))
                 .and_then(|()| record.write(&paths::record(&self.args.data_dir, id)));
             if let Err(e) = moved {
-                error!(job_id = %id, node = %self.args.node, attempt = record.attempt, owner = %owner, error = %e, "cannot take the job over");
+                error!(job_id = %id, node = %self.args.node, attempt = record.attempt.get(), owner = %owner, error = %e, "cannot take the job over");
                 continue;
             }
             let (epoch, unfinished, bytes, attempt) = (
@@ -674,7 +675,7 @@ impl GatewayState {
                 record.attempt,
             );
             if let Err(e) = self.spawn_supervisor(myself, record, false).await {
-                error!(job_id = %id, node = %self.args.node, attempt, error = %e, "cannot start the taken-over job");
+                error!(job_id = %id, node = %self.args.node, attempt = attempt.get(), error = %e, "cannot start the taken-over job");
                 continue;
             }
             self.taken_over.insert(id, (owner.clone(), epoch));
@@ -682,7 +683,7 @@ impl GatewayState {
                 // Accepted before anything queued here since: first in line.
                 self.queue.push_front(id, bytes);
             }
-            warn!(job_id = %id, owner = %owner, node = %self.args.node, attempt, epoch, "job taken over from a lost owner");
+            warn!(job_id = %id, owner = %owner, node = %self.args.node, attempt = attempt.get(), epoch = epoch.get(), "job taken over from a lost owner");
         }
     }
 
@@ -758,7 +759,7 @@ impl GatewayState {
             let attempt = self
                 .board
                 .get(*job)
-                .map_or(0, |published| published.attempt);
+                .map_or(Attempt::default(), |published| published.attempt);
             let (transfer, http, job, epoch, myself, node) = (
                 self.args.transfer.clone(),
                 http.clone(),
@@ -774,7 +775,7 @@ impl GatewayState {
                         let _ = myself.cast(GatewayMsg::Yield(job));
                     }
                     Err(e) => {
-                        warn!(job_id = %job, node = %node, attempt, error = %e, "cannot tell the former owner")
+                        warn!(job_id = %job, node = %node, attempt = attempt.get(), error = %e, "cannot tell the former owner")
                     }
                 }
             });
@@ -786,7 +787,7 @@ impl GatewayState {
     /// (running a finished job again would duplicate it), else the later
     /// epoch wins. Drops this node's copy if it loses; returns whether it
     /// was kept.
-    async fn give_way(&mut self, job: JobId, epoch: u32, other_finished: bool) -> bool {
+    async fn give_way(&mut self, job: JobId, epoch: Epoch, other_finished: bool) -> bool {
         if !self.jobs.contains_key(&job) {
             return false;
         }
@@ -796,7 +797,7 @@ impl GatewayState {
         let finished = record.outcome.is_some();
         if (finished, record.epoch) >= (other_finished, epoch) {
             if finished && !other_finished {
-                info!(job_id = %job, node = %self.args.node, attempt = record.attempt, epoch = record.epoch, "job finished here: the copy taken over gives way");
+                info!(job_id = %job, node = %self.args.node, attempt = record.attempt.get(), epoch = record.epoch.get(), "job finished here: the copy taken over gives way");
                 // The other node held the standby's copy: send it again
                 // once that node has dropped its own.
                 if let Some(standby) = record.standby.filter(|s| *s != self.args.node) {
@@ -806,7 +807,7 @@ impl GatewayState {
             return true;
         }
         self.abandon(job).await;
-        warn!(job_id = %job, node = %self.args.node, attempt = record.attempt, epoch, "job given up to the node that took it over");
+        warn!(job_id = %job, node = %self.args.node, attempt = record.attempt.get(), epoch = epoch.get(), "job given up to the node that took it over");
         false
     }
 
@@ -848,9 +849,12 @@ impl GatewayState {
             // Finished here too meanwhile: both copies stand, the same result.
             return;
         }
-        let attempt = self.board.get(job).map_or(0, |published| published.attempt);
+        let attempt = self
+            .board
+            .get(job)
+            .map_or(Attempt::default(), |published| published.attempt);
         self.abandon(job).await;
-        warn!(job_id = %job, node = %self.args.node, attempt, "job given back to its former owner, which had finished it");
+        warn!(job_id = %job, node = %self.args.node, attempt = attempt.get(), "job given back to its former owner, which had finished it");
     }
 
     /// Drops this node's copy of a job held elsewhere: its attempt stops, its
@@ -1084,8 +1088,11 @@ impl GatewayState {
                     continue;
                 };
                 if supervisor.cast(dispatch).is_err() {
-                    let attempt = self.board.get(id).map_or(0, |published| published.attempt);
-                    warn!(job_id = %id, node = %self.args.node, attempt, "job supervisor gone before dispatch");
+                    let attempt = self
+                        .board
+                        .get(id)
+                        .map_or(Attempt::default(), |published| published.attempt);
+                    warn!(job_id = %id, node = %self.args.node, attempt = attempt.get(), "job supervisor gone before dispatch");
                     continue;
                 }
                 self.busy.insert(worker.get_id());

@@ -8,6 +8,7 @@ use ractor::{ActorRef, MessagingErr, RpcReplyPort};
 use vidpress_cluster::NodeName;
 
 use crate::board::{Board, Published};
+use crate::counters::{Epoch, Seq};
 use crate::job::{EventKind, JobEvent, JobId, JobSnapshot, JobStatus};
 use crate::protocol::{
     GatewayMsg, NodeStats, SubmitError, SubmitRequest, Submitted, Subscription, SupervisorMsg,
@@ -105,7 +106,7 @@ impl Jobs {
     pub async fn subscribe(
         &self,
         id: JobId,
-        since: Option<u64>,
+        since: Option<Seq>,
     ) -> Result<Subscription, ServiceError> {
         self.check_current(id)?;
         let subscribe = |reply| SupervisorMsg::Subscribe { since, reply };
@@ -170,7 +171,7 @@ impl Jobs {
     pub async fn relinquish(
         &self,
         job: JobId,
-        epoch: u32,
+        epoch: Epoch,
         finished: bool,
     ) -> Result<bool, ServiceError> {
         call(&self.gateway, |reply| GatewayMsg::Relinquish {

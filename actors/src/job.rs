@@ -17,6 +17,8 @@ use uuid::Uuid;
 use vidpress_cluster::NodeName;
 use vidpress_transcode::{EncodeOptions, MediaInfo, TranscodeError};
 
+use crate::counters::{Attempt, Seq};
+
 /// The identity of a job: a UUIDv7, so that IDs sort by creation time, whose
 /// last two bytes name the node that owns it ([`JobId::owner_tag`]), so any
 /// node can route a request for it without asking the others.
@@ -213,7 +215,7 @@ pub struct JobSnapshot {
     pub id: JobId,
     pub state: JobState,
     /// Dispatches so far, counted from 1; 0 while never dispatched.
-    pub attempt: u32,
+    pub attempt: Attempt,
     /// The node running (or that ran) the current attempt.
     pub node: Option<NodeName>,
     pub created_at: SystemTime,
@@ -221,7 +223,7 @@ pub struct JobSnapshot {
     pub options: EncodeOptions,
     pub input: InputInfo,
     /// The sequence number of the last event of this job.
-    pub seq: u64,
+    pub seq: Seq,
 }
 
 impl JobSnapshot {
@@ -280,14 +282,14 @@ pub struct JobEvent {
     pub kind: EventKind,
     /// Rises by one per event of the job; a snapshot carries the seq of the
     /// last event it includes.
-    pub seq: u64,
+    pub seq: Seq,
     pub job: Arc<JobSnapshot>,
     /// The rendering subscribers send, made once for all of them.
     rendered: Arc<OnceLock<Bytes>>,
 }
 
 impl JobEvent {
-    pub fn new(kind: EventKind, seq: u64, job: Arc<JobSnapshot>) -> Self {
+    pub fn new(kind: EventKind, seq: Seq, job: Arc<JobSnapshot>) -> Self {
         Self {
             kind,
             seq,

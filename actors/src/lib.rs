@@ -18,6 +18,7 @@
 //! [`start`] brings a node's actors up.
 
 pub mod board;
+pub mod counters;
 pub mod gateway;
 pub mod handle;
 pub mod job;
@@ -30,6 +31,7 @@ pub mod supervisor;
 pub mod transfer;
 pub mod worker;
 
+pub use counters::{Attempt, Epoch, Seq};
 pub use gateway::{ClusterLink, GatewayArgs};
 pub use handle::{Jobs, ServiceError};
 pub use job::{EventKind, InputInfo, JobEvent, JobId, JobSnapshot, JobState, JobStatus};

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::counters::Attempt;
 use crate::job::JobId;
 
 /// The folder of the jobs this node owns.
@@ -28,7 +29,7 @@ pub fn input(data: &Path, id: JobId) -> PathBuf {
 /// Where attempt `attempt` of a job owned by this node puts its output.
 /// Each attempt has its own file, so a stale attempt cannot overwrite a
 /// newer one's.
-pub fn attempt_output(data: &Path, id: JobId, attempt: u32) -> PathBuf {
+pub fn attempt_output(data: &Path, id: JobId, attempt: Attempt) -> PathBuf {
     job_dir(data, id).join(format!("output.attempt-{attempt}.mp4"))
 }
 
@@ -38,7 +39,7 @@ pub fn result(data: &Path, id: JobId) -> PathBuf {
 }
 
 /// Scratch space for an attempt this node runs for a job owned elsewhere.
-pub fn work_dir(data: &Path, id: JobId, attempt: u32) -> PathBuf {
+pub fn work_dir(data: &Path, id: JobId, attempt: Attempt) -> PathBuf {
     data.join("work").join(format!("{id}.{attempt}"))
 }
 

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use vidpress_cluster::NodeName;
 use vidpress_transcode::{EncodeOptions, MediaInfo, TranscodeError};
 
+use crate::counters::{Attempt, Epoch};
 use crate::job::JobId;
 
 /// How a job ended, as stored.
@@ -34,7 +35,7 @@ pub struct JobRecord {
     /// SHA-256 of the input, hex.
     pub digest: String,
     /// The last attempt dispatched.
-    pub attempt: u32,
+    pub attempt: Attempt,
     /// Attempts lost to silent workers.
     pub lost_attempts: u32,
     /// Attempts interrupted by the cluster (a node lost, bytes not moved).
@@ -55,7 +56,7 @@ pub struct JobRecord {
     /// Rises by one each time another node takes the job over; a copy of a
     /// lower epoch gives way to a higher one.
     #[serde(default)]
-    pub epoch: u32,
+    pub epoch: Epoch,
 }
 
 /// Returns milliseconds since the Unix epoch.
@@ -112,7 +113,7 @@ mod tests {
             created_at_ms: 1,
             idempotency_key: Some("k".into()),
             digest: hex(&[0xab, 0x01]),
-            attempt: 3,
+            attempt: Attempt::new(3),
             lost_attempts: 1,
             interrupted: 0,
             node: Some(node),
@@ -121,14 +122,14 @@ mod tests {
             outcome: Some(Outcome::Completed { bytes: 7 }),
             owner: None,
             standby: None,
-            epoch: 2,
+            epoch: Epoch::new(2),
         };
         let path = dir.path().join("job.json");
         record.write(&path).unwrap();
         let back = JobRecord::read(&path).unwrap();
         assert_eq!(back.id, record.id);
         assert_eq!(back.digest, "ab01");
-        assert_eq!(back.attempt, 3);
+        assert_eq!(back.attempt, Attempt::new(3));
         assert!(matches!(
             back.outcome,
             Some(Outcome::Completed { bytes: 7 })

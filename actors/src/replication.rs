@@ -37,14 +37,14 @@ pub(crate) async fn resync(
     // A failed job has no file to send; its record is enough.
     if path.exists() {
         if let Err(e) = transfer.replicate_file(http, record.id, file, &path).await {
-            warn!(job_id = %record.id, node = record.node.as_ref().map(NodeName::as_str), attempt = record.attempt, standby = %http, error = %e, "cannot resync the standby");
+            warn!(job_id = %record.id, node = record.node.as_ref().map(NodeName::as_str), attempt = record.attempt.get(), standby = %http, error = %e, "cannot resync the standby");
             return false;
         }
     }
     match transfer.replicate_record(http, record).await {
         Ok(()) => true,
         Err(e) => {
-            warn!(job_id = %record.id, node = record.node.as_ref().map(NodeName::as_str), attempt = record.attempt, standby = %http, error = %e, "cannot resync the standby");
+            warn!(job_id = %record.id, node = record.node.as_ref().map(NodeName::as_str), attempt = record.attempt.get(), standby = %http, error = %e, "cannot resync the standby");
             false
         }
     }

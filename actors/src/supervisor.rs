@@ -17,6 +17,7 @@ use vidpress_cluster::{ClusterView, MemberState, NodeName};
 use vidpress_transcode::{ErrorCode, TranscodeError};
 
 use crate::board::Board;
+use crate::counters::{Attempt, Seq};
 use crate::job::{EventKind, InputInfo, JobEvent, JobSnapshot, JobState, JobStatus};
 use crate::paths;
 use crate::protocol::{
@@ -183,7 +184,7 @@ impl Actor for JobSupervisor {
                     bytes: record.input_bytes,
                     media: record.media.clone(),
                 },
-                seq: 0,
+                seq: Seq::default(),
             },
             lost_attempts: record.lost_attempts,
             interrupted: record.interrupted,
@@ -246,7 +247,7 @@ impl Actor for JobSupervisor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         // Every line logged while handling carries the job, node and attempt.
-        let span = info_span!("job", job_id = %state.job.id, node = %state.owner, attempt = state.job.attempt);
+        let span = info_span!("job", job_id = %state.job.id, node = %state.owner, attempt = state.job.attempt.get());
         handle_message(myself, message, state)
             .instrument(span)
             .await
@@ -366,7 +367,7 @@ async fn handle_message(
         }
         SupervisorMsg::Report { attempt, report } => {
             if attempt != state.job.attempt {
-                debug!(job_id = %state.job.id, attempt, current = state.job.attempt, "stale attempt report ignored");
+                debug!(job_id = %state.job.id, attempt = attempt.get(), current = state.job.attempt.get(), "stale attempt report ignored");
                 return Ok(());
             }
             state.last_report = Instant::now();
@@ -392,7 +393,7 @@ async fn handle_message(
 }
 
 impl SupervisorState {
-    fn attempt_output(&self, attempt: u32) -> PathBuf {
+    fn attempt_output(&self, attempt: Attempt) -> PathBuf {
         paths::attempt_output(&self.data_dir, self.job.id, attempt)
     }
 
@@ -629,13 +630,14 @@ impl SupervisorState {
             self.release_slot();
             return false;
         }
-        self.job.attempt += 1;
+        let previous = self.job.attempt;
+        self.job.attempt = previous.next();
         let attempt = self.job.attempt;
         self.record.attempt = attempt;
         self.record.node = Some(node.clone());
         if let Err(e) = self.save().await {
             warn!(job_id = %self.job.id, error = %e, "cannot store the attempt number; dispatch later");
-            self.job.attempt -= 1;
+            self.job.attempt = previous;
             self.record.attempt = self.job.attempt;
             self.release_slot();
             let _ = self.gateway.cast(GatewayMsg::Requeue(self.job.id));
@@ -663,7 +665,7 @@ impl SupervisorState {
             eta_seconds: None,
             cancel_requested: false,
         };
-        info!(job_id = %self.job.id, node = %worker_node(&self.job.node), attempt, "job dispatched");
+        info!(job_id = %self.job.id, node = %worker_node(&self.job.node), attempt = attempt.get(), "job dispatched");
         self.status_changed(None);
         true
     }
@@ -737,7 +739,7 @@ impl SupervisorState {
         // If the attempt still runs somewhere (a frozen node), stop it; its
         // reports are fenced off by the attempt number anyway.
         self.stop_attempt();
-        warn!(job_id = %self.job.id, attempt = self.job.attempt, ?loss, count, reason = %reason, "attempt lost");
+        warn!(job_id = %self.job.id, attempt = self.job.attempt.get(), ?loss, count, reason = %reason, "attempt lost");
         if self.cancel_requested() {
             self.finish(JobState::Canceled);
         } else if given_up {
@@ -815,7 +817,7 @@ impl SupervisorState {
             } if !*cancel_requested => {
                 *cancel_requested = true;
                 self.stop_attempt();
-                info!(job_id = %self.job.id, attempt = self.job.attempt, "cancel requested");
+                info!(job_id = %self.job.id, attempt = self.job.attempt.get(), "cancel requested");
             }
             _ => {}
         }
@@ -826,9 +828,9 @@ impl SupervisorState {
         let ran_for = self.attempt_started.map(|t| t.elapsed());
         let status = state.status();
         if let JobState::Failed(e) = &state {
-            info!(job_id = %self.job.id, attempt = self.job.attempt, code = e.code.as_str(), error = %e, "job failed");
+            info!(job_id = %self.job.id, attempt = self.job.attempt.get(), code = e.code.as_str(), error = %e, "job failed");
         } else {
-            info!(job_id = %self.job.id, attempt = self.job.attempt, status = %status, "job finished");
+            info!(job_id = %self.job.id, attempt = self.job.attempt.get(), status = %status, "job finished");
         }
         let outcome = match &state {
             JobState::Completed { bytes, .. } => Some(Outcome::Completed { bytes: *bytes }),
@@ -852,7 +854,7 @@ impl SupervisorState {
         self.job.state = state;
         // The input is no longer needed, nor any partial output.
         let _ = std::fs::remove_file(paths::input(&self.data_dir, self.job.id));
-        for attempt in 1..=self.job.attempt {
+        for attempt in (1..=self.job.attempt.get()).map(Attempt::new) {
             let _ = std::fs::remove_file(self.attempt_output(attempt));
         }
         self.status_changed(
@@ -884,7 +886,7 @@ impl SupervisorState {
     }
 
     fn publish(&mut self, kind: EventKind) {
-        self.job.seq += 1;
+        self.job.seq = self.job.seq.next();
         self.job.updated_at = SystemTime::now();
         let event = JobEvent::new(kind, self.job.seq, Arc::new(self.job.clone()));
         if self.history.len() == HISTORY {
@@ -906,16 +908,16 @@ impl SupervisorState {
         }
     }
 
-    fn subscribe(&mut self, since: Option<u64>) -> Subscription {
+    fn subscribe(&mut self, since: Option<Seq>) -> Subscription {
         let live = (!self.job.status().is_terminal()).then(|| {
             self.events
                 .get_or_insert_with(|| broadcast::channel(CHANNEL).0)
                 .subscribe()
         });
-        let oldest = self.history.front().map_or(self.job.seq + 1, |e| e.seq);
+        let oldest = self.history.front().map_or(self.job.seq.next(), |e| e.seq);
         let backlog: Vec<JobEvent> = match since {
             // Everything after `since` is still held: replay it.
-            Some(since) if since.saturating_add(1) >= oldest && since <= self.job.seq => self
+            Some(since) if since.next() >= oldest && since <= self.job.seq => self
                 .history
                 .iter()
                 .filter(|e| e.seq > since)

@@ -7,6 +7,7 @@ use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
 
+use crate::counters::{Attempt, Epoch};
 use crate::job::JobId;
 use crate::record::JobRecord;
 
@@ -79,7 +80,7 @@ pub trait Transfer: Send + Sync + 'static {
         &'a self,
         owner_http: &'a str,
         job: JobId,
-        epoch: u32,
+        epoch: Epoch,
         finished: bool,
     ) -> TransferFuture<'a, Relinquished>;
 
@@ -88,7 +89,7 @@ pub trait Transfer: Send + Sync + 'static {
         &'a self,
         owner_http: &'a str,
         job: JobId,
-        attempt: u32,
+        attempt: Attempt,
         from: &'a Path,
     ) -> TransferFuture<'a>;
 }

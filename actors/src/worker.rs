@@ -20,6 +20,7 @@ use vidpress_cluster::NodeName;
 use vidpress_transcode::driver::{self, ChildCommand};
 use vidpress_transcode::{ChildEvent, Limits, TranscodeError, TranscodeJob};
 
+use crate::counters::Attempt;
 use crate::job::JobId;
 use crate::paths;
 use crate::protocol::{
@@ -52,7 +53,7 @@ pub struct WorkerArgs {
 /// The attempt a worker is running.
 struct Current {
     job: JobId,
-    attempt: u32,
+    attempt: Attempt,
     task: JoinHandle<()>,
     owner: Owner,
 }
@@ -69,9 +70,9 @@ struct Owner {
 impl Owner {
     /// Sends a report; an owner that cannot be reached cannot be told, and
     /// its supervisor's report timeout takes over.
-    fn report(&self, job: JobId, attempt: u32, report: AttemptReport) {
+    fn report(&self, job: JobId, attempt: Attempt, report: AttemptReport) {
         let Some(gateway) = gateway_of(&self.scope, &self.node) else {
-            debug!(job_id = %job, owner = %self.node, attempt, "owner unreachable; report dropped");
+            debug!(job_id = %job, owner = %self.node, attempt = attempt.get(), "owner unreachable; report dropped");
             return;
         };
         let _ = gateway.cast(GatewayMsg::Report {
@@ -146,7 +147,7 @@ impl Actor for WorkerActor {
                     return Ok(());
                 };
                 current.task.abort();
-                info!(job_id = %job, node = %state.args.node, attempt, "attempt canceled");
+                info!(job_id = %job, node = %state.args.node, attempt = attempt.get(), "attempt canceled");
                 current.owner.report(job, attempt, AttemptReport::Canceled);
             }
             WorkerMsg::Interrupt { owner, reason } => {
@@ -159,7 +160,7 @@ impl Actor for WorkerActor {
                 state.tell_busy(&myself, false);
                 current.task.abort();
                 let (job, attempt) = (current.job, current.attempt);
-                warn!(job_id = %job, node = %state.args.node, attempt, owner = %current.owner.node, reason = %reason, "attempt interrupted");
+                warn!(job_id = %job, node = %state.args.node, attempt = attempt.get(), owner = %current.owner.node, reason = %reason, "attempt interrupted");
                 current
                     .owner
                     .report(job, attempt, AttemptReport::Lost(reason));
@@ -174,13 +175,13 @@ impl Actor for WorkerActor {
                 };
                 match &outcome {
                     AttemptReport::Ended(Ok(bytes)) => {
-                        info!(job_id = %job, node = %state.args.node, attempt, bytes, "attempt finished")
+                        info!(job_id = %job, node = %state.args.node, attempt = attempt.get(), bytes, "attempt finished")
                     }
                     AttemptReport::Ended(Err(e)) => {
-                        warn!(job_id = %job, node = %state.args.node, attempt, code = e.code.as_str(), error = %e, "attempt failed")
+                        warn!(job_id = %job, node = %state.args.node, attempt = attempt.get(), code = e.code.as_str(), error = %e, "attempt failed")
                     }
                     other => {
-                        warn!(job_id = %job, node = %state.args.node, attempt, outcome = ?other, "attempt lost")
+                        warn!(job_id = %job, node = %state.args.node, attempt = attempt.get(), outcome = ?other, "attempt lost")
                     }
                 }
                 current.owner.report(job, attempt, outcome);
@@ -192,7 +193,12 @@ impl Actor for WorkerActor {
 
 impl WorkerState {
     /// Takes the current attempt if it is this one; the worker is then free.
-    fn take(&mut self, job: JobId, attempt: u32, myself: &ActorRef<WorkerMsg>) -> Option<Current> {
+    fn take(
+        &mut self,
+        job: JobId,
+        attempt: Attempt,
+        myself: &ActorRef<WorkerMsg>,
+    ) -> Option<Current> {
         let current = self
             .current
             .take_if(|c| c.job == job && c.attempt == attempt)?;
@@ -216,7 +222,7 @@ impl WorkerState {
             owner.report(a.job, a.attempt, AttemptReport::Rejected);
             return;
         }
-        info!(job_id = %a.job, node = %self.args.node, attempt = a.attempt, owner = %a.owner, "attempt started");
+        info!(job_id = %a.job, node = %self.args.node, attempt = a.attempt.get(), owner = %a.owner, "attempt started");
         owner.report(
             a.job,
             a.attempt,
@@ -226,7 +232,7 @@ impl WorkerState {
         );
         self.tell_busy(&myself, true);
         let (job, attempt) = (a.job, a.attempt);
-        let run = Attempt {
+        let run = AttemptRun {
             local: a.owner == self.args.node,
             data_dir: self.args.data_dir.clone(),
             command: self.args.command.clone(),
@@ -254,7 +260,7 @@ impl WorkerState {
 }
 
 /// Everything one attempt needs, moved into its task.
-struct Attempt {
+struct AttemptRun {
     local: bool,
     data_dir: PathBuf,
     command: ChildCommand,
@@ -265,7 +271,7 @@ struct Attempt {
     assignment: Assignment,
 }
 
-impl Attempt {
+impl AttemptRun {
     /// Runs the attempt to its outcome: `Ended` for a transcode that ran,
     /// `Lost` when the bytes could not be moved (not the job's fault).
     async fn run(self) -> AttemptReport {

@@ -289,7 +289,7 @@ impl From<&JobSnapshot> for JobDocument {
             status: job.status().as_str(),
             progress: job.progress(),
             eta_seconds: job.eta().map(|d| (d.as_secs_f64() * 10.0).round() / 10.0),
-            attempt: job.attempt,
+            attempt: job.attempt.get(),
             node: job.node.as_ref().map(ToString::to_string),
             created_at: rfc3339(job.created_at),
             updated_at: rfc3339(job.updated_at),
@@ -316,7 +316,7 @@ impl From<&JobEvent> for EventDocument {
     fn from(e: &JobEvent) -> Self {
         Self {
             event: e.kind.as_str(),
-            seq: e.seq,
+            seq: e.seq.get(),
             job: JobDocument::from(e.job.as_ref()),
         }
     }

@@ -18,7 +18,7 @@ use axum::response::Response;
 use futures::{Sink, SinkExt, Stream, StreamExt};
 use tokio::sync::broadcast::error::RecvError;
 use tracing::{debug, error};
-use vidpress_actors::{JobEvent, Subscription};
+use vidpress_actors::{JobEvent, Seq, Subscription};
 
 use super::dto::{ErrorBody, EventDocument};
 use super::error::{ApiError, Unavailable, UnknownJob};
@@ -71,9 +71,11 @@ pub async fn events(
     let since = query
         .get("since")
         .map(|s| {
-            s.parse::<u64>().map_err(|_| ApiError::BadOption {
-                message: "since must be a non-negative integer".into(),
-            })
+            s.parse::<u64>()
+                .map(Seq::new)
+                .map_err(|_| ApiError::BadOption {
+                    message: "since must be a non-negative integer".into(),
+                })
         })
         .transpose()?;
     let subscription = app.jobs.subscribe(id, since).await?;
@@ -115,7 +117,7 @@ pub async fn stream_events<S, R, F, Fut>(
 ) where
     S: Sink<Message> + Unpin,
     R: Stream<Item = Result<Message, ReadError>> + Unpin,
-    F: FnMut(Option<u64>) -> Fut,
+    F: FnMut(Option<Seq>) -> Fut,
     Fut: Future<Output = Option<Subscription>>,
 {
     let mut last_seq = None;
@@ -191,7 +193,7 @@ enum Flow {
 async fn forward<S: Sink<Message> + Unpin>(
     sink: &mut S,
     events: &[JobEvent],
-    last_seq: &mut Option<u64>,
+    last_seq: &mut Option<Seq>,
     idle: Duration,
 ) -> Flow {
     for event in events {
@@ -219,7 +221,7 @@ async fn send<S: Sink<Message> + Unpin>(
     let json = event.rendered(|event| {
         serde_json::to_vec(&EventDocument::from(event)).map_or_else(
             |e| {
-                error!(job_id = %event.job.id, node = event.job.node.as_ref().map(|n| n.as_str()), attempt = event.job.attempt, error = %e, "cannot render the event");
+                error!(job_id = %event.job.id, node = event.job.node.as_ref().map(|n| n.as_str()), attempt = event.job.attempt.get(), error = %e, "cannot render the event");
                 Bytes::new()
             },
             Bytes::from,
@@ -259,18 +261,18 @@ mod tests {
 
     use futures::channel::mpsc;
     use tokio::sync::broadcast;
-    use vidpress_actors::{EventKind, InputInfo, JobId, JobSnapshot, JobState};
+    use vidpress_actors::{Attempt, EventKind, InputInfo, JobId, JobSnapshot, JobState};
 
     use super::*;
 
     fn event(kind: EventKind, seq: u64, state: JobState) -> JobEvent {
         JobEvent::new(
             kind,
-            seq,
+            Seq::new(seq),
             Arc::new(JobSnapshot {
                 id: JobId::new(&"node-1".parse().unwrap()),
                 state,
-                attempt: 1,
+                attempt: Attempt::new(1),
                 node: None,
                 created_at: SystemTime::now(),
                 updated_at: SystemTime::now(),
@@ -279,7 +281,7 @@ mod tests {
                     bytes: 1,
                     media: None,
                 },
-                seq,
+                seq: Seq::new(seq),
             }),
         )
     }
@@ -309,7 +311,7 @@ mod tests {
         (seqs, close)
     }
 
-    async fn no_resubscribe(_: Option<u64>) -> Option<Subscription> {
+    async fn no_resubscribe(_: Option<Seq>) -> Option<Subscription> {
         None
     }
 
@@ -415,8 +417,8 @@ mod tests {
             tx.send(event(EventKind::Progress, seq, running(seq as f64 / 10.0)))
                 .unwrap();
         }
-        let resubscribe = |since: Option<u64>| async move {
-            assert_eq!(since, Some(1));
+        let resubscribe = |since: Option<Seq>| async move {
+            assert_eq!(since, Some(Seq::new(1)));
             Some(Subscription {
                 backlog: vec![event(EventKind::Status, 10, JobState::Canceled)],
                 live: None,

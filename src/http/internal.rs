@@ -17,7 +17,7 @@ use tokio::io::AsyncWriteExt;
 use tower::ServiceExt;
 use tower_http::services::ServeFile;
 use vidpress_actors::record::JobRecord;
-use vidpress_actors::{paths, JobId, ReplicaFile};
+use vidpress_actors::{paths, Attempt, Epoch, JobId, ReplicaFile};
 
 use super::error::ApiError;
 use super::jobs::parse_id;
@@ -67,7 +67,7 @@ pub async fn input(
 /// becomes the result.
 pub async fn output(
     State(app): State<AppState>,
-    Path((id, attempt)): Path<(String, u32)>,
+    Path((id, attempt)): Path<(String, Attempt)>,
     request: Request,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
@@ -106,7 +106,7 @@ async fn store(body: Body, path: &std::path::Path) -> Result<(), ApiError> {
 
 /// Returns whether this node already owns `id` under an epoch at least
 /// `epoch` (it took the job over): copies from the former owner are stale.
-fn owns_newer(app: &AppState, id: JobId, epoch: u32) -> bool {
+fn owns_newer(app: &AppState, id: JobId, epoch: Epoch) -> bool {
     JobRecord::read(&paths::record(&app.data_dir, id)).is_ok_and(|r| r.epoch > epoch)
 }
 
@@ -143,7 +143,7 @@ pub async fn replica_record(
     }
     let dir = paths::replica_dir(&app.data_dir, id);
     let path = dir.join("job.json");
-    let held = JobRecord::read(&path).map_or(0, |r| r.epoch);
+    let held = JobRecord::read(&path).map_or(Epoch::default(), |r| r.epoch);
     if held > record.epoch || owns_newer(&app, id, record.epoch) {
         return Ok(StatusCode::CONFLICT.into_response());
     }
@@ -169,6 +169,7 @@ pub async fn relinquish(
     let epoch = query
         .get("epoch")
         .and_then(|e| e.parse::<u32>().ok())
+        .map(Epoch::new)
         .ok_or_else(|| ApiError::BadRequest("epoch must be a number".into()))?;
     let finished = match query.get("finished").map(String::as_str) {
         None | Some("false") => false,

@@ -328,7 +328,7 @@ pub fn status_response(job: &Published) -> Response {
     let body = job.rendered(|job| {
         serde_json::to_vec(&JobDocument::from(job)).map_or_else(
             |e| {
-                error!(job_id = %job.id, node = job.node.as_ref().map(|n| n.as_str()), attempt = job.attempt, error = %e, "cannot render the job document");
+                error!(job_id = %job.id, node = job.node.as_ref().map(|n| n.as_str()), attempt = job.attempt.get(), error = %e, "cannot render the job document");
                 Bytes::from_static(b"{}")
             },
             Bytes::from,

@@ -11,6 +11,7 @@ use vidpress_cluster::{wire, NodeLoad, NodeName};
 use vidpress_transcode::EncodeOptions;
 
 use super::worker::AttemptReport;
+use crate::counters::{Attempt, Epoch};
 use crate::job::{JobId, JobSnapshot, JobStatus};
 
 /// An upload already on local disk, waiting to become a job.
@@ -109,7 +110,7 @@ pub enum GatewayMsg {
     /// A worker's report on an attempt of a job this node owns, from any node.
     Report {
         job: JobId,
-        attempt: u32,
+        attempt: Attempt,
         report: AttemptReport,
     },
     /// The job's worker slot is free again; `rejected` when the worker
@@ -128,7 +129,7 @@ pub enum GatewayMsg {
     /// else it gives way. Replies whether it was kept.
     Relinquish {
         job: JobId,
-        epoch: u32,
+        epoch: Epoch,
         finished: bool,
         reply: RpcReplyPort<bool>,
     },
@@ -170,7 +171,7 @@ pub enum GatewayMsg {
 enum GatewayWire {
     Report {
         job: JobId,
-        attempt: u32,
+        attempt: Attempt,
         report: AttemptReport,
     },
 }

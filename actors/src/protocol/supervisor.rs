@@ -9,6 +9,7 @@ use vidpress_cluster::NodeName;
 
 use super::gateway::{SubmitError, Submitted};
 use super::worker::{AttemptReport, WorkerMsg};
+use crate::counters::{Attempt, Seq};
 use crate::job::{JobEvent, JobSnapshot};
 
 /// Events for one subscriber: what it missed (or a snapshot), then the live feed.
@@ -33,7 +34,7 @@ pub enum SupervisorMsg {
     GetSnapshot(RpcReplyPort<JobSnapshot>),
     /// Subscribes to events after `since` (or from a fresh snapshot).
     Subscribe {
-        since: Option<u64>,
+        since: Option<Seq>,
         reply: RpcReplyPort<Subscription>,
     },
     /// Cancels the job and replies with the snapshot once the request is in effect.
@@ -44,7 +45,10 @@ pub enum SupervisorMsg {
         node: NodeName,
     },
     /// A worker's report on attempt `attempt`; stale attempts are ignored.
-    Report { attempt: u32, report: AttemptReport },
+    Report {
+        attempt: Attempt,
+        report: AttemptReport,
+    },
     /// A node is down: if it ran the current attempt, run the job elsewhere.
     NodeLost(NodeName),
     /// A node is up again: if it is this job's standby, it may have missed
@@ -52,9 +56,9 @@ pub enum SupervisorMsg {
     Resync(NodeName),
     /// The result of attempt `attempt` is on the standby (or could not be
     /// copied, which is logged): the job is complete.
-    ResultCopied { attempt: u32, bytes: u64 },
+    ResultCopied { attempt: Attempt, bytes: u64 },
     /// Sent to itself every few seconds while attempt `0` runs.
-    Watch(u32),
+    Watch(Attempt),
     /// Version `0` of the record (counted from this supervisor's start) is
     /// durable on the standby.
     RecordCopied(u64),

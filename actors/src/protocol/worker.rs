@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use vidpress_cluster::{wire, NodeName};
 use vidpress_transcode::{EncodeOptions, MediaInfo, TranscodeError};
 
+use crate::counters::Attempt;
 use crate::job::JobId;
 
 /// One attempt of a job, handed to a worker on any node.
@@ -12,7 +13,7 @@ use crate::job::JobId;
 pub struct Assignment {
     pub job: JobId,
     /// The attempt number, which fences reports of older attempts.
-    pub attempt: u32,
+    pub attempt: Attempt,
     pub options: EncodeOptions,
     /// The node that owns the job and receives the reports.
     pub owner: NodeName,
@@ -25,7 +26,7 @@ pub enum WorkerMsg {
     /// Runs an attempt; refused with [`AttemptReport::Rejected`] when busy.
     Assign(Assignment),
     /// Stops the given attempt at once if it is the one running.
-    Cancel { job: JobId, attempt: u32 },
+    Cancel { job: JobId, attempt: Attempt },
     /// Leaves the worker group and refuses new attempts; the running one
     /// finishes (sent by the local gateway when the node shuts down).
     Drain,
@@ -41,7 +42,7 @@ pub enum WorkerMsg {
     /// The running attempt's task finished (sent by the worker to itself).
     AttemptEnded {
         job: JobId,
-        attempt: u32,
+        attempt: Attempt,
         report: AttemptReport,
     },
 }
@@ -51,7 +52,7 @@ pub enum WorkerMsg {
 #[derive(Serialize, Deserialize)]
 enum WorkerWire {
     Assign(Assignment),
-    Cancel { job: JobId, attempt: u32 },
+    Cancel { job: JobId, attempt: Attempt },
 }
 
 impl ractor::Message for WorkerMsg {
@@ -111,7 +112,7 @@ mod tests {
         let owner: NodeName = "node-a".parse().unwrap();
         Assignment {
             job: JobId::new(&owner),
-            attempt: 2,
+            attempt: Attempt::new(2),
             options: EncodeOptions::default(),
             owner,
             owner_http: "http://127.0.0.1:8080".into(),
@@ -129,7 +130,7 @@ mod tests {
     #[allow(dead_code)]
     enum NextWire {
         Assign(Assignment),
-        Cancel { job: JobId, attempt: u32 },
+        Cancel { job: JobId, attempt: Attempt },
         Pause { job: JobId },
     }
 
@@ -137,16 +138,21 @@ mod tests {
     fn messages_of_a_previous_version_decode_and_unknown_later_variants_are_refused() {
         let old = wire::encode_cast("worker.v1", &PreviousWire::Assign(assignment())).unwrap();
         match WorkerMsg::deserialize(old) {
-            Ok(WorkerMsg::Assign(a)) => assert_eq!(a.attempt, 2),
+            Ok(WorkerMsg::Assign(a)) => assert_eq!(a.attempt, Attempt::new(2)),
             _ => panic!("a previous version's assignment must decode"),
         }
         let job = assignment().job;
         let newer = wire::encode_cast("worker.v2", &NextWire::Pause { job }).unwrap();
         assert!(WorkerMsg::deserialize(newer).is_err());
-        let cancel = WorkerMsg::Cancel { job, attempt: 1 }.serialize().unwrap();
+        let cancel = WorkerMsg::Cancel {
+            job,
+            attempt: Attempt::new(1),
+        }
+        .serialize()
+        .unwrap();
         assert!(matches!(
             WorkerMsg::deserialize(cancel),
-            Ok(WorkerMsg::Cancel { attempt: 1, .. })
+            Ok(WorkerMsg::Cancel { attempt, .. }) if attempt == Attempt::new(1)
         ));
     }
 }
