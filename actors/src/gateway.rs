@@ -225,7 +225,7 @@ impl Actor for Gateway {
                 }
                 state.pump();
             }
-            GatewayMsg::Forget(id) => state.forget(id),
+            GatewayMsg::DropUnaccepted(id) => state.forget(id),
             GatewayMsg::List {
                 status,
                 before,
@@ -255,7 +255,7 @@ impl Actor for Gateway {
                     let _ = supervisor.cast(SupervisorMsg::Report { attempt, report });
                 }
             }
-            GatewayMsg::Release { job, rejected } => {
+            GatewayMsg::SlotFreed { job, rejected } => {
                 if let Some(slot) = state.running.remove(&job) {
                     let id = slot.worker.get_id();
                     state.busy.remove(&id);
@@ -301,7 +301,7 @@ impl Actor for Gateway {
                 // absence had the rejoin window to give them back.
                 state.fence();
             }
-            GatewayMsg::Relinquish {
+            GatewayMsg::CompareCopies {
                 job,
                 epoch,
                 finished,
@@ -309,7 +309,7 @@ impl Actor for Gateway {
             } => {
                 let _ = reply.send(state.give_way(job, epoch, finished).await);
             }
-            GatewayMsg::Yield(job) => state.yield_to_owner(job).await,
+            GatewayMsg::FormerOwnerKept(job) => state.yield_to_owner(job).await,
             GatewayMsg::Synced {
                 job,
                 standby,
@@ -367,11 +367,11 @@ impl Actor for Gateway {
                         SPEED_WEIGHT * measured + (1.0 - SPEED_WEIGHT) * state.seconds_per_byte;
                 }
             }
-            GatewayMsg::Dequeue(id) => {
+            GatewayMsg::CanceledWhileQueued(id) => {
                 state.queue.remove(id);
                 state.publish_load();
             }
-            GatewayMsg::Requeue(id) => {
+            GatewayMsg::DispatchFailed(id) => {
                 let bytes = state.jobs.get(&id).map_or(0, |e| e.bytes);
                 state.queue.push_front(id, bytes);
                 state.pump();
@@ -772,7 +772,7 @@ impl GatewayState {
                 match transfer.relinquish(&http, job, epoch, finished).await {
                     Ok(Relinquished::GaveWay) => {}
                     Ok(Relinquished::Kept) => {
-                        let _ = myself.cast(GatewayMsg::Yield(job));
+                        let _ = myself.cast(GatewayMsg::FormerOwnerKept(job));
                     }
                     Err(e) => {
                         warn!(job_id = %job, node = %node, attempt = attempt.get(), error = %e, "cannot tell the former owner")
@@ -863,7 +863,7 @@ impl GatewayState {
     async fn abandon(&mut self, job: JobId) {
         if let Some(supervisor) = self.supervisor(job) {
             // The supervisor never calls the gateway, so this cannot deadlock.
-            let _ = ractor::call_t!(supervisor, SupervisorMsg::Abandon, 5_000);
+            let _ = ractor::call_t!(supervisor, SupervisorMsg::DropCopy, 5_000);
             let reason = Some("the job is held by another node".to_owned());
             let _ = supervisor.stop_and_wait(reason, Some(ABANDON_WAIT)).await;
         }

@@ -167,14 +167,14 @@ impl Jobs {
 
     /// Another node took `job` over under `epoch`, its copy `finished` or
     /// not: this node's copy gives way, unless it is the one to keep (see
-    /// [`GatewayMsg::Relinquish`]). Returns whether it was kept.
+    /// [`GatewayMsg::CompareCopies`]). Returns whether it was kept.
     pub async fn relinquish(
         &self,
         job: JobId,
         epoch: Epoch,
         finished: bool,
     ) -> Result<bool, ServiceError> {
-        call(&self.gateway, |reply| GatewayMsg::Relinquish {
+        call(&self.gateway, |reply| GatewayMsg::CompareCopies {
             job,
             epoch,
             finished,

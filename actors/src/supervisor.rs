@@ -285,7 +285,7 @@ async fn handle_message(
             };
             if let Some(refused) = refused {
                 let _ = reply.send(Err(refused));
-                let _ = state.gateway.cast(GatewayMsg::Forget(state.job.id));
+                let _ = state.gateway.cast(GatewayMsg::DropUnaccepted(state.job.id));
                 let _ = std::fs::remove_dir_all(paths::job_dir(&state.data_dir, state.job.id));
                 myself.stop(None);
                 return Ok(());
@@ -343,11 +343,11 @@ async fn handle_message(
             }
         }
         SupervisorMsg::Resync(node) => state.resync(&myself, &node),
-        SupervisorMsg::Hibernate => state.linger_over = true,
+        SupervisorMsg::LingerOver => state.linger_over = true,
         SupervisorMsg::RecordCopied(version) => {
             state.copied = state.copied.max(version);
         }
-        SupervisorMsg::Abandon(reply) => {
+        SupervisorMsg::DropCopy(reply) => {
             if matches!(state.job.state, JobState::Running { .. }) {
                 state.stop_attempt();
                 state.release_slot();
@@ -386,7 +386,7 @@ async fn handle_message(
     state.board.publish(&state.job);
     if !was_terminal && state.job.status().is_terminal() {
         state.linger_over = false;
-        myself.send_after(HIBERNATE_AFTER, || SupervisorMsg::Hibernate);
+        myself.send_after(HIBERNATE_AFTER, || SupervisorMsg::LingerOver);
     }
     state.hibernate(&myself);
     Ok(())
@@ -403,7 +403,7 @@ impl SupervisorState {
     }
 
     fn release(&self, rejected: bool) {
-        let _ = self.gateway.cast(GatewayMsg::Release {
+        let _ = self.gateway.cast(GatewayMsg::SlotFreed {
             job: self.job.id,
             rejected,
         });
@@ -640,7 +640,7 @@ impl SupervisorState {
             self.job.attempt = previous;
             self.record.attempt = self.job.attempt;
             self.release_slot();
-            let _ = self.gateway.cast(GatewayMsg::Requeue(self.job.id));
+            let _ = self.gateway.cast(GatewayMsg::DispatchFailed(self.job.id));
             return false;
         }
         let assignment = Assignment {
@@ -653,7 +653,7 @@ impl SupervisorState {
         if worker.cast(WorkerMsg::Assign(assignment)).is_err() {
             // The worker is gone; wait for another slot.
             self.release_slot();
-            let _ = self.gateway.cast(GatewayMsg::Requeue(self.job.id));
+            let _ = self.gateway.cast(GatewayMsg::DispatchFailed(self.job.id));
             return false;
         }
         self.started = false;
@@ -763,7 +763,7 @@ impl SupervisorState {
     fn requeue(&mut self) {
         self.job.state = JobState::Queued;
         self.job.node = None;
-        let _ = self.gateway.cast(GatewayMsg::Requeue(self.job.id));
+        let _ = self.gateway.cast(GatewayMsg::DispatchFailed(self.job.id));
         self.status_changed(None);
     }
 
@@ -809,7 +809,9 @@ impl SupervisorState {
     fn cancel(&mut self) {
         match &mut self.job.state {
             JobState::Queued => {
-                let _ = self.gateway.cast(GatewayMsg::Dequeue(self.job.id));
+                let _ = self
+                    .gateway
+                    .cast(GatewayMsg::CanceledWhileQueued(self.job.id));
                 self.finish(JobState::Canceled);
             }
             JobState::Running {

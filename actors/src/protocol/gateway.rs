@@ -115,7 +115,7 @@ pub enum GatewayMsg {
     },
     /// The job's worker slot is free again; `rejected` when the worker
     /// refused the assignment (it is then skipped for a while).
-    Release { job: JobId, rejected: bool },
+    SlotFreed { job: JobId, rejected: bool },
     /// A worker of this node started (`true`) or ended (`false`) an attempt.
     WorkerBusy { worker: ActorId, busy: bool },
     /// A node is down: its attempts must run elsewhere, and the jobs it owned
@@ -127,7 +127,7 @@ pub enum GatewayMsg {
     /// `finished` or not. This node's copy is kept if it is finished and the
     /// other is not, or if both are alike and its epoch is the same or later;
     /// else it gives way. Replies whether it was kept.
-    Relinquish {
+    CompareCopies {
         job: JobId,
         epoch: Epoch,
         finished: bool,
@@ -135,7 +135,7 @@ pub enum GatewayMsg {
     },
     /// The former owner of a job this node took over kept its copy (it had
     /// finished the job): this node's unfinished copy gives way.
-    Yield(JobId),
+    FormerOwnerKept(JobId),
     /// Whether the standby of a job owned here holds its latest record.
     Synced {
         job: JobId,
@@ -158,11 +158,11 @@ pub enum GatewayMsg {
         ran: Option<(u64, Duration)>,
     },
     /// A queued job was canceled: drop it from the queue.
-    Dequeue(JobId),
+    CanceledWhileQueued(JobId),
     /// A job could not be stored and was never accepted: drop every trace.
-    Forget(JobId),
+    DropUnaccepted(JobId),
     /// A job's dispatch failed: put it back at the head of the queue.
-    Requeue(JobId),
+    DispatchFailed(JobId),
 }
 
 /// The variants other nodes may send, in their wire form. Append only: a

@@ -64,7 +64,7 @@ pub enum SupervisorMsg {
     RecordCopied(u64),
     /// Another node holds the job now: stop the attempt and drop this
     /// node's copy; replies once done (the gateway then stops the actor).
-    Abandon(RpcReplyPort<()>),
+    DropCopy(RpcReplyPort<()>),
     /// Sent to itself a few seconds after the job finished.
-    Hibernate,
+    LingerOver,
 }
