@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 
+use crate::node_name::NodeName;
 use crate::sessions::Sessions;
-use crate::NodeName;
 
 /// The first retry delay after a failure.
 pub(crate) const BACKOFF_MIN: Duration = Duration::from_millis(500);
