@@ -1,9 +1,9 @@
 //! The messages that cross the cluster crate's modules: what the membership
 //! actor hears from other nodes ([`Heartbeat`], [`HeartbeatAck`]), from the
 //! `NodeServer`'s sessions ([`SessionEvent`]) and from its own dial tasks,
-//! all as one [`MembershipMsg`]. The actor (`membership`), the session table
-//! and its subscription (`sessions`) and the dials (`reconnect`) import
-//! these; this module imports none of them.
+//! all as one [`MembershipMsg`]. The actor (`membership`) and the session
+//! table with its subscription (`sessions`) import these; this module
+//! imports neither.
 
 use std::net::SocketAddr;
 
@@ -133,7 +133,9 @@ pub(crate) struct PeerName {
 }
 
 impl PeerName {
-    fn new(full: String, address: String) -> Self {
+    /// Returns the identity of a peer named `full` (`node@host`) that
+    /// advertises `address`.
+    pub fn new(full: String, address: String) -> Self {
         let node = full.split('@').next().and_then(|n| n.parse().ok());
         Self {
             full,

@@ -107,11 +107,7 @@ mod tests {
     fn refusal(full: &str, at: Instant) -> Refusal {
         Refusal {
             peer_addr: "127.0.0.1:40000".into(),
-            peer: PeerName {
-                full: full.into(),
-                node: full.split('@').next().and_then(|n| n.parse().ok()),
-                address: "127.0.0.1:7001".into(),
-            },
+            peer: PeerName::new(full.into(), "127.0.0.1:7001".into()),
             incoming: true,
             at,
         }

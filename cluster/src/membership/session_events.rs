@@ -198,11 +198,7 @@ mod tests {
     }
 
     fn peer(full: &str) -> PeerName {
-        PeerName {
-            full: full.into(),
-            node: full.split('@').next().and_then(|n| n.parse().ok()),
-            address: "127.0.0.1:7001".into(),
-        }
+        PeerName::new(full.into(), "127.0.0.1:7001".into())
     }
 
     #[test]
