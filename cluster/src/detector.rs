@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use crate::node_name::NodeName;
 use crate::view::{ClusterView, Member, MemberEvent, MemberState, NodeLoad};
-use crate::NodeName;
 
 /// How long silences may last.
 #[derive(Clone, Copy, Debug)]

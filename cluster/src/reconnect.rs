@@ -12,8 +12,10 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+
+use crate::node_name::NodeName;
 use crate::sessions::Sessions;
-use crate::NodeName;
 
 /// The first retry delay after a failure.
 pub(crate) const BACKOFF_MIN: Duration = Duration::from_millis(500);
@@ -22,11 +24,30 @@ pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// How long a dial may take from TCP connect to an authenticated session.
 pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The delays between dials of one address: 500 ms, doubling, capped at
+/// 5 s, never giving up, without jitter.
+const DELAYS: ExponentialBuilder = ExponentialBuilder::new()
+    .with_min_delay(BACKOFF_MIN)
+    .with_factor(2.0)
+    .with_max_delay(BACKOFF_MAX)
+    .without_max_times();
+
 /// Exponential backoff for one address: 500 ms, 1 s, 2 s, 4 s, then 5 s.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Backoff {
     failures: u32,
+    delays: ExponentialBackoff,
     next_attempt: Option<Instant>,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            failures: 0,
+            delays: DELAYS.build(),
+            next_attempt: None,
+        }
+    }
 }
 
 impl Backoff {
@@ -38,17 +59,15 @@ impl Backoff {
     /// Records a failure; returns the delay before the next attempt.
     pub fn failed(&mut self, now: Instant) -> Duration {
         self.failures = self.failures.saturating_add(1);
-        let delay = BACKOFF_MIN
-            .saturating_mul(1 << (self.failures - 1).min(16))
-            .min(BACKOFF_MAX);
+        // `DELAYS` has no limit on attempts, so the iterator never ends.
+        let delay = self.delays.next().unwrap_or(BACKOFF_MAX);
         self.next_attempt = Some(now + delay);
         delay
     }
 
     /// Records a success: the next failure starts over at the minimum.
     pub fn succeeded(&mut self) {
-        self.failures = 0;
-        self.next_attempt = None;
+        *self = Self::default();
     }
 
     pub fn failures(&self) -> u32 {

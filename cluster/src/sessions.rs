@@ -16,70 +16,8 @@ use ractor::{ActorId, ActorRef};
 use ractor_cluster::node::NodeServerSessionInformation;
 use ractor_cluster::{NodeEventSubscription, NodeSessionMessage};
 
-use crate::membership::MembershipMsg;
-use crate::NodeName;
-
-/// A change to one of the `NodeServer`'s sessions.
-#[derive(Debug)]
-pub(crate) enum SessionEvent {
-    /// A TCP connection was accepted or dialed; the handshake starts.
-    Opened(SessionInfo),
-    /// The peer proved it knows the cookie and won the duplicate-session
-    /// election: messages and process groups now flow.
-    Authenticated(SessionInfo),
-    /// The session ended, authenticated or not.
-    Closed(SessionInfo),
-}
-
-/// The part of `NodeServerSessionInformation` membership uses.
-#[derive(Debug, Clone)]
-pub(crate) struct SessionInfo {
-    pub node_id: u64,
-    pub actor: ActorRef<NodeSessionMessage>,
-    /// The socket address of the other end, as `IP:PORT`.
-    pub peer_addr: String,
-    /// `true` when the peer dialed us.
-    pub is_server: bool,
-    /// What the peer claims to be (verified only once authenticated).
-    pub peer: Option<PeerName>,
-}
-
-/// A peer's identity as ractor_cluster carries it: `name@host` and the
-/// `host:port` it is reached at.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct PeerName {
-    /// The full ractor_cluster name, `node@host`.
-    pub full: String,
-    /// The vidpress node name, when `full` holds a valid one.
-    pub node: Option<NodeName>,
-    /// The peer's connection string, its advertise address.
-    pub address: String,
-}
-
-impl PeerName {
-    fn new(full: String, address: String) -> Self {
-        let node = full.split('@').next().and_then(|n| n.parse().ok());
-        Self {
-            full,
-            node,
-            address,
-        }
-    }
-}
-
-impl From<NodeServerSessionInformation> for SessionInfo {
-    fn from(ses: NodeServerSessionInformation) -> Self {
-        Self {
-            node_id: ses.node_id,
-            actor: ses.actor,
-            peer_addr: ses.peer_addr,
-            is_server: ses.is_server,
-            peer: ses
-                .peer_name
-                .map(|p| PeerName::new(p.name, p.connection_string)),
-        }
-    }
-}
+use crate::node_name::NodeName;
+use crate::protocol::{MembershipMsg, PeerName, SessionEvent, SessionInfo};
 
 /// Forwards the `NodeServer`'s session callbacks to the membership actor.
 /// The callbacks run inside the `NodeServer`'s handler, so they only cast.

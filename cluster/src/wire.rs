@@ -125,7 +125,7 @@ mod tests {
     use serde::{Deserialize, Serialize};
 
     use super::*;
-    use crate::NodeName;
+    use crate::node_name::NodeName;
 
     #[derive(Debug, PartialEq, Serialize, Deserialize)]
     enum OldWire {
