@@ -241,14 +241,19 @@ impl Samples {
         v
     }
 
-    /// Nearest-rank percentile, in ms.
+    /// The `p`th percentile, in ms, to the microsecond (an HDR histogram of
+    /// three significant digits).
     fn pct(&self, p: f64) -> f64 {
-        let v = self.sorted();
-        if v.is_empty() {
+        let Ok(mut histogram) = hdrhistogram::Histogram::<u64>::new(3) else {
+            return f64::NAN;
+        };
+        for v in &self.0 {
+            histogram.saturating_record((v.max(0.0) * 1000.0).round() as u64);
+        }
+        if histogram.is_empty() {
             return f64::NAN;
         }
-        let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
-        v[rank.clamp(1, v.len()) - 1]
+        histogram.value_at_quantile(p / 100.0) as f64 / 1000.0
     }
 
     fn summary(&self) -> Value {

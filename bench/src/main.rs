@@ -582,8 +582,8 @@ impl Bench {
             futures::join!(ws::read(on_owner, limit), ws::read(via_other, limit));
         let entry = |name: &str, seen: &mut ws::Seen| {
             let n = seen.latencies_ms.len();
-            let p50 = ws::quantile(&mut seen.latencies_ms, 0.5);
-            let p99 = ws::quantile(&mut seen.latencies_ms, 0.99);
+            let p50 = ws::quantile(&seen.latencies_ms, 0.5);
+            let p99 = ws::quantile(&seen.latencies_ms, 0.99);
             let note = format!(
                 "{n} events, p50 {p50:.2} ms; baseline = the target itself (10 ms); all events in order: {}",
                 seen.complete()
@@ -856,21 +856,21 @@ impl FanOut {
     /// How each event's delivery to every subscriber went: the range of the
     /// events' p50 and of their slowest delivery, in milliseconds.
     fn per_event(&mut self) -> String {
-        let (mut p50s, mut maxes): (Vec<f64>, Vec<f64>) = self
+        let (p50s, maxes): (Vec<f64>, Vec<f64>) = self
             .by_event
-            .iter_mut()
+            .iter()
             .map(|l| (ws::quantile(l, 0.5), ws::quantile(l, 1.0)))
             .unzip();
-        let range = |v: &mut [f64]| (ws::quantile(v, 0.0), ws::quantile(v, 1.0));
-        let ((p50_lo, p50_hi), (max_lo, max_hi)) = (range(&mut p50s), range(&mut maxes));
+        let range = |v: &[f64]| (ws::quantile(v, 0.0), ws::quantile(v, 1.0));
+        let ((p50_lo, p50_hi), (max_lo, max_hi)) = (range(&p50s), range(&maxes));
         format!("per event: p50 {p50_lo:.0}-{p50_hi:.0} ms, slowest delivery {max_lo:.0}-{max_hi:.0} ms")
     }
 
     /// p50 and p99 of the latencies, in milliseconds.
-    fn quantiles(&mut self) -> (f64, f64) {
+    fn quantiles(&self) -> (f64, f64) {
         (
-            ws::quantile(&mut self.latencies, 0.5),
-            ws::quantile(&mut self.latencies, 0.99),
+            ws::quantile(&self.latencies, 0.5),
+            ws::quantile(&self.latencies, 0.99),
         )
     }
 }

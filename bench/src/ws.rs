@@ -139,12 +139,19 @@ impl Received {
     }
 }
 
-/// The `q` quantile (0–1) of `values`, sorted in place.
-pub fn quantile(values: &mut [f64], q: f64) -> f64 {
-    if values.is_empty() {
+/// The `q` quantile (0–1) of `values` in milliseconds, to the microsecond
+/// (an HDR histogram of three significant digits); NaN when there are none.
+pub fn quantile(values: &[f64], q: f64) -> f64 {
+    let mut histogram = match hdrhistogram::Histogram::<u64>::new(3) {
+        Ok(h) => h,
+        Err(_) => return f64::NAN,
+    };
+    for v in values {
+        // Latencies are never negative; a NaN counts as zero.
+        histogram.saturating_record((v.max(0.0) * 1000.0).round() as u64);
+    }
+    if histogram.is_empty() {
         return f64::NAN;
     }
-    values.sort_by(f64::total_cmp);
-    let i = ((values.len() as f64 * q).ceil() as usize).clamp(1, values.len()) - 1;
-    values[i]
+    histogram.value_at_quantile(q) as f64 / 1000.0
 }
