@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use strum::{Display, EnumString, IntoStaticStr};
 use uuid::Uuid;
 use vidpress_cluster::NodeName;
 use vidpress_transcode::{EncodeOptions, MediaInfo, TranscodeError};
@@ -96,9 +97,12 @@ impl FromStr for JobId {
     }
 }
 
-/// The coarse status of a job, as clients see it.
+/// The coarse status of a job, as clients see it. Its name (serde's and
+/// strum's, for `Display` and `FromStr`) is the variant's in snake_case.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(IntoStaticStr, Display, EnumString)]
+#[strum(serialize_all = "snake_case")]
 pub enum JobStatus {
     Queued,
     Running,
@@ -119,44 +123,12 @@ impl JobStatus {
 
     /// Returns the status as its lowercase name.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Queued => "queued",
-            Self::Running => "running",
-            Self::Completed => "completed",
-            Self::Failed => "failed",
-            Self::Canceled => "canceled",
-        }
+        self.into()
     }
 
     /// Returns whether no further change can happen.
     pub fn is_terminal(self) -> bool {
         matches!(self, Self::Completed | Self::Failed | Self::Canceled)
-    }
-}
-
-impl fmt::Display for JobStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Why a string is not a job status.
-#[derive(Debug, thiserror::Error)]
-#[error("status must be one of queued, running, completed, failed, canceled")]
-pub struct JobStatusError;
-
-impl FromStr for JobStatus {
-    type Err = JobStatusError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(match s {
-            "queued" => Self::Queued,
-            "running" => Self::Running,
-            "completed" => Self::Completed,
-            "failed" => Self::Failed,
-            "canceled" => Self::Canceled,
-            _ => return Err(JobStatusError),
-        })
     }
 }
 
@@ -254,8 +226,9 @@ impl JobSnapshot {
     }
 }
 
-/// The kind of a job event.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The kind of a job event, named in lowercase.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, IntoStaticStr, strum::EnumIter)]
+#[strum(serialize_all = "snake_case")]
 pub enum EventKind {
     /// The state as of `seq`, sent first to every subscriber.
     Snapshot,
@@ -268,11 +241,7 @@ pub enum EventKind {
 impl EventKind {
     /// Returns the lowercase name of the kind.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Snapshot => "snapshot",
-            Self::Progress => "progress",
-            Self::Status => "status",
-        }
+        self.into()
     }
 }
 

@@ -6,7 +6,10 @@ use std::borrow::Cow;
 use std::time::SystemTime;
 
 use serde::Serialize;
-use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Schema, Type};
+use strum::IntoEnumIterator;
+use utoipa::openapi::schema::{
+    AdditionalProperties, KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type,
+};
 use utoipa::openapi::RefOr;
 use utoipa::ToSchema;
 use vidpress_actors::{EventKind, JobEvent, JobSnapshot, JobState, JobStatus};
@@ -226,13 +229,57 @@ string_enum!(
 );
 string_enum!(
     /// An event kind in the spec.
-    EventName => "EventKind",
-    [EventKind::Snapshot, EventKind::Progress, EventKind::Status].map(EventKind::as_str)
+    EventName => "EventKind", EventKind::iter().map(EventKind::as_str)
 );
 string_enum!(
     /// A node's state in the spec.
     NodeStateName => "NodeState",
     [MemberState::Up, MemberState::Suspect, MemberState::Down].map(MemberState::as_str)
+);
+
+/// Returns `names` as a sentence's list: `a, b, c`.
+pub fn one_of<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
+    names.into_iter().collect::<Vec<_>>().join(", ")
+}
+
+/// Declares a type that only names a bounded integer in the spec (inlined
+/// where used), its bounds the constants the server checks, so that the
+/// two cannot drift apart.
+macro_rules! bounded_integer {
+    ($(#[$doc:meta])* $ty:ident: $format:ident, $min:expr, $max:expr) => {
+        $(#[$doc])*
+        pub struct $ty;
+
+        impl utoipa::PartialSchema for $ty {
+            fn schema() -> RefOr<Schema> {
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .format(Some(SchemaFormat::KnownFormat(KnownFormat::$format)))
+                    .minimum(Some($min))
+                    .maximum(Some($max))
+                    .into()
+            }
+        }
+
+        impl ToSchema for $ty {}
+    };
+}
+
+bounded_integer!(
+    /// `crf` of `POST /jobs`.
+    CrfRange: Int32, EncodeOptions::CRF_MIN, EncodeOptions::CRF_MAX
+);
+bounded_integer!(
+    /// `max_height` of `POST /jobs`.
+    MaxHeightRange: Int32, EncodeOptions::MAX_HEIGHT_MIN, EncodeOptions::MAX_HEIGHT_MAX
+);
+bounded_integer!(
+    /// `audio_bitrate` of `POST /jobs`, in kbit/s.
+    AudioBitrateRange: Int32, EncodeOptions::AUDIO_BITRATE_MIN, EncodeOptions::AUDIO_BITRATE_MAX
+);
+bounded_integer!(
+    /// `limit` of `GET /jobs`.
+    LimitRange: Int32, super::jobs::MIN_LIMIT, super::jobs::MAX_LIMIT
 );
 
 impl NodeDocument {

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -186,6 +187,25 @@ impl From<ServiceError> for ApiError {
 impl From<WebSocketUpgradeRejection> for ApiError {
     fn from(e: WebSocketUpgradeRejection) -> Self {
         Self::NotWebSocket(e.body_text())
+    }
+}
+
+impl ApiError {
+    /// Returns the 400 of a query string that axum's `Query` refused: the
+    /// sentence `explain` gives for the parameter at fault (a bad value or
+    /// an unknown name), or serde's own when no one parameter is at fault.
+    pub fn bad_query(rejection: &QueryRejection, explain: impl Fn(&str) -> String) -> Self {
+        type QueryError = serde_path_to_error::Error<serde_urlencoded::de::Error>;
+        let cause = std::iter::successors(std::error::Error::source(rejection), |e| e.source())
+            .find_map(|e| e.downcast_ref::<QueryError>());
+        let message = match cause {
+            Some(e) => match e.path().iter().next() {
+                Some(serde_path_to_error::Segment::Map { key }) => explain(key),
+                _ => e.inner().to_string(),
+            },
+            None => rejection.body_text(),
+        };
+        Self::BadOption { message }
     }
 }
 

@@ -6,23 +6,23 @@
 //! A subscriber costs the node little and not for ever: its socket is held
 //! to the limits of [`super::ws`].
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::Response;
 use futures::{Sink, SinkExt, Stream, StreamExt};
+use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 use tracing::{debug, error};
 use vidpress_actors::{JobEvent, Seq, Subscription};
 
 use super::dto::{ErrorBody, EventDocument};
 use super::error::{ApiError, Unavailable, UnknownJob};
-use super::jobs::JobPath;
+use super::jobs::{Explained, JobPath, Params};
 use super::ws::{bounded, Beat, Liveness, ReadError, TOO_BIG};
 use super::AppState;
 
@@ -48,11 +48,7 @@ const CLOSE_AFTER: Duration = Duration::from_millis(250);
         frames, each an `EventDocument`: a `snapshot` first, then `progress` (at most every \
         250 ms) and `status` on every state change, the terminal one last, then a normal \
         close (1000). The job and `since` are checked before the upgrade.",
-    params(
-        JobPath,
-        ("since" = Option<u64>, Query, minimum = 0,
-            description = "Resume after this `seq` (of the last event received)"),
-    ),
+    params(JobPath, EventsQuery),
     responses(
         (status = 101, description = "Switching to the WebSocket protocol; frames are \
             `EventDocument`s"),
@@ -65,19 +61,10 @@ const CLOSE_AFTER: Duration = Duration::from_millis(250);
 pub async fn events(
     State(app): State<AppState>,
     JobPath(id): JobPath,
-    Query(query): Query<HashMap<String, String>>,
+    Params(EventsQuery { since }): Params<EventsQuery>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    let since = query
-        .get("since")
-        .map(|s| {
-            s.parse::<u64>()
-                .map(Seq::new)
-                .map_err(|_| ApiError::BadOption {
-                    message: "since must be a non-negative integer".into(),
-                })
-        })
-        .transpose()?;
+    let since = since.map(Seq::new);
     let subscription = app.jobs.subscribe(id, since).await?;
     let upgrade = upgrade?;
     let jobs = app.jobs.clone();
@@ -101,6 +88,22 @@ pub async fn events(
             subscribers.decrement(1);
         }),
     )
+}
+
+/// The query of `GET /jobs/{id}/events`. Other parameters are ignored, not
+/// refused: a browser's WebSocket may carry more than this handler reads.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EventsQuery {
+    /// Resume after this `seq` (of the last event received)
+    #[param(minimum = 0)]
+    since: Option<u64>,
+}
+
+impl Explained for EventsQuery {
+    fn explain(name: &str) -> String {
+        format!("{name} must be a non-negative integer")
+    }
 }
 
 /// Sends a subscription's events as text frames until the job is terminal,

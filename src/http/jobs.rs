@@ -1,6 +1,5 @@
 //! The job endpoints: submit, poll, list, cancel, download.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +10,8 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::TryStreamExt;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::error::RecvError;
 use tower::ServiceExt;
 use tower_http::services::ServeFile;
@@ -21,7 +22,8 @@ use vidpress_cluster::MemberState;
 use vidpress_transcode::{EncodeOptions, Preset};
 
 use super::dto::{
-    ErrorBody, JobDocument, JobListDocument, PresetName, StatusName, SubmitForm, Video,
+    one_of, AudioBitrateRange, CrfRange, ErrorBody, JobDocument, JobListDocument, LimitRange,
+    MaxHeightRange, PresetName, StatusName, SubmitForm, Video,
 };
 use super::error::{retry_after_secs, ApiError, Unavailable, UnknownJob};
 use super::multipart;
@@ -29,9 +31,10 @@ use super::route;
 use super::upload::{self, Upload};
 use super::AppState;
 
-/// Page size of `GET /jobs` when no `limit` is given, and the largest allowed.
+/// Page size of `GET /jobs` when no `limit` is given, and the range allowed.
 const DEFAULT_LIMIT: usize = 50;
-const MAX_LIMIT: usize = 1000;
+pub const MIN_LIMIT: usize = 1;
+pub const MAX_LIMIT: usize = 1000;
 /// Poll interval suggested while no estimate exists yet.
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(2);
 
@@ -46,13 +49,7 @@ const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(2);
         `multipart/form-data` form with the video in part `file`. Unknown query options are \
         refused.",
     params(
-        ("crf" = Option<u8>, Query, minimum = 0, maximum = 51,
-            description = "x264 constant rate factor: lower is better and larger (default 28)"),
-        ("preset" = Option<PresetName>, Query, description = "x264 preset (default `veryfast`)"),
-        ("max_height" = Option<u32>, Query, minimum = 2, maximum = 8192,
-            description = "Downscale to at most this height, aspect kept, dimensions even"),
-        ("audio_bitrate" = Option<u32>, Query, minimum = 8, maximum = 512,
-            description = "AAC bitrate in kbit/s (default 96)"),
+        SubmitQuery,
         ("Idempotency-Key" = Option<String>, Header, nullable = false,
             min_length = 1, max_length = 255,
             description = "The same key with the same body returns the same job; \
@@ -90,11 +87,11 @@ const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(2);
 )]
 pub async fn submit(
     State(app): State<AppState>,
-    Query(query): Query<HashMap<String, String>>,
+    Params(query): Params<SubmitQuery>,
     headers: HeaderMap,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let options = parse_options(&query)?;
+    let options = query.options()?;
     let idempotency_key = headers
         .get("idempotency-key")
         .map(|v| {
@@ -176,40 +173,85 @@ fn is_multipart(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.to_ascii_lowercase().starts_with("multipart/form-data"))
 }
 
-/// Parses the submit options, refusing unknown names and bad values.
-pub fn parse_options(query: &HashMap<String, String>) -> Result<EncodeOptions, ApiError> {
-    let mut options = EncodeOptions::default();
-    for (name, value) in query {
-        let bad = |what: &str| ApiError::BadOption {
-            message: format!("{name} {what}"),
-        };
-        match name.as_str() {
-            "crf" => options.crf = value.parse().map_err(|_| bad("must be an integer from 0 to 51"))?,
-            "preset" => {
-                options.preset = value.parse::<Preset>().map_err(|_| {
-                    bad("must be one of ultrafast, superfast, veryfast, faster, fast, medium, slow, slower, veryslow")
-                })?
-            }
-            "max_height" => {
-                options.max_height = Some(value.parse().map_err(|_| bad("must be a positive integer"))?)
-            }
-            "audio_bitrate" => {
-                options.audio_bitrate_kbps =
-                    value.parse().map_err(|_| bad("must be an integer in kbit/s"))?
-            }
+/// A query string read by axum's [`Query`] into `T`; one `T` refuses is a
+/// 400 `invalid_option` with the sentence [`Explained::explain`] gives.
+pub struct Params<T>(pub T);
+
+/// Query parameters that say what is wrong with each of them.
+pub trait Explained: DeserializeOwned {
+    /// Returns why the value of parameter `name` is refused, or that `name`
+    /// is unknown.
+    fn explain(name: &str) -> String;
+}
+
+impl<T: Explained, S: Send + Sync> FromRequestParts<S> for Params<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(params)) => Ok(Self(params)),
+            Err(rejection) => Err(ApiError::bad_query(&rejection, T::explain)),
+        }
+    }
+}
+
+/// The query of `POST /jobs`: the encode options, each optional; unknown
+/// names are refused. The ranges are [`EncodeOptions`]' own constants,
+/// which [`EncodeOptions::validate`] checks and the spec states.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct SubmitQuery {
+    /// x264 constant rate factor: lower is better and larger (default 28)
+    #[param(value_type = Option<CrfRange>, inline)]
+    crf: Option<u8>,
+    /// x264 preset (default `veryfast`)
+    #[param(value_type = Option<PresetName>)]
+    preset: Option<Preset>,
+    /// Downscale to at most this height, aspect kept, dimensions even
+    #[param(value_type = Option<MaxHeightRange>, inline)]
+    max_height: Option<u32>,
+    /// AAC bitrate in kbit/s (default 96)
+    #[param(value_type = Option<AudioBitrateRange>, inline)]
+    audio_bitrate: Option<u32>,
+}
+
+impl Explained for SubmitQuery {
+    fn explain(name: &str) -> String {
+        match name {
+            "crf" => format!(
+                "crf must be an integer from {} to {}",
+                EncodeOptions::CRF_MIN,
+                EncodeOptions::CRF_MAX
+            ),
+            "preset" => format!(
+                "preset must be one of {}",
+                one_of(Preset::ALL.map(Preset::as_str))
+            ),
+            "max_height" => "max_height must be a positive integer".into(),
+            "audio_bitrate" => "audio_bitrate must be an integer in kbit/s".into(),
             _ => {
-                return Err(ApiError::BadOption {
-                    message: format!(
-                        "unknown option {name}; options are crf, preset, max_height, audio_bitrate"
-                    ),
-                })
+                format!("unknown option {name}; options are crf, preset, max_height, audio_bitrate")
             }
         }
     }
-    options.validate().map_err(|e| ApiError::BadOption {
-        message: e.to_string(),
-    })?;
-    Ok(options)
+}
+
+impl SubmitQuery {
+    /// Returns the options asked for, defaults elsewhere, if all are in range.
+    pub fn options(&self) -> Result<EncodeOptions, ApiError> {
+        let defaults = EncodeOptions::default();
+        let options = EncodeOptions {
+            crf: self.crf.unwrap_or(defaults.crf),
+            preset: self.preset.unwrap_or(defaults.preset),
+            max_height: self.max_height,
+            audio_bitrate_kbps: self.audio_bitrate.unwrap_or(defaults.audio_bitrate_kbps),
+        };
+        options.validate().map_err(|e| ApiError::BadOption {
+            message: e.to_string(),
+        })?;
+        Ok(options)
+    }
 }
 
 /// `GET /jobs/{id}`: 202 while queued or running, 200 completed, 400 failed
@@ -467,13 +509,7 @@ pub async fn result(
     summary = "List jobs",
     description = "One page of the whole cluster's jobs, newest first. Nodes that are not \
         up or do not answer in time are named in `unreachable`. Unknown parameters are refused.",
-    params(
-        ("status" = Option<StatusName>, Query, description = "Only jobs with this status"),
-        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000,
-            description = "Page size (default 50)"),
-        ("cursor" = Option<String>, Query, format = Uuid,
-            description = "`next_cursor` of the previous page"),
-    ),
+    params(ListQuery),
     responses(
         (status = 200, description = "A page of jobs", body = JobListDocument),
         (status = 400, description = "A bad or unknown parameter", body = ErrorBody),
@@ -482,11 +518,11 @@ pub async fn result(
 )]
 pub async fn list(
     State(app): State<AppState>,
-    Query(query): Query<HashMap<String, String>>,
+    Params(query): Params<ListQuery>,
     headers: HeaderMap,
 ) -> Result<Json<JobListDocument>, ApiError> {
-    let (status, cursor, limit) = parse_list_query(&query)?;
-    let jobs = app.jobs.list(status, cursor, limit).await?;
+    let limit = query.limit()?;
+    let jobs = app.jobs.list(query.status, query.cursor, limit).await?;
     let mut docs = jobs
         .iter()
         .map(|job| serde_json::to_value(JobDocument::from(job)))
@@ -518,7 +554,7 @@ pub async fn list(
 /// answer.
 async fn list_elsewhere(
     app: &AppState,
-    query: &HashMap<String, String>,
+    query: &ListQuery,
 ) -> (Vec<serde_json::Value>, Vec<String>) {
     let Some(cluster) = &app.cluster else {
         return (Vec::new(), Vec::new());
@@ -568,48 +604,51 @@ async fn list_elsewhere(
 /// How long a node waits for another's page of the job list.
 const LIST_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Reads `status`, `cursor` and `limit`, refusing anything else.
-fn parse_list_query(
-    query: &HashMap<String, String>,
-) -> Result<(Option<JobStatus>, Option<JobId>, usize), ApiError> {
-    let mut status = None;
-    let mut limit = DEFAULT_LIMIT;
-    let mut cursor = None;
-    for (name, value) in query {
-        match name.as_str() {
-            "status" => {
-                status = Some(
-                    value
-                        .parse::<JobStatus>()
-                        .map_err(|e| ApiError::BadOption {
-                            message: e.to_string(),
-                        })?,
-                )
-            }
-            "limit" => {
-                limit = value
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|n| (1..=MAX_LIMIT).contains(n))
-                    .ok_or_else(|| ApiError::BadOption {
-                        message: format!("limit must be an integer from 1 to {MAX_LIMIT}"),
-                    })?
-            }
-            "cursor" => {
-                cursor = Some(value.parse::<JobId>().map_err(|_| ApiError::BadOption {
-                    message: "cursor must be a job id from next_cursor".into(),
-                })?)
-            }
-            _ => {
-                return Err(ApiError::BadOption {
-                    message: format!(
-                        "unknown parameter {name}; parameters are status, limit, cursor"
-                    ),
-                })
-            }
+/// The query of `GET /jobs`; unknown names are refused. Passed on as it
+/// came to the other nodes, for the same page of their jobs.
+#[derive(Debug, Deserialize, Serialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Only jobs with this status
+    #[param(value_type = Option<StatusName>)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<JobStatus>,
+    /// Page size (default 50)
+    #[param(value_type = Option<LimitRange>, inline)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    limit: Option<usize>,
+    /// `next_cursor` of the previous page
+    #[param(value_type = Option<String>, format = Uuid)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cursor: Option<JobId>,
+}
+
+impl Explained for ListQuery {
+    fn explain(name: &str) -> String {
+        match name {
+            "status" => format!(
+                "status must be one of {}",
+                one_of(JobStatus::ALL.map(JobStatus::as_str))
+            ),
+            "limit" => format!("limit must be an integer from {MIN_LIMIT} to {MAX_LIMIT}"),
+            "cursor" => "cursor must be a job id from next_cursor".into(),
+            _ => format!("unknown parameter {name}; parameters are status, limit, cursor"),
         }
     }
-    Ok((status, cursor, limit))
+}
+
+impl ListQuery {
+    /// Returns the page size asked for, or the default, if in range.
+    fn limit(&self) -> Result<usize, ApiError> {
+        match self.limit {
+            None => Ok(DEFAULT_LIMIT),
+            Some(n) if (MIN_LIMIT..=MAX_LIMIT).contains(&n) => Ok(n),
+            Some(_) => Err(ApiError::BadOption {
+                message: Self::explain("limit"),
+            }),
+        }
+    }
 }
 
 /// Parses a job ID from a path; anything else is an unknown job.

@@ -1,12 +1,14 @@
 //! The HTTP API through `Router::oneshot`: options, errors, documents.
 
+use std::time::Duration;
+
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::ServiceExt;
 
-use crate::support::{clip, listed_ids, TestNode};
+use crate::support::{clip, eventually, listed_ids, TestNode};
 
 async fn call(
     node: &TestNode,
@@ -66,17 +68,19 @@ async fn submit_answers_202_with_location_retry_after_and_status_document() {
     assert!(body["result"].is_null() && body["error"].is_null());
 
     // Polled until done: 202 with Retry-After while running, then 200.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let done = loop {
-        let (status, headers, body) = call(&node, get(&format!("/jobs/{id}"))).await;
+    let poll = format!("/jobs/{id}");
+    let done = eventually("the job to complete", Duration::from_secs(60), || async {
+        let (status, headers, body) = call(&node, get(&poll)).await;
         match status {
-            StatusCode::ACCEPTED => assert!(headers.contains_key(header::RETRY_AFTER)),
-            StatusCode::OK => break body,
+            StatusCode::ACCEPTED => {
+                assert!(headers.contains_key(header::RETRY_AFTER));
+                Err(body)
+            }
+            StatusCode::OK => Ok(body),
             other => panic!("unexpected {other}: {body}"),
         }
-        assert!(std::time::Instant::now() < deadline, "job never completed");
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    };
+    })
+    .await;
     assert_eq!(done["status"], "completed");
     assert_eq!(done["progress"], 1.0);
     assert_eq!(done["attempt"], 1);

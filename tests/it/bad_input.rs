@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
 
-use crate::support::{clip, fixture, TestNode};
+use crate::support::{clip, eventually, fixture, TestNode};
 
 #[tokio::test]
 async fn not_a_video_empty_and_oversized_uploads_are_refused_at_submit() {
@@ -80,7 +80,7 @@ async fn run_to_end(
 ) -> (u16, serde_json::Value) {
     let (status, job) = node.submit(path, "").await;
     assert_eq!(status, 202, "{job}");
-    node.wait_terminal(job["id"].as_str().unwrap(), Duration::from_secs(60))
+    node.wait_for_terminal(job["id"].as_str().unwrap(), Duration::from_secs(60))
         .await
 }
 
@@ -184,7 +184,7 @@ async fn submit_and_wait(
     let (status, job) = node.submit(path, query).await;
     assert_eq!(status, 202, "{job}");
     let end = node
-        .wait_terminal(job["id"].as_str().unwrap(), Duration::from_secs(60))
+        .wait_for_terminal(job["id"].as_str().unwrap(), Duration::from_secs(60))
         .await;
     (end, started.elapsed())
 }
@@ -268,23 +268,18 @@ async fn a_client_that_disconnects_mid_upload_leaves_no_job_and_no_file() {
     socket.write_all(head.as_bytes()).await.unwrap();
     socket.write_all(&video).await.unwrap();
     socket.flush().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let uploads = node.data_dir().join("uploads");
-    assert_eq!(
-        std::fs::read_dir(&uploads).unwrap().count(),
-        1,
-        "the upload is being written"
-    );
+    let files = || std::fs::read_dir(&uploads).unwrap().count();
+    let is = |count: usize| {
+        let files = files();
+        std::future::ready(if files == count { Ok(()) } else { Err(files) })
+    };
+    eventually("the upload being written", Duration::from_secs(5), || is(1)).await;
     drop(socket);
-
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while std::fs::read_dir(&uploads).unwrap().count() > 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the partial upload was not removed"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("the partial upload removed", Duration::from_secs(5), || {
+        is(0)
+    })
+    .await;
     let list: serde_json::Value = reqwest::get(format!("{}/jobs", node.base))
         .await
         .unwrap()

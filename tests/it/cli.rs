@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use crate::support::{clip, ffprobe, stream, TestNode};
+use crate::support::{clip, eventually, ffprobe, stream, TestNode};
 
 #[tokio::test]
 async fn submit_wait_downloads_the_result_and_status_prints_it() {
@@ -90,7 +90,21 @@ async fn watch_follows_a_job_to_its_end_and_cancel_stops_one() {
             .output()
             .unwrap()
     });
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // The watch follows the job once the node counts its subscriber.
+    let metrics = format!("{}/metrics", node.base);
+    let awaited = "the watch to subscribe";
+    eventually(awaited, std::time::Duration::from_secs(10), || async {
+        let text = reqwest::get(&metrics).await.unwrap().text().await.unwrap();
+        let subscribers = text
+            .lines()
+            .find_map(|l| l.strip_prefix("vidpress_ws_subscribers "))
+            .and_then(|v| v.parse::<f64>().ok());
+        match subscribers {
+            Some(n) if n >= 1.0 => Ok(()),
+            _ => Err(text),
+        }
+    })
+    .await;
     let base = node.base.clone();
     let cancel_id = id.clone();
     let canceled = tokio::task::spawn_blocking(move || {

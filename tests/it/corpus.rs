@@ -27,7 +27,7 @@ use futures::StreamExt;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::support::fixture;
+use crate::support::{eventually, fixture};
 
 /// Mutated files in a default run.
 const DEFAULT_FILES: usize = 300;
@@ -281,15 +281,14 @@ impl NodeProcess {
             log,
             _dir: dir,
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !node.healthy().await {
-            assert!(
-                Instant::now() < deadline,
-                "the node did not start: {}",
-                node.log_tail()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        eventually("the node to start", Duration::from_secs(30), || async {
+            if node.healthy().await {
+                Ok(())
+            } else {
+                Err(node.log_tail())
+            }
+        })
+        .await;
         node
     }
 

@@ -7,14 +7,28 @@ use futures::StreamExt;
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::support::{clip, fixture, TestNode};
+use crate::support::{clip, eventually, fixture, TestNode};
 
-/// Reads every frame until the close; returns the events and the close code.
-async fn collect(url: &str) -> (Vec<Value>, Option<CloseCode>) {
-    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+type Socket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Subscribes to `url`. The node takes the subscription before it answers
+/// the upgrade, so the snapshot is fixed once this returns.
+async fn subscribe(url: &str) -> Socket {
+    let (ws, _) = tokio_tungstenite::connect_async(url)
         .await
         .expect("upgrade");
+    ws
+}
+
+/// Subscribes to `url` and reads to the close: [`read_to_close`].
+async fn collect(url: &str) -> (Vec<Value>, Option<CloseCode>) {
+    read_to_close(subscribe(url).await).await
+}
+
+/// Reads every frame until the close; returns the events and the close code.
+async fn read_to_close(mut ws: Socket) -> (Vec<Value>, Option<CloseCode>) {
     let mut events = Vec::new();
     let read = async {
         while let Some(message) = ws.next().await {
@@ -149,15 +163,14 @@ async fn a_canceled_job_ends_its_stream_with_the_canceled_status() {
     let id = job["id"].as_str().unwrap().to_owned();
     let ws_base = node.base.replace("http://", "ws://");
     let url = format!("{ws_base}/jobs/{id}/events");
-    let reader = tokio::spawn(async move { collect(&url).await });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let subscribed = subscribe(&url).await;
     let response = reqwest::Client::new()
         .delete(format!("{}/jobs/{id}", node.base))
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    let (events, code) = reader.await.unwrap();
+    let (events, code) = read_to_close(subscribed).await;
     assert_eq!(code, Some(CloseCode::Normal));
     assert_eq!(events.first().unwrap()["job"]["status"], "queued");
     assert_eq!(events.last().unwrap()["job"]["status"], "canceled");
@@ -169,7 +182,7 @@ async fn a_finished_job_is_answered_the_same_after_its_supervisor_stops() {
     let (status, job) = node.submit(&clip(1), "").await;
     assert_eq!(status, 202);
     let id = job["id"].as_str().unwrap().to_owned();
-    let (status, done) = node.wait_terminal(&id, Duration::from_secs(60)).await;
+    let (status, done) = node.wait_for_terminal(&id, Duration::from_secs(60)).await;
     assert_eq!(status, 200, "{done}");
     let ws_url = format!("{}/jobs/{id}/events", node.base.replace("http://", "ws://"));
     let (live, _) = collect(&ws_url).await;
@@ -177,19 +190,16 @@ async fn a_finished_job_is_answered_the_same_after_its_supervisor_stops() {
 
     // The supervisor stops a few seconds after the end (its record has no
     // standby to reach); from then on the board and the disk answer.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while ractor::registry::registered()
-        .iter()
-        .any(|name| name.contains(&id))
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the finished job's supervisor is still running"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let awaited = "the finished job's supervisor to stop";
+    eventually(awaited, Duration::from_secs(20), || {
+        let running = ractor::registry::registered()
+            .into_iter()
+            .find(|name| name.contains(&id));
+        std::future::ready(running.map_or(Ok(()), |name| Err(format!("{name:?} runs"))))
+    })
+    .await;
 
-    let (status, polled) = node.wait_terminal(&id, Duration::from_secs(1)).await;
+    let (status, polled) = node.wait_for_terminal(&id, Duration::from_secs(1)).await;
     assert_eq!((status, &polled), (200, &done));
     let (events, code) = collect(&ws_url).await;
     assert_eq!(code, Some(CloseCode::Normal));

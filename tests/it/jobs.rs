@@ -5,7 +5,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::support::{clip, duration, ffprobe, fixture, long_clip, stream, Served, TestNode};
+use crate::support::{
+    clip, duration, eventually, ffprobe, fixture, get_json, long_clip, stream, Served, TestNode,
+};
 
 async fn download(node: &Served, id: &str, to: &Path) -> reqwest::header::HeaderMap {
     let response = reqwest::get(format!("{}/jobs/{id}/result", node.base))
@@ -48,7 +50,7 @@ async fn compresses_to_h264_aac_mp4_of_the_same_duration_and_smaller() {
     let (status, job) = node.submit(&input, "").await;
     assert_eq!(status, 202);
     let id = job["id"].as_str().unwrap();
-    let (status, done) = node.wait_terminal(id, Duration::from_secs(60)).await;
+    let (status, done) = node.wait_for_terminal(id, Duration::from_secs(60)).await;
     assert_eq!(status, 200, "{done}");
 
     let out = node.data_dir().join("downloaded.mp4");
@@ -104,7 +106,7 @@ async fn max_height_downscales_with_even_dimensions_and_odd_inputs_work() {
     let (status, job) = node.submit(&odd, "?max_height=101").await;
     assert_eq!(status, 202);
     let id = job["id"].as_str().unwrap();
-    let (status, done) = node.wait_terminal(id, Duration::from_secs(60)).await;
+    let (status, done) = node.wait_for_terminal(id, Duration::from_secs(60)).await;
     assert_eq!(status, 200, "{done}");
     let out = node.data_dir().join("scaled.mp4");
     download(&node, id, &out).await;
@@ -137,7 +139,7 @@ async fn ten_jobs_at_once_all_complete() {
         })
         .collect();
     for id in &ids {
-        let (status, done) = node.wait_terminal(id, Duration::from_secs(120)).await;
+        let (status, done) = node.wait_for_terminal(id, Duration::from_secs(120)).await;
         assert_eq!(status, 200, "{done}");
     }
     let unique: std::collections::HashSet<&String> = ids.iter().collect();
@@ -165,6 +167,17 @@ fn transcoders_of(id: &str) -> Vec<u32> {
     pids
 }
 
+/// Answers `Ok` when job `id` has encoders running, or none, as `running`
+/// asks: a check for [`eventually`].
+fn encoders_running(id: &str, running: bool) -> std::future::Ready<Result<(), String>> {
+    let pids = transcoders_of(id);
+    std::future::ready(if pids.is_empty() != running {
+        Ok(())
+    } else {
+        Err(format!("encoder pids {pids:?}"))
+    })
+}
+
 #[tokio::test]
 async fn cancel_stops_the_encoder_within_a_second() {
     let node = TestNode::start().await.serve();
@@ -173,23 +186,19 @@ async fn cancel_stops_the_encoder_within_a_second() {
     let id = job["id"].as_str().unwrap().to_owned();
 
     // Wait until it is really encoding.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let doc: serde_json::Value = reqwest::get(format!("{}/jobs/{id}", node.base))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+    let url = format!("{}/jobs/{id}", node.base);
+    eventually("the encode to start", Duration::from_secs(30), || async {
+        let (_, doc) = get_json(&url).await.expect("the node answers");
         if doc["status"] == "running"
             && !transcoders_of(&id).is_empty()
             && doc["progress"].as_f64().unwrap() > 0.0
         {
-            break;
+            Ok(())
+        } else {
+            Err(doc)
         }
-        assert!(Instant::now() < deadline, "never started: {doc}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
 
     let client = reqwest::Client::new();
     let canceled_at = Instant::now();
@@ -199,14 +208,12 @@ async fn cancel_stops_the_encoder_within_a_second() {
         .await
         .unwrap();
     assert!(matches!(response.status().as_u16(), 200 | 202));
-    while !transcoders_of(&id).is_empty() {
-        assert!(
-            canceled_at.elapsed() < Duration::from_secs(1),
-            "the encoder still runs after 1 s"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let (status, doc) = node.wait_terminal(&id, Duration::from_secs(5)).await;
+    let left = Duration::from_secs(1).saturating_sub(canceled_at.elapsed());
+    eventually("the encoder to stop within 1 s", left, || {
+        encoders_running(&id, false)
+    })
+    .await;
+    let (status, doc) = node.wait_for_terminal(&id, Duration::from_secs(5)).await;
     assert_eq!(status, 400);
     assert_eq!(doc["status"], "canceled");
 
@@ -221,7 +228,7 @@ async fn cancel_stops_the_encoder_within_a_second() {
     let (status, job) = node.submit(&clip(1), "").await;
     assert_eq!(status, 202);
     let (status, _) = node
-        .wait_terminal(job["id"].as_str().unwrap(), Duration::from_secs(60))
+        .wait_for_terminal(job["id"].as_str().unwrap(), Duration::from_secs(60))
         .await;
     assert_eq!(status, 200);
 }
@@ -255,7 +262,7 @@ async fn a_crashing_transcoder_fails_the_job_and_the_node_lives() {
         let (status, job) = node.submit(&clip(1), "").await;
         assert_eq!(status, 202);
         let (status, doc) = node
-            .wait_terminal(job["id"].as_str().unwrap(), Duration::from_secs(30))
+            .wait_for_terminal(job["id"].as_str().unwrap(), Duration::from_secs(30))
             .await;
         assert_eq!(status, 400, "{doc}");
         assert_eq!(doc["error"]["code"], "transcoder_crashed");
@@ -279,7 +286,7 @@ async fn a_hung_transcoder_is_killed_after_the_stall_timeout() {
     let (status, job) = node.submit(&clip(1), "").await;
     assert_eq!(status, 202);
     let id = job["id"].as_str().unwrap().to_owned();
-    let (status, doc) = node.wait_terminal(&id, Duration::from_secs(30)).await;
+    let (status, doc) = node.wait_for_terminal(&id, Duration::from_secs(30)).await;
     assert_eq!(status, 400, "{doc}");
     assert_eq!(doc["error"]["code"], "transcode_stalled");
     assert!(started.elapsed() < Duration::from_secs(10));
@@ -311,25 +318,21 @@ async fn a_restarted_node_recovers_its_jobs_from_disk() {
         .as_str()
         .unwrap()
         .to_owned();
-    let (status, done) = node.wait_terminal(&done_id, Duration::from_secs(60)).await;
+    let (status, done) = node
+        .wait_for_terminal(&done_id, Duration::from_secs(60))
+        .await;
     assert_eq!(status, 200, "{done}");
     let (_, long) = node.submit(&long_clip(), "?preset=veryslow").await;
     let interrupted = long["id"].as_str().unwrap().to_owned();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while transcoders_of(&interrupted).is_empty() {
-        assert!(Instant::now() < deadline, "the long job never started");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let encoders = |running| encoders_running(&interrupted, running);
+    eventually("the long job to start", Duration::from_secs(30), || {
+        encoders(true)
+    })
+    .await;
     node.stop().await;
     // The encoder gets SIGKILL; give the kernel a moment to end it.
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while !transcoders_of(&interrupted).is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "stopping the node did not stop its encoder"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let awaited = "stopping the node to stop its encoder";
+    eventually(awaited, Duration::from_secs(2), || encoders(false)).await;
 
     // Second run on the same data: both jobs are there again.
     let node = TestNode::start_at(data.path(), |c| {
@@ -366,23 +369,17 @@ async fn a_restarted_node_recovers_its_jobs_from_disk() {
     );
 
     // The interrupted job runs again, as a new attempt, and is not lost.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let doc: serde_json::Value = reqwest::get(format!("{}/jobs/{interrupted}", node.base))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+    let url = format!("{}/jobs/{interrupted}", node.base);
+    let awaited = "the interrupted job to resume";
+    eventually(awaited, Duration::from_secs(30), || async {
+        let (_, doc) = get_json(&url).await.expect("the node answers");
         if doc["status"] == "running" && doc["attempt"] == 2 {
-            break;
+            Ok(())
+        } else {
+            Err(doc)
         }
-        assert!(
-            Instant::now() < deadline,
-            "the interrupted job did not resume: {doc}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
     let response = reqwest::Client::new()
         .delete(format!("{}/jobs/{interrupted}", node.base))
         .send()
@@ -397,27 +394,27 @@ async fn finished_jobs_are_removed_after_the_retention() {
     let (status, job) = node.submit(&clip(1), "").await;
     assert_eq!(status, 202);
     let id = job["id"].as_str().unwrap().to_owned();
-    let (status, _) = node.wait_terminal(&id, Duration::from_secs(60)).await;
+    let (status, _) = node.wait_for_terminal(&id, Duration::from_secs(60)).await;
     assert_eq!(status, 200);
     let finished = Instant::now();
-    let deadline = finished + Duration::from_secs(15);
-    loop {
-        let response = reqwest::get(format!("{}/jobs/{id}", node.base))
-            .await
-            .unwrap();
-        if response.status() == 404 {
-            assert!(
-                finished.elapsed() >= Duration::from_secs(2),
-                "removed before its retention"
-            );
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the finished job was never removed"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let url = format!("{}/jobs/{id}", node.base);
+    eventually(
+        "the finished job to be removed",
+        Duration::from_secs(15),
+        || async {
+            let status = reqwest::get(&url).await.unwrap().status();
+            if status == 404 {
+                Ok(())
+            } else {
+                Err(status)
+            }
+        },
+    )
+    .await;
+    assert!(
+        finished.elapsed() >= Duration::from_secs(2),
+        "removed before its retention"
+    );
     assert!(
         !node.data_dir().join("jobs").join(&id).exists(),
         "its files are gone too"
@@ -458,6 +455,8 @@ async fn prefer_wait_holds_a_poll_until_the_job_ends() {
             (started.elapsed(), answer)
         })
     };
+    // "Not at once" is a claim about time, and no event marks the poll's
+    // arrival: it must still be open half a second on.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
         !waiting.is_finished(),
@@ -506,7 +505,7 @@ async fn prefer_wait_on_a_finished_job_answers_at_once() {
     let node = TestNode::start().await.serve();
     let (_, job) = node.submit(&clip(1), "").await;
     let id = job["id"].as_str().unwrap();
-    let (status, done) = node.wait_terminal(id, Duration::from_secs(60)).await;
+    let (status, done) = node.wait_for_terminal(id, Duration::from_secs(60)).await;
     assert_eq!(status, 200);
     let started = Instant::now();
     let (status, applied, body) = long_poll(&node.base, id, "wait=30").await;

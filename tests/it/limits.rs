@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::{clip, Served, TestNode};
+use crate::support::{clip, eventually, Served, TestNode};
 
 /// Returns the host:port of a served node.
 fn addr(node: &Served) -> String {
@@ -115,11 +115,18 @@ async fn connections_over_the_cap_are_refused_at_once_with_503() {
     assert!(started.elapsed() < Duration::from_secs(1));
     // A place freed is a place taken again.
     drop(held.pop());
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let health = reqwest::get(format!("{}/healthz", node.base))
-        .await
-        .unwrap();
-    assert_eq!(health.status(), 200);
+    let healthz = format!("{}/healthz", node.base);
+    eventually(
+        "the freed place taken again",
+        Duration::from_secs(5),
+        || async {
+            match reqwest::get(&healthz).await.map(|r| r.status()) {
+                Ok(status) if status == 200 => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -232,7 +239,7 @@ async fn every_file_and_folder_of_a_job_is_its_owners_only() {
     let (status, job) = node.submit(&clip(1), "").await;
     assert_eq!(status, 202, "{job}");
     let (status, done) = node
-        .wait_terminal(job["id"].as_str().unwrap(), Duration::from_secs(60))
+        .wait_for_terminal(job["id"].as_str().unwrap(), Duration::from_secs(60))
         .await;
     assert_eq!(status, 200, "{done}");
     let mut seen = 0;
@@ -274,6 +281,8 @@ async fn a_websocket_client_that_answers_no_ping_is_dropped_after_the_idle_timeo
     // A client that reads nothing answers nothing: the node closes (1001)
     // and hangs up. Reading then may first fail to send the pongs owed.
     let (mut silent, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    // The idle timeout (1 s) elapsing is what this test is about: nothing
+    // but the clock marks it.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let deadline = Instant::now() + Duration::from_secs(2);
     let ended = loop {

@@ -53,7 +53,7 @@ async fn counters_and_gauges_move_with_a_job() {
     let (status, job) = node.submit(&input, "").await;
     assert_eq!(status, 202);
     let id = job["id"].as_str().unwrap();
-    let (status, done) = node.wait_terminal(id, Duration::from_secs(60)).await;
+    let (status, done) = node.wait_for_terminal(id, Duration::from_secs(60)).await;
     assert_eq!(status, 200);
     let after = scrape(&node).await;
 

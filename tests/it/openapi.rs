@@ -252,7 +252,7 @@ async fn answers_outside_the_handlers_are_error_documents_too() {
     assert_eq!(error_code(response).await, "websocket_expected");
 
     // A range past the end, and a precondition that fails: 416 and 412.
-    let (status, done) = node.wait_terminal(id, Duration::from_secs(60)).await;
+    let (status, done) = node.wait_for_terminal(id, Duration::from_secs(60)).await;
     assert_eq!(status, 200, "{done}");
     let size = done["result"]["bytes"].as_u64().expect("the result size");
     let result = format!("{}/jobs/{id}/result", node.base);

@@ -1,5 +1,9 @@
-//! Shared test support: generated fixtures, nodes on port 0, ffprobe.
+//! Shared test support: generated fixtures, nodes on port 0, ffprobe, and
+//! waiting for what a test expects to happen ([`eventually`],
+//! [`wait_for_terminal`]).
 
+use std::fmt::Display;
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -240,23 +244,69 @@ impl Served {
         (status, response.json().await.expect("json body"))
     }
 
-    /// Polls a job until it is terminal, or panics after `limit`.
-    pub async fn wait_terminal(&self, id: &str, limit: Duration) -> (u16, Value) {
-        let deadline = Instant::now() + limit;
-        loop {
-            let response = reqwest::get(format!("{}/jobs/{id}", self.base))
-                .await
-                .expect("poll");
-            let status = response.status().as_u16();
-            let body: Value = response.json().await.expect("json body");
-            if status != 202 {
-                return (status, body);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "job {id} not terminal in {limit:?}: {body}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+    /// Polls a job until it ends: [`wait_for_terminal`] on this node.
+    pub async fn wait_for_terminal(&self, id: &str, limit: Duration) -> (u16, Value) {
+        wait_for_terminal(&self.base, id, limit).await
     }
+}
+
+/// How long [`eventually`] waits between two looks.
+const POLL_EVERY: Duration = Duration::from_millis(50);
+
+/// Looks at `check` until it answers `Ok`, and returns that value. While the
+/// awaited thing has not happened, `check` answers `Err` with what it saw
+/// instead; if `limit` passes first, the test panics naming `awaited` and
+/// that last state.
+pub async fn eventually<T, Seen, Check, Fut>(
+    awaited: impl Display,
+    limit: Duration,
+    mut check: Check,
+) -> T
+where
+    Seen: Display,
+    Check: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, Seen>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        let seen = match check().await {
+            Ok(value) => return value,
+            Err(seen) => seen,
+        };
+        assert!(
+            Instant::now() < deadline,
+            "waited {limit:?} for {awaited}; last seen: {seen}"
+        );
+        tokio::time::sleep(POLL_EVERY).await;
+    }
+}
+
+/// Returns the status code and JSON body of `GET url`; `None` when the node
+/// does not answer (within 5 s) or the body is not JSON.
+pub async fn get_json(url: &str) -> Option<(u16, Value)> {
+    let response = reqwest::Client::new()
+        .get(url)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .ok()?;
+    let status = response.status().as_u16();
+    Some((status, response.json().await.ok()?))
+}
+
+/// Polls job `id` on the node at `base` until it is completed, failed or
+/// canceled, and returns that answer (status code, document). A 202 (queued
+/// or running), a 503 (the cluster cannot answer for it yet) or no answer
+/// at all is "not yet"; any other answer ends the wait, for the caller's
+/// assertions to judge. After `limit` the test panics with the last document.
+pub async fn wait_for_terminal(base: &str, id: &str, limit: Duration) -> (u16, Value) {
+    let url = format!("{base}/jobs/{id}");
+    eventually(format!("job {id} on {base} to end"), limit, || async {
+        match get_json(&url).await {
+            Some((status, doc)) if status != 202 && status != 503 => Ok((status, doc)),
+            Some((status, doc)) => Err(format!("{status} {doc}")),
+            None => Err("no answer".to_owned()),
+        }
+    })
+    .await
 }

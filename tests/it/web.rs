@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fantoccini::elements::Element;
 use fantoccini::{Client, ClientBuilder, Locator};
@@ -18,7 +18,7 @@ use tempfile::TempDir;
 use tokio::process::{Child, Command};
 use tower::ServiceExt;
 
-use crate::support::{clip, ffprobe, long_clip, stream, TestNode};
+use crate::support::{clip, eventually, ffprobe, long_clip, stream, TestNode};
 
 /// How long chromedriver and chromium get to start.
 const BROWSER_START: Duration = Duration::from_secs(30);
@@ -66,21 +66,15 @@ impl Browser {
             unreachable!("an object literal")
         };
         let url = format!("http://127.0.0.1:{port}");
-        let deadline = Instant::now() + BROWSER_START;
-        let client = loop {
-            let attempt = ClientBuilder::new(HttpConnector::new())
+        // The driver may not listen yet.
+        let awaited = "a chromium session through chromedriver";
+        let client = eventually(awaited, BROWSER_START, || async {
+            ClientBuilder::new(HttpConnector::new())
                 .capabilities(capabilities.clone())
                 .connect(&url)
-                .await;
-            match attempt {
-                Ok(client) => break client,
-                // The driver may not listen yet.
-                Err(_) if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                Err(e) => panic!("no chromium session through chromedriver: {e}"),
-            }
-        };
+                .await
+        })
+        .await;
         Self {
             client,
             _driver: driver,
@@ -169,17 +163,17 @@ impl Browser {
     /// Waits for a finished download named `name`, or panics after `limit`.
     async fn downloaded(&self, name: &str, limit: Duration) -> PathBuf {
         let path = self.downloads.path().join(name);
-        let deadline = Instant::now() + limit;
         // Chromium writes `*.crdownload` and renames it when complete.
-        while !path.exists() {
-            assert!(
-                Instant::now() < deadline,
-                "{name} not downloaded within {limit:?}; download folder holds {:?}",
-                std::fs::read_dir(self.downloads.path())
-                    .map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>())
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        eventually(format!("{name} downloaded"), limit, || {
+            let folder = std::fs::read_dir(self.downloads.path())
+                .map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>());
+            std::future::ready(if path.exists() {
+                Ok(())
+            } else {
+                Err(format!("the download folder holds {folder:?}"))
+            })
+        })
+        .await;
         path
     }
 
@@ -210,25 +204,24 @@ async fn bar_percent(card: &Element) -> u32 {
 /// Waits until the card's status is `status`, or panics after `limit`;
 /// returns every distinct bar percentage seen meanwhile, in order.
 pub async fn follow(card: &Element, status: &str, limit: Duration) -> Vec<u32> {
-    let deadline = Instant::now() + limit;
-    let mut seen = Vec::new();
-    loop {
+    let seen = std::cell::RefCell::new(Vec::new());
+    eventually(format!("the card to say {status}"), limit, || async {
         // The status first: the page renders a document's status and bar at
         // once, so a bar read after the status is at least as new.
         let now = card.attr("data-status").await.expect("data-status");
         let percent = bar_percent(card).await;
+        let mut seen = seen.borrow_mut();
         if seen.last() != Some(&percent) {
             seen.push(percent);
         }
         if now.as_deref() == Some(status) {
-            return seen;
+            Ok(())
+        } else {
+            Err(format!("card {now:?}, bar seen at {seen:?}"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "card still {now:?} after {limit:?} (bar seen at {seen:?})"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
+    seen.into_inner()
 }
 
 #[tokio::test]
@@ -418,7 +411,7 @@ async fn a_job_is_canceled_from_the_page() {
     assert!(!cancel.is_displayed().await.expect("displayed"));
     browser.screenshot("canceled").await;
 
-    let (status, doc) = node.wait_terminal(&id, Duration::from_secs(5)).await;
+    let (status, doc) = node.wait_for_terminal(&id, Duration::from_secs(5)).await;
     assert_eq!((status, doc["status"].as_str()), (400, Some("canceled")));
     browser.close().await;
     node.stop().await;
@@ -439,23 +432,34 @@ async fn the_page_follows_a_job_through_a_node_restart() {
     let card = browser.run(&input).await;
     // Progress and an ETA arrive over the WebSocket before the node goes away.
     let eta = card.find(Locator::Css(".eta")).await.expect("an ETA");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while bar_percent(&card).await == 0 || !eta.text().await.expect("text").starts_with("ETA ") {
-        assert!(Instant::now() < deadline, "no progress or ETA shown");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        "progress and an ETA shown",
+        Duration::from_secs(30),
+        || async {
+            let percent = bar_percent(&card).await;
+            let eta = eta.text().await.expect("text");
+            if percent > 0 && eta.starts_with("ETA ") {
+                Ok(())
+            } else {
+                Err(format!("bar at {percent}, {eta:?}"))
+            }
+        },
+    )
+    .await;
     browser.screenshot("running").await;
 
     node.stop().await;
     let link = card.find(Locator::Css(".link")).await.expect("link state");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while link.text().await.expect("text") != "reconnecting…" {
-        assert!(
-            Instant::now() < deadline,
-            "the page did not notice the node left"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let awaited = "the page to notice the node left";
+    eventually(awaited, Duration::from_secs(10), || async {
+        let text = link.text().await.expect("text");
+        if text == "reconnecting…" {
+            Ok(())
+        } else {
+            Err(text)
+        }
+    })
+    .await;
     let node = TestNode::start_at(data.path(), |config| {
         config.http = address.parse().expect("the same address");
     })
@@ -467,7 +471,7 @@ async fn the_page_follows_a_job_through_a_node_restart() {
     assert_eq!(seen.last(), Some(&100), "the bar ends full: {seen:?}");
     assert_eq!(link.text().await.expect("text"), "");
     let id = card.attr("data-id").await.expect("id").expect("an id");
-    let (status, doc) = node.wait_terminal(&id, Duration::from_secs(5)).await;
+    let (status, doc) = node.wait_for_terminal(&id, Duration::from_secs(5)).await;
     assert_eq!(status, 200);
     assert_eq!(
         doc["attempt"], 2,

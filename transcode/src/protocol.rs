@@ -7,11 +7,10 @@
 //! (the driver, the actors, the HTTP layer) can use it without linking to
 //! libav*. On the wire each [`ChildEvent`] is one JSON object on one line.
 
-use std::fmt;
 use std::path::PathBuf;
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+use strum::{Display, EnumString, IntoStaticStr};
 
 /// An x264 speed/compression trade-off, from fastest (`ultrafast`, biggest
 /// files) to slowest (`veryslow`, smallest files at the same quality).
@@ -19,6 +18,12 @@ use serde::{Deserialize, Serialize};
 /// Serialized, displayed and parsed as x264's lowercase name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[derive(IntoStaticStr, Display, EnumString)]
+#[strum(
+    serialize_all = "lowercase",
+    parse_err_ty = OptionsError,
+    parse_err_fn = OptionsError::unknown_preset
+)]
 pub enum Preset {
     /// x264 `ultrafast`.
     Ultrafast,
@@ -57,36 +62,7 @@ impl Preset {
 
     /// Returns the x264 name of the preset, e.g. `"veryfast"`.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Preset::Ultrafast => "ultrafast",
-            Preset::Superfast => "superfast",
-            Preset::Veryfast => "veryfast",
-            Preset::Faster => "faster",
-            Preset::Fast => "fast",
-            Preset::Medium => "medium",
-            Preset::Slow => "slow",
-            Preset::Slower => "slower",
-            Preset::Veryslow => "veryslow",
-        }
-    }
-}
-
-impl fmt::Display for Preset {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Preset {
-    type Err = OptionsError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Preset::ALL
-            .into_iter()
-            .find(|preset| preset.as_str() == s)
-            .ok_or_else(|| OptionsError::UnknownPreset {
-                value: s.to_owned(),
-            })
+        self.into()
     }
 }
 
@@ -188,6 +164,13 @@ pub enum OptionsError {
 }
 
 impl OptionsError {
+    /// Returns the error of a name that is no preset's.
+    fn unknown_preset(value: &str) -> Self {
+        OptionsError::UnknownPreset {
+            value: value.to_owned(),
+        }
+    }
+
     /// Returns the name of the offending option as the HTTP API spells it:
     /// `"crf"`, `"max_height"`, `"audio_bitrate"` or `"preset"`.
     pub fn option(&self) -> &'static str {
@@ -401,9 +384,11 @@ impl TranscodeError {
     }
 }
 
-/// The kinds of transcode failure, serialized in snake_case.
+/// The kinds of transcode failure, serialized and displayed in snake_case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(IntoStaticStr, Display)]
+#[strum(serialize_all = "snake_case")]
 pub enum ErrorCode {
     /// The file is not a readable video: garbage, empty, truncated, or no
     /// frame could be decoded.
@@ -436,24 +421,7 @@ pub enum ErrorCode {
 impl ErrorCode {
     /// Returns the snake_case name, as serialized.
     pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::InvalidMedia => "invalid_media",
-            ErrorCode::NoVideoStream => "no_video_stream",
-            ErrorCode::UnsupportedFormat => "unsupported_format",
-            ErrorCode::UnsupportedDimensions => "unsupported_dimensions",
-            ErrorCode::LimitsExceeded => "limits_exceeded",
-            ErrorCode::EncoderFailed => "encoder_failed",
-            ErrorCode::TranscoderCrashed => "transcoder_crashed",
-            ErrorCode::TranscodeStalled => "transcode_stalled",
-            ErrorCode::Io => "io",
-            ErrorCode::WorkerLost => "worker_lost",
-        }
-    }
-}
-
-impl fmt::Display for ErrorCode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        self.into()
     }
 }
 
