@@ -16,6 +16,10 @@ use vidpress_actors::{EventKind, JobEvent, JobSnapshot, JobState, JobStatus};
 use vidpress_cluster::{MemberState, NodeLoad, NodeName};
 use vidpress_transcode::{EncodeOptions, Preset};
 
+/// The range of a page's size in `GET /jobs` (`limit`).
+pub const MIN_LIMIT: usize = 1;
+pub const MAX_LIMIT: usize = 1000;
+
 /// The status document of one job.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct JobDocument {
@@ -279,7 +283,7 @@ bounded_integer!(
 );
 bounded_integer!(
     /// `limit` of `GET /jobs`.
-    LimitRange: Int32, super::jobs::MIN_LIMIT, super::jobs::MAX_LIMIT
+    LimitRange: Int32, MIN_LIMIT, MAX_LIMIT
 );
 
 impl NodeDocument {

@@ -13,6 +13,14 @@ use vidpress_actors::{ServiceError, SubmitError};
 
 use super::dto::{ErrorBody, ErrorDocument};
 
+/// Largest preamble or header block of one multipart part, in bytes.
+pub const MAX_PART_HEADERS: usize = 16 * 1024;
+
+/// A part's header block (or the preamble) went past [`MAX_PART_HEADERS`].
+#[derive(Debug, thiserror::Error)]
+#[error("a multipart part's headers are larger than {MAX_PART_HEADERS} bytes")]
+pub struct PartHeadersTooLarge;
+
 /// The 503 of every endpoint, in the spec: the node cannot answer now (its
 /// gateway or the job's supervisor did not answer in time, the node that
 /// holds the job is unreachable, or the cluster takes no more work).
@@ -54,7 +62,7 @@ pub enum ApiError {
     #[error("the upload sent nothing for {secs} s and was dropped")]
     RequestTimeout { secs: u64 },
     #[error(transparent)]
-    PartHeadersTooLarge(#[from] super::multipart::PartHeadersTooLarge),
+    PartHeadersTooLarge(#[from] PartHeadersTooLarge),
     #[error("the upload would leave less than {min_free} bytes free on the node's disk; retry later or on another node")]
     InsufficientStorage { min_free: u64 },
     #[error("the result was modified after the If-Unmodified-Since date")]

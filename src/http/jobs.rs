@@ -23,7 +23,7 @@ use vidpress_transcode::{EncodeOptions, Preset};
 
 use super::dto::{
     one_of, AudioBitrateRange, CrfRange, ErrorBody, JobDocument, JobListDocument, LimitRange,
-    MaxHeightRange, PresetName, StatusName, SubmitForm, Video,
+    MaxHeightRange, PresetName, StatusName, SubmitForm, Video, MAX_LIMIT, MIN_LIMIT,
 };
 use super::error::{retry_after_secs, ApiError, Unavailable, UnknownJob};
 use super::multipart;
@@ -31,10 +31,8 @@ use super::route;
 use super::upload::{self, Upload};
 use super::AppState;
 
-/// Page size of `GET /jobs` when no `limit` is given, and the range allowed.
+/// Page size of `GET /jobs` when no `limit` is given.
 const DEFAULT_LIMIT: usize = 50;
-pub const MIN_LIMIT: usize = 1;
-pub const MAX_LIMIT: usize = 1000;
 /// Poll interval suggested while no estimate exists yet.
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(2);
 

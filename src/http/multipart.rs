@@ -14,16 +14,8 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt, TryStreamExt};
 use memchr::memmem;
 
-use super::error::ApiError;
+use super::error::{ApiError, PartHeadersTooLarge, MAX_PART_HEADERS};
 use super::upload::{self, Upload, UploadLimits};
-
-/// Largest preamble or header block of one part, in bytes.
-pub const MAX_PART_HEADERS: usize = 16 * 1024;
-
-/// A part's header block (or the preamble) went past [`MAX_PART_HEADERS`].
-#[derive(Debug, thiserror::Error)]
-#[error("a multipart part's headers are larger than {MAX_PART_HEADERS} bytes")]
-pub struct PartHeadersTooLarge;
 
 /// Where the guard is in the body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

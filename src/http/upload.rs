@@ -93,8 +93,8 @@ impl UploadLimits {
                     secs: self.idle_timeout.as_secs(),
                 };
             }
-            if e.is::<super::multipart::PartHeadersTooLarge>() {
-                return ApiError::PartHeadersTooLarge(super::multipart::PartHeadersTooLarge);
+            if e.is::<super::error::PartHeadersTooLarge>() {
+                return ApiError::PartHeadersTooLarge(super::error::PartHeadersTooLarge);
             }
             cause = e.source();
         }
