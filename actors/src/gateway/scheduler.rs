@@ -67,7 +67,10 @@ pub(super) fn free_on(usable: usize, reported: Option<(u32, u32)>) -> usize {
 
 /// Walks the queue from its head, handing each job a worker of the node
 /// `pick_node` chooses, until the queue or the slots run out. `job` tells
-/// what is known of a queued job; `dispatch` sends it its slot.
+/// what is known of a queued job; `dispatch` sends it its slot, or gives
+/// the worker back when it could not. A job whose supervisor is gone (or
+/// not indexed) leaves the queue without taking a slot; each job leaves
+/// the queue once, so the one behind it is never lost with it.
 pub(super) fn walk<W, S>(
     queue: &mut JobQueue,
     nodes: &mut [NodeSlots<W>],
@@ -75,13 +78,9 @@ pub(super) fn walk<W, S>(
     mut dispatch: impl FnMut(JobId, S, &NodeName, W) -> Result<(), W>,
 ) {
     while let Some(id) = queue.front() {
-        let supervisor = match job(id) {
-            Queued::Unknown => {
-                queue.pop_front();
-                continue;
-            }
-            Queued::Gone => None,
-            Queued::Live(supervisor) => Some(supervisor),
+        let Queued::Live(supervisor) = job(id) else {
+            queue.pop_front();
+            continue;
         };
         let Some(i) = pick_node(nodes) else {
             break;
@@ -92,11 +91,11 @@ pub(super) fn walk<W, S>(
         };
         slots.free -= 1;
         queue.pop_front();
-        let Some(supervisor) = supervisor else {
-            queue.pop_front();
-            continue;
-        };
-        let _ = dispatch(id, supervisor, &slots.node, worker);
+        if let Err(worker) = dispatch(id, supervisor, &slots.node, worker) {
+            // The supervisor stopped meanwhile: the slot goes to the next job.
+            slots.workers.push(worker);
+            slots.free += 1;
+        }
     }
 }
 
@@ -417,6 +416,53 @@ mod tests {
         );
         assert_eq!(queue.len(), 2);
         assert_eq!(nodes[0].workers, vec!["a1"]);
+    }
+
+    #[test]
+    fn a_job_whose_supervisor_is_gone_is_dropped_and_the_next_one_dispatched() {
+        // A's supervisor stopped while A was queued; B waits behind it.
+        let ids = ids(2);
+        let (a, b) = (ids[0], ids[1]);
+        let mut queue = queue_of(&ids);
+        let mut nodes = [slots("a", 1, &["a1"])];
+        let mut sent = Vec::new();
+        let job = |id| {
+            if id == a {
+                Queued::Gone
+            } else {
+                Queued::Live(())
+            }
+        };
+        walk(&mut queue, &mut nodes, job, |id, (), _, w| {
+            sent.push((id, w));
+            Ok(())
+        });
+        assert_eq!(sent, vec![(b, "a1")]);
+        assert!(queue.is_empty());
+    }
+
+    #[test]
+    fn a_slot_whose_dispatch_could_not_be_sent_goes_to_the_next_job() {
+        let ids = ids(2);
+        let (a, b) = (ids[0], ids[1]);
+        let mut queue = queue_of(&ids);
+        let mut nodes = [slots("a", 1, &["a1"])];
+        let mut sent = Vec::new();
+        walk(
+            &mut queue,
+            &mut nodes,
+            |_| Queued::Live(()),
+            |id, (), _, w| {
+                if id == a {
+                    return Err(w);
+                }
+                sent.push((id, w));
+                Ok(())
+            },
+        );
+        assert_eq!(sent, vec![(b, "a1")]);
+        assert!(queue.is_empty());
+        assert!(nodes[0].workers.is_empty());
     }
 
     #[test]
