@@ -431,6 +431,9 @@ pub enum ErrorCode {
     /// The job's attempts kept being lost with their workers (dead nodes,
     /// failed transfers) and it was given up.
     WorkerLost,
+    /// The service failed the job itself (its supervisor died), not the
+    /// video: submitting it again may succeed.
+    Internal,
 }
 
 impl ErrorCode {
@@ -447,6 +450,7 @@ impl ErrorCode {
             ErrorCode::TranscodeStalled => "transcode_stalled",
             ErrorCode::Io => "io",
             ErrorCode::WorkerLost => "worker_lost",
+            ErrorCode::Internal => "internal",
         }
     }
 }
@@ -593,6 +597,7 @@ mod tests {
             ErrorCode::TranscodeStalled,
             ErrorCode::Io,
             ErrorCode::WorkerLost,
+            ErrorCode::Internal,
         ] {
             let json = serde_json::to_string(&code).unwrap();
             assert_eq!(json, format!("\"{}\"", code.as_str()));
