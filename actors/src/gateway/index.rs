@@ -81,7 +81,7 @@ impl GatewayState {
         }
         if let Some((bytes, took)) = ran {
             self.seconds_per_byte =
-                super::scheduler::speed_average(self.seconds_per_byte, bytes, took);
+                super::estimate::speed_average(self.seconds_per_byte, bytes, took);
         }
     }
 

@@ -17,15 +17,17 @@
 //!
 //! | message | module |
 //! | --- | --- |
-//! | `Submit`, `DropUnaccepted` | [`admission`] |
-//! | `List`, `Stats`, `StatusChanged`, `Report` | [`index`] |
-//! | `SlotFreed`, `WorkerBusy`, `DispatchFailed`, `CanceledWhileQueued`, `Drain`, `Tick` | [`scheduler`] (`Tick` also [`retention`]) |
-//! | `NodeDown`, `NodeUp`, `TakeOverDown`, `CompareCopies`, `FormerOwnerKept`, `Synced` | [`failover`] |
-//! | children's ends (supervision events) | [`supervision`] |
+//! | `Submit` | `admission` |
+//! | `List`, `Stats`, `StatusChanged`, `Report`, `Synced`, `DropUnaccepted` | `index` |
+//! | `SlotFreed`, `WorkerBusy`, `DispatchFailed`, `CanceledWhileQueued`, `Drain`, `Tick` | `scheduler` (`Tick` also `retention`) |
+//! | `NodeDown`, `NodeUp`, `TakeOverDown`, `CompareCopies`, `FormerOwnerKept` | `failover` |
+//! | children's ends (supervision events) | `supervision` |
 //!
-//! [`recovery`] brings the jobs of a previous run back in `pre_start`.
+//! `recovery` brings the jobs of a previous run back in `pre_start`;
+//! `estimate` makes the time estimates that submissions answer with.
 
 mod admission;
+mod estimate;
 mod failover;
 mod index;
 mod recovery;
@@ -175,7 +177,7 @@ impl Actor for Gateway {
             unsynced: HashMap::new(),
             next_sweep: Instant::now(),
             idempotency: HashMap::new(),
-            seconds_per_byte: scheduler::INITIAL_SECONDS_PER_BYTE,
+            seconds_per_byte: estimate::INITIAL_SECONDS_PER_BYTE,
         };
         state.recover(&myself).await;
         Ok(state)
