@@ -44,6 +44,17 @@ pub(super) fn count_by_status(
     JobStatus::ALL.into_iter().zip(counts).collect()
 }
 
+/// Returns the status a job's index entry takes on a change to `new`: a
+/// terminal status stays (a change a supervisor sent before it died may
+/// arrive after the gateway failed its job).
+pub(super) fn next_status(current: JobStatus, new: JobStatus) -> JobStatus {
+    if current.is_terminal() {
+        current
+    } else {
+        new
+    }
+}
+
 impl GatewayState {
     pub(super) fn on_list(
         &self,
@@ -74,10 +85,10 @@ impl GatewayState {
         ran: Option<(u64, Duration)>,
     ) {
         if let Some(entry) = self.jobs.get_mut(&id) {
-            entry.status = status;
-            if status.is_terminal() {
+            if !entry.status.is_terminal() && status.is_terminal() {
                 entry.finished = Some(Instant::now());
             }
+            entry.status = next_status(entry.status, status);
         }
         if let Some((bytes, took)) = ran {
             self.seconds_per_byte =
@@ -196,6 +207,26 @@ mod tests {
         .into();
         let listed = list(&jobs, |s| *s, Some(JobStatus::Completed), None, 10);
         assert_eq!(listed, vec![ids[2], ids[0]]);
+    }
+
+    #[test]
+    fn a_terminal_status_stays() {
+        assert_eq!(
+            next_status(JobStatus::Queued, JobStatus::Running),
+            JobStatus::Running
+        );
+        assert_eq!(
+            next_status(JobStatus::Running, JobStatus::Failed),
+            JobStatus::Failed
+        );
+        assert_eq!(
+            next_status(JobStatus::Failed, JobStatus::Running),
+            JobStatus::Failed
+        );
+        assert_eq!(
+            next_status(JobStatus::Completed, JobStatus::Queued),
+            JobStatus::Completed
+        );
     }
 
     #[test]

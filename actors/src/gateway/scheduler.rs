@@ -1,6 +1,7 @@
 //! The scheduler: the queue of jobs waiting for a worker slot, the slots
 //! free on each node, the pump that hands them out, and this node's load.
 
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use ractor::{ActorCell, ActorId, ActorRef};
@@ -47,6 +48,17 @@ pub(super) fn pick_node<W>(nodes: &[NodeSlots<W>]) -> Option<usize> {
         .filter(|(_, n)| n.free > 0 && !n.workers.is_empty())
         .max_by_key(|(i, n)| (n.free, std::cmp::Reverse(*i)))
         .map(|(i, _)| i)
+}
+
+/// Returns whether a worker may be handed out: it holds no slot of this
+/// gateway, runs no attempt here, and has not just refused one.
+pub(super) fn usable(
+    worker: &ActorId,
+    busy: &HashSet<ActorId>,
+    local_busy: &HashSet<ActorId>,
+    cooldown: &HashMap<ActorId, Instant>,
+) -> bool {
+    !busy.contains(worker) && !local_busy.contains(worker) && !cooldown.contains_key(worker)
 }
 
 /// Returns how many slots a node has free: those usable here, and for
@@ -108,6 +120,11 @@ impl GatewayState {
     }
 
     pub(super) fn worker_busy(&mut self, worker: ActorId, busy: bool) {
+        // The gateway learns of a worker's death before the messages it sent
+        // last (supervision events come first): a dead one stays out.
+        if busy && ractor::registry::where_is_pid(worker).is_none() {
+            return;
+        }
         if busy {
             self.local_busy.insert(worker);
         } else {
@@ -178,12 +195,7 @@ impl GatewayState {
         let usable = |cells: Vec<ActorCell>| -> Vec<ActorCell> {
             cells
                 .into_iter()
-                .filter(|w| {
-                    let id = w.get_id();
-                    !self.busy.contains(&id)
-                        && !self.local_busy.contains(&id)
-                        && !self.cooldown.contains_key(&id)
-                })
+                .filter(|w| usable(&w.get_id(), &self.busy, &self.local_busy, &self.cooldown))
                 .collect()
         };
         let me = &self.args.node;
@@ -296,6 +308,19 @@ mod tests {
     fn no_node_is_picked_when_none_has_a_free_slot() {
         let nodes = [slots("a", 0, &["a1"]), slots("b", 0, &["b1"])];
         assert_eq!(pick_node(&nodes), None);
+    }
+
+    #[test]
+    fn a_busy_or_cooling_down_worker_is_not_handed_out() {
+        let (w, other) = (ActorId::Local(1), ActorId::Local(2));
+        let none = HashSet::new();
+        let held: HashSet<ActorId> = [w].into();
+        let cooling: HashMap<ActorId, Instant> = [(w, Instant::now())].into();
+        assert!(usable(&w, &none, &none, &HashMap::new()));
+        assert!(!usable(&w, &held, &none, &HashMap::new()));
+        assert!(!usable(&w, &none, &held, &HashMap::new()));
+        assert!(!usable(&w, &none, &none, &cooling));
+        assert!(usable(&other, &held, &held, &cooling));
     }
 
     #[test]
