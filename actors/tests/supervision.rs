@@ -88,7 +88,7 @@ async fn start(test: &str) -> TestNode {
         queue_capacity: 8,
         command: ChildCommand {
             program: "/bin/sh".into(),
-            args: vec!["-c".into(), "sleep 60".into()],
+            args: vec!["-c".into(), "exec sleep 60".into()],
         },
         stall_timeout: Duration::from_secs(120),
         limits: Default::default(),
