@@ -3,11 +3,16 @@
 //! # Layout
 //! - [`job`]: job identities, the typed state machine, snapshots and events.
 //! - [`gateway`]: the Gateway actor, one per node: accepts jobs, queues them,
-//!   hands out worker slots.
+//!   hands out worker slots, takes jobs over from lost nodes and supervises
+//!   the node's workers and job supervisors; a folder, one module a concern
+//!   (its `mod.rs` has the table of message → module).
 //! - [`supervisor`]: the JobSupervisor actor, one per job: owns its state,
 //!   fences attempts, fans events out.
 //! - [`worker`]: the WorkerActor, N per node in a process group: runs one
 //!   transcode at a time in a child process.
+//! - [`protocol`]: the messages that cross actors, so that no actor module
+//!   imports another.
+//! - `queue`: the gateway's line of jobs waiting for a worker slot.
 //! - [`handle`]: [`Jobs`], the typed API with deadlines that callers use.
 //! - [`board`]: the snapshots supervisors publish, which polls read.
 //! - [`paths`]: where a job's files live in the data directory.

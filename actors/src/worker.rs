@@ -58,6 +58,15 @@ struct Current {
     owner: Owner,
 }
 
+impl Drop for Current {
+    /// Stops the attempt's task, which kills the child, however the worker
+    /// ends: a worker that dies (panics, or is killed) skips `post_stop`,
+    /// and its state is dropped instead; its encoder must not outlive it.
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// Where an attempt's reports go: the gateway of the job's owner, looked up
 /// in its process group at every send, because ractor_cluster replaces a
 /// remote actor's reference whenever its session is re-established.

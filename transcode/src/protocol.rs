@@ -416,6 +416,9 @@ pub enum ErrorCode {
     /// The job's attempts kept being lost with their workers (dead nodes,
     /// failed transfers) and it was given up.
     WorkerLost,
+    /// The service failed the job itself (its supervisor died), not the
+    /// video: submitting it again may succeed.
+    Internal,
 }
 
 impl ErrorCode {
@@ -561,6 +564,7 @@ mod tests {
             ErrorCode::TranscodeStalled,
             ErrorCode::Io,
             ErrorCode::WorkerLost,
+            ErrorCode::Internal,
         ] {
             let json = serde_json::to_string(&code).unwrap();
             assert_eq!(json, format!("\"{}\"", code.as_str()));

@@ -1,0 +1,284 @@
+//! The Gateway actor: one per node, the front door behind the HTTP layer.
+//!
+//! It accepts jobs (spawning one `JobSupervisor` each), enforces idempotency
+//! keys, holds the bounded queue of jobs waiting for a worker slot, hands
+//! slots on the least-loaded node of the cluster to supervisors, routes
+//! workers' reports (from any node) to the supervisors, and keeps a small
+//! index of job statuses for listing. Job state itself stays in the
+//! supervisors.
+//!
+//! Gateways join the process group `vidpress.gateway.<node>`, which is how a
+//! worker on another node finds the gateway of the job's owner.
+//!
+//! This module holds the actor, its arguments and its state; `handle` is a
+//! table that passes each message to the module owning its concern. Each
+//! module keeps its decisions as pure functions over plain data, tested
+//! beside them, and applies them to the state:
+//!
+//! | message | module |
+//! | --- | --- |
+//! | `Submit` | `admission` |
+//! | `List`, `Stats`, `StatusChanged`, `Report`, `Synced`, `DropUnaccepted` | `index` |
+//! | `SlotFreed`, `WorkerBusy`, `DispatchFailed`, `CanceledWhileQueued`, `Drain`, `Tick` | `scheduler` (`Tick` also `retention`) |
+//! | `NodeDown`, `NodeUp`, `TakeOverDown`, `CompareCopies`, `FormerOwnerKept` | `failover` |
+//! | children's ends (supervision events) | `supervision` |
+//!
+//! `recovery` brings the jobs of a previous run back in `pre_start`;
+//! `estimate` makes the time estimates that submissions answer with.
+
+mod admission;
+mod estimate;
+mod failover;
+mod index;
+mod recovery;
+mod retention;
+mod scheduler;
+mod supervision;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
+use tokio::sync::watch;
+use tracing::info;
+use vidpress_cluster::{ClusterView, NodeLoad, NodeName};
+use vidpress_transcode::driver::ChildCommand;
+use vidpress_transcode::Limits;
+
+use crate::board::Board;
+use crate::counters::Epoch;
+use crate::job::{JobId, JobStatus};
+use crate::paths;
+use crate::protocol::{gateway_group, workers_group, GatewayMsg, SupervisorMsg, WorkerMsg};
+use crate::queue::JobQueue;
+use crate::transfer::Transfer;
+use crate::worker::{WorkerActor, WorkerArgs};
+
+/// The cluster this node belongs to, when it is not alone.
+#[derive(Clone)]
+pub struct ClusterLink {
+    /// The latest membership view, with every node's load.
+    pub view: watch::Receiver<Arc<ClusterView>>,
+    /// Where this node publishes its own load for heartbeats.
+    pub load: Arc<watch::Sender<NodeLoad>>,
+    /// How long after a node comes back into sight the view may still show
+    /// live nodes as down (they are redialed with backoff).
+    pub rejoin_window: Duration,
+}
+
+/// How a node's actors are set up.
+#[derive(Clone)]
+pub struct GatewayArgs {
+    pub node: NodeName,
+    /// Where job folders live (`<data_dir>/jobs/<id>`).
+    pub data_dir: PathBuf,
+    /// Worker actors to start on this node.
+    pub workers: usize,
+    /// Jobs that may wait for a slot before submissions get 503.
+    pub queue_capacity: usize,
+    pub command: ChildCommand,
+    pub stall_timeout: Duration,
+    /// What a transcode on this node may cost; every attempt run here gets
+    /// these, whichever node owns its job.
+    pub limits: Limits,
+    /// Process-group scope shared by the nodes of one cluster.
+    pub scope: String,
+    /// How long finished jobs and their results are kept.
+    pub retention: Duration,
+    /// Base URL of this node's HTTP API, where workers elsewhere move bytes.
+    pub http: String,
+    /// Moves bytes for attempts of jobs owned by other nodes.
+    pub transfer: Arc<dyn Transfer>,
+    /// The cluster, or `None` for a node on its own.
+    pub cluster: Option<ClusterLink>,
+}
+
+/// A worker slot held by a job.
+struct Slot {
+    worker: ActorRef<WorkerMsg>,
+    node: NodeName,
+}
+
+/// What the gateway knows of a job owned here.
+struct JobEntry {
+    status: JobStatus,
+    /// `None` once a finished job's actor stopped (its snapshot is on the
+    /// board): holding the reference would keep the actor's memory.
+    supervisor: Option<ActorRef<SupervisorMsg>>,
+    bytes: u64,
+    /// When the job reached a terminal state.
+    finished: Option<Instant>,
+}
+
+pub struct GatewayState {
+    args: GatewayArgs,
+    /// Where supervisors publish their snapshots.
+    board: Arc<Board>,
+    jobs: BTreeMap<JobId, JobEntry>,
+    queue: JobQueue,
+    /// Slots this gateway handed out, by job.
+    running: HashMap<JobId, Slot>,
+    /// Workers (anywhere) holding a slot this gateway handed out.
+    busy: HashSet<ActorId>,
+    /// This node's workers running an attempt for any node.
+    local_busy: HashSet<ActorId>,
+    /// Workers that refused an assignment, until when they are skipped.
+    cooldown: HashMap<ActorId, Instant>,
+    /// Shutting down: no new jobs, no new attempts here.
+    draining: bool,
+    /// Jobs this node took over, with their former owner and the new epoch.
+    taken_over: HashMap<JobId, (NodeName, Epoch)>,
+    /// Jobs owned here whose standby lacks the latest record, with the standby.
+    unsynced: HashMap<JobId, NodeName>,
+    next_sweep: Instant,
+    idempotency: HashMap<String, ([u8; 32], JobId)>,
+    seconds_per_byte: f64,
+}
+
+/// The node's front door.
+pub struct Gateway;
+
+impl Actor for Gateway {
+    type Msg = GatewayMsg;
+    type State = GatewayState;
+    type Arguments = (GatewayArgs, Arc<Board>);
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        (args, board): (GatewayArgs, Arc<Board>),
+    ) -> Result<Self::State, ActorProcessingErr> {
+        std::fs::create_dir_all(paths::jobs_dir(&args.data_dir))?;
+        // Scratch space of attempts for other nodes does not survive a restart.
+        let _ = std::fs::remove_dir_all(args.data_dir.join("work"));
+        ractor::pg::join_scoped(
+            args.scope.clone(),
+            gateway_group(&args.node),
+            vec![myself.get_cell()],
+        );
+        for _ in 0..args.workers {
+            spawn_worker(&myself, &args).await?;
+        }
+        myself.send_interval(scheduler::PUMP_EVERY, || GatewayMsg::Tick);
+        info!(node = %args.node, workers = args.workers, "gateway started");
+        let mut state = GatewayState {
+            args,
+            board,
+            jobs: BTreeMap::new(),
+            queue: JobQueue::default(),
+            running: HashMap::new(),
+            busy: HashSet::new(),
+            local_busy: HashSet::new(),
+            cooldown: HashMap::new(),
+            draining: false,
+            taken_over: HashMap::new(),
+            unsynced: HashMap::new(),
+            next_sweep: Instant::now(),
+            idempotency: HashMap::new(),
+            seconds_per_byte: estimate::INITIAL_SECONDS_PER_BYTE,
+        };
+        state.recover(&myself).await;
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            GatewayMsg::Submit(request, reply) => state.on_submit(&myself, *request, reply).await,
+            GatewayMsg::DropUnaccepted(id) => state.forget(id),
+            GatewayMsg::List {
+                status,
+                before,
+                limit,
+                reply,
+            } => state.on_list(status, before, limit, reply),
+            GatewayMsg::Stats(reply) => state.on_stats(reply),
+            GatewayMsg::Report {
+                job,
+                attempt,
+                report,
+            } => state.route_report(job, attempt, report),
+            GatewayMsg::StatusChanged { id, status, ran } => state.status_changed(id, status, ran),
+            GatewayMsg::SlotFreed { job, rejected } => state.slot_freed(job, rejected),
+            GatewayMsg::WorkerBusy { worker, busy } => state.worker_busy(worker, busy),
+            GatewayMsg::DispatchFailed(id) => state.dispatch_failed(id),
+            GatewayMsg::CanceledWhileQueued(id) => state.canceled_while_queued(id),
+            GatewayMsg::Drain => state.drain(),
+            GatewayMsg::Tick => state.tick(),
+            GatewayMsg::NodeDown(node) => state.node_down(&myself, &node).await,
+            GatewayMsg::NodeUp(node) => state.node_up(&myself, &node),
+            GatewayMsg::TakeOverDown => state.take_over_down(&myself).await,
+            GatewayMsg::CompareCopies {
+                job,
+                epoch,
+                finished,
+                reply,
+            } => {
+                let _ = reply.send(state.keeps_own_copy(job, epoch, finished).await);
+            }
+            GatewayMsg::FormerOwnerKept(job) => state.yield_to_owner(job).await,
+            GatewayMsg::Synced {
+                job,
+                standby,
+                synced,
+            } => state.synced(job, standby, synced),
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        event: SupervisionEvent,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        // A child's end must not stop the gateway (ractor's default would).
+        state.child_event(&myself, event).await;
+        Ok(())
+    }
+}
+
+/// Starts one of this node's workers, linked to the gateway.
+async fn spawn_worker(
+    myself: &ActorRef<GatewayMsg>,
+    args: &GatewayArgs,
+) -> Result<ActorRef<WorkerMsg>, ractor::SpawnErr> {
+    let worker_args = WorkerArgs {
+        node: args.node.clone(),
+        data_dir: args.data_dir.clone(),
+        command: args.command.clone(),
+        stall_timeout: args.stall_timeout,
+        limits: args.limits,
+        scope: args.scope.clone(),
+        transfer: args.transfer.clone(),
+        gateway: myself.clone(),
+    };
+    let (worker, _) =
+        Actor::spawn_linked(None, WorkerActor, worker_args, myself.get_cell()).await?;
+    Ok(worker)
+}
+
+impl GatewayState {
+    /// Returns the live supervisor of a job.
+    fn supervisor(&self, id: JobId) -> Option<ActorRef<SupervisorMsg>> {
+        self.jobs.get(&id)?.supervisor.clone()
+    }
+
+    /// Returns the workers of `node`, as its process group has them now.
+    fn workers_of(&self, node: &NodeName) -> Vec<ActorCell> {
+        ractor::pg::get_scoped_members(&self.args.scope, &workers_group(node))
+    }
+
+    /// Returns the base URL of a member's HTTP API, if it is known.
+    fn http_of(&self, node: &NodeName) -> Option<String> {
+        let cluster = self.args.cluster.as_ref()?;
+        let view = cluster.view.borrow();
+        view.get(node).map(|m| m.http.clone())
+    }
+}

@@ -1,0 +1,95 @@
+//! Recovery: at start, the jobs of a previous run come back from the data
+//! directory, finished ones to answer for, unfinished ones queued for a new
+//! attempt, with their idempotency keys.
+
+use ractor::ActorRef;
+use tracing::{error, info, warn};
+
+use super::GatewayState;
+use crate::paths;
+use crate::protocol::GatewayMsg;
+use crate::record::JobRecord;
+
+/// Parses lowercase hex into a digest.
+pub(super) fn unhex(hex: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    if hex.len() != 64 {
+        return None;
+    }
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+impl GatewayState {
+    /// Brings back the jobs of a previous run from the data directory:
+    /// finished ones to answer for, unfinished ones queued for a new attempt.
+    pub(super) async fn recover(&mut self, myself: &ActorRef<GatewayMsg>) {
+        let Ok(dirs) = std::fs::read_dir(paths::jobs_dir(&self.args.data_dir)) else {
+            return;
+        };
+        let mut records = Vec::new();
+        for dir in dirs.flatten() {
+            let path = dir.path().join("job.json");
+            match JobRecord::read(&path) {
+                Ok(record) => records.push(record),
+                Err(e) => {
+                    // Never acknowledged (no record): not a job.
+                    warn!(path = %dir.path().display(), error = %e, "removing a job folder without a readable record");
+                    let _ = std::fs::remove_dir_all(dir.path());
+                }
+            }
+        }
+        records.sort_by_key(|r| r.id);
+        let (mut finished, mut resumed) = (0, 0);
+        for record in records {
+            let (id, key, digest) = (
+                record.id,
+                record.idempotency_key.clone(),
+                record.digest.clone(),
+            );
+            let (unfinished, bytes, attempt) =
+                (record.outcome.is_none(), record.input_bytes, record.attempt);
+            if let Err(e) = self.spawn_supervisor(myself, record, false).await {
+                error!(job_id = %id, node = %self.args.node, attempt = attempt.get(), error = %e, "cannot recover job");
+                continue;
+            }
+            if let Some(key) = key {
+                if let Some(digest) = unhex(&digest) {
+                    self.idempotency.insert(key, (digest, id));
+                }
+            }
+            if unfinished {
+                self.queue.push_back(id, bytes);
+                resumed += 1;
+            } else {
+                finished += 1;
+            }
+        }
+        if finished + resumed > 0 {
+            info!(node = %self.args.node, finished, resumed, "jobs recovered from disk");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record;
+
+    #[test]
+    fn a_digest_survives_its_hex_form() {
+        let digest: [u8; 32] = std::array::from_fn(|i| (i * 37) as u8);
+        assert_eq!(unhex(&record::hex(&digest)), Some(digest));
+    }
+
+    #[test]
+    fn a_digest_of_the_wrong_length_or_alphabet_is_none() {
+        assert_eq!(unhex(""), None);
+        assert_eq!(unhex(&"ab".repeat(31)), None);
+        assert_eq!(unhex(&"zz".repeat(32)), None);
+        // Multi-byte characters must not split a pair (or panic).
+        assert_eq!(unhex(&format!("é{}", "a".repeat(62))), None);
+    }
+}
