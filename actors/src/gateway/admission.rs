@@ -92,16 +92,18 @@ impl GatewayState {
         reply: SubmitReply,
     ) -> Result<(), (SubmitError, SubmitReply)> {
         if let Some(key) = &request.idempotency_key {
-            let known = self.idempotency.get(key);
-            if known.is_some() {
-                let _ = std::fs::remove_file(&request.upload);
-            }
-            match idempotency(known, request.digest) {
+            // The upload is dropped only when the key answers for it; a key
+            // whose job is gone makes a new job of this upload.
+            match idempotency(self.idempotency.get(key), request.digest) {
                 Idempotency::New => {}
-                Idempotency::Conflict => return Err((SubmitError::IdempotencyConflict, reply)),
+                Idempotency::Conflict => {
+                    let _ = std::fs::remove_file(&request.upload);
+                    return Err((SubmitError::IdempotencyConflict, reply));
+                }
                 Idempotency::Same(id) => {
                     let bytes = self.jobs.get(&id).map_or(0, |e| e.bytes);
                     if let Some(job) = self.snapshot(id).await {
+                        let _ = std::fs::remove_file(&request.upload);
                         let _ = reply.send(Ok(Submitted {
                             estimate: self.estimate(bytes),
                             job,
