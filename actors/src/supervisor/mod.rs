@@ -11,16 +11,16 @@
 //!
 //! | message | module |
 //! | --- | --- |
-//! | `Accept`, `Cancel`, `LingerOver`, `DropCopy` | [`lifecycle`]: accept, finish, linger, hibernate |
-//! | `Dispatch`, `Report`, `Watch`, `NodeLost` | [`attempts`]: dispatch, reports, deadlines, lost attempts |
-//! | `Subscribe` (and every event) | [`events`]: publish, history, subscribe with `since` |
-//! | `ResultCopied`, `Resync`, `RecordCopied` | [`standby`]: copies to the standby |
+//! | `Accept`, `Cancel`, `LingerOver`, `DropCopy` | `lifecycle`: accept, finish, linger, hibernate |
+//! | `Dispatch`, `Report`, `Watch`, `NodeLost` | `attempts`: dispatch, reports, deadlines, lost attempts |
+//! | `Subscribe` (and every event) | `events`: publish, history, subscribe with `since` |
+//! | `ResultCopied`, `Resync`, `RecordCopied` | `standby`: copies to the standby |
 //! | `GetSnapshot` | here |
 //!
 //! The decisions are pure functions with unit tests beside them:
-//! [`transitions`] (the next state on a report or a cancel, the records of
+//! `transitions` (the next state on a report or a cancel, the records of
 //! a state), and the deadlines, loss accounting, progress throttling and
-//! subscription backlog in their modules. [`durability`] writes the record.
+//! subscription backlog in their modules. `durability` writes the record.
 
 mod attempts;
 mod durability;
