@@ -18,6 +18,7 @@
 //! - [`paths`]: where a job's files live in the data directory.
 //! - [`record`]: the job record kept on disk, from which a restarted node
 //!   recovers its jobs.
+//! - [`replicas`]: the copies a node keeps, as standby, of other nodes' jobs.
 //! - [`transfer`]: [`Transfer`], how workers move bytes between nodes.
 //!
 //! [`start`] brings a node's actors up.
@@ -31,6 +32,7 @@ pub mod paths;
 pub mod protocol;
 mod queue;
 pub mod record;
+pub mod replicas;
 mod replication;
 pub mod supervisor;
 pub mod transfer;

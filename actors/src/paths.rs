@@ -1,5 +1,6 @@
 //! Where a node keeps a job's files under its data directory. Every part of
-//! the node (actors and the HTTP layer) goes through these.
+//! the node (actors and the HTTP layer) goes through these; the copies it
+//! keeps of other nodes' jobs are [`crate::replicas`]'s.
 
 use std::path::{Path, PathBuf};
 
@@ -41,9 +42,4 @@ pub fn result(data: &Path, id: JobId) -> PathBuf {
 /// Scratch space for an attempt this node runs for a job owned elsewhere.
 pub fn work_dir(data: &Path, id: JobId, attempt: Attempt) -> PathBuf {
     data.join("work").join(format!("{id}.{attempt}"))
-}
-
-/// The folder holding this node's copy of a job another node owns.
-pub fn replica_dir(data: &Path, id: JobId) -> PathBuf {
-    data.join("replicas").join(id.to_string())
 }

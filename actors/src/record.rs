@@ -98,6 +98,29 @@ impl JobRecord {
     }
 }
 
+/// Returns the record of a new job owned by `node`, for tests to adjust.
+#[cfg(test)]
+pub(crate) fn sample(node: &NodeName) -> JobRecord {
+    JobRecord {
+        id: JobId::new(node),
+        options: EncodeOptions::default(),
+        input_bytes: 10,
+        created_at_ms: 1_000,
+        idempotency_key: Some("key".into()),
+        digest: "ab".into(),
+        attempt: Attempt::new(2),
+        lost_attempts: 0,
+        interrupted: 0,
+        node: Some(node.clone()),
+        media: None,
+        finished_at_ms: None,
+        outcome: None,
+        owner: Some(node.clone()),
+        standby: Some("node-b".parse().expect("a node name")),
+        epoch: Epoch::new(1),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,22 +130,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let node: NodeName = "node-a".parse().unwrap();
         let record = JobRecord {
-            id: JobId::new(&node),
-            options: EncodeOptions::default(),
-            input_bytes: 42,
-            created_at_ms: 1,
-            idempotency_key: Some("k".into()),
             digest: hex(&[0xab, 0x01]),
             attempt: Attempt::new(3),
-            lost_attempts: 1,
-            interrupted: 0,
-            node: Some(node),
-            media: None,
             finished_at_ms: Some(9),
             outcome: Some(Outcome::Completed { bytes: 7 }),
-            owner: None,
-            standby: None,
             epoch: Epoch::new(2),
+            ..sample(&node)
         };
         let path = dir.path().join("job.json");
         record.write(&path).unwrap();

@@ -7,6 +7,10 @@ use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
 
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use tokio::io::AsyncWriteExt;
+
 use crate::counters::{Attempt, Epoch};
 use crate::job::JobId;
 use crate::record::JobRecord;
@@ -92,4 +96,31 @@ pub trait Transfer: Send + Sync + 'static {
         attempt: Attempt,
         from: &'a Path,
     ) -> TransferFuture<'a>;
+}
+
+/// Streams a transferred file's `body` to `path` durably: into a `.part`
+/// file beside it, fsynced, then renamed over `path`; the partial file is
+/// removed if anything fails. The receiving end of a [`Transfer`].
+pub async fn receive<S, E>(body: S, path: &Path) -> std::io::Result<()>
+where
+    S: Stream<Item = Result<Bytes, E>>,
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let partial = path.with_extension("part");
+    let written = async {
+        let mut file = tokio::fs::File::create(&partial).await?;
+        let mut body = std::pin::pin!(body);
+        while let Some(chunk) = body.next().await {
+            file.write_all(&chunk.map_err(std::io::Error::other)?)
+                .await?;
+        }
+        file.flush().await?;
+        file.sync_all().await?;
+        tokio::fs::rename(&partial, path).await
+    }
+    .await;
+    if written.is_err() {
+        let _ = tokio::fs::remove_file(&partial).await;
+    }
+    written
 }

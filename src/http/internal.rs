@@ -1,23 +1,26 @@
 //! Node-to-node endpoints under `/internal`: a worker on another node fetches
-//! a job's input and sends back its output, streamed. Every request must
+//! a job's input and sends back its output, streamed; an owner stores its
+//! copies here when this node is a job's standby (kept by
+//! `vidpress_actors::replicas`, which knows their layout and rules). Every request must
 //! carry the cluster cookie, checked ([`authorize`]) before anything of the
 //! request is read; without a cluster these routes do not exist.
 
-use axum::body::Body;
-use std::collections::HashMap;
+use std::str::FromStr;
 
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use futures::StreamExt;
+use serde::{Deserialize, Deserializer};
 use subtle::ConstantTimeEq;
-use tokio::io::AsyncWriteExt;
 use tower::ServiceExt;
 use tower_http::services::ServeFile;
 use vidpress_actors::record::JobRecord;
-use vidpress_actors::{paths, Attempt, Epoch, JobId, ReplicaFile};
+use vidpress_actors::replicas::{self, Stored};
+use vidpress_actors::{paths, transfer, Attempt, Epoch, ReplicaFile};
 
 use super::error::ApiError;
 use super::jobs::parse_id;
@@ -75,39 +78,10 @@ pub async fn output(
         return Err(ApiError::NotFound);
     }
     let path = paths::attempt_output(&app.data_dir, id, attempt);
-    store(request.into_body(), &path).await?;
+    transfer::receive(request.into_body().into_data_stream(), &path)
+        .await
+        .map_err(|e| ApiError::Internal(format!("cannot store {}: {e}", path.display())))?;
     Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-/// Streams `body` to `path` durably: a `.part` file, fsynced, renamed.
-async fn store(body: Body, path: &std::path::Path) -> Result<(), ApiError> {
-    let partial = path.with_extension("part");
-    let written = async {
-        let mut file = tokio::fs::File::create(&partial).await?;
-        let mut body = body.into_data_stream();
-        while let Some(chunk) = body.next().await {
-            file.write_all(&chunk.map_err(std::io::Error::other)?)
-                .await?;
-        }
-        file.flush().await?;
-        file.sync_all().await?;
-        tokio::fs::rename(&partial, path).await
-    }
-    .await;
-    if let Err(e) = written {
-        let _ = tokio::fs::remove_file(&partial).await;
-        return Err(ApiError::Internal(format!(
-            "cannot store {}: {e}",
-            path.display()
-        )));
-    }
-    Ok(())
-}
-
-/// Returns whether this node already owns `id` under an epoch at least
-/// `epoch` (it took the job over): copies from the former owner are stale.
-fn owns_newer(app: &AppState, id: JobId, epoch: Epoch) -> bool {
-    JobRecord::read(&paths::record(&app.data_dir, id)).is_ok_and(|r| r.epoch > epoch)
 }
 
 /// `PUT /internal/replicas/{id}/{file}`: a copy of a job's input or result,
@@ -122,16 +96,19 @@ pub async fn replica_file(
         .into_iter()
         .find(|f| f.name() == file)
         .ok_or(ApiError::NotFound)?;
-    let dir = paths::replica_dir(&app.data_dir, id);
-    tokio::fs::create_dir_all(&dir)
-        .await
-        .map_err(|e| ApiError::Internal(format!("cannot create replica folder: {e}")))?;
-    store(request.into_body(), &dir.join(file.name())).await?;
+    replicas::store_file(
+        &app.data_dir,
+        id,
+        file,
+        request.into_body().into_data_stream(),
+    )
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// `PUT /internal/replicas/{id}/record`: the job's record, durable on this
-/// node before the answer. A record older than what is held is refused.
+/// node before the answer. A record older than what is held is refused (409).
 pub async fn replica_record(
     State(app): State<AppState>,
     Path(id): Path<String>,
@@ -141,20 +118,55 @@ pub async fn replica_record(
     if record.id != id {
         return Err(ApiError::BadRequest("the record is for another job".into()));
     }
-    let dir = paths::replica_dir(&app.data_dir, id);
-    let path = dir.join("job.json");
-    let held = JobRecord::read(&path).map_or(Epoch::default(), |r| r.epoch);
-    if held > record.epoch || owns_newer(&app, id, record.epoch) {
-        return Ok(StatusCode::CONFLICT.into_response());
+    let stored = replicas::store_record(&app.data_dir, record)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(match stored {
+        Stored::Stored => StatusCode::NO_CONTENT,
+        Stored::Stale => StatusCode::CONFLICT,
     }
-    tokio::task::spawn_blocking(move || {
-        std::fs::create_dir_all(&dir)?;
-        record.write(&path)
-    })
-    .await
-    .map_err(|e| ApiError::Internal(e.to_string()))?
-    .map_err(|e| ApiError::Internal(format!("cannot store the replica record: {e}")))?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    .into_response())
+}
+
+/// The query of a relinquish: `?epoch=N&finished=B`. Each value is kept as
+/// whether it parsed, so that a bad one gets this endpoint's own message.
+#[derive(Debug, Deserialize)]
+pub struct RelinquishQuery {
+    epoch: Option<Parsed<u32>>,
+    finished: Option<Parsed<bool>>,
+}
+
+/// A query value: `Some` if it parsed as a `T` (`FromStr`), else `None`.
+#[derive(Debug)]
+struct Parsed<T>(Option<T>);
+
+impl<'de, T: FromStr> Deserialize<'de> for Parsed<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let given = String::deserialize(deserializer)?;
+        Ok(Self(given.parse().ok()))
+    }
+}
+
+impl RelinquishQuery {
+    /// Returns the epoch the job was taken over under; it must be given.
+    fn epoch(&self) -> Result<Epoch, ApiError> {
+        self.epoch
+            .as_ref()
+            .and_then(|p| p.0)
+            .map(Epoch::new)
+            .ok_or_else(|| ApiError::BadRequest("epoch must be a number".into()))
+    }
+
+    /// Returns whether the taker's copy is finished; false unless given.
+    fn finished(&self) -> Result<bool, ApiError> {
+        match &self.finished {
+            None => Ok(false),
+            Some(Parsed(Some(finished))) => Ok(*finished),
+            Some(Parsed(None)) => Err(ApiError::BadRequest(
+                "finished must be true or false".into(),
+            )),
+        }
+    }
 }
 
 /// `POST /internal/jobs/{id}/relinquish?epoch=N&finished=B`: another node
@@ -163,23 +175,11 @@ pub async fn replica_record(
 pub async fn relinquish(
     State(app): State<AppState>,
     Path(id): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
+    query: Result<Query<RelinquishQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
-    let epoch = query
-        .get("epoch")
-        .and_then(|e| e.parse::<u32>().ok())
-        .map(Epoch::new)
-        .ok_or_else(|| ApiError::BadRequest("epoch must be a number".into()))?;
-    let finished = match query.get("finished").map(String::as_str) {
-        None | Some("false") => false,
-        Some("true") => true,
-        Some(_) => {
-            return Err(ApiError::BadRequest(
-                "finished must be true or false".into(),
-            ))
-        }
-    };
+    let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let (epoch, finished) = (query.epoch()?, query.finished()?);
     let kept = app.jobs.relinquish(id, epoch, finished).await?;
     Ok(if kept {
         StatusCode::CONFLICT
@@ -199,6 +199,45 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(COOKIE_HEADER, HeaderValue::from_str(value).unwrap());
         headers
+    }
+
+    fn relinquish_query(query: &str) -> Result<(Epoch, bool), String> {
+        let uri = format!("/internal/jobs/x/relinquish?{query}")
+            .parse()
+            .unwrap();
+        let Query(query) = Query::<RelinquishQuery>::try_from_uri(&uri).unwrap();
+        let message = |e: ApiError| match e {
+            ApiError::BadRequest(message) => message,
+            e => panic!("not a bad request: {e:?}"),
+        };
+        Ok((
+            query.epoch().map_err(message)?,
+            query.finished().map_err(message)?,
+        ))
+    }
+
+    #[test]
+    fn a_relinquish_names_its_epoch_and_maybe_a_finished_copy() {
+        assert_eq!(relinquish_query("epoch=3"), Ok((Epoch::new(3), false)));
+        assert_eq!(
+            relinquish_query("finished=true&epoch=4"),
+            Ok((Epoch::new(4), true))
+        );
+        assert_eq!(
+            relinquish_query("epoch=4&finished=false&other=1"),
+            Ok((Epoch::new(4), false))
+        );
+    }
+
+    #[test]
+    fn a_bad_relinquish_query_is_told_what_is_wrong() {
+        let epoch = Err("epoch must be a number".to_owned());
+        assert_eq!(relinquish_query(""), epoch);
+        assert_eq!(relinquish_query("epoch=-1"), epoch);
+        assert_eq!(relinquish_query("epoch=x&finished=maybe"), epoch);
+        let finished = Err("finished must be true or false".to_owned());
+        assert_eq!(relinquish_query("epoch=1&finished=yes"), finished);
+        assert_eq!(relinquish_query("epoch=1&finished="), finished);
     }
 
     #[test]

@@ -1,0 +1,242 @@
+//! The job's life around its attempts: accepted (stored here and on the
+//! standby before the 202), canceled, finished, lingering a few seconds for
+//! resuming subscribers, then hibernated (the actor stops, the snapshot
+//! stays on the board); or dropped when another node holds the job now.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use ractor::{ActorRef, RpcReplyPort};
+use tracing::{error, info};
+
+use super::transitions::{self, CancelStep};
+use super::{After, SupervisorState};
+use crate::counters::Attempt;
+use crate::job::{JobSnapshot, JobState, JobStatus};
+use crate::paths;
+use crate::protocol::{GatewayMsg, SubmitError, Submitted, SupervisorMsg};
+use crate::record::{JobRecord, Outcome};
+
+/// A finished job keeps its actor (and so its event history, for a
+/// subscriber that reconnects at once with `since`) this long, then only its
+/// snapshot, which is all a later subscriber needs. Short, because a burst of
+/// short jobs would otherwise hold a burst of actors, whose freed memory the
+/// allocator keeps after them.
+const HIBERNATE_AFTER: Duration = Duration::from_secs(5);
+
+/// Where a job stands on its way out of memory.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Exit {
+    /// The job is in a terminal state.
+    pub(super) terminal: bool,
+    /// It finished [`HIBERNATE_AFTER`] ago, or before this start.
+    pub(super) linger_over: bool,
+    /// The standby holds its latest record.
+    pub(super) synced: bool,
+    /// The actor is stopping already.
+    pub(super) hibernating: bool,
+}
+
+/// Returns whether the job is done with its actor: finished, lingered, and
+/// its final record on the standby (a node on its own counts as synced).
+/// Its snapshot stays on the board, its files and record on disk; the
+/// gateway answers for it from there.
+pub(super) fn may_hibernate(exit: Exit) -> bool {
+    exit.terminal && exit.linger_over && exit.synced && !exit.hibernating
+}
+
+impl SupervisorState {
+    /// `Accept`: makes the new job durable, here and on the standby, then
+    /// answers the submitter. Both copies exist before the 202: the
+    /// standby's, answered once durable there, and this node's, fsynced.
+    /// Without both there is no promise to make: the client is told to
+    /// retry. The record goes last: a record on disk is a promised job.
+    pub(super) async fn accept(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        upload: PathBuf,
+        reply: RpcReplyPort<Result<Submitted, SubmitError>>,
+        estimate: Duration,
+    ) -> After {
+        let id = self.job.id;
+        let storage = |e: std::io::Error| {
+            error!(job_id = %id, error = %e, "cannot store the job");
+            SubmitError::Storage(e.to_string())
+        };
+        let refused = match self.place_input(upload).await {
+            Err(e) => Some(storage(e)),
+            Ok(()) => match self.replicate_input_and_record().await {
+                Err(e) => Some(SubmitError::Replication(e.to_string())),
+                Ok(()) => self.persist_new().await.err().map(storage),
+            },
+        };
+        if let Some(refused) = refused {
+            let _ = reply.send(Err(refused));
+            let _ = self.gateway.cast(GatewayMsg::DropUnaccepted(id));
+            let _ = std::fs::remove_dir_all(paths::job_dir(&self.data_dir, id));
+            myself.stop(None);
+            return After::Nothing;
+        }
+        self.board.publish(&self.job);
+        let _ = reply.send(Ok(Submitted {
+            job: self.job.clone(),
+            estimate,
+            created: true,
+        }));
+        After::Settle
+    }
+
+    /// `Cancel`: cancels the job and answers with its snapshot, published
+    /// first so that a poll after the answer sees it.
+    pub(super) fn on_cancel(&mut self, reply: RpcReplyPort<JobSnapshot>) -> After {
+        match transitions::on_cancel(&self.job.state) {
+            CancelStep::EndNow => {
+                let _ = self
+                    .gateway
+                    .cast(GatewayMsg::CanceledWhileQueued(self.job.id));
+                self.finish(JobState::Canceled);
+            }
+            CancelStep::StopAttempt => {
+                if let JobState::Running {
+                    cancel_requested, ..
+                } = &mut self.job.state
+                {
+                    *cancel_requested = true;
+                }
+                self.stop_attempt();
+                info!(job_id = %self.job.id, attempt = self.job.attempt.get(), "cancel requested");
+            }
+            CancelStep::Nothing => {}
+        }
+        self.board.publish(&self.job);
+        let _ = reply.send(self.job.clone());
+        After::Settle
+    }
+
+    /// Moves to a terminal state, cleans up and tells everyone.
+    pub(super) fn finish(&mut self, state: JobState) {
+        let ran_for = self.attempt_started.map(|t| t.elapsed());
+        let status = state.status();
+        if let JobState::Failed(e) = &state {
+            info!(job_id = %self.job.id, attempt = self.job.attempt.get(), code = e.code.as_str(), error = %e, "job failed");
+        } else {
+            info!(job_id = %self.job.id, attempt = self.job.attempt.get(), status = %status, "job finished");
+        }
+        metrics::counter!("vidpress_jobs_finished_total", "status" => status.as_str()).increment(1);
+        if let (JobState::Completed { bytes, .. }, Some(ran_for)) = (&state, ran_for) {
+            metrics::histogram!("vidpress_transcode_seconds").record(ran_for.as_secs_f64());
+            metrics::counter!("vidpress_transcode_input_bytes_total")
+                .increment(self.job.input.bytes);
+            metrics::counter!("vidpress_transcode_output_bytes_total").increment(*bytes);
+        }
+        if let Some(outcome) = transitions::outcome_of(&state) {
+            self.record = self.ended_record(outcome);
+        }
+        self.dirty = true;
+        self.job.state = state;
+        // The input is no longer needed, nor any partial output.
+        let _ = std::fs::remove_file(paths::input(&self.data_dir, self.job.id));
+        for attempt in (1..=self.job.attempt.get()).map(Attempt::new) {
+            let _ =
+                std::fs::remove_file(paths::attempt_output(&self.data_dir, self.job.id, attempt));
+        }
+        self.status_changed(
+            ran_for
+                .filter(|_| status == JobStatus::Completed)
+                .map(|d| (self.job.input.bytes, d)),
+        );
+    }
+
+    /// The record as it reads once the job ended with `outcome` now.
+    pub(super) fn ended_record(&self, outcome: Outcome) -> JobRecord {
+        transitions::ended_record(
+            &self.record,
+            outcome,
+            SystemTime::now(),
+            self.job.input.media.clone(),
+            self.losses,
+        )
+    }
+
+    /// `DropCopy`: another node holds the job now. Stops the attempt, frees
+    /// its slot, removes this node's copy and writes nothing of the job
+    /// again; the gateway then stops the actor.
+    pub(super) fn drop_copy(&mut self, reply: RpcReplyPort<()>) -> After {
+        if matches!(self.job.state, JobState::Running { .. }) {
+            self.stop_attempt();
+            self.release_slot();
+        }
+        self.replica = None;
+        let _ = std::fs::remove_dir_all(paths::job_dir(&self.data_dir, self.job.id));
+        let _ = reply.send(());
+        After::Nothing
+    }
+
+    /// Starts the linger of a job that just finished: [`HIBERNATE_AFTER`]
+    /// from now, `LingerOver` lets the actor go.
+    pub(super) fn start_linger(&mut self, myself: &ActorRef<SupervisorMsg>) {
+        self.linger_over = false;
+        myself.send_after(HIBERNATE_AFTER, || SupervisorMsg::LingerOver);
+    }
+
+    /// `LingerOver`: the job finished a while ago.
+    pub(super) fn on_linger_over(&mut self) -> After {
+        self.linger_over = true;
+        After::Settle
+    }
+
+    /// Stops the actor once the job is done with it ([`may_hibernate`]): a
+    /// finished job costs its snapshot, not an actor.
+    pub(super) fn hibernate(&mut self, myself: &ActorRef<SupervisorMsg>) {
+        let exit = Exit {
+            terminal: self.job.status().is_terminal(),
+            linger_over: self.linger_over,
+            synced: self.copied >= self.version,
+            hibernating: self.hibernating,
+        };
+        if may_hibernate(exit) {
+            self.hibernating = true;
+            myself.stop(Some("finished: answered from the board".into()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn done() -> Exit {
+        Exit {
+            terminal: true,
+            linger_over: true,
+            synced: true,
+            hibernating: false,
+        }
+    }
+
+    #[test]
+    fn a_finished_job_hibernates_once_lingered_and_copied() {
+        assert!(may_hibernate(done()));
+        for not_yet in [
+            Exit {
+                terminal: false,
+                ..done()
+            },
+            Exit {
+                linger_over: false,
+                ..done()
+            },
+            Exit {
+                synced: false,
+                ..done()
+            },
+            // Stopping already: not twice.
+            Exit {
+                hibernating: true,
+                ..done()
+            },
+        ] {
+            assert!(!may_hibernate(not_yet), "{not_yet:?}");
+        }
+    }
+}
