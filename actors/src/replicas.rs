@@ -118,11 +118,15 @@ pub async fn store_record(data: &Path, record: JobRecord) -> Result<Stored, Repl
 #[derive(Debug)]
 pub struct Replica {
     pub dir: PathBuf,
-    /// Its record, once one landed (the input comes first), if it reads.
-    pub record: Option<JobRecord>,
 }
 
 impl Replica {
+    /// Reads its record: `None` before one landed (the input comes first)
+    /// or if it does not read.
+    pub fn record(&self) -> Option<JobRecord> {
+        JobRecord::read(&self.dir.join(RECORD)).ok()
+    }
+
     /// Returns whether the copy holds `file`.
     pub fn has(&self, file: ReplicaFile) -> bool {
         self.dir.join(file.name()).exists()
@@ -147,17 +151,14 @@ fn age(path: &Path) -> Option<Duration> {
         .and_then(|t| t.elapsed().ok())
 }
 
-/// Returns the copies this node keeps (none if it keeps no folder for them).
+/// Returns the copies this node keeps (none if it keeps no folder for
+/// them); their records are read on demand.
 pub fn list(data: &Path) -> Vec<Replica> {
     let Ok(dirs) = std::fs::read_dir(root(data)) else {
         return Vec::new();
     };
     dirs.flatten()
-        .map(|entry| {
-            let dir = entry.path();
-            let record = JobRecord::read(&dir.join(RECORD)).ok();
-            Replica { dir, record }
-        })
+        .map(|entry| Replica { dir: entry.path() })
         .collect()
 }
 
@@ -284,8 +285,8 @@ mod tests {
 
         let copies = list(data.path());
         assert_eq!(copies.len(), 2);
-        let copy = copies.iter().find(|r| r.record.is_some()).unwrap();
-        let debris = copies.iter().find(|r| r.record.is_none()).unwrap();
+        let copy = copies.iter().find(|r| r.record().is_some()).unwrap();
+        let debris = copies.iter().find(|r| r.record().is_none()).unwrap();
         assert!(copy.has(ReplicaFile::Input) && !copy.has(ReplicaFile::Result));
         assert!(copy.record_age().is_some() && debris.record_age().is_none());
         assert!(debris.folder_age().is_some());

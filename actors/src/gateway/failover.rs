@@ -16,6 +16,7 @@ use crate::job::JobId;
 use crate::paths;
 use crate::protocol::{GatewayMsg, SupervisorMsg, WorkerMsg};
 use crate::record::{JobRecord, Outcome};
+use crate::replicas;
 use crate::replication;
 use crate::transfer::{Relinquished, ReplicaFile};
 
@@ -113,11 +114,8 @@ impl GatewayState {
             warn!(node = %self.args.node, owner = %owner, "owner lost but no majority in sight: no takeover");
             return;
         }
-        let Ok(dirs) = std::fs::read_dir(self.args.data_dir.join("replicas")) else {
-            return;
-        };
-        for dir in dirs.flatten() {
-            let Ok(mut record) = JobRecord::read(&dir.path().join("job.json")) else {
+        for replica in replicas::list(&self.args.data_dir) {
+            let Some(mut record) = replica.record() else {
                 continue;
             };
             if record.owner.as_ref() != Some(owner) || self.jobs.contains_key(&record.id) {
@@ -125,7 +123,7 @@ impl GatewayState {
             }
             let id = record.id;
             if matches!(record.outcome, Some(Outcome::Completed { .. }))
-                && !dir.path().join(ReplicaFile::Result.name()).exists()
+                && !replica.has(ReplicaFile::Result)
             {
                 // The owner finished but could not copy the result here: the
                 // job must run again to have one.
@@ -136,11 +134,7 @@ impl GatewayState {
             record.epoch = record.epoch.next();
             record.owner = Some(self.args.node.clone());
             record.standby = None;
-            let target = paths::job_dir(&self.args.data_dir, id);
-            let moved = std::fs::create_dir_all(paths::jobs_dir(&self.args.data_dir))
-                .and_then(|()| std::fs::rename(dir.path(), &target))
-                .and_then(|()| record.write(&paths::record(&self.args.data_dir, id)));
-            if let Err(e) = moved {
+            if let Err(e) = replicas::promote(&self.args.data_dir, &replica, &record) {
                 error!(job_id = %id, node = %self.args.node, attempt = record.attempt.get(), owner = %owner, error = %e, "cannot take the job over");
                 continue;
             }

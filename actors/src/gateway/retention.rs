@@ -10,7 +10,7 @@ use super::scheduler::PUMP_EVERY;
 use super::GatewayState;
 use crate::job::JobId;
 use crate::paths;
-use crate::record::JobRecord;
+use crate::replicas;
 
 /// A replica folder without a record this old is removed.
 const DEBRIS_AGE: Duration = Duration::from_secs(3600);
@@ -50,14 +50,6 @@ pub(super) fn replica_expired(replica: &Replica, retention: Duration) -> bool {
     finished_long_ago || debris
 }
 
-/// Returns how long ago a file or folder was last modified.
-fn age_of(path: &std::path::Path) -> Option<Duration> {
-    std::fs::metadata(path)
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| t.elapsed().ok())
-}
-
 impl GatewayState {
     /// Sweeps if it is time to.
     pub(super) fn sweep_if_due(&mut self, now: Instant) {
@@ -91,21 +83,17 @@ impl GatewayState {
 
     /// Removes the copies this node keeps for others that [`replica_expired`].
     fn sweep_replicas(&self) {
-        let Ok(dirs) = std::fs::read_dir(self.args.data_dir.join("replicas")) else {
-            return;
-        };
-        for dir in dirs.flatten() {
-            let record = dir.path().join("job.json");
-            let record_age = age_of(&record);
+        for copy in replicas::list(&self.args.data_dir) {
+            let record_age = copy.record_age();
             let replica = Replica {
                 record_age,
                 // Read only when its age could matter.
                 finished: expired(record_age, self.args.retention)
-                    && JobRecord::read(&record).is_ok_and(|r| r.outcome.is_some()),
-                folder_age: age_of(&dir.path()),
+                    && copy.record().is_some_and(|r| r.outcome.is_some()),
+                folder_age: copy.folder_age(),
             };
             if replica_expired(&replica, self.args.retention) {
-                let _ = std::fs::remove_dir_all(dir.path());
+                let _ = std::fs::remove_dir_all(&copy.dir);
             }
         }
     }
