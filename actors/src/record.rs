@@ -70,11 +70,6 @@ pub fn from_ms(ms: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(ms)
 }
 
-/// Returns bytes as lowercase hex.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 impl JobRecord {
     /// Writes the record to `path` atomically and durably: a temporary file,
     /// fsynced, renamed over the old one, and the folder fsynced.
@@ -130,7 +125,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let node: NodeName = "node-a".parse().unwrap();
         let record = JobRecord {
-            digest: hex(&[0xab, 0x01]),
+            digest: hex::encode([0xab, 0x01]),
             attempt: Attempt::new(3),
             finished_at_ms: Some(9),
             outcome: Some(Outcome::Completed { bytes: 7 }),

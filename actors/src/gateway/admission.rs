@@ -138,11 +138,7 @@ impl GatewayState {
             input_bytes: request.bytes,
             created_at_ms: record::to_ms(SystemTime::now()),
             idempotency_key: request.idempotency_key.clone(),
-            digest: request
-                .digest
-                .as_ref()
-                .map(|d| record::hex(d))
-                .unwrap_or_default(),
+            digest: request.digest.as_ref().map(hex::encode).unwrap_or_default(),
             attempt: Attempt::default(),
             lost_attempts: 0,
             interrupted: 0,

@@ -2,6 +2,7 @@
 //! directory, finished ones to answer for, unfinished ones queued for a new
 //! attempt, with their idempotency keys.
 
+use hex::FromHex;
 use ractor::ActorRef;
 use tracing::{error, info, warn};
 
@@ -9,18 +10,6 @@ use super::GatewayState;
 use crate::paths;
 use crate::protocol::GatewayMsg;
 use crate::record::JobRecord;
-
-/// Parses lowercase hex into a digest.
-pub(super) fn unhex(hex: &str) -> Option<[u8; 32]> {
-    let mut out = [0u8; 32];
-    if hex.len() != 64 {
-        return None;
-    }
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
-}
 
 impl GatewayState {
     /// Brings back the jobs of a previous run from the data directory:
@@ -56,7 +45,7 @@ impl GatewayState {
                 continue;
             }
             if let Some(key) = key {
-                if let Some(digest) = unhex(&digest) {
+                if let Ok(digest) = <[u8; 32]>::from_hex(&digest) {
                     self.idempotency.insert(key, (digest, id));
                 }
             }
@@ -70,26 +59,5 @@ impl GatewayState {
         if finished + resumed > 0 {
             info!(node = %self.args.node, finished, resumed, "jobs recovered from disk");
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::record;
-
-    #[test]
-    fn a_digest_survives_its_hex_form() {
-        let digest: [u8; 32] = std::array::from_fn(|i| (i * 37) as u8);
-        assert_eq!(unhex(&record::hex(&digest)), Some(digest));
-    }
-
-    #[test]
-    fn a_digest_of_the_wrong_length_or_alphabet_is_none() {
-        assert_eq!(unhex(""), None);
-        assert_eq!(unhex(&"ab".repeat(31)), None);
-        assert_eq!(unhex(&"zz".repeat(32)), None);
-        // Multi-byte characters must not split a pair (or panic).
-        assert_eq!(unhex(&format!("é{}", "a".repeat(62))), None);
     }
 }
