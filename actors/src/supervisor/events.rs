@@ -120,7 +120,21 @@ impl SupervisorState {
     /// Publishes a status event and tells the gateway, which keeps the job
     /// index; `ran` is a completed attempt's input bytes and time, for the
     /// gateway's estimates.
+    ///
+    /// A terminal status waits for the record that holds it to be on disk
+    /// (the end of the message being handled): a client that saw a job end
+    /// never sees it run again after this node restarts, and a comparison
+    /// of copies, which reads the record, finds it finished.
     pub(super) fn status_changed(&mut self, ran: Option<(u64, Duration)>) {
+        if self.job.status().is_terminal() && self.dirty {
+            self.unsaid_end = Some(ran);
+            return;
+        }
+        self.say_status(ran);
+    }
+
+    /// Tells the gateway and the subscribers the job's status.
+    pub(super) fn say_status(&mut self, ran: Option<(u64, Duration)>) {
         let _ = self.gateway.cast(GatewayMsg::StatusChanged {
             id: self.job.id,
             status: self.job.status(),

@@ -88,7 +88,7 @@ impl SupervisorState {
 
     /// `Cancel`: cancels the job and answers with its snapshot, published
     /// first so that a poll after the answer sees it.
-    pub(super) fn on_cancel(&mut self, reply: RpcReplyPort<JobSnapshot>) -> After {
+    pub(super) async fn on_cancel(&mut self, reply: RpcReplyPort<JobSnapshot>) -> After {
         match transitions::on_cancel(&self.job.state) {
             CancelStep::EndNow => {
                 let _ = self
@@ -108,6 +108,8 @@ impl SupervisorState {
             }
             CancelStep::Nothing => {}
         }
+        // A job canceled here is canceled on disk before the client hears it.
+        self.make_durable().await;
         self.board.publish(&self.job);
         let _ = reply.send(self.job.clone());
         After::Settle

@@ -32,7 +32,7 @@ mod transitions;
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::{broadcast, watch};
@@ -80,6 +80,10 @@ pub struct SupervisorState {
     /// The durable part, written to disk when `dirty`.
     record: JobRecord,
     dirty: bool,
+    /// A terminal status not yet said: it is said once the record holding
+    /// it is on disk (see [`Self::settle`]), with the completed attempt's
+    /// input bytes and time for the gateway's estimates.
+    unsaid_end: Option<Option<(u64, Duration)>>,
     data_dir: PathBuf,
     gateway: ActorRef<GatewayMsg>,
     owner: NodeName,
@@ -170,6 +174,7 @@ impl Actor for JobSupervisor {
             },
             record,
             dirty: false,
+            unsaid_end: None,
             data_dir: args.data_dir,
             gateway: args.gateway,
             owner: args.node,
@@ -253,7 +258,7 @@ async fn handle_message(
             After::Settle
         }
         SupervisorMsg::Subscribe { since, reply } => state.on_subscribe(since, reply),
-        SupervisorMsg::Cancel(reply) => state.on_cancel(reply),
+        SupervisorMsg::Cancel(reply) => state.on_cancel(reply).await,
         SupervisorMsg::Dispatch { worker, node } => state.on_dispatch(&myself, worker, node).await,
         SupervisorMsg::Report { attempt, report } => state.on_report(&myself, attempt, report),
         SupervisorMsg::Watch(attempt) => state.on_watch(&myself, attempt),
@@ -274,12 +279,21 @@ impl SupervisorState {
     /// standby's copier) if dirty, the gateway told whether the standby is
     /// current, the snapshot published, the linger started if the job just
     /// finished, and the actor stopped once the job is done with it.
-    async fn settle(&mut self, myself: &ActorRef<SupervisorMsg>, was_terminal: bool) {
+    /// Writes the record if dirty, then says a terminal status that waited
+    /// for it.
+    async fn make_durable(&mut self) {
         if self.dirty {
             if let Err(e) = self.save().await {
                 error!(job_id = %self.job.id, error = %e, "cannot update the job record");
             }
         }
+        if let Some(ran) = self.unsaid_end.take() {
+            self.say_status(ran);
+        }
+    }
+
+    async fn settle(&mut self, myself: &ActorRef<SupervisorMsg>, was_terminal: bool) {
+        self.make_durable().await;
         self.report_sync();
         self.board.publish(&self.job);
         if !was_terminal && self.job.status().is_terminal() {
