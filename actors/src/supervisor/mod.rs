@@ -19,13 +19,15 @@
 //!
 //! The decisions are pure functions with unit tests beside them:
 //! `transitions` (the next state on a report or a cancel, the records of
-//! a state), and the deadlines, loss accounting, progress throttling and
-//! subscription backlog in their modules. `durability` writes the record.
+//! a state), `losses` (how many lost attempts a job bears), and the
+//! deadlines, progress throttling and subscription backlog in their
+//! modules. `durability` writes the record.
 
 mod attempts;
 mod durability;
 mod events;
 mod lifecycle;
+mod losses;
 mod standby;
 mod transitions;
 
@@ -48,7 +50,7 @@ use crate::record::{self, JobRecord};
 use crate::replication;
 use crate::transfer::Transfer;
 
-use attempts::Losses;
+use losses::Losses;
 
 /// How a supervisor is set up.
 pub struct SupervisorArgs {

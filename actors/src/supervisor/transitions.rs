@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use vidpress_cluster::NodeName;
 use vidpress_transcode::MediaInfo;
 
-use super::attempts::{Loss, Losses};
+use super::losses::{Loss, Losses};
 use crate::counters::Attempt;
 use crate::job::JobState;
 use crate::protocol::AttemptReport;
@@ -31,7 +31,7 @@ pub(super) enum Step {
     /// the slot goes back and the job waits for another.
     Requeue,
     /// The attempt was lost; whether the job runs again is
-    /// [`super::attempts::count_loss`]'s call.
+    /// [`super::losses::count_loss`]'s call.
     Lost(Loss, String),
     /// Nothing changes.
     Nothing,
