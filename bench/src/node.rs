@@ -46,6 +46,10 @@ impl Node {
             .args(["--http", &format!("127.0.0.1:{http}")])
             .args(["--workers", &spec.workers.to_string()])
             .args(["--queue-capacity", "1000000"])
+            // The fan-out holds 10,000 WebSockets at once, more than the
+            // default cap (4096); the node still lowers the cap to fit its
+            // open-files limit.
+            .args(["--max-connections", "1000000"])
             .arg("--data-dir")
             .arg(&data)
             .env("RUST_LOG", "warn")
