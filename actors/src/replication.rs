@@ -180,9 +180,14 @@ mod tests {
         }
     }
 
+    /// What the fake answers to a call a standby never gets.
+    fn not_a_standbys_part<'a, T: Send + 'a>() -> TransferFuture<'a, T> {
+        Box::pin(async { Err(TransferError("not a standby's part".into())) })
+    }
+
     impl Transfer for FakeStandby {
         fn fetch_input<'a>(&'a self, _: &'a str, _: JobId, _: &'a Path) -> TransferFuture<'a> {
-            unimplemented!("not a standby's part")
+            not_a_standbys_part()
         }
 
         fn replicate_file<'a>(
@@ -211,7 +216,7 @@ mod tests {
             _: Epoch,
             _: bool,
         ) -> TransferFuture<'a, Relinquished> {
-            unimplemented!("not a standby's part")
+            not_a_standbys_part()
         }
 
         fn push_output<'a>(
@@ -221,7 +226,7 @@ mod tests {
             _: Attempt,
             _: &'a Path,
         ) -> TransferFuture<'a> {
-            unimplemented!("not a standby's part")
+            not_a_standbys_part()
         }
     }
 
