@@ -22,7 +22,7 @@ use vidpress_actors::{JobEvent, Seq, Subscription};
 
 use super::dto::{ErrorBody, EventDocument};
 use super::error::{ApiError, Unavailable, UnknownJob};
-use super::jobs::{Explained, JobPath, Params};
+use super::extract::{Explained, JobPath, Params};
 use super::ws::{bounded, Beat, Liveness, ReadError, TOO_BIG};
 use super::AppState;
 

@@ -23,7 +23,7 @@ use vidpress_actors::replicas::{self, Stored};
 use vidpress_actors::{paths, transfer, Attempt, Epoch, ReplicaFile};
 
 use super::error::ApiError;
-use super::jobs::parse_id;
+use super::extract::parse_id;
 use super::AppState;
 use crate::transfer::COOKIE_HEADER;
 

@@ -1,38 +1,29 @@
 //! The job endpoints: submit, poll, list, cancel, download.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{FromRequestParts, Path, Query, Request, State};
-use axum::http::request::Parts;
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::TryStreamExt;
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
-use tokio::sync::broadcast::error::RecvError;
 use tower::ServiceExt;
 use tower_http::services::ServeFile;
 use tracing::error;
 use vidpress_actors::board::Published;
-use vidpress_actors::{JobEvent, JobId, JobState, JobStatus, SubmitRequest, Subscription};
+use vidpress_actors::{JobState, JobStatus, SubmitRequest};
 use vidpress_cluster::MemberState;
-use vidpress_transcode::{EncodeOptions, Preset};
 
-use super::dto::{
-    one_of, AudioBitrateRange, CrfRange, ErrorBody, JobDocument, JobListDocument, LimitRange,
-    MaxHeightRange, PresetName, StatusName, SubmitForm, Video, MAX_LIMIT, MIN_LIMIT,
-};
+use super::dto::{ErrorBody, JobDocument, JobListDocument, SubmitForm, Video};
 use super::error::{retry_after_secs, ApiError, Unavailable, UnknownJob};
+use super::extract::{JobPath, ListQuery, Params, SubmitQuery};
+use super::long_poll::{preferred_wait, wait_for_end};
 use super::multipart;
 use super::route;
 use super::upload::{self, Upload};
 use super::AppState;
 
-/// Page size of `GET /jobs` when no `limit` is given.
-const DEFAULT_LIMIT: usize = 50;
 /// Poll interval suggested while no estimate exists yet.
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(2);
 
@@ -171,90 +162,9 @@ fn is_multipart(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.to_ascii_lowercase().starts_with("multipart/form-data"))
 }
 
-/// A query string read by axum's [`Query`] into `T`; one `T` refuses is a
-/// 400 `invalid_option` with the sentence [`Explained::explain`] gives.
-pub struct Params<T>(pub T);
-
-/// Query parameters that say what is wrong with each of them.
-pub trait Explained: DeserializeOwned {
-    /// Returns why the value of parameter `name` is refused, or that `name`
-    /// is unknown.
-    fn explain(name: &str) -> String;
-}
-
-impl<T: Explained, S: Send + Sync> FromRequestParts<S> for Params<T> {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        match Query::<T>::from_request_parts(parts, state).await {
-            Ok(Query(params)) => Ok(Self(params)),
-            Err(rejection) => Err(ApiError::bad_query(&rejection, T::explain)),
-        }
-    }
-}
-
-/// The query of `POST /jobs`: the encode options, each optional; unknown
-/// names are refused. The ranges are [`EncodeOptions`]' own constants,
-/// which [`EncodeOptions::validate`] checks and the spec states.
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct SubmitQuery {
-    /// x264 constant rate factor: lower is better and larger (default 28)
-    #[param(value_type = Option<CrfRange>, inline)]
-    crf: Option<u8>,
-    /// x264 preset (default `veryfast`)
-    #[param(value_type = Option<PresetName>)]
-    preset: Option<Preset>,
-    /// Downscale to at most this height, aspect kept, dimensions even
-    #[param(value_type = Option<MaxHeightRange>, inline)]
-    max_height: Option<u32>,
-    /// AAC bitrate in kbit/s (default 96)
-    #[param(value_type = Option<AudioBitrateRange>, inline)]
-    audio_bitrate: Option<u32>,
-}
-
-impl Explained for SubmitQuery {
-    fn explain(name: &str) -> String {
-        match name {
-            "crf" => format!(
-                "crf must be an integer from {} to {}",
-                EncodeOptions::CRF_MIN,
-                EncodeOptions::CRF_MAX
-            ),
-            "preset" => format!(
-                "preset must be one of {}",
-                one_of(Preset::ALL.map(Preset::as_str))
-            ),
-            "max_height" => "max_height must be a positive integer".into(),
-            "audio_bitrate" => "audio_bitrate must be an integer in kbit/s".into(),
-            _ => {
-                format!("unknown option {name}; options are crf, preset, max_height, audio_bitrate")
-            }
-        }
-    }
-}
-
-impl SubmitQuery {
-    /// Returns the options asked for, defaults elsewhere, if all are in range.
-    pub fn options(&self) -> Result<EncodeOptions, ApiError> {
-        let defaults = EncodeOptions::default();
-        let options = EncodeOptions {
-            crf: self.crf.unwrap_or(defaults.crf),
-            preset: self.preset.unwrap_or(defaults.preset),
-            max_height: self.max_height,
-            audio_bitrate_kbps: self.audio_bitrate.unwrap_or(defaults.audio_bitrate_kbps),
-        };
-        options.validate().map_err(|e| ApiError::BadOption {
-            message: e.to_string(),
-        })?;
-        Ok(options)
-    }
-}
-
 /// `GET /jobs/{id}`: 202 while queued or running, 200 completed, 400 failed
 /// or canceled. With `Prefer: wait=N` (RFC 7240), a job not yet finished is
-/// answered when it ends or after N seconds (at most [`MAX_WAIT`]),
+/// answered when it ends or after N seconds (at most [`super::long_poll::MAX_WAIT`]),
 /// whichever comes first.
 #[utoipa::path(
     get,
@@ -302,59 +212,6 @@ pub async fn status(
         response.headers_mut().insert("preference-applied", applied);
     }
     Ok(response)
-}
-
-/// The longest `Prefer: wait` honoured.
-const MAX_WAIT: Duration = Duration::from_secs(60);
-
-/// Reads `wait=N` from the `Prefer` headers, capped at [`MAX_WAIT`]; other
-/// preferences and malformed values are ignored, as RFC 7240 asks.
-fn preferred_wait(headers: &HeaderMap) -> Option<Duration> {
-    headers
-        .get_all("prefer")
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split([',', ';']))
-        .filter_map(|preference| {
-            let (name, value) = preference.split_once('=')?;
-            (name.trim().eq_ignore_ascii_case("wait")).then_some(value)?;
-            value.trim().trim_matches('"').parse::<u64>().ok()
-        })
-        .next()
-        .map(|secs| Duration::from_secs(secs).min(MAX_WAIT))
-}
-
-/// Waits until the job's terminal event or `limit`; returns its snapshot
-/// then (the terminal one from the event, or the latest on the board).
-async fn wait_for_end(
-    app: &AppState,
-    id: JobId,
-    limit: Duration,
-) -> Result<Arc<Published>, ApiError> {
-    if let Ok(Subscription {
-        backlog,
-        live: Some(mut live),
-    }) = app.jobs.subscribe(id, None).await
-    {
-        let ended = tokio::time::timeout(limit, async {
-            // The job may have ended between the poll and the subscription.
-            if let Some(event) = backlog.into_iter().find(JobEvent::is_terminal) {
-                return Some(event);
-            }
-            loop {
-                match live.recv().await {
-                    Ok(event) if event.is_terminal() => return Some(event),
-                    Ok(_) | Err(RecvError::Lagged(_)) => {}
-                    Err(RecvError::Closed) => return None,
-                }
-            }
-        })
-        .await;
-        if let Ok(Some(event)) = ended {
-            return Ok(Arc::new(Published::from((*event.job).clone())));
-        }
-    }
-    Ok(app.jobs.get(id)?)
 }
 
 /// Answers a snapshot with the status code and headers of its state; its
@@ -601,76 +458,3 @@ async fn list_elsewhere(
 
 /// How long a node waits for another's page of the job list.
 const LIST_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The query of `GET /jobs`; unknown names are refused. Passed on as it
-/// came to the other nodes, for the same page of their jobs.
-#[derive(Debug, Deserialize, Serialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct ListQuery {
-    /// Only jobs with this status
-    #[param(value_type = Option<StatusName>)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    status: Option<JobStatus>,
-    /// Page size (default 50)
-    #[param(value_type = Option<LimitRange>, inline)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    limit: Option<usize>,
-    /// `next_cursor` of the previous page
-    #[param(value_type = Option<String>, format = Uuid)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    cursor: Option<JobId>,
-}
-
-impl Explained for ListQuery {
-    fn explain(name: &str) -> String {
-        match name {
-            "status" => format!(
-                "status must be one of {}",
-                one_of(JobStatus::ALL.map(JobStatus::as_str))
-            ),
-            "limit" => format!("limit must be an integer from {MIN_LIMIT} to {MAX_LIMIT}"),
-            "cursor" => "cursor must be a job id from next_cursor".into(),
-            _ => format!("unknown parameter {name}; parameters are status, limit, cursor"),
-        }
-    }
-}
-
-impl ListQuery {
-    /// Returns the page size asked for, or the default, if in range.
-    fn limit(&self) -> Result<usize, ApiError> {
-        match self.limit {
-            None => Ok(DEFAULT_LIMIT),
-            Some(n) if (MIN_LIMIT..=MAX_LIMIT).contains(&n) => Ok(n),
-            Some(_) => Err(ApiError::BadOption {
-                message: Self::explain("limit"),
-            }),
-        }
-    }
-}
-
-/// Parses a job ID from a path; anything else is an unknown job.
-pub fn parse_id(id: &str) -> Result<JobId, ApiError> {
-    id.parse().map_err(|_| ApiError::NotFound)
-}
-
-/// The job ID of a `/jobs/{id}…` path. Anything that is not one, even a
-/// path that is not UTF-8 once decoded, is an unknown job (404).
-#[derive(utoipa::IntoParams)]
-#[into_params(names("id"), parameter_in = Path)]
-pub struct JobPath(
-    /// The job's ID, from its status document.
-    #[param(value_type = String, format = Uuid)]
-    pub JobId,
-);
-
-impl<S: Send + Sync> FromRequestParts<S> for JobPath {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let Path(id) = Path::<String>::from_request_parts(parts, state)
-            .await
-            .map_err(|_| ApiError::NotFound)?;
-        parse_id(&id).map(Self)
-    }
-}

@@ -20,9 +20,11 @@
 pub mod dto;
 pub mod error;
 pub mod events;
+pub mod extract;
 pub mod internal;
 pub mod jobs;
 pub mod listen;
+pub mod long_poll;
 pub mod metrics;
 pub mod multipart;
 pub mod openapi;
