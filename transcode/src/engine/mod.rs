@@ -13,6 +13,7 @@
 
 mod audio;
 mod avlog;
+mod demuxers;
 mod graph;
 mod input;
 mod mux;

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use ffmpeg_next::{codec, format, Dictionary, Packet, Rational};
 
-use super::{encoder_error, input::file_url, write_error};
+use super::{demuxers::file_url, encoder_error, write_error};
 use crate::protocol::{ErrorCode, TranscodeError};
 
 /// How many packets may wait for the header before the input is declared
