@@ -18,6 +18,7 @@ mod graph;
 mod input;
 mod mux;
 mod video;
+mod video_graph;
 
 use std::path::Path;
 use std::sync::Once;
