@@ -79,6 +79,34 @@ pub struct ServeConfig {
     /// Free disk space a submission must leave in the data directory, in bytes.
     #[arg(long, env = "VIDPRESS_MIN_FREE_BYTES", default_value_t = 1 << 30)]
     pub min_free_bytes: u64,
+    /// File of API keys: one `tenant:token` or `tenant:token:admin` a line
+    /// (`#` comments; a token may be given as `sha256:<hex>`). With it every
+    /// route but `/`, `/healthz`, `/readyz` and `/openapi.json` needs
+    /// `Authorization: Bearer <token>`. SIGHUP re-reads it.
+    #[arg(long, env = "VIDPRESS_API_KEYS")]
+    pub api_keys: Option<PathBuf>,
+    /// Serve without API keys on an address other machines can reach.
+    #[arg(long, env = "VIDPRESS_OPEN")]
+    pub open: bool,
+    /// Jobs one tenant may have queued or running on this node at once; more get 429 (0: no limit).
+    #[arg(long, env = "VIDPRESS_TENANT_MAX_ACTIVE", default_value_t = 0)]
+    pub tenant_max_active: usize,
+    /// PEM certificate chain: the HTTP API and WebSocket are served over TLS.
+    #[arg(long, env = "VIDPRESS_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "VIDPRESS_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM certificate this node presents to other nodes (cluster protocol, mutual TLS).
+    #[arg(long, env = "VIDPRESS_CLUSTER_TLS_CERT", requires_all = ["cluster_tls_key", "cluster_ca"])]
+    pub cluster_tls_cert: Option<PathBuf>,
+    /// PEM private key of --cluster-tls-cert.
+    #[arg(long, env = "VIDPRESS_CLUSTER_TLS_KEY", requires_all = ["cluster_tls_cert", "cluster_ca"])]
+    pub cluster_tls_key: Option<PathBuf>,
+    /// PEM certificate of the CA that signs every node's certificates: peers
+    /// must present one it signed, and node-to-node HTTPS is verified against it.
+    #[arg(long, env = "VIDPRESS_CLUSTER_CA", requires_all = ["cluster_tls_cert", "cluster_tls_key"])]
+    pub cluster_ca: Option<PathBuf>,
     /// Program run as the transcoder child [default: this executable].
     #[arg(long, env = "VIDPRESS_TRANSCODER", hide = true)]
     pub transcoder: Option<PathBuf>,
@@ -103,6 +131,10 @@ pub enum ConfigError {
     FailureTimeout,
     #[error("--{0} must be at least 1")]
     AtLeastOne(&'static str),
+    #[error("--http {0} is reachable from other machines: give --api-keys, or --open to serve it without keys")]
+    OpenWithoutKeys(SocketAddr),
+    #[error("--cluster-tls-cert, --cluster-tls-key and --cluster-ca need --cluster-listen")]
+    ClusterTlsWithoutCluster,
     #[error("cannot find this executable to run the transcoder: {0}")]
     Executable(std::io::Error),
 }
@@ -142,7 +174,13 @@ impl ServeConfig {
                 return Err(ConfigError::AtLeastOne(flag));
             }
         }
+        if self.api_keys.is_none() && !self.open && !self.http.ip().is_loopback() {
+            return Err(ConfigError::OpenWithoutKeys(self.http));
+        }
         if self.cluster_listen.is_none() {
+            if self.cluster_tls_cert.is_some() {
+                return Err(ConfigError::ClusterTlsWithoutCluster);
+            }
             if !self.seeds.is_empty() || self.cookie.is_some() || self.advertise.is_some() {
                 return Err(ConfigError::ClusterListenMissing);
             }
