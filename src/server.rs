@@ -14,6 +14,7 @@ use vidpress_cluster::{Cluster, MemberEvent, NodeLoad};
 use vidpress_transcode::driver::ChildCommand;
 
 use crate::config::{ConfigError, ServeConfig};
+use crate::http::auth::{ApiKeys, KeyFileError};
 use crate::http::listen::{self, ConnLimits};
 use crate::http::{self, App, AppState};
 use crate::transfer::HttpTransfer;
@@ -40,6 +41,8 @@ pub enum ServeError {
     Cluster(#[from] vidpress_cluster::ClusterError),
     #[error(transparent)]
     Actors(#[from] vidpress_actors::StartError),
+    #[error(transparent)]
+    Keys(#[from] KeyFileError),
     #[error("the HTTP server failed: {0}")]
     Http(std::io::Error),
 }
@@ -59,6 +62,14 @@ impl Server {
     /// configured) and starts the actors.
     pub async fn start(config: &ServeConfig) -> Result<Self, ServeError> {
         config.validate()?;
+        let keys = match &config.api_keys {
+            Some(path) => {
+                let keys = Arc::new(ApiKeys::load(path)?);
+                tokio::spawn(reload_on_hangup(keys.clone()));
+                Some(keys)
+            }
+            None => None,
+        };
         // Installed before anything is counted: the facade drops what comes
         // before a recorder.
         crate::http::metrics::handle();
@@ -114,6 +125,7 @@ impl Server {
             data_dir: config.data_dir.clone(),
             workers: config.workers(),
             queue_capacity: config.queue_capacity,
+            tenant_max_active: config.tenant_max_active,
             command: ChildCommand {
                 program: config.transcoder()?,
                 args: vec![vidpress_transcode::child::SUBCOMMAND.into()],
@@ -148,6 +160,7 @@ impl Server {
             max_upload_bytes: config.max_upload_bytes,
             min_free_bytes: config.min_free_bytes,
             idle_timeout: config.idle_timeout(),
+            keys,
             cookie: config.cookie.as_deref().map(Arc::from),
             cluster: link.map(|l| l.view),
             // Joins are transitive and answered within a heartbeat or two;
@@ -257,6 +270,25 @@ async fn forward_member_events(mut events: broadcast::Receiver<MemberEvent>, job
                 warn!(missed, "membership events lagged");
             }
             Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// Reads the API key file again on every SIGHUP; a file that cannot be
+/// used is logged and the keys stay as they were.
+async fn reload_on_hangup(keys: Arc<ApiKeys>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(hangups) => hangups,
+        Err(e) => {
+            warn!(error = %e, "cannot watch for SIGHUP: the API keys are read once");
+            return;
+        }
+    };
+    while hangups.recv().await.is_some() {
+        match keys.reload() {
+            Ok(count) => info!(keys = count, "API keys read again"),
+            Err(e) => warn!(error = %e, "API keys not read again; the previous ones stay"),
         }
     }
 }

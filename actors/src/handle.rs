@@ -13,6 +13,7 @@ use crate::job::{EventKind, JobEvent, JobId, JobSnapshot, JobStatus};
 use crate::protocol::{
     GatewayMsg, NodeStats, SubmitError, SubmitRequest, Submitted, Subscription, SupervisorMsg,
 };
+use crate::tenant::Tenant;
 
 /// How long a call to an actor may take before the caller gives up.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -128,15 +129,18 @@ impl Jobs {
         }
     }
 
-    /// Returns jobs newest first, of one status if given, older than `before`.
+    /// Returns jobs newest first, of one status if given, of one tenant if
+    /// given, older than `before`.
     pub async fn list(
         &self,
         status: Option<JobStatus>,
+        tenant: Option<Tenant>,
         before: Option<JobId>,
         limit: usize,
     ) -> Result<Vec<JobSnapshot>, ServiceError> {
         let ids = call(&self.gateway, |reply| GatewayMsg::List {
             status,
+            tenant,
             before,
             limit,
             reply,

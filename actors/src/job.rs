@@ -19,6 +19,7 @@ use vidpress_cluster::NodeName;
 use vidpress_transcode::{EncodeOptions, MediaInfo, TranscodeError};
 
 use crate::counters::{Attempt, Seq};
+use crate::tenant::Tenant;
 
 /// The identity of a job: a UUIDv7, so that IDs sort by creation time, whose
 /// last two bytes name the node that owns it ([`JobId::owner_tag`]), so any
@@ -196,6 +197,8 @@ pub struct JobSnapshot {
     pub input: InputInfo,
     /// The sequence number of the last event of this job.
     pub seq: Seq,
+    /// The tenant the job belongs to; `None` on a node without API keys.
+    pub tenant: Option<Tenant>,
 }
 
 impl JobSnapshot {

@@ -19,6 +19,7 @@
 //! - [`record`]: the job record kept on disk, from which a restarted node
 //!   recovers its jobs.
 //! - [`replicas`]: the copies a node keeps, as standby, of other nodes' jobs.
+//! - [`tenant`]: [`Tenant`], who a job belongs to.
 //! - [`transfer`]: [`Transfer`], how workers move bytes between nodes.
 //!
 //! [`start`] brings a node's actors up.
@@ -35,6 +36,7 @@ pub mod record;
 pub mod replicas;
 mod replication;
 pub mod supervisor;
+pub mod tenant;
 pub mod transfer;
 pub mod worker;
 
@@ -43,6 +45,7 @@ pub use gateway::{ClusterLink, GatewayArgs};
 pub use handle::{Jobs, ServiceError};
 pub use job::{EventKind, InputInfo, JobEvent, JobId, JobSnapshot, JobState, JobStatus};
 pub use protocol::{NodeStats, SubmitError, SubmitRequest, Submitted, Subscription};
+pub use tenant::Tenant;
 pub use transfer::{Relinquished, ReplicaFile, Transfer, TransferError, TransferFuture};
 
 use std::sync::Arc;

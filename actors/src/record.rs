@@ -14,6 +14,7 @@ use vidpress_transcode::{EncodeOptions, MediaInfo, TranscodeError};
 
 use crate::counters::{Attempt, Epoch};
 use crate::job::JobId;
+use crate::tenant::Tenant;
 
 /// How a job ended, as stored.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -57,6 +58,9 @@ pub struct JobRecord {
     /// lower epoch gives way to a higher one.
     #[serde(default)]
     pub epoch: Epoch,
+    /// The tenant that submitted the job; `None` on a node without API keys.
+    #[serde(default)]
+    pub tenant: Option<Tenant>,
 }
 
 /// Returns milliseconds since the Unix epoch.
@@ -113,6 +117,7 @@ pub(crate) fn sample(node: &NodeName) -> JobRecord {
         owner: Some(node.clone()),
         standby: Some("node-b".parse().expect("a node name")),
         epoch: Epoch::new(1),
+        tenant: None,
     }
 }
 

@@ -85,6 +85,7 @@ async fn start(test: &str) -> TestNode {
         node: name.clone(),
         data_dir: data.path().to_owned(),
         workers: 1,
+        tenant_max_active: 0,
         queue_capacity: 8,
         command: ChildCommand {
             program: "/bin/sh".into(),
@@ -126,6 +127,7 @@ impl TestNode {
                 digest: None,
                 options: Default::default(),
                 idempotency_key: None,
+                tenant: None,
             })
             .await
             .expect("the job is accepted");
@@ -250,7 +252,7 @@ async fn the_job_of_a_dead_supervisor_fails_with_code_internal() {
     assert_eq!((stats.active, stats.queued), (0, 0));
     let failed = node
         .jobs
-        .list(Some(JobStatus::Failed), None, 10)
+        .list(Some(JobStatus::Failed), None, None, 10)
         .await
         .expect("a listing");
     assert!(failed.iter().any(|j| j.id == id), "{failed:?}");

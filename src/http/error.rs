@@ -36,6 +36,34 @@ pub struct Unavailable(pub ErrorBody);
 #[response(description = "No job with this ID")]
 pub struct UnknownJob(pub ErrorBody);
 
+/// Why a request was not let in (401).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Unauthorized {
+    #[error("this endpoint needs an API key: Authorization: Bearer <token>")]
+    Missing,
+    #[error("the API key is not valid")]
+    Invalid,
+}
+
+impl Unauthorized {
+    /// Returns the `WWW-Authenticate` challenge (RFC 6750): a request
+    /// without credentials gets the bare scheme, a wrong token its error.
+    fn challenge(self) -> &'static str {
+        match self {
+            Self::Missing => "Bearer realm=\"vidpress\"",
+            Self::Invalid => "Bearer realm=\"vidpress\", error=\"invalid_token\"",
+        }
+    }
+}
+
+/// The 401 of every endpoint with keys, in the spec.
+#[derive(utoipa::ToResponse)]
+#[response(
+    description = "No API key, or one that is not valid",
+    headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"vidpress\"`, with `error=\"invalid_token\"` for a wrong key"))
+)]
+pub struct NoKey(pub ErrorBody);
+
 /// An error answered to a client.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -79,6 +107,14 @@ pub enum ApiError {
     OwnerUnavailable,
     #[error("this endpoint is for the nodes of the cluster")]
     Forbidden,
+    #[error("this endpoint needs an admin key")]
+    AdminOnly,
+    #[error("{0}")]
+    Unauthorized(Unauthorized),
+    #[error(
+        "this tenant has {limit} jobs queued or running, its most at once; retry when one ends"
+    )]
+    TenantBusy { limit: usize, retry_after: Duration },
     #[error("internal error")]
     Internal(String),
 }
@@ -103,7 +139,9 @@ impl ApiError {
             Self::QueueFull { .. } | Self::Unavailable | Self::OwnerUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::Forbidden | Self::AdminOnly => StatusCode::FORBIDDEN,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::TenantBusy { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -128,7 +166,9 @@ impl ApiError {
             Self::QueueFull { .. } => "queue_full",
             Self::Unavailable => "unavailable",
             Self::OwnerUnavailable => "owner_unavailable",
-            Self::Forbidden => "forbidden",
+            Self::Forbidden | Self::AdminOnly => "forbidden",
+            Self::Unauthorized(_) => "unauthorized",
+            Self::TenantBusy { .. } => "too_many_active_jobs",
             Self::Internal(_) => "internal",
         }
     }
@@ -157,8 +197,16 @@ impl IntoResponse for ApiError {
                 response.headers_mut().insert(header::CONTENT_RANGE, range);
             }
         }
+        if let Self::Unauthorized(why) = &self {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(why.challenge()),
+            );
+        }
         let retry_after = match &self {
-            Self::QueueFull { retry_after } => Some(retry_after_secs(*retry_after)),
+            Self::QueueFull { retry_after } | Self::TenantBusy { retry_after, .. } => {
+                Some(retry_after_secs(*retry_after))
+            }
             Self::Unavailable | Self::OwnerUnavailable => Some(1),
             Self::InsufficientStorage { .. } => Some(60),
             _ => None,
@@ -181,6 +229,9 @@ impl From<ServiceError> for ApiError {
                 Self::QueueFull { retry_after }
             }
             ServiceError::Submit(SubmitError::IdempotencyConflict) => Self::IdempotencyConflict,
+            ServiceError::Submit(SubmitError::TenantBusy { limit, retry_after }) => {
+                Self::TenantBusy { limit, retry_after }
+            }
             // Each leaves the client to retry, maybe on another node.
             ServiceError::Submit(
                 SubmitError::Draining | SubmitError::CutOff | SubmitError::Replication(_),

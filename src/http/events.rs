@@ -20,6 +20,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tracing::{debug, error};
 use vidpress_actors::{JobEvent, Seq, Subscription};
 
+use super::auth::Caller;
 use super::dto::{ErrorBody, EventDocument};
 use super::error::{ApiError, Unavailable, UnknownJob};
 use super::extract::{Explained, JobPath, Params};
@@ -60,10 +61,12 @@ const CLOSE_AFTER: Duration = Duration::from_millis(250);
 )]
 pub async fn events(
     State(app): State<AppState>,
+    caller: Caller,
     JobPath(id): JobPath,
     Params(EventsQuery { since }): Params<EventsQuery>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
+    caller.check(app.jobs.get(id)?)?;
     let since = since.map(Seq::new);
     let subscription = app.jobs.subscribe(id, since).await?;
     let upgrade = upgrade?;
@@ -285,6 +288,7 @@ mod tests {
                     media: None,
                 },
                 seq: Seq::new(seq),
+                tenant: None,
             }),
         )
     }

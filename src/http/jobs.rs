@@ -15,6 +15,7 @@ use vidpress_actors::board::Published;
 use vidpress_actors::{JobState, JobStatus, SubmitRequest};
 use vidpress_cluster::MemberState;
 
+use super::auth::Caller;
 use super::dto::{ErrorBody, JobDocument, JobListDocument, SubmitForm, Video};
 use super::error::{retry_after_secs, ApiError, Unavailable, UnknownJob};
 use super::extract::{JobPath, ListQuery, Params, SubmitQuery};
@@ -76,6 +77,7 @@ const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(2);
 )]
 pub async fn submit(
     State(app): State<AppState>,
+    caller: Caller,
     Params(query): Params<SubmitQuery>,
     headers: HeaderMap,
     request: Request,
@@ -137,6 +139,7 @@ pub async fn submit(
             digest,
             options,
             idempotency_key,
+            tenant: caller.tenant().cloned(),
         })
         .await?;
     let mut response = (
@@ -195,10 +198,11 @@ fn is_multipart(headers: &HeaderMap) -> bool {
 )]
 pub async fn status(
     State(app): State<AppState>,
+    caller: Caller,
     JobPath(id): JobPath,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let job = app.jobs.get(id)?;
+    let job = caller.check(app.jobs.get(id)?)?;
     let Some(wait) = preferred_wait(&headers) else {
         return Ok(status_response(&job));
     };
@@ -264,8 +268,10 @@ pub fn status_response(job: &Published) -> Response {
 )]
 pub async fn cancel(
     State(app): State<AppState>,
+    caller: Caller,
     JobPath(id): JobPath,
 ) -> Result<Response, ApiError> {
+    caller.check(app.jobs.get(id)?)?;
     let job = app.jobs.cancel(id).await?;
     let code = if job.status().is_terminal() {
         StatusCode::OK
@@ -320,10 +326,11 @@ pub async fn cancel(
 )]
 pub async fn result(
     State(app): State<AppState>,
+    caller: Caller,
     JobPath(id): JobPath,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let job = app.jobs.get(id)?;
+    let job = caller.check(app.jobs.get(id)?)?;
     let JobState::Completed { output, bytes } = &job.state else {
         return Ok((StatusCode::CONFLICT, Json(JobDocument::from(&**job))).into_response());
     };
@@ -373,11 +380,15 @@ pub async fn result(
 )]
 pub async fn list(
     State(app): State<AppState>,
+    caller: Caller,
     Params(query): Params<ListQuery>,
     headers: HeaderMap,
 ) -> Result<Json<JobListDocument>, ApiError> {
     let limit = query.limit()?;
-    let jobs = app.jobs.list(query.status, query.cursor, limit).await?;
+    let jobs = app
+        .jobs
+        .list(query.status, caller.listing_filter(), query.cursor, limit)
+        .await?;
     let mut docs = jobs
         .iter()
         .map(|job| serde_json::to_value(JobDocument::from(job)))
@@ -385,7 +396,7 @@ pub async fn list(
         .map_err(|e| ApiError::Internal(format!("cannot render the job list: {e}")))?;
     let mut unreachable = Vec::new();
     if !headers.contains_key(route::FORWARDED) {
-        let (others, missing) = list_elsewhere(&app, &query).await;
+        let (others, missing) = list_elsewhere(&app, &query, &headers).await;
         docs.extend(others);
         unreachable = missing;
     }
@@ -410,7 +421,10 @@ pub async fn list(
 async fn list_elsewhere(
     app: &AppState,
     query: &ListQuery,
+    headers: &HeaderMap,
 ) -> (Vec<serde_json::Value>, Vec<String>) {
+    // Each node lists what this caller may see there: the same key.
+    let authorization = headers.get(header::AUTHORIZATION);
     let Some(cluster) = &app.cluster else {
         return (Vec::new(), Vec::new());
     };
@@ -424,11 +438,15 @@ async fn list_elsewhere(
         .iter()
         .filter(|m| m.state == MemberState::Up)
         .map(|member| async move {
-            let answer = app
+            let mut ask = app
                 .proxy
                 .get(format!("{}/jobs", member.http))
                 .query(query)
-                .header(route::FORWARDED, "1")
+                .header(route::FORWARDED, "1");
+            if let Some(authorization) = authorization {
+                ask = ask.header(header::AUTHORIZATION, authorization);
+            }
+            let answer = ask
                 .timeout(LIST_TIMEOUT)
                 .send()
                 .await

@@ -16,6 +16,7 @@ use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use vidpress_cluster::MemberState;
 
+use super::auth::Caller;
 use super::error::{ApiError, Unavailable};
 use super::AppState;
 
@@ -126,7 +127,8 @@ pub fn events_sent() -> &'static Counter {
         (status = 503, response = Unavailable),
     ),
 )]
-pub async fn metrics(State(app): State<AppState>) -> Result<Response, ApiError> {
+pub async fn metrics(State(app): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+    caller.require_admin()?;
     let stats = app.jobs.stats().await?;
     for (status, count) in &stats.jobs {
         metrics::gauge!("vidpress_jobs", "status" => status.as_str()).set(*count as f64);

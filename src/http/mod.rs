@@ -3,6 +3,7 @@
 //! waits for a transcode.
 //!
 //! # Layout
+//! - [`auth`]: API keys, tenants and who may see which job.
 //! - [`jobs`]: submit, poll, list, cancel, download.
 //! - [`events`]: the WebSocket event stream.
 //! - [`ws`]: the limits of a client's WebSocket (message size, pings, idle).
@@ -17,6 +18,7 @@
 //! - [`metrics`]: `GET /metrics`.
 //! - [`openapi`]: `GET /openapi.json`, generated from the handlers' annotations.
 
+pub mod auth;
 pub mod dto;
 pub mod error;
 pub mod events;
@@ -42,8 +44,7 @@ use axum::routing::{get, post, put};
 use axum::{middleware, Json, Router};
 use tokio::sync::watch;
 use tower_http::timeout::RequestBodyTimeoutLayer;
-use tower_http::trace::{DefaultMakeSpan, TraceLayer};
-use tracing::Level;
+use tower_http::trace::TraceLayer;
 use vidpress_actors::Jobs;
 use vidpress_cluster::{ClusterView, MemberState, NodeName};
 
@@ -84,6 +85,8 @@ pub struct App {
     pub min_free_bytes: u64,
     /// How long an upload or a WebSocket may send nothing.
     pub idle_timeout: std::time::Duration,
+    /// The API keys, or `None` for an open node.
+    pub keys: Option<Arc<auth::ApiKeys>>,
     /// The cluster cookie, required on `/internal` requests.
     pub cookie: Option<Arc<str>>,
     /// The membership view, when the node is in a cluster.
@@ -119,7 +122,9 @@ pub fn router(state: AppState) -> Router {
             route::to_owner,
         ));
     }
-    let mut router = Router::new()
+    // With keys, these need one; the key is checked before a request is
+    // forwarded to another node (which checks it again).
+    let keyed_routes = Router::new()
         .route(
             "/jobs",
             get(jobs::list)
@@ -128,9 +133,15 @@ pub fn router(state: AppState) -> Router {
                 .layer(DefaultBodyLimit::disable()),
         )
         .merge(job_routes)
-        .route("/", get(web::page))
         .route("/cluster", get(cluster))
         .route("/metrics", get(metrics::metrics))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ));
+    let mut router = Router::new()
+        .merge(keyed_routes)
+        .route("/", get(web::page))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi::openapi));
@@ -167,7 +178,10 @@ pub fn router(state: AppState) -> Router {
         .layer(RequestBodyTimeoutLayer::new(idle_timeout))
         // A span per request (method, path), which the handlers' lines are
         // logged in; the requests themselves are logged at debug.
-        .layer(TraceLayer::new_for_http().make_span_with(DefaultMakeSpan::new().level(Level::INFO)))
+        // Its path only: a query may hold a WebSocket's access token.
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &axum::extract::Request| {
+            tracing::info_span!("request", method = %request.method(), path = %request.uri().path())
+        }))
         .with_state(state)
 }
 
@@ -217,7 +231,11 @@ pub async fn readyz(State(app): State<AppState>) -> Response {
         (status = 503, response = Unavailable),
     ),
 )]
-pub async fn cluster(State(app): State<AppState>) -> Result<Json<ClusterDocument>, ApiError> {
+pub async fn cluster(
+    State(app): State<AppState>,
+    caller: auth::Caller,
+) -> Result<Json<ClusterDocument>, ApiError> {
+    caller.require_admin()?;
     let stats = app.jobs.stats().await?;
     let mut nodes = vec![NodeDocument::new(
         &stats.node,

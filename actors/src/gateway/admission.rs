@@ -14,6 +14,7 @@ use crate::job::{JobId, JobStatus};
 use crate::protocol::{GatewayMsg, SubmitError, SubmitRequest, Submitted, SupervisorMsg};
 use crate::record::{self, JobRecord, Outcome};
 use crate::supervisor::{JobSupervisor, SupervisorArgs};
+use crate::tenant::Tenant;
 
 /// Where the answer to a submission goes.
 type SubmitReply = RpcReplyPort<Result<Submitted, SubmitError>>;
@@ -40,6 +41,22 @@ pub(super) fn idempotency(
         Some((seen, id)) if Some(*seen) == digest => Idempotency::Same(*id),
         Some(_) => Idempotency::Conflict,
     }
+}
+
+/// Returns whether `tenant` already has `limit` jobs that are not terminal
+/// among `jobs` (their tenants and statuses); a limit of 0 is no limit, and
+/// jobs of no tenant (a node without keys) have none.
+pub(super) fn over_quota<'a>(
+    limit: usize,
+    tenant: Option<&Tenant>,
+    jobs: impl Iterator<Item = (Option<&'a Tenant>, JobStatus)>,
+) -> bool {
+    let Some(tenant) = tenant.filter(|_| limit > 0) else {
+        return false;
+    };
+    jobs.filter(|(t, status)| *t == Some(tenant) && !status.is_terminal())
+        .nth(limit - 1)
+        .is_some()
 }
 
 /// Picks the standby of a new job owned by `me` among the nodes `up`: the
@@ -94,7 +111,8 @@ impl GatewayState {
         if let Some(key) = &request.idempotency_key {
             // The upload is dropped only when the key answers for it; a key
             // whose job is gone makes a new job of this upload.
-            match idempotency(self.idempotency.get(key), request.digest) {
+            let scoped = (request.tenant.clone(), key.clone());
+            match idempotency(self.idempotency.get(&scoped), request.digest) {
                 Idempotency::New => {}
                 Idempotency::Conflict => {
                     let _ = std::fs::remove_file(&request.upload);
@@ -122,6 +140,15 @@ impl GatewayState {
         } else if self.queue.len() >= self.args.queue_capacity {
             let retry_after = self.estimate(0);
             Some(SubmitError::QueueFull { retry_after })
+        } else if over_quota(
+            self.args.tenant_max_active,
+            request.tenant.as_ref(),
+            self.jobs.values().map(|e| (e.tenant.as_ref(), e.status)),
+        ) {
+            Some(SubmitError::TenantBusy {
+                limit: self.args.tenant_max_active,
+                retry_after: self.tenant_wait(request.tenant.as_ref()),
+            })
         } else {
             None
         };
@@ -149,6 +176,7 @@ impl GatewayState {
             owner: Some(self.args.node.clone()),
             standby,
             epoch: Epoch::default(),
+            tenant: request.tenant.clone(),
         };
         let supervisor = match self.spawn_supervisor(myself, record, true).await {
             Ok(supervisor) => supervisor,
@@ -159,9 +187,10 @@ impl GatewayState {
         };
         let estimate = self.estimate(request.bytes);
         if let (Some(key), Some(digest)) = (request.idempotency_key, request.digest) {
-            self.idempotency.insert(key, (digest, id));
+            self.idempotency
+                .insert((request.tenant.clone(), key), (digest, id));
         }
-        self.queue.push_back(id, request.bytes);
+        self.queue.push_back(id, request.bytes, request.tenant);
         info!(job_id = %id, node = %self.args.node, attempt = 0, bytes = request.bytes, "job accepted");
         let _ = supervisor.cast(SupervisorMsg::Accept {
             upload: request.upload,
@@ -180,6 +209,7 @@ impl GatewayState {
     ) -> Result<ActorRef<SupervisorMsg>, SubmitError> {
         let id = record.id;
         let bytes = record.input_bytes;
+        let tenant = record.tenant.clone();
         let status = status_of(&record);
         let finished = record.finished_at_ms.map(|ms| {
             let age = SystemTime::now()
@@ -219,6 +249,7 @@ impl GatewayState {
                 supervisor: Some(supervisor.clone()),
                 bytes,
                 finished: finished.filter(|_| status.is_terminal()),
+                tenant,
             },
         );
         Ok(supervisor)
@@ -261,6 +292,24 @@ mod tests {
             idempotency(Some(&([7; 32], id)), None),
             Idempotency::Conflict
         );
+    }
+
+    #[test]
+    fn a_tenant_at_its_quota_is_refused_and_others_are_not() {
+        let (a, b): (Tenant, Tenant) = ("a".parse().unwrap(), "b".parse().unwrap());
+        let jobs = [
+            (Some(&a), JobStatus::Running),
+            (Some(&a), JobStatus::Queued),
+            (Some(&a), JobStatus::Completed),
+            (Some(&b), JobStatus::Queued),
+            (None, JobStatus::Queued),
+        ];
+        let over = |limit, tenant| over_quota(limit, tenant, jobs.iter().cloned());
+        assert!(over(2, Some(&a)), "two unfinished jobs at a limit of two");
+        assert!(!over(3, Some(&a)), "finished jobs do not count");
+        assert!(!over(2, Some(&b)));
+        assert!(!over(0, Some(&a)), "0 is no limit");
+        assert!(!over(1, None), "jobs of no tenant have no quota");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use super::GatewayState;
+use crate::tenant::Tenant;
 
 /// Until a job has been measured, assume one second per megabyte of input.
 pub(super) const INITIAL_SECONDS_PER_BYTE: f64 = 1e-6;
@@ -43,6 +44,19 @@ impl GatewayState {
             .map(|n| self.workers_of(&n.node).len())
             .sum::<usize>();
         estimate_for(self.seconds_per_byte, self.queue.bytes(), workers, bytes)
+    }
+
+    /// Estimates when a tenant at its quota may submit again: when the
+    /// smallest of its unfinished jobs could be done.
+    pub(super) fn tenant_wait(&self, tenant: Option<&Tenant>) -> Duration {
+        let smallest = self
+            .jobs
+            .values()
+            .filter(|e| e.tenant.as_ref() == tenant && !e.status.is_terminal())
+            .map(|e| e.bytes)
+            .min()
+            .unwrap_or(0);
+        estimate_for(self.seconds_per_byte, 0, 1, smallest)
     }
 }
 

@@ -138,11 +138,12 @@ impl GatewayState {
                 error!(job_id = %id, node = %self.args.node, attempt = record.attempt.get(), owner = %owner, error = %e, "cannot take the job over");
                 continue;
             }
-            let (epoch, unfinished, bytes, attempt) = (
+            let (epoch, unfinished, bytes, attempt, tenant) = (
                 record.epoch,
                 record.outcome.is_none(),
                 record.input_bytes,
                 record.attempt,
+                record.tenant.clone(),
             );
             if let Err(e) = self.spawn_supervisor(myself, record, false).await {
                 error!(job_id = %id, node = %self.args.node, attempt = attempt.get(), error = %e, "cannot start the taken-over job");
@@ -151,7 +152,7 @@ impl GatewayState {
             self.taken_over.insert(id, (owner.clone(), epoch));
             if unfinished {
                 // Accepted before anything queued here since: first in line.
-                self.queue.push_front(id, bytes);
+                self.queue.push_front(id, bytes, tenant);
             }
             warn!(job_id = %id, owner = %owner, node = %self.args.node, attempt = attempt.get(), epoch = epoch.get(), "job taken over from a lost owner");
         }

@@ -13,20 +13,20 @@ use super::{GatewayState, JobEntry};
 use crate::counters::Attempt;
 use crate::job::{JobId, JobSnapshot, JobStatus};
 use crate::protocol::{AttemptReport, NodeStats, SupervisorMsg};
+use crate::tenant::Tenant;
 
-/// Returns up to `limit` job IDs, newest first, of `status` if given, older
-/// than `before` if given.
+/// Returns up to `limit` job IDs, newest first, of the jobs to `keep`,
+/// older than `before` if given.
 pub(super) fn list<E>(
     jobs: &BTreeMap<JobId, E>,
-    status_of: impl Fn(&E) -> JobStatus,
-    status: Option<JobStatus>,
+    keep: impl Fn(&E) -> bool,
     before: Option<JobId>,
     limit: usize,
 ) -> Vec<JobId> {
     let upper = before.map_or(Bound::Unbounded, Bound::Excluded);
     jobs.range((Bound::Unbounded, upper))
         .rev()
-        .filter(|(_, e)| status.is_none_or(|s| s == status_of(e)))
+        .filter(|(_, e)| keep(e))
         .take(limit)
         .map(|(id, _)| *id)
         .collect()
@@ -59,11 +59,16 @@ impl GatewayState {
     pub(super) fn on_list(
         &self,
         status: Option<JobStatus>,
+        tenant: Option<Tenant>,
         before: Option<JobId>,
         limit: usize,
         reply: RpcReplyPort<Vec<JobId>>,
     ) {
-        let _ = reply.send(list(&self.jobs, |e| e.status, status, before, limit));
+        let keep = |e: &JobEntry| {
+            status.is_none_or(|s| s == e.status)
+                && tenant.as_ref().is_none_or(|t| e.tenant.as_ref() == Some(t))
+        };
+        let _ = reply.send(list(&self.jobs, keep, before, limit));
     }
 
     pub(super) fn on_stats(&self, reply: RpcReplyPort<NodeStats>) {
@@ -183,7 +188,7 @@ mod tests {
         let ids = ids(4);
         let jobs: BTreeMap<JobId, JobStatus> =
             ids.iter().map(|id| (*id, JobStatus::Queued)).collect();
-        let listed = list(&jobs, |s| *s, None, None, 3);
+        let listed = list(&jobs, |_| true, None, 3);
         assert_eq!(listed, vec![ids[3], ids[2], ids[1]]);
     }
 
@@ -192,7 +197,7 @@ mod tests {
         let ids = ids(4);
         let jobs: BTreeMap<JobId, JobStatus> =
             ids.iter().map(|id| (*id, JobStatus::Queued)).collect();
-        let listed = list(&jobs, |s| *s, None, Some(ids[2]), 10);
+        let listed = list(&jobs, |_| true, Some(ids[2]), 10);
         assert_eq!(listed, vec![ids[1], ids[0]]);
     }
 
@@ -205,7 +210,7 @@ mod tests {
             (ids[2], JobStatus::Completed),
         ]
         .into();
-        let listed = list(&jobs, |s| *s, Some(JobStatus::Completed), None, 10);
+        let listed = list(&jobs, |s| *s == JobStatus::Completed, None, 10);
         assert_eq!(listed, vec![ids[2], ids[0]]);
     }
 

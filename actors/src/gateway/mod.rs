@@ -53,6 +53,7 @@ use crate::job::{JobId, JobStatus};
 use crate::paths;
 use crate::protocol::{gateway_group, workers_group, GatewayMsg, SupervisorMsg, WorkerMsg};
 use crate::queue::JobQueue;
+use crate::tenant::Tenant;
 use crate::transfer::Transfer;
 use crate::worker::{WorkerActor, WorkerArgs};
 
@@ -78,6 +79,8 @@ pub struct GatewayArgs {
     pub workers: usize,
     /// Jobs that may wait for a slot before submissions get 503.
     pub queue_capacity: usize,
+    /// Jobs one tenant may have queued or running here at once (0: no limit).
+    pub tenant_max_active: usize,
     pub command: ChildCommand,
     pub stall_timeout: Duration,
     /// What a transcode on this node may cost; every attempt run here gets
@@ -110,6 +113,8 @@ struct JobEntry {
     bytes: u64,
     /// When the job reached a terminal state.
     finished: Option<Instant>,
+    /// Whose job it is: listings, quotas and the fair queue go by it.
+    tenant: Option<Tenant>,
 }
 
 pub struct GatewayState {
@@ -133,7 +138,8 @@ pub struct GatewayState {
     /// Jobs owned here whose standby lacks the latest record, with the standby.
     unsynced: HashMap<JobId, NodeName>,
     next_sweep: Instant,
-    idempotency: HashMap<String, ([u8; 32], JobId)>,
+    /// Idempotency keys by tenant and key, with their body's digest and job.
+    idempotency: HashMap<(Option<Tenant>, String), ([u8; 32], JobId)>,
     seconds_per_byte: f64,
 }
 
@@ -194,10 +200,11 @@ impl Actor for Gateway {
             GatewayMsg::DropUnaccepted(id) => state.forget(id),
             GatewayMsg::List {
                 status,
+                tenant,
                 before,
                 limit,
                 reply,
-            } => state.on_list(status, before, limit, reply),
+            } => state.on_list(status, tenant, before, limit, reply),
             GatewayMsg::Stats(reply) => state.on_stats(reply),
             GatewayMsg::Report {
                 job,

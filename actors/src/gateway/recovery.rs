@@ -33,10 +33,11 @@ impl GatewayState {
         records.sort_by_key(|r| r.id);
         let (mut finished, mut resumed) = (0, 0);
         for record in records {
-            let (id, key, digest) = (
+            let (id, key, digest, tenant) = (
                 record.id,
                 record.idempotency_key.clone(),
                 record.digest.clone(),
+                record.tenant.clone(),
             );
             let (unfinished, bytes, attempt) =
                 (record.outcome.is_none(), record.input_bytes, record.attempt);
@@ -46,11 +47,11 @@ impl GatewayState {
             }
             if let Some(key) = key {
                 if let Ok(digest) = <[u8; 32]>::from_hex(&digest) {
-                    self.idempotency.insert(key, (digest, id));
+                    self.idempotency.insert((tenant.clone(), key), (digest, id));
                 }
             }
             if unfinished {
-                self.queue.push_back(id, bytes);
+                self.queue.push_back(id, bytes, tenant);
                 resumed += 1;
             } else {
                 finished += 1;

@@ -135,8 +135,11 @@ impl GatewayState {
 
     /// Puts a job whose dispatch failed back at the head of the queue.
     pub(super) fn dispatch_failed(&mut self, id: JobId) {
-        let bytes = self.jobs.get(&id).map_or(0, |e| e.bytes);
-        self.queue.push_front(id, bytes);
+        let (bytes, tenant) = self
+            .jobs
+            .get(&id)
+            .map_or((0, None), |e| (e.bytes, e.tenant.clone()));
+        self.queue.push_front(id, bytes, tenant);
         self.pump();
     }
 
@@ -335,7 +338,7 @@ mod tests {
     fn queue_of(ids: &[JobId]) -> JobQueue {
         let mut queue = JobQueue::default();
         for id in ids {
-            queue.push_back(*id, 10);
+            queue.push_back(*id, 10, None);
         }
         queue
     }

@@ -212,6 +212,7 @@ mod tests {
                 media: None,
             },
             seq: Seq::new(4),
+            tenant: None,
         };
         let failed = failed_snapshot(&running, supervisor_died_error());
         let JobState::Failed(error) = &failed.state else {

@@ -13,6 +13,7 @@ use vidpress_transcode::EncodeOptions;
 use super::worker::AttemptReport;
 use crate::counters::{Attempt, Epoch};
 use crate::job::{JobId, JobSnapshot, JobStatus};
+use crate::tenant::Tenant;
 
 /// An upload already on local disk, waiting to become a job.
 #[derive(Debug)]
@@ -24,7 +25,10 @@ pub struct SubmitRequest {
     /// one; computed when there is an idempotency key.
     pub digest: Option<[u8; 32]>,
     pub options: EncodeOptions,
+    /// Scoped to the tenant: another tenant's same key is another key.
     pub idempotency_key: Option<String>,
+    /// Who submits it; `None` on a node without API keys.
+    pub tenant: Option<Tenant>,
 }
 
 /// An accepted job.
@@ -42,6 +46,8 @@ pub struct Submitted {
 pub enum SubmitError {
     #[error("the queue is full")]
     QueueFull { retry_after: Duration },
+    #[error("the tenant has {limit} jobs queued or running, its most at once")]
+    TenantBusy { limit: usize, retry_after: Duration },
     #[error("the idempotency key was used with a different body")]
     IdempotencyConflict,
     #[error("the upload could not be stored: {0}")]
@@ -101,6 +107,8 @@ pub enum GatewayMsg {
     /// older than `before`.
     List {
         status: Option<JobStatus>,
+        /// Only this tenant's jobs; every job when `None`.
+        tenant: Option<Tenant>,
         before: Option<JobId>,
         limit: usize,
         reply: RpcReplyPort<Vec<JobId>>,

@@ -192,6 +192,7 @@ mod tests {
                 media: None,
             },
             seq: Seq::default(),
+            tenant: None,
         });
         seqs.map(|seq| JobEvent::new(EventKind::Status, Seq::new(seq), job.clone()))
             .collect()

@@ -169,6 +169,7 @@ impl Actor for JobSupervisor {
                     media: record.media.clone(),
                 },
                 seq: Seq::default(),
+                tenant: record.tenant.clone(),
             },
             losses: Losses {
                 worker: record.lost_attempts,
