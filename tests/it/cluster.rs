@@ -42,7 +42,7 @@ impl NodeProc {
         Self::spawn_with(name, dir, workers, seeds, cookie, Vec::new())
     }
 
-    fn spawn_with(
+    pub(crate) fn spawn_with(
         name: &str,
         dir: &TempDir,
         workers: u32,

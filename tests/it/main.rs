@@ -11,4 +11,5 @@ mod limits;
 mod metrics;
 mod openapi;
 mod support;
+mod tenants;
 mod web;
