@@ -1,8 +1,11 @@
 //! [`JobQueue`]: the jobs waiting for a worker slot, fair between tenants:
-//! each tenant has its own line, and the lines take turns (round robin), so
-//! one tenant's burst of a hundred jobs delays another tenant's one job by
-//! at most one job per slot, not a hundred. The sum of the queued input
-//! sizes is kept as jobs come and go (estimates read it at every
+//! each tenant has its own line, and the lines take turns (round robin):
+//! the next job is the first of the line that has had the fewest turns,
+//! the one served longest ago among those. A tenant that arrives joins the
+//! current round, ahead of the tenants already served in it, so one
+//! tenant's burst of a hundred jobs delays another tenant's one job by at
+//! most the job already running, not by a hundred. The sum of the queued
+//! input sizes is kept as jobs come and go (estimates read it at every
 //! submission, so it must not cost a walk of the queue).
 
 use std::collections::{HashMap, VecDeque};
@@ -14,12 +17,24 @@ use crate::tenant::Tenant;
 /// share one line.
 type Lane = Option<Tenant>;
 
+/// One tenant's line and its place in the rotation.
+struct Line {
+    jobs: VecDeque<(JobId, u64)>,
+    /// Turns taken since the line last was empty (or its entry level).
+    turns: u64,
+    /// When it was last served (a count of pops); 0: not in this round.
+    served_at: u64,
+    /// When it arrived, to order lines that are otherwise equal.
+    arrived: u64,
+}
+
 /// Jobs in line, each with its input size, one line per tenant.
 #[derive(Default)]
 pub(crate) struct JobQueue {
-    lines: HashMap<Lane, VecDeque<(JobId, u64)>>,
-    /// The tenants with jobs in line, whose turn comes first at the front.
-    turns: VecDeque<Lane>,
+    lines: HashMap<Lane, Line>,
+    /// Pops so far, and lines opened so far: the queue's clocks.
+    pops: u64,
+    arrivals: u64,
     len: usize,
     bytes: u64,
 }
@@ -27,45 +42,38 @@ pub(crate) struct JobQueue {
 impl JobQueue {
     /// Puts a job at the end of its tenant's line.
     pub fn push_back(&mut self, id: JobId, bytes: u64, tenant: Option<Tenant>) {
+        self.line(tenant).jobs.push_back((id, bytes));
         self.add(bytes);
-        match self.lines.get_mut(&tenant) {
-            Some(line) => line.push_back((id, bytes)),
-            None => {
-                self.lines
-                    .insert(tenant.clone(), VecDeque::from([(id, bytes)]));
-                self.turns.push_back(tenant);
-            }
-        }
     }
 
-    /// Puts a job first in line: first of its tenant's, whose turn is next
-    /// (a job whose dispatch failed gets back the turn it had).
+    /// Puts a job first in line: first of its tenant's, which gets back the
+    /// turn it took for it (a job whose dispatch failed goes first again).
     pub fn push_front(&mut self, id: JobId, bytes: u64, tenant: Option<Tenant>) {
+        let line = self.line(tenant);
+        line.jobs.push_front((id, bytes));
+        line.turns = line.turns.saturating_sub(1);
+        line.served_at = 0;
+        line.arrived = 0;
         self.add(bytes);
-        self.lines
-            .entry(tenant.clone())
-            .or_default()
-            .push_front((id, bytes));
-        self.turns.retain(|t| *t != tenant);
-        self.turns.push_front(tenant);
     }
 
     /// Returns the job whose turn is next.
     pub fn front(&self) -> Option<JobId> {
-        let tenant = self.turns.front()?;
-        self.lines.get(tenant)?.front().map(|(id, _)| *id)
+        let lane = self.next_lane()?;
+        self.lines.get(lane)?.jobs.front().map(|(id, _)| *id)
     }
 
-    /// Takes the job whose turn is next out; its tenant's turn comes again
-    /// after every other tenant's.
+    /// Takes the job whose turn is next out.
     pub fn pop_front(&mut self) -> Option<JobId> {
-        let tenant = self.turns.pop_front()?;
-        let line = self.lines.get_mut(&tenant)?;
-        let (id, bytes) = line.pop_front()?;
-        if line.is_empty() {
-            self.lines.remove(&tenant);
-        } else {
-            self.turns.push_back(tenant);
+        let lane = self.next_lane()?.clone();
+        self.pops += 1;
+        let pops = self.pops;
+        let line = self.lines.get_mut(&lane)?;
+        let (id, bytes) = line.jobs.pop_front()?;
+        line.turns += 1;
+        line.served_at = pops;
+        if line.jobs.is_empty() {
+            self.lines.remove(&lane);
         }
         self.len -= 1;
         self.bytes -= bytes;
@@ -74,22 +82,21 @@ impl JobQueue {
 
     /// Takes a job out wherever it is in line.
     pub fn remove(&mut self, id: JobId) {
-        let Some((tenant, at)) = self.lines.iter().find_map(|(tenant, line)| {
-            let at = line.iter().position(|(queued, _)| *queued == id)?;
-            Some((tenant.clone(), at))
+        let Some((lane, at)) = self.lines.iter().find_map(|(lane, line)| {
+            let at = line.jobs.iter().position(|(queued, _)| *queued == id)?;
+            Some((lane.clone(), at))
         }) else {
             return;
         };
-        let Some(line) = self.lines.get_mut(&tenant) else {
+        let Some(line) = self.lines.get_mut(&lane) else {
             return;
         };
-        if let Some((_, bytes)) = line.remove(at) {
+        if let Some((_, bytes)) = line.jobs.remove(at) {
             self.len -= 1;
             self.bytes -= bytes;
         }
-        if line.is_empty() {
-            self.lines.remove(&tenant);
-            self.turns.retain(|t| *t != tenant);
+        if line.jobs.is_empty() {
+            self.lines.remove(&lane);
         }
     }
 
@@ -104,6 +111,28 @@ impl JobQueue {
     /// The input bytes of every job in line.
     pub fn bytes(&self) -> u64 {
         self.bytes
+    }
+
+    /// The line whose turn is next: fewest turns, then served longest ago
+    /// (not yet this round first), then first arrived.
+    fn next_lane(&self) -> Option<&Lane> {
+        self.lines
+            .iter()
+            .min_by_key(|(_, line)| (line.turns, line.served_at, line.arrived))
+            .map(|(lane, _)| lane)
+    }
+
+    /// Returns a tenant's line, opened at the current round if it had none.
+    fn line(&mut self, tenant: Lane) -> &mut Line {
+        let round = self.lines.values().map(|l| l.turns).min().unwrap_or(0);
+        self.arrivals += 1;
+        let arrived = self.arrivals;
+        self.lines.entry(tenant).or_insert_with(|| Line {
+            jobs: VecDeque::new(),
+            turns: round,
+            served_at: 0,
+            arrived,
+        })
     }
 
     fn add(&mut self, bytes: u64) {
@@ -193,6 +222,43 @@ mod tests {
         assert_eq!(queue.pop_front(), Some(a1));
         assert_eq!(queue.pop_front(), Some(b1));
         assert_eq!(queue.pop_front(), Some(a2));
+    }
+
+    #[test]
+    fn a_tenant_arriving_during_a_burst_is_served_next() {
+        let node = node();
+        let mut queue = JobQueue::default();
+        let burst: Vec<JobId> = (0..10).map(|_| JobId::new(&node)).collect();
+        for id in &burst {
+            queue.push_back(*id, 1, tenant("big"));
+        }
+        assert_eq!(queue.pop_front(), Some(burst[0]));
+        assert_eq!(queue.pop_front(), Some(burst[1]));
+        // Arrives while big's jobs run: next, not after big's next turn.
+        let small = JobId::new(&node);
+        queue.push_back(small, 1, tenant("small"));
+        assert_eq!(queue.front(), Some(small));
+        assert_eq!(queue.pop_front(), Some(small));
+        assert_eq!(queue.pop_front(), Some(burst[2]));
+    }
+
+    #[test]
+    fn a_tenant_arriving_waits_behind_those_not_yet_served_this_round() {
+        let node = node();
+        let mut queue = JobQueue::default();
+        let (a1, a2, b1, c1) = (
+            JobId::new(&node),
+            JobId::new(&node),
+            JobId::new(&node),
+            JobId::new(&node),
+        );
+        queue.push_back(a1, 1, tenant("a"));
+        queue.push_back(a2, 1, tenant("a"));
+        queue.push_back(b1, 1, tenant("b"));
+        assert_eq!(queue.pop_front(), Some(a1));
+        queue.push_back(c1, 1, tenant("c"));
+        let order: Vec<JobId> = std::iter::from_fn(|| queue.pop_front()).collect();
+        assert_eq!(order, [b1, c1, a2]);
     }
 
     #[test]

@@ -7,10 +7,13 @@
 //!   bare axum handler that streams the body to a file and answers 202;
 //! - poll: `GET /jobs/{id}` over 1,000 known jobs against a bare handler
 //!   answering a document of the same size; and through a non-owner;
+//! - fairness: a tenant's one job after another tenant's burst of 100,
+//!   its wait against one job's time (`fairness.rs`);
 //! - transcode: upload → completed against the `ffmpeg` CLI with the same
 //!   settings on a 40 s 720p input: wall, CPU, output size.
 
 mod baseline;
+mod fairness;
 mod node;
 mod report;
 mod wrk;
@@ -51,7 +54,7 @@ struct Cli {
     /// Finished job records the scale benchmark fills a node with.
     #[arg(long, default_value_t = 100_000)]
     records: usize,
-    /// Benchmarks to run (submit, poll, events, fanout, scale, transcode); all by default.
+    /// Benchmarks to run (submit, poll, events, fanout, scale, fairness, transcode); all by default.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
@@ -112,6 +115,10 @@ async fn main() -> anyhow::Result<()> {
     }
     if wanted("scale") {
         entries.extend(bench.scale(cli.records).await?);
+    }
+    if wanted("fairness") {
+        let dir = bench.dir("fairness")?;
+        entries.push(fairness::run(&bench.vidpress, &dir, &bench.small_clip()?, 100).await?);
     }
     if wanted("transcode") {
         entries.extend(bench.transcode(cli.transcode_runs).await?);
@@ -181,6 +188,7 @@ impl Bench {
             workers,
             seed: None,
             clustered: false,
+            args: &[],
         };
         self.node(&self.dir(name)?, spec)
     }
@@ -195,6 +203,7 @@ impl Bench {
                 workers: workers[0],
                 seed: None,
                 clustered: true,
+                args: &[],
             },
         )?;
         let b = self.node(
@@ -204,6 +213,7 @@ impl Bench {
                 workers: workers[1],
                 seed: Some(a.cluster),
                 clustered: true,
+                args: &[],
             },
         )?;
         a.wait_members(&self.client, 2).await?;

@@ -24,6 +24,8 @@ pub struct NodeSpec<'a> {
     pub seed: Option<u16>,
     /// Whether the node is in a cluster at all (else the embedded default).
     pub clustered: bool,
+    /// More `serve` arguments.
+    pub args: &'a [String],
 }
 
 /// A running node.
@@ -52,6 +54,7 @@ impl Node {
             .args(["--max-connections", "1000000"])
             .arg("--data-dir")
             .arg(&data)
+            .args(spec.args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(log);
