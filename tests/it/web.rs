@@ -2,6 +2,8 @@
 //! driven over WebDriver by its chromedriver (both installed by
 //! `scripts/deps.sh`). The page is loaded from a node on a loopback port and
 //! used as a person would: pick files, watch the bars, cancel, download.
+//! On a node with API keys the page asks for one, and shows a tenant its
+//! own jobs only.
 //!
 //! Each test leaves a screenshot in `target/artifacts/web/`.
 
@@ -17,8 +19,9 @@ use serde_json::{json, Value};
 use tempfile::TempDir;
 use tokio::process::{Child, Command};
 use tower::ServiceExt;
+use vidpress::config::ServeConfig;
 
-use crate::support::{clip, eventually, ffprobe, long_clip, stream, TestNode};
+use crate::support::{clip, eventually, ffprobe, long_clip, stream, Served, TestNode};
 
 /// How long chromedriver and chromium get to start.
 const BROWSER_START: Duration = Duration::from_secs(30);
@@ -146,6 +149,19 @@ impl Browser {
         card
     }
 
+    /// Picks `file`, which the node refuses; returns its card and the
+    /// sentence the card shows.
+    pub async fn refused(&self, file: &Path) -> (Element, String) {
+        self.pick(&[file]).await;
+        let name = file.file_name().and_then(|n| n.to_str()).expect("a name");
+        let css = format!(".job[data-name='{name}'][data-status='failed']");
+        let card = self.wait_for(&css, Duration::from_secs(30)).await;
+        let error = card.find(Locator::Css(".error")).await.expect("an error");
+        assert!(error.is_displayed().await.expect("displayed"));
+        let message = error.text().await.expect("text");
+        (card, message)
+    }
+
     /// Saves a screenshot of the page as `target/artifacts/web/{name}.png`.
     pub async fn screenshot(&self, name: &str) -> PathBuf {
         // Let the bars' 0.2 s width transition finish first.
@@ -175,6 +191,99 @@ impl Browser {
         })
         .await;
         path
+    }
+
+    /// Returns whether the element `css` is shown.
+    async fn shown(&self, css: &str) -> bool {
+        self.find(css)
+            .await
+            .is_displayed()
+            .await
+            .expect("displayed")
+    }
+
+    /// Types `token` in the page's key form and sends it.
+    async fn enter_key(&self, token: &str) {
+        let field = self
+            .wait_for("#gate:not([hidden]) #api-key", Duration::from_secs(10))
+            .await;
+        field.clear().await.expect("key cleared");
+        field.send_keys(token).await.expect("key typed");
+        self.find("#key-form button[type='submit']")
+            .await
+            .click()
+            .await
+            .expect("key sent");
+    }
+
+    /// Signs in with `token`; returns once the page shows the node's
+    /// answer to it (its jobs loaded).
+    async fn sign_in(&self, token: &str) {
+        self.enter_key(token).await;
+        self.wait_for("#app:not([hidden])", Duration::from_secs(10))
+            .await;
+        assert!(!self.shown("#gate").await, "the key form is gone");
+    }
+
+    /// Signs out; returns once the key form is shown again.
+    async fn sign_out(&self) {
+        self.find("#sign-out")
+            .await
+            .click()
+            .await
+            .expect("sign out clicked");
+        self.wait_for("#gate:not([hidden])", Duration::from_secs(10))
+            .await;
+    }
+
+    /// The IDs of the job cards on the page, top first.
+    async fn job_ids(&self) -> Vec<String> {
+        let mut ids = Vec::new();
+        for card in self
+            .client
+            .find_all(Locator::Css(".job[data-id]"))
+            .await
+            .expect("job cards")
+        {
+            ids.extend(card.attr("data-id").await.expect("data-id"));
+        }
+        ids
+    }
+
+    /// Records every WebSocket the page opens from now on (its URL, how
+    /// many messages it got), for [`Browser::sockets`].
+    async fn spy_on_sockets(&self) {
+        self.client
+            .execute(
+                r#"window.spied = [];
+                window.WebSocket = new Proxy(window.WebSocket, {
+                  construct(Real, args) {
+                    const socket = new Real(...args);
+                    const seen = {url: String(args[0]), socket, messages: 0};
+                    socket.addEventListener("message", () => seen.messages++);
+                    window.spied.push(seen);
+                    return socket;
+                  },
+                });"#,
+                vec![],
+            )
+            .await
+            .expect("the spy is installed");
+    }
+
+    /// The WebSockets the page opened since [`Browser::spy_on_sockets`]:
+    /// `{url, messages, open}` each, in order.
+    async fn sockets(&self) -> Vec<Value> {
+        let sockets = self
+            .client
+            .execute(
+                "return window.spied.map((s) => ({url: s.url, messages: s.messages, \
+                 open: s.socket.readyState === WebSocket.OPEN}));",
+                vec![],
+            )
+            .await
+            .expect("the spy answers");
+        serde_json::from_value(sockets).expect("a list of sockets")
     }
 
     pub async fn close(self) {
@@ -224,6 +333,86 @@ pub async fn follow(card: &Element, status: &str, limit: Duration) -> Vec<u32> {
     seen.into_inner()
 }
 
+/// Clicks the card's cancel button; returns once the card says canceled
+/// and the button is gone.
+async fn cancel(card: &Element) {
+    let button = card
+        .find(Locator::Css("button.cancel"))
+        .await
+        .expect("cancel");
+    button.click().await.expect("cancel clicked");
+    follow(card, "canceled", Duration::from_secs(10)).await;
+    assert!(!button.is_displayed().await.expect("displayed"));
+}
+
+/// Tenant acme's key.
+const ACME: &str = "acme-key-0123456789abcdefghij";
+/// Tenant globex's key.
+const GLOBEX: &str = "globex-key-0123456789abcdefgh";
+/// An admin's key (tenant ops).
+const ADMIN: &str = "ops-key-0123456789abcdefghijkl";
+/// Long enough to be a key, but not one of the node's.
+const WRONG: &str = "acme-key-0123456789abcdefghiX";
+
+/// Options that keep a long clip encoding for minutes.
+const SLOW: &str = "?preset=veryslow";
+
+/// Starts a node with `--api-keys` (acme, globex, and ops as admin) after
+/// `tweak`, and serves it; the folder holds the key file.
+async fn keyed_node(tweak: impl FnOnce(&mut ServeConfig)) -> (Served, TempDir) {
+    let dir = tempfile::tempdir().expect("key dir");
+    let path = dir.path().join("keys");
+    let keys = format!("# the page's tenants\nacme:{ACME}\nglobex:{GLOBEX}\nops:{ADMIN}:admin\n");
+    std::fs::write(&path, keys).expect("key file");
+    let node = TestNode::start_with(|config| {
+        config.api_keys = Some(path);
+        tweak(config);
+    })
+    .await
+    .serve();
+    (node, dir)
+}
+
+/// Calls `GET {base}{path}` with `token`; returns the status and the body.
+async fn get_as(base: &str, path: &str, token: &str) -> (u16, bytes::Bytes) {
+    let response = reqwest::Client::new()
+        .get(format!("{base}{path}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("the node answers");
+    let status = response.status().as_u16();
+    (status, response.bytes().await.expect("a body"))
+}
+
+/// Submits `file` with `query` as the holder of `token`; returns the job's ID.
+async fn submit_as(node: &Served, token: &str, file: &Path, query: &str) -> String {
+    let response = reqwest::Client::new()
+        .post(format!("{}/jobs{query}", node.base))
+        .bearer_auth(token)
+        .body(std::fs::read(file).expect("read fixture"))
+        .send()
+        .await
+        .expect("submit");
+    assert_eq!(response.status(), 202, "the job is accepted");
+    let doc: Value = response.json().await.expect("a status document");
+    doc["id"].as_str().expect("an id").to_owned()
+}
+
+/// Polls job `id` as the holder of `token` until it ends; returns the
+/// status code and document.
+async fn wait_for_end_as(node: &Served, token: &str, id: &str, limit: Duration) -> (u16, Value) {
+    eventually(format!("job {id} to end"), limit, || async {
+        let (status, body) = get_as(&node.base, &format!("/jobs/{id}"), token).await;
+        let doc: Value = serde_json::from_slice(&body).expect("json");
+        match status {
+            202 | 503 => Err(format!("{status} {doc}")),
+            _ => Ok((status, doc)),
+        }
+    })
+    .await
+}
+
 #[tokio::test]
 async fn the_page_is_one_self_contained_html_document() {
     let node = TestNode::start().await;
@@ -269,6 +458,9 @@ async fn videos_picked_in_the_page_are_compressed_and_downloaded() {
         )
         .await;
     assert!(row.text().await.expect("row text").contains("node-"));
+    // An open node is never asked for a key.
+    assert!(!browser.shown("#gate").await, "no key form");
+    assert!(!browser.shown("#sign-out").await, "no key to forget");
 
     browser.choose(30, "ultrafast", "360").await;
     let short = clip(3);
@@ -366,16 +558,7 @@ async fn a_file_that_is_not_a_video_shows_why() {
     let dir = tempfile::tempdir().expect("temp dir");
     let notes = dir.path().join("notes.txt");
     std::fs::write(&notes, "shopping list: eggs, milk\n".repeat(200)).expect("text file");
-    browser.pick(&[&notes]).await;
-    let card = browser
-        .wait_for(
-            ".job[data-name='notes.txt'][data-status='failed']",
-            Duration::from_secs(30),
-        )
-        .await;
-    let error = card.find(Locator::Css(".error")).await.expect("an error");
-    assert!(error.is_displayed().await.expect("displayed"));
-    let message = error.text().await.expect("text");
+    let (card, message) = browser.refused(&notes).await;
     assert!(
         message.ends_with("(unsupported_media_type)") || message.ends_with("(invalid_media)"),
         "the card says why: {message:?}"
@@ -402,13 +585,7 @@ async fn a_job_is_canceled_from_the_page() {
             Duration::from_secs(10),
         )
         .await;
-    let cancel = card
-        .find(Locator::Css("button.cancel"))
-        .await
-        .expect("cancel");
-    cancel.click().await.expect("cancel clicked");
-    follow(&card, "canceled", Duration::from_secs(10)).await;
-    assert!(!cancel.is_displayed().await.expect("displayed"));
+    cancel(&card).await;
     browser.screenshot("canceled").await;
 
     let (status, doc) = node.wait_for_terminal(&id, Duration::from_secs(5)).await;
@@ -478,6 +655,266 @@ async fn the_page_follows_a_job_through_a_node_restart() {
         "the restart interrupted the first attempt"
     );
     browser.screenshot("after-restart").await;
+    browser.close().await;
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_with_keys_asks_the_page_for_one_and_takes_it_everywhere() {
+    let (node, _keys) = keyed_node(|_| {}).await;
+    let browser = Browser::start().await;
+    browser.open(&node.base).await;
+
+    // The node answers the page's first call with 401: the page asks for
+    // a key, shows nothing else, and has nothing to complain of yet.
+    browser
+        .wait_for("#gate:not([hidden]) #key-form", Duration::from_secs(10))
+        .await;
+    assert!(!browser.shown("#app").await, "nothing but the key form");
+    assert!(
+        !browser.shown("#key-error").await,
+        "no key given, none wrong"
+    );
+    let field = browser.find("#api-key").await;
+    assert_eq!(
+        field.attr("type").await.expect("type"),
+        Some("password".into())
+    );
+    let label = browser.find("label[for='api-key']").await;
+    assert_eq!(label.text().await.expect("label"), "API key");
+
+    // A wrong key is said to be one, and the key is asked for again.
+    browser.enter_key(WRONG).await;
+    let error = browser
+        .wait_for("#key-error:not([hidden])", Duration::from_secs(10))
+        .await;
+    assert_eq!(error.text().await.expect("text"), "this key is not valid");
+    assert_eq!(
+        error.attr("role").await.expect("role"),
+        Some("alert".into())
+    );
+    assert!(browser.shown("#api-key").await, "the key form again");
+    assert_eq!(
+        field.prop("value").await.expect("value"),
+        Some(String::new())
+    );
+    browser.screenshot("key-not-valid").await;
+    // So is one that no header can carry (fetch would refuse it).
+    browser
+        .client
+        .execute(
+            "document.querySelector('#key-error').hidden = true;",
+            vec![],
+        )
+        .await
+        .expect("message hidden");
+    browser.enter_key("ключ-0123456789abcdefghijklmnop").await;
+    let error = browser
+        .wait_for("#key-error:not([hidden])", Duration::from_secs(10))
+        .await;
+    assert_eq!(error.text().await.expect("text"), "this key is not valid");
+
+    // The right key: the page, and every call with the key. A tenant's key
+    // does not see the cluster, which the panel says once, quietly.
+    browser.spy_on_sockets().await;
+    browser.sign_in(ACME).await;
+    let admin_only = browser
+        .wait_for("#cluster-admin:not([hidden])", Duration::from_secs(10))
+        .await;
+    assert_eq!(
+        admin_only.text().await.expect("text"),
+        "the cluster view needs an admin key"
+    );
+    assert!(!browser.shown("#cluster").await, "no empty table");
+    assert!(!browser.shown("#cluster-notice").await, "no error");
+    assert!(browser.shown("#sign-out").await, "the key can be forgotten");
+
+    browser.choose(30, "ultrafast", "360").await;
+    let short = clip(3);
+    browser.pick(&[&short]).await;
+    let card = browser.card(&short).await;
+    let seen = follow(&card, "completed", Duration::from_secs(60)).await;
+    assert_eq!(seen.last(), Some(&100), "the bar ends full: {seen:?}");
+    let id = card.attr("data-id").await.expect("id").expect("an id");
+    // Followed over one WebSocket, which carried the key.
+    let sockets = browser.sockets().await;
+    assert_eq!(sockets.len(), 1, "one socket: {sockets:?}");
+    let url = sockets[0]["url"].as_str().expect("a URL");
+    assert!(
+        url.ends_with(&format!("/jobs/{id}/events?access_token={ACME}")),
+        "{url}"
+    );
+    assert!(sockets[0]["messages"].as_u64() > Some(1), "{sockets:?}");
+    let (status, _) = get_as(&node.base, &format!("/jobs/{id}"), ACME).await;
+    assert_eq!(status, 200, "the page's upload is acme's job");
+    browser.screenshot("key-completed").await;
+
+    // The download link fetches the result with the key.
+    let link = card
+        .find(Locator::Css("a.download"))
+        .await
+        .expect("a download link");
+    link.click().await.expect("download clicked");
+    let file = browser
+        .downloaded(&format!("{id}.mp4"), Duration::from_secs(20))
+        .await;
+    let (status, expected) = get_as(&node.base, &format!("/jobs/{id}/result"), ACME).await;
+    assert_eq!(status, 200);
+    let got = std::fs::read(&file).expect("downloaded file");
+    assert!(got == expected, "the download is the job's result");
+    assert_eq!(link.text().await.expect("text"), "Download");
+
+    // The key is kept: a reload shows the job without asking.
+    browser.open(&node.base).await;
+    browser
+        .wait_for(
+            &format!(".job[data-id='{id}'][data-status='completed']"),
+            Duration::from_secs(10),
+        )
+        .await;
+    assert!(!browser.shown("#gate").await, "not asked again");
+
+    // Signing out forgets the key and the jobs, and asks for a key.
+    browser.sign_out().await;
+    assert!(!browser.shown("#key-error").await, "nothing was wrong");
+    assert_eq!(browser.job_ids().await, Vec::<String>::new());
+    let kept = browser
+        .client
+        .execute("return localStorage.length;", vec![])
+        .await
+        .expect("storage");
+    assert_eq!(kept, json!(0), "the key is forgotten");
+    browser.close().await;
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_page_shows_a_tenant_its_own_jobs_only() {
+    let (node, _keys) = keyed_node(|config| config.tenant_max_active = 1).await;
+    let short = clip(3);
+    let fast = "?preset=ultrafast";
+    let acme_done = submit_as(&node, ACME, &short, fast).await;
+    let globex_done = submit_as(&node, GLOBEX, &short, fast).await;
+    for (token, id) in [(ACME, &acme_done), (GLOBEX, &globex_done)] {
+        let (status, _) = wait_for_end_as(&node, token, id, Duration::from_secs(60)).await;
+        assert_eq!(status, 200, "job {id} completed");
+    }
+    // Acme's one job at a time, slow enough to be running while the page
+    // looks (it is canceled at the end).
+    let acme_running = submit_as(&node, ACME, &long_clip(), SLOW).await;
+
+    // Globex sees its job, and none of acme's (the list is loaded whole
+    // before the page is shown).
+    let browser = Browser::start().await;
+    browser.open(&node.base).await;
+    browser.sign_in(GLOBEX).await;
+    assert_eq!(browser.job_ids().await, vec![globex_done.clone()]);
+    browser.screenshot("tenant-globex").await;
+
+    // Another key, other jobs: globex's are gone from the page.
+    browser.sign_out().await;
+    browser.sign_in(ACME).await;
+    assert_eq!(
+        browser.job_ids().await,
+        vec![acme_running.clone(), acme_done.clone()],
+        "acme's jobs, newest first"
+    );
+
+    // Over its limit of active jobs, acme's upload shows the node's 429.
+    let (_, message) = browser.refused(&short).await;
+    assert!(
+        message.contains("queued or running") && message.ends_with("(too_many_active_jobs)"),
+        "the card says why: {message:?}"
+    );
+    assert!(!browser.shown("#key-error").await, "the key is fine");
+    browser.screenshot("tenant-busy").await;
+
+    // An admin sees every job and the cluster.
+    browser.sign_out().await;
+    browser.sign_in(ADMIN).await;
+    let mut ids = browser.job_ids().await;
+    ids.sort();
+    let mut all = vec![acme_done, globex_done, acme_running.clone()];
+    all.sort();
+    assert_eq!(ids, all);
+    browser
+        .wait_for(
+            "#cluster tbody tr[data-state='up']",
+            Duration::from_secs(10),
+        )
+        .await;
+    assert!(!browser.shown("#cluster-admin").await);
+    browser.screenshot("tenant-admin").await;
+
+    let response = reqwest::Client::new()
+        .delete(format!("{}/jobs/{acme_running}", node.base))
+        .bearer_auth(ACME)
+        .send()
+        .await
+        .expect("cancel");
+    assert!(response.status().is_success(), "{}", response.status());
+    browser.close().await;
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_page_with_a_key_resumes_its_websocket_and_cancels_with_it() {
+    let (node, _keys) = keyed_node(|_| {}).await;
+    let id = submit_as(&node, ACME, &long_clip(), SLOW).await;
+    let browser = Browser::start().await;
+    browser.open(&node.base).await;
+    browser.spy_on_sockets().await;
+    browser.sign_in(ACME).await;
+    let card = browser
+        .wait_for(&format!(".job[data-id='{id}']"), Duration::from_secs(10))
+        .await;
+    follow(&card, "running", Duration::from_secs(30)).await;
+
+    // The stream drops after its first events; the page opens another,
+    // after the last event it saw, with the key again.
+    let awaited = "the page's socket to get events";
+    eventually(awaited, Duration::from_secs(10), || async {
+        let sockets = browser.sockets().await;
+        match sockets.first() {
+            Some(socket) if socket["messages"].as_u64() > Some(0) => Ok(()),
+            _ => Err(format!("{sockets:?}")),
+        }
+    })
+    .await;
+    browser
+        .client
+        .execute("window.spied[0].socket.close();", vec![])
+        .await
+        .expect("socket closed");
+    let awaited = "a second socket to open and get events";
+    let sockets = eventually(awaited, Duration::from_secs(10), || async {
+        let sockets = browser.sockets().await;
+        match sockets.get(1) {
+            Some(socket) if socket["open"] == true && socket["messages"].as_u64() > Some(0) => {
+                Ok(sockets)
+            }
+            _ => Err(format!("{sockets:?}")),
+        }
+    })
+    .await;
+    let first = sockets[0]["url"].as_str().expect("a URL");
+    assert!(
+        first.ends_with(&format!("/events?access_token={ACME}")),
+        "{first}"
+    );
+    let again = sockets[1]["url"].as_str().expect("a URL");
+    let query = again.split_once('?').expect("a query").1;
+    let query: Vec<(String, String)> = serde_urlencoded::from_str(query).expect("a query");
+    let names: Vec<_> = query.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(names, ["since", "access_token"], "{again}");
+    assert!(query[0].1.parse::<u64>().is_ok(), "{again}");
+    assert_eq!(query[1].1, ACME);
+
+    // Cancel sends the key too.
+    cancel(&card).await;
+    browser.screenshot("key-canceled").await;
+    let (status, doc) = wait_for_end_as(&node, ACME, &id, Duration::from_secs(5)).await;
+    assert_eq!((status, doc["status"].as_str()), (400, Some("canceled")));
     browser.close().await;
     node.stop().await;
 }
