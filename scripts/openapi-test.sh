@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Holds a live node to its own OpenAPI document with schemathesis: starts
-# `vidpress serve` on a loopback port with a throwaway data directory, gives
-# it a completed, a canceled and a failed job (so that listings, polls and
-# downloads answer with real documents and bytes), then runs schemathesis
-# against GET /openapi.json with the checks and exceptions of
-# scripts/schemathesis.toml. Bounded in examples and time; prints
-# schemathesis' summary; exits non-zero on any failure.
+# `vidpress serve` on a loopback port with a throwaway data directory and
+# `--api-keys` (one admin key, generated for the run, so /metrics and
+# /cluster answer too), gives it a completed, a canceled and a failed job
+# (so that listings, polls and downloads answer with real documents and
+# bytes), then runs schemathesis against GET /openapi.json with the key
+# (the spec's `bearer` scheme, `[auth.openapi.bearer]`) and the checks and
+# exceptions of scripts/schemathesis.toml; `ignored_auth` sends each keyed
+# operation again without the key and with a wrong one, which must get 401.
+# Bounded in examples and time; prints schemathesis' summary; exits
+# non-zero on any failure.
 #
 # schemathesis (pinned) is installed from PyPI into a venv under
 # ~/.cache/vidpress the first time, and reused after. Needs python3 with
@@ -39,9 +43,15 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# A throwaway admin key; schemathesis reads it from the environment.
+token="openapi-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+(umask 077 && printf 'openapi:%s:admin\n' "$token" >"$work/keys")
+export VIDPRESS_OPENAPI_TOKEN="$token"
+auth=(-H "Authorization: Bearer $token")
+
 # Port 0: the node picks a free port and logs it.
 "$vidpress" serve --http 127.0.0.1:0 --data-dir "$work/data" --log-format json \
-    2>"$work/node.log" &
+    --api-keys "$work/keys" 2>"$work/node.log" &
 node_pid=$!
 base=""
 for _ in $(seq 100); do
@@ -66,20 +76,21 @@ ffmpeg -hide_banner -loglevel error -f lavfi -i testsrc2=size=320x240:rate=25 \
 # An MP4 signature, then nothing a demuxer can read: accepted, then failed.
 { printf '\0\0\0\040ftypisom'; head -c 400 /dev/zero; } >"$work/broken.mp4"
 submit() {
-    curl -sf --data-binary "@$1" "$base/jobs?$2" | grep -o '"id":"[^"]*"' | cut -d'"' -f4
+    curl -sf "${auth[@]}" --data-binary "@$1" "$base/jobs?$2" |
+        grep -o '"id":"[^"]*"' | cut -d'"' -f4
 }
 completed=$(submit "$work/clip.mp4" "preset=ultrafast")
 canceled=$(submit "$work/clip.mp4" "crf=40")
-curl -sf -X DELETE "$base/jobs/$canceled" >/dev/null
+curl -sf "${auth[@]}" -X DELETE "$base/jobs/$canceled" >/dev/null
 failed=$(submit "$work/broken.mp4" "")
 for id in "$completed" "$canceled" "$failed"; do
     for _ in $(seq 600); do
-        code=$(curl -s -o /dev/null -w '%{http_code}' "$base/jobs/$id")
+        code=$(curl -s "${auth[@]}" -o /dev/null -w '%{http_code}' "$base/jobs/$id")
         [ "$code" != 202 ] && break
         sleep 0.1
     done
 done
-curl -sf "$base/jobs/$completed" >/dev/null || {
+curl -sf "${auth[@]}" "$base/jobs/$completed" >/dev/null || {
     echo "openapi-test: the seed job did not complete" >&2
     exit 1
 }

@@ -38,6 +38,7 @@ const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(2);
         document; the compression runs in the background. The body is the raw video, or a \
         `multipart/form-data` form with the video in part `file`. Unknown query options are \
         refused.",
+    security(("bearer" = [])),
     params(
         SubmitQuery,
         ("Idempotency-Key" = Option<String>, Header, nullable = false,
@@ -61,12 +62,17 @@ const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(2);
             )),
         (status = 400, description = "A bad option, a malformed form or Idempotency-Key, \
             or an interrupted upload", body = ErrorBody),
+        (status = 401, response = super::error::NoKey),
         (status = 408, description = "The upload sent nothing for the idle timeout and was \
             dropped", body = ErrorBody),
         (status = 413, description = "Larger than the upload limit", body = ErrorBody),
         (status = 415, description = "Not a video container vidpress reads", body = ErrorBody),
         (status = 422, description = "An empty upload, or an Idempotency-Key reused with \
             another body", body = ErrorBody),
+        (status = 429, description = "This tenant already has its most jobs queued or \
+            running at once (`--tenant-max-active`); retry when one ends", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds until one of them may \
+                have ended, 1 to 60"))),
         (status = 431, description = "A multipart part's headers are over 16 KiB",
             body = ErrorBody),
         (status = 503, response = Unavailable),
@@ -176,6 +182,7 @@ fn is_multipart(headers: &HeaderMap) -> bool {
     summary = "Poll a job",
     description = "Answers with the job's status document; the status code tells the \
         state. Any node answers for any job.",
+    security(("bearer" = [])),
     params(
         JobPath,
         ("Prefer" = Option<String>, Header, nullable = false,
@@ -192,6 +199,7 @@ fn is_multipart(headers: &HeaderMap) -> bool {
             )),
         (status = 400, description = "Failed or canceled", body = JobDocument,
             headers(("Preference-Applied" = String, description = "`wait=N`, when asked"))),
+        (status = 401, response = super::error::NoKey),
         (status = 404, response = UnknownJob),
         (status = 503, response = Unavailable),
     ),
@@ -258,10 +266,12 @@ pub fn status_response(job: &Published) -> Response {
     summary = "Cancel a job",
     description = "Idempotent: the encode stops within a second and the job ends \
         `canceled`; a job already ended stays as it is.",
+    security(("bearer" = [])),
     params(JobPath),
     responses(
         (status = 200, description = "The job is terminal", body = JobDocument),
         (status = 202, description = "The encode is stopping", body = JobDocument),
+        (status = 401, response = super::error::NoKey),
         (status = 404, response = UnknownJob),
         (status = 503, response = Unavailable),
     ),
@@ -288,6 +298,7 @@ pub async fn cancel(
     tag = "jobs",
     summary = "Download the result",
     description = "The compressed MP4 (H.264 + AAC, `+faststart`), once the job is completed.",
+    security(("bearer" = [])),
     params(
         JobPath,
         ("Range" = Option<String>, Header, nullable = false,
@@ -315,6 +326,7 @@ pub async fn cancel(
                 ("Content-Disposition" = String),
             )),
         (status = 304, description = "Not modified since `If-Modified-Since`"),
+        (status = 401, response = super::error::NoKey),
         (status = 404, response = UnknownJob),
         (status = 409, description = "The job is not completed: its status document",
             body = JobDocument),
@@ -369,12 +381,15 @@ pub async fn result(
     path = "/jobs",
     tag = "jobs",
     summary = "List jobs",
-    description = "One page of the whole cluster's jobs, newest first. Nodes that are not \
-        up or do not answer in time are named in `unreachable`. Unknown parameters are refused.",
+    description = "One page of the whole cluster's jobs, newest first: with a tenant's key, \
+        that tenant's jobs only. Nodes that are not up or do not answer in time are named in \
+        `unreachable`. Unknown parameters are refused.",
+    security(("bearer" = [])),
     params(ListQuery),
     responses(
         (status = 200, description = "A page of jobs", body = JobListDocument),
         (status = 400, description = "A bad or unknown parameter", body = ErrorBody),
+        (status = 401, response = super::error::NoKey),
         (status = 503, response = Unavailable),
     ),
 )]

@@ -121,9 +121,14 @@ pub fn events_sent() -> &'static Counter {
     path = "/metrics",
     tag = "node",
     summary = "Prometheus metrics",
+    description = "Needs an admin key on a node with keys.",
+    security(("bearer" = [])),
     responses(
         (status = 200, description = "Prometheus text exposition format 0.0.4",
             content_type = "text/plain", body = String),
+        (status = 401, response = super::error::NoKey),
+        (status = 403, description = "The key is not an admin key",
+            body = super::dto::ErrorBody),
         (status = 503, response = Unavailable),
     ),
 )]

@@ -225,9 +225,13 @@ pub async fn readyz(State(app): State<AppState>) -> Response {
     path = "/cluster",
     tag = "node",
     summary = "The cluster's nodes",
-    description = "Every node this node knows, itself included, with its state and load.",
+    description = "Every node this node knows, itself included, with its state and load. \
+        Needs an admin key on a node with keys.",
+    security(("bearer" = [])),
     responses(
         (status = 200, description = "The nodes this node knows", body = ClusterDocument),
+        (status = 401, response = error::NoKey),
+        (status = 403, description = "The key is not an admin key", body = dto::ErrorBody),
         (status = 503, response = Unavailable),
     ),
 )]

@@ -1,13 +1,15 @@
 //! `GET /openapi.json`: the OpenAPI document of the public HTTP API,
 //! generated from the handlers' `#[utoipa::path]` annotations and the
 //! documents' schemas. The `/internal` routes (node to node, behind the
-//! cookie) are left out.
+//! cookie) are left out. The operations that need an API key on a node
+//! with `--api-keys` name the [`BEARER`] scheme.
 
 use std::sync::LazyLock;
 
 use axum::Json;
 use serde_json::Value;
-use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
 
 use super::{dto, error, events, jobs, metrics, web};
 
@@ -18,7 +20,11 @@ use super::{dto, error, events, jobs, metrics, web};
         description = "A clustered video-compression service. Submit a video, get a job ID at \
             once (202), then poll the job or subscribe to its events until it ends, and \
             download the result. Any node answers for any job. Every error is \
-            `{\"error\": {\"code\", \"message\"}}`."
+            `{\"error\": {\"code\", \"message\"}}`. A node started with `--api-keys` \
+            asks for `Authorization: Bearer <token>` on every operation that names the \
+            `bearer` scheme (a missing or unknown token gets 401); a tenant's key sees only \
+            its own jobs, an admin key every job and `/metrics` and `/cluster`. A node \
+            without keys is open."
     ),
     paths(
         jobs::submit,
@@ -36,14 +42,40 @@ use super::{dto, error, events, jobs, metrics, web};
     ),
     components(
         schemas(dto::EventDocument),
-        responses(error::Unavailable, error::UnknownJob),
+        responses(error::Unavailable, error::UnknownJob, error::NoKey),
     ),
+    modifiers(&BearerScheme),
     tags(
         (name = "jobs", description = "Submitting, following and downloading jobs"),
         (name = "node", description = "The node and its cluster"),
     ),
 )]
 pub struct ApiDoc;
+
+/// Name of the security scheme of API keys, which the annotations of the
+/// operations that need a key name as `security(("bearer" = []))`.
+pub const BEARER: &str = "bearer";
+
+/// Adds the [`BEARER`] scheme: utoipa declares security schemes only
+/// through a modifier.
+struct BearerScheme;
+
+impl Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let scheme = HttpBuilder::new()
+            .scheme(HttpAuthScheme::Bearer)
+            .bearer_format("opaque token")
+            .description(Some(
+                "An API key's token from the node's `--api-keys` file, as \
+                `Authorization: Bearer <token>`",
+            ))
+            .build();
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme(BEARER, SecurityScheme::Http(scheme));
+    }
+}
 
 /// Response headers a client may not get: the rest are always sent.
 const OPTIONAL_HEADERS: [&str; 1] = ["Preference-Applied"];

@@ -1,40 +1,83 @@
 //! `GET /openapi.json`: the spec lists every endpoint of the contract with
-//! the status codes it answers, its bounds and names are the server's, and
-//! the answers it promises as error documents are. (scripts/openapi-test.sh
-//! fuzzes a live node against the same spec with schemathesis.)
+//! the status codes it answers, its bounds and names are the server's, the
+//! answers it promises as error documents are, and it asks for an API key
+//! exactly where a node with keys does. (scripts/openapi-test.sh fuzzes a
+//! live node with keys against the same spec with schemathesis.)
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use futures::StreamExt;
 use serde_json::Value;
 
 use crate::support::{clip, Served, TestNode};
 
-/// Every public endpoint of DESIGN.md, with every status code a client can
-/// get from it.
-const CONTRACT: &[(&str, &str, &[&str])] = &[
+/// Who may call an endpoint on a node with `--api-keys` (DESIGN.md,
+/// "Tenants, keys and TLS").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Access {
+    /// Anyone, without a key.
+    Public,
+    /// Any key (401 without one).
+    Key,
+    /// An admin key (401 without a key, 403 with another).
+    Admin,
+}
+
+/// Every public endpoint of DESIGN.md, with who may call it and every
+/// status code a client can get from it.
+const CONTRACT: &[(&str, &str, Access, &[&str])] = &[
     (
         "post",
         "/jobs",
+        Access::Key,
         &[
-            "202", "400", "408", "413", "415", "422", "431", "503", "507",
+            "202", "400", "401", "408", "413", "415", "422", "429", "431", "503", "507",
         ],
     ),
-    ("get", "/jobs", &["200", "400", "503"]),
-    ("get", "/jobs/{id}", &["200", "202", "400", "404", "503"]),
-    ("delete", "/jobs/{id}", &["200", "202", "404", "503"]),
+    ("get", "/jobs", Access::Key, &["200", "400", "401", "503"]),
+    (
+        "get",
+        "/jobs/{id}",
+        Access::Key,
+        &["200", "202", "400", "401", "404", "503"],
+    ),
+    (
+        "delete",
+        "/jobs/{id}",
+        Access::Key,
+        &["200", "202", "401", "404", "503"],
+    ),
     (
         "get",
         "/jobs/{id}/result",
-        &["200", "206", "304", "404", "409", "412", "416", "503"],
+        Access::Key,
+        &[
+            "200", "206", "304", "401", "404", "409", "412", "416", "503",
+        ],
     ),
-    ("get", "/jobs/{id}/events", &["101", "400", "404", "503"]),
-    ("get", "/cluster", &["200", "503"]),
-    ("get", "/healthz", &["200"]),
-    ("get", "/readyz", &["200", "503"]),
-    ("get", "/metrics", &["200", "503"]),
-    ("get", "/openapi.json", &["200"]),
-    ("get", "/", &["200"]),
+    (
+        "get",
+        "/jobs/{id}/events",
+        Access::Key,
+        &["101", "400", "401", "404", "503"],
+    ),
+    (
+        "get",
+        "/cluster",
+        Access::Admin,
+        &["200", "401", "403", "503"],
+    ),
+    ("get", "/healthz", Access::Public, &["200"]),
+    ("get", "/readyz", Access::Public, &["200", "503"]),
+    (
+        "get",
+        "/metrics",
+        Access::Admin,
+        &["200", "401", "403", "503"],
+    ),
+    ("get", "/openapi.json", Access::Public, &["200"]),
+    ("get", "/", Access::Public, &["200"]),
 ];
 
 async fn spec(node: &Served) -> Value {
@@ -80,7 +123,7 @@ async fn the_spec_lists_every_endpoint_of_the_contract_with_its_status_codes() {
     let version = spec["openapi"].as_str().expect("an openapi version");
     assert!(version.starts_with("3."), "OpenAPI 3.x, not {version}");
 
-    for (method, path, codes) in CONTRACT {
+    for (method, path, _, codes) in CONTRACT {
         let responses = spec["paths"][path][method]["responses"]
             .as_object()
             .unwrap_or_else(|| panic!("{} {path} is missing from the spec", method.to_uppercase()));
@@ -112,7 +155,7 @@ async fn errors_are_error_documents_and_job_states_are_status_documents() {
     };
     let job = Some("#/components/schemas/JobDocument".to_owned());
     let error = Some("#/components/schemas/ErrorBody".to_owned());
-    for (method, path, codes) in CONTRACT {
+    for (method, path, _, codes) in CONTRACT {
         for code in codes.iter().filter(|code| code.starts_with(['4', '5'])) {
             // A failed or canceled job's poll, and the download of an
             // unfinished one, answer the job's status document.
@@ -218,6 +261,189 @@ async fn the_specs_bounds_and_names_are_the_servers() {
         let query = format!("status={}", status.as_str().expect("a name"));
         assert_eq!(list_status(&node, &query).await, 200, "{query}");
     }
+}
+
+#[tokio::test]
+async fn the_spec_asks_for_a_bearer_key_where_the_contract_does() {
+    let node = TestNode::start().await.serve();
+    let spec = spec(&node).await;
+    let schemes = spec["components"]["securitySchemes"]
+        .as_object()
+        .expect("security schemes");
+    assert_eq!(
+        schemes.keys().collect::<Vec<_>>(),
+        ["bearer"],
+        "one scheme, the API keys'"
+    );
+    let bearer = &schemes["bearer"];
+    assert_eq!(
+        (&bearer["type"], &bearer["scheme"], &bearer["bearerFormat"]),
+        (&"http".into(), &"bearer".into(), &"opaque token".into())
+    );
+    assert!(
+        spec.get("security").is_none(),
+        "no key unless an operation says so"
+    );
+    // Exactly the key: an empty requirement beside it would make it optional.
+    let keyed = serde_json::json!([{ "bearer": [] }]);
+    for (method, path, access, _) in CONTRACT {
+        let operation = &spec["paths"][path][method];
+        let responses = operation["responses"].as_object().expect("responses");
+        let label = format!("{} {path}", method.to_uppercase());
+        match access {
+            Access::Public => assert!(operation.get("security").is_none(), "{label}"),
+            Access::Key | Access::Admin => assert_eq!(operation["security"], keyed, "{label}"),
+        }
+        assert_eq!(
+            responses.contains_key("401"),
+            *access != Access::Public,
+            "{label} 401"
+        );
+        assert_eq!(
+            responses.contains_key("403"),
+            *access == Access::Admin,
+            "{label} 403"
+        );
+        if *access != Access::Public {
+            let refused = response(&spec, method, path, "401");
+            assert_eq!(
+                refused["headers"]["WWW-Authenticate"]["required"], true,
+                "{label}"
+            );
+        }
+    }
+    let busy = response(&spec, "post", "/jobs", "429");
+    assert_eq!(busy["headers"]["Retry-After"]["required"], true);
+    // A browser's WebSocket cannot set Authorization.
+    let events = &spec["paths"]["/jobs/{id}/events"]["get"];
+    let token = events["parameters"]
+        .as_array()
+        .expect("parameters")
+        .iter()
+        .find(|p| p["name"] == "access_token")
+        .expect("an access_token parameter");
+    assert_eq!(
+        (&token["in"], &token["required"], &token["schema"]["type"]),
+        (&"query".into(), &false.into(), &"string".into())
+    );
+}
+
+/// Tokens of the key file of [`the_specs_keys_are_the_servers`].
+const ADMIN_TOKEN: &str = "ops-token-0123456789abcdefghij";
+const TENANT_TOKEN: &str = "acme-token-0123456789abcdefghij";
+
+#[tokio::test]
+async fn the_specs_keys_are_the_servers() {
+    let keys = tempfile::tempdir().expect("temp dir");
+    let key_file = keys.path().join("keys");
+    std::fs::write(
+        &key_file,
+        format!("ops:{ADMIN_TOKEN}:admin\nacme:{TENANT_TOKEN}\n"),
+    )
+    .expect("write the keys");
+    // No workers: the tenant's job stays queued, its one active job.
+    let node = TestNode::start_with(|c| {
+        c.api_keys = Some(key_file.clone());
+        c.tenant_max_active = 1;
+        c.workers = Some(0);
+    })
+    .await
+    .serve();
+    let spec = spec(&node).await;
+    let client = reqwest::Client::new();
+    let upload = std::fs::read(clip(1)).expect("read fixture");
+    let submit = || {
+        client
+            .post(format!("{}/jobs", node.base))
+            .bearer_auth(TENANT_TOKEN)
+            .body(upload.clone())
+            .send()
+    };
+    let accepted = submit().await.expect("submit");
+    assert_eq!(accepted.status(), 202);
+    let job: Value = accepted.json().await.expect("a status document");
+    let id = job["id"].as_str().expect("an id");
+    let busy = submit().await.expect("submit");
+    assert_eq!(busy.status(), 429);
+    let retry_after: u64 = busy.headers()["retry-after"]
+        .to_str()
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After in seconds");
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    let body: Value = busy.json().await.expect("an error document");
+    assert_eq!(body["error"]["code"], "too_many_active_jobs");
+
+    let paths = spec["paths"].as_object().expect("paths");
+    for (path, item) in paths {
+        let url = format!("{}{}", node.base, path.replace("{id}", id));
+        for (method, operation) in item.as_object().expect("operations") {
+            let label = format!("{} {path}", method.to_uppercase());
+            let method =
+                reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).expect("a method");
+            let send = |token: Option<&str>| {
+                let request = client.request(method.clone(), &url);
+                match token {
+                    Some(token) => request.bearer_auth(token),
+                    None => request,
+                }
+                .send()
+            };
+            let anonymous = send(None).await.expect("send");
+            if operation.get("security").is_none() {
+                assert_eq!(anonymous.status(), 200, "{label} needs no key");
+                continue;
+            }
+            for (token, challenge) in [
+                (None, "Bearer realm=\"vidpress\""),
+                (
+                    Some("not-a-key-of-this-node-at-all"),
+                    "Bearer realm=\"vidpress\", error=\"invalid_token\"",
+                ),
+            ] {
+                let refused = send(token).await.expect("send");
+                assert_eq!(refused.status(), 401, "{label} with {token:?}");
+                assert_eq!(refused.headers()["www-authenticate"], challenge, "{label}");
+                let body: Value = refused.json().await.expect("an error document");
+                assert_eq!(body["error"]["code"], "unauthorized", "{label}");
+            }
+            // An endpoint that can answer 403 turns a tenant's key away and
+            // lets an admin's in.
+            if operation["responses"].get("403").is_some() {
+                let refused = send(Some(TENANT_TOKEN)).await.expect("send");
+                assert_eq!(refused.status(), 403, "{label}");
+                let body: Value = refused.json().await.expect("an error document");
+                assert_eq!(body["error"]["code"], "forbidden", "{label}");
+                let admitted = send(Some(ADMIN_TOKEN)).await.expect("send");
+                assert_eq!(admitted.status(), 200, "{label}");
+            }
+        }
+    }
+
+    // The WebSocket takes the key as `access_token`, and refuses it without.
+    let events = format!(
+        "ws://{}/jobs/{id}/events",
+        node.base.trim_start_matches("http://")
+    );
+    match tokio_tungstenite::connect_async(events.as_str()).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 401)
+        }
+        other => panic!("expected a 401 before the upgrade: {other:?}"),
+    }
+    let (mut socket, _) =
+        tokio_tungstenite::connect_async(format!("{events}?access_token={TENANT_TOKEN}"))
+            .await
+            .expect("upgrade");
+    let first = tokio::time::timeout(Duration::from_secs(10), socket.next())
+        .await
+        .expect("a first frame")
+        .expect("a frame")
+        .expect("a frame");
+    let event: Value =
+        serde_json::from_str(first.to_text().expect("a text frame")).expect("an event");
+    assert_eq!(event["event"], "snapshot");
+    assert_eq!(event["job"]["id"], id);
 }
 
 #[tokio::test]
