@@ -212,6 +212,7 @@ impl ServeConfig {
             cookie: self.cookie.clone().unwrap_or_default(),
             heartbeat_interval: Duration::from_millis(self.heartbeat_ms),
             failure_timeout: Duration::from_millis(self.failure_timeout_ms),
+            tls: None,
         })
     }
 
