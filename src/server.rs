@@ -6,8 +6,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Extension;
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, watch};
+use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
 use vidpress_actors::{ClusterLink, GatewayArgs, Jobs, Node};
 use vidpress_cluster::{Cluster, MemberEvent, NodeLoad};
@@ -16,6 +18,8 @@ use vidpress_transcode::driver::ChildCommand;
 use crate::config::{ConfigError, ServeConfig};
 use crate::http::listen::{self, ConnLimits};
 use crate::http::{self, App, AppState};
+use crate::signing::Verifier;
+use crate::tls::{self, ClusterIdentity, PeerTls, TlsError};
 use crate::transfer::HttpTransfer;
 
 /// The process-group scope shared by the nodes of a cluster.
@@ -42,6 +46,10 @@ pub enum ServeError {
     Actors(#[from] vidpress_actors::StartError),
     #[error("the HTTP server failed: {0}")]
     Http(std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("cannot build the client of node-to-node requests: {0}")]
+    PeerClient(reqwest::Error),
 }
 
 /// A node that is up: membership, actors and a bound listener, not yet serving.
@@ -52,6 +60,11 @@ pub struct Server {
     state: AppState,
     drain_timeout: Duration,
     limits: ConnLimits,
+    /// The HTTP API's TLS, when it has one.
+    tls: Option<TlsAcceptor>,
+    /// What the router needs beside its state (see [`Server::router`]).
+    verifier: Option<Arc<Verifier>>,
+    peer_tls: PeerTls,
 }
 
 impl Server {
@@ -87,8 +100,25 @@ impl Server {
                 })?;
         let local = listener.local_addr().map_err(ServeError::Http)?;
         let http = config.http_url(local);
+        let http_tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsAcceptor::from(tls::http_server(cert, key)?)),
+            _ => None,
+        };
+        let identity = match (
+            &config.cluster_tls_cert,
+            &config.cluster_tls_key,
+            &config.cluster_ca,
+        ) {
+            (Some(cert), Some(key), Some(ca)) => Some(ClusterIdentity::load(cert, key, ca)?),
+            _ => None,
+        };
+        let peer_tls = tls::peer_client(identity.as_ref())?;
+        let cluster_tls = identity
+            .as_ref()
+            .map(ClusterIdentity::cluster_tls)
+            .transpose()?;
 
-        let (cluster, link, scope) = match config.cluster(local) {
+        let (cluster, link, scope) = match config.cluster(local, cluster_tls) {
             Some(cluster_config) => {
                 let (load_tx, load_rx) = watch::channel(NodeLoad::default());
                 let cluster = Cluster::join(cluster_config, load_rx).await?;
@@ -105,6 +135,7 @@ impl Server {
             None => (None, None, format!("vidpress.{}", uuid::Uuid::now_v7())),
         };
         let cookie = config.cookie.clone().unwrap_or_default();
+        let verifier = config.cookie.as_deref().map(|c| Arc::new(Verifier::new(c)));
         // Other nodes close a keep-alive connection idle for their header
         // timeout (the same as this node's, in one deployment): a client
         // here lets go of it well before.
@@ -128,7 +159,10 @@ impl Server {
             scope,
             retention: Duration::from_secs(config.retention_secs),
             http,
-            transfer: Arc::new(HttpTransfer::new(cookie, pool_idle)),
+            transfer: Arc::new(
+                HttpTransfer::new(&cookie, peer_tls.clone(), pool_idle)
+                    .map_err(ServeError::PeerClient)?,
+            ),
             cluster: link.clone(),
         })
         .await?;
@@ -155,10 +189,11 @@ impl Server {
             view_settles_at: std::time::Instant::now()
                 + 2 * Duration::from_millis(config.failure_timeout_ms),
             proxy: reqwest::Client::builder()
+                .use_preconfigured_tls(Arc::unwrap_or_clone(peer_tls.clone()))
                 .connect_timeout(Duration::from_secs(2))
                 .pool_idle_timeout(pool_idle)
                 .build()
-                .unwrap_or_default(),
+                .map_err(ServeError::PeerClient)?,
         });
         Ok(Self {
             node,
@@ -167,6 +202,9 @@ impl Server {
             state,
             drain_timeout: Duration::from_secs(config.drain_timeout),
             limits,
+            tls: http_tls,
+            verifier,
+            peer_tls: PeerTls(peer_tls),
         })
     }
 
@@ -179,7 +217,11 @@ impl Server {
 
     /// Returns the node's HTTP API, for tests that drive it without a socket.
     pub fn router(&self) -> axum::Router {
-        http::router(self.state.clone())
+        with_peer_access(
+            http::router(self.state.clone()),
+            self.verifier.clone(),
+            self.peer_tls.clone(),
+        )
     }
 
     /// Returns the handle on this node's jobs.
@@ -202,13 +244,29 @@ impl Server {
             shutdown.await;
             drain(&jobs, drain_timeout).await;
         };
-        let app = http::router(self.state);
-        listen::serve(self.listener, app, self.limits, drained).await;
+        let app = with_peer_access(http::router(self.state), self.verifier, self.peer_tls);
+        listen::serve(self.listener, app, self.limits, self.tls, drained).await;
         self.node.stop().await;
         if let Some(cluster) = self.cluster {
             cluster.leave().await;
         }
         Ok(())
+    }
+}
+
+/// Hands the router, as request extensions, what its node-to-node parts
+/// need beside the state: the verifier of `/internal` signatures (holding
+/// the nonces seen) and the client TLS that bridges a WebSocket to another
+/// node.
+fn with_peer_access(
+    router: axum::Router,
+    verifier: Option<Arc<Verifier>>,
+    peer_tls: PeerTls,
+) -> axum::Router {
+    let router = router.layer(Extension(peer_tls));
+    match verifier {
+        Some(verifier) => router.layer(Extension(verifier)),
+        None => router,
     }
 }
 

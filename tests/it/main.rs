@@ -11,6 +11,7 @@ mod limits;
 mod metrics;
 mod openapi;
 mod support;
+mod tls;
 mod web;
 
 /// Makes aws-lc-rs the process's TLS provider before any test runs:
