@@ -8,7 +8,7 @@ use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use axum::http::{HeaderMap, StatusCode};
 
 use crate::support::{clip, eventually, ffprobe, stream, TestNode};
-use crate::tls::Ca;
+use crate::tls::https_node;
 
 #[tokio::test]
 async fn submit_wait_downloads_the_result_and_status_prints_it() {
@@ -148,15 +148,8 @@ async fn vidpress(args: Vec<String>) -> std::process::Output {
 #[tokio::test]
 async fn the_cli_trusts_a_private_ca_with_ca() {
     let dir = tempfile::tempdir().unwrap();
-    let ca = Ca::new(dir.path(), "ca");
-    let issued = ca.issue("node-1");
-    let node = TestNode::start_with(|c| {
-        c.tls_cert = Some(issued.cert.clone());
-        c.tls_key = Some(issued.key.clone());
-    })
-    .await
-    .serve();
-    let base = node.base.replacen("http://", "https://", 1);
+    // Held to the end: the node stops when dropped.
+    let (ca, _node, base) = https_node(dir.path()).await;
     let out = dir.path().join("out.mp4");
     let ca_pem = ca.pem.display().to_string();
     // Upload, events over wss, download: all over TLS.

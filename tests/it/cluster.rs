@@ -124,6 +124,20 @@ impl NodeProc {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Waits until the node's log shows `text`, or panics after 10 s.
+    pub(crate) async fn wait_for_log(&self, text: &str) {
+        let awaited = format!("{} to log {text:?}", self.name);
+        eventually(awaited, Duration::from_secs(10), || async {
+            let log = self.log();
+            if log.contains(text) {
+                Ok(())
+            } else {
+                Err(log)
+            }
+        })
+        .await
+    }
+
     /// Peak resident memory of the node process, in KiB.
     pub fn peak_rss_kib(&self) -> u64 {
         let status =
@@ -457,20 +471,7 @@ async fn a_node_with_the_wrong_cookie_is_refused() {
         "wrong-cookie",
     );
     // The seed's refusal is the moment the intruder's attempt is over.
-    let seed = &trio.nodes[0];
-    eventually(
-        "the seed to log its refusal",
-        Duration::from_secs(10),
-        || async {
-            let log = seed.log();
-            if log.contains("cluster peer refused") {
-                Ok(())
-            } else {
-                Err(log)
-            }
-        },
-    )
-    .await;
+    trio.nodes[0].wait_for_log("cluster peer refused").await;
     for node in &trio.nodes {
         assert_eq!(
             member_state(node, "node-x").await,

@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::cluster::NodeProc;
-use crate::support::{clip, eventually, TestNode};
+use crate::support::{clip, eventually, Served, TestNode};
 
 /// A certificate authority, its certificate written to `<dir>/<name>.pem`.
 pub(crate) struct Ca {
@@ -77,6 +77,21 @@ impl Ca {
         std::fs::write(&issued.key, key.serialize_pem()).unwrap();
         issued
     }
+}
+
+/// Starts a node serving its API over TLS, with a certificate from a new CA
+/// under `dir`; returns the CA, the node and its `https://` base URL.
+pub(crate) async fn https_node(dir: &Path) -> (Ca, Served, String) {
+    let ca = Ca::new(dir, "ca");
+    let issued = ca.issue("node-1");
+    let node = TestNode::start_with(|c| {
+        c.tls_cert = Some(issued.cert);
+        c.tls_key = Some(issued.key);
+    })
+    .await
+    .serve();
+    let base = node.base.replacen("http://", "https://", 1);
+    (ca, node, base)
 }
 
 /// Returns an HTTPS client that trusts only `ca`.
@@ -159,15 +174,7 @@ async fn events_over_wss(ca: &Path, base: &str, id: &str) -> (Vec<String>, Strin
 #[tokio::test]
 async fn a_node_serves_https_and_wss_and_no_plain_http() {
     let dir = tempfile::tempdir().unwrap();
-    let ca = Ca::new(dir.path(), "ca");
-    let issued = ca.issue("node-1");
-    let node = TestNode::start_with(|c| {
-        c.tls_cert = Some(issued.cert.clone());
-        c.tls_key = Some(issued.key.clone());
-    })
-    .await
-    .serve();
-    let base = node.base.replacen("http://", "https://", 1);
+    let (ca, node, base) = https_node(dir.path()).await;
     let client = https_client(&ca.pem);
 
     let id = submit(&client, &base, &clip(1)).await;
@@ -362,19 +369,7 @@ async fn a_node_with_a_certificate_from_another_ca_never_joins() {
         "tls-cookie",
         env,
     );
-    eventually(
-        "the intruder to log its refusal",
-        Duration::from_secs(10),
-        || async {
-            let log = intruder.log();
-            if log.contains("cluster peer refused") {
-                Ok(())
-            } else {
-                Err(log)
-            }
-        },
-    )
-    .await;
+    intruder.wait_for_log("cluster peer refused").await;
     // Several failure timeouts (1.5 s each) of redials later, still apart.
     tokio::time::sleep(Duration::from_secs(5)).await;
     for node in [&a, &b] {
