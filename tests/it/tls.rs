@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use serde_json::Value;
+use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -242,6 +243,13 @@ fn tls_env(issued: &Issued, ca: &Path, https: bool) -> Vec<(String, String)> {
     env
 }
 
+/// Starts node `name` with a certificate from `ca` for its API and the
+/// cluster protocol, and the cookie every node of these tests shares.
+fn spawn_tls(dir: &TempDir, ca: &Ca, name: &str, workers: u32, seeds: Vec<u16>) -> NodeProc {
+    let env = tls_env(&ca.issue(name), &ca.pem, true);
+    NodeProc::spawn_with(name, dir, workers, seeds, "tls-cookie", env)
+}
+
 /// Returns the names of the nodes `url` (`…/cluster`) lists up.
 async fn nodes_up(client: &reqwest::Client, url: &str) -> Vec<String> {
     let Some((_, view)) = get_json(client, url).await else {
@@ -256,6 +264,21 @@ async fn nodes_up(client: &reqwest::Client, url: &str) -> Vec<String> {
         .collect();
     up.sort();
     up
+}
+
+/// Waits until `node` lists exactly `names` up, or panics after `limit`.
+async fn wait_up(client: &reqwest::Client, node: &NodeProc, names: &[&str], limit: Duration) {
+    let url = format!("{}/cluster", https_base(node));
+    let awaited = format!("{} to see {names:?} up", node.name);
+    eventually(awaited, limit, || async {
+        let up = nodes_up(client, &url).await;
+        if up == names {
+            Ok(())
+        } else {
+            Err(format!("{up:?}\n{}", node.log()))
+        }
+    })
+    .await
 }
 
 /// Returns the names of every node `url` (`…/cluster`) lists.
@@ -278,31 +301,16 @@ async fn a_cluster_on_mutual_tls_runs_and_forwards_over_https() {
     let dir = tempfile::tempdir().unwrap();
     let ca = Ca::new(dir.path(), "cluster-ca");
     let client = https_client(&ca.pem);
-    let spawn = |name: &str, workers: u32, seeds: Vec<u16>| {
-        let env = tls_env(&ca.issue(name), &ca.pem, true);
-        NodeProc::spawn_with(name, &dir, workers, seeds, "tls-cookie", env)
-    };
+    let spawn =
+        |name: &str, workers: u32, seeds: Vec<u16>| spawn_tls(&dir, &ca, name, workers, seeds);
     // The owner has no worker: the attempt runs elsewhere, and its input
     // and output cross over HTTPS, signed.
     let a = spawn("node-a", 0, vec![]);
     let b = spawn("node-b", 1, vec![a.cluster]);
     let c = spawn("node-c", 1, vec![a.cluster]);
-    let everyone = ["node-a", "node-b", "node-c"].map(String::from).to_vec();
     for node in [&a, &b, &c] {
-        let url = format!("{}/cluster", https_base(node));
-        eventually(
-            format!("{} to see every node up", node.name),
-            Duration::from_secs(30),
-            || async {
-                let up = nodes_up(&client, &url).await;
-                if up == everyone {
-                    Ok(())
-                } else {
-                    Err(format!("{up:?}\n{}", node.log()))
-                }
-            },
-        )
-        .await;
+        let everyone = ["node-a", "node-b", "node-c"];
+        wait_up(&client, node, &everyone, Duration::from_secs(30)).await;
     }
 
     let id = submit(&client, &https_base(&a), &clip(1)).await;
@@ -335,27 +343,10 @@ async fn a_node_with_a_certificate_from_another_ca_never_joins() {
     let dir = tempfile::tempdir().unwrap();
     let ca = Ca::new(dir.path(), "cluster-ca");
     let client = https_client(&ca.pem);
-    let spawn = |name: &str, seeds: Vec<u16>| {
-        let env = tls_env(&ca.issue(name), &ca.pem, true);
-        NodeProc::spawn_with(name, &dir, 0, seeds, "tls-cookie", env)
-    };
+    let spawn = |name: &str, seeds: Vec<u16>| spawn_tls(&dir, &ca, name, 0, seeds);
     let a = spawn("node-a", vec![]);
     let b = spawn("node-b", vec![a.cluster]);
-    let pair = ["node-a", "node-b"].map(String::from).to_vec();
-    let url_a = format!("{}/cluster", https_base(&a));
-    eventually(
-        "node-a to see node-b up",
-        Duration::from_secs(30),
-        || async {
-            let up = nodes_up(&client, &url_a).await;
-            if up == pair {
-                Ok(())
-            } else {
-                Err(format!("{up:?}"))
-            }
-        },
-    )
-    .await;
+    wait_up(&client, &a, &["node-a", "node-b"], Duration::from_secs(30)).await;
 
     // Same cookie, a certificate from another CA (which it trusts); its
     // API is plain HTTP, to ask it what it sees.
@@ -388,4 +379,33 @@ async fn a_node_with_a_certificate_from_another_ca_never_joins() {
         log.contains("secure socket"),
         "the seed did not log the refusal:\n{log}"
     );
+}
+
+#[tokio::test]
+async fn a_silent_connection_to_the_cluster_port_keeps_no_node_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "cluster-ca");
+    let client = https_client(&ca.pem);
+    let spawn = |name: &str, seeds: Vec<u16>| spawn_tls(&dir, &ca, name, 0, seeds);
+    let a = spawn("node-a", vec![]);
+    let url_a = format!("{}/cluster", https_base(&a));
+    eventually("node-a to answer", Duration::from_secs(30), || async {
+        get_json(&client, &url_a).await.ok_or("no answer")
+    })
+    .await;
+    // Connected, and never a byte of a handshake: ractor_cluster 0.16.5 as
+    // published would wait on it before accepting anyone else.
+    let _silent = tokio::net::TcpStream::connect(("127.0.0.1", a.cluster))
+        .await
+        .unwrap();
+    let b = spawn("node-b", vec![a.cluster]);
+    for node in [&a, &b] {
+        wait_up(
+            &client,
+            node,
+            &["node-a", "node-b"],
+            Duration::from_secs(10),
+        )
+        .await;
+    }
 }
