@@ -205,6 +205,13 @@ async fn bridge_websocket(
     owner_request
         .headers_mut()
         .insert(FORWARDED, HeaderValue::from(u16::from(hops)));
+    // The owner judges the client's token as if asked directly, as it does
+    // for a forwarded HTTP request (whose headers all pass on).
+    if let Some(token) = parts.headers.get(header::AUTHORIZATION) {
+        owner_request
+            .headers_mut()
+            .insert(header::AUTHORIZATION, token.clone());
+    }
     // The owner sends only event documents; a bound keeps a peer from
     // making this node buffer more.
     let config = WebSocketConfig::default()
