@@ -90,6 +90,8 @@ fn parse_args() -> Result<Args, Error> {
 
 #[tokio::main]
 async fn main() {
+    // reqwest's rustls backend panics without a process-wide provider.
+    vidpress::tls::install_default_provider();
     if let Err(e) = run().await {
         eprintln!("cluster_latency: {e}");
         std::process::exit(1);

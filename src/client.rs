@@ -1,24 +1,113 @@
 //! The command-line client: `submit`, `status`, `watch`, `cancel`, speaking
-//! the HTTP API and the WebSocket event stream like any other client.
+//! the HTTP API and the WebSocket event stream like any other client, over
+//! TLS for an https:// server (trusting `--ca`, or the system's CAs), with
+//! `--token` as a bearer token on every request.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use indicatif::{ProgressBar, ProgressStyle};
+use reqwest::StatusCode;
 use serde_json::Value;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
 use vidpress_transcode::Preset;
+
+use crate::tls::{self, TlsError};
 
 /// Reconnects a watch may make after its WebSocket drops.
 const RECONNECTS: u32 = 30;
 
-/// Where the server is.
+/// Where the server is, and how to be let in.
 #[derive(clap::Args, Clone, Debug)]
 pub struct ServerArg {
     /// Base URL of any vidpress node.
     #[arg(long, env = "VIDPRESS_SERVER", default_value = "http://127.0.0.1:8080")]
     pub server: String,
+    /// API token, sent as `Authorization: Bearer <token>` (needed when the
+    /// server has --api-keys).
+    #[arg(long, env = "VIDPRESS_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// PEM file of the CA to trust for an https:// server, instead of the
+    /// system's CAs (for a private CA).
+    #[arg(long, env = "VIDPRESS_CA")]
+    pub ca: Option<PathBuf>,
+}
+
+/// A connection to the server: its base URL, an HTTP client and the TLS
+/// settings of its WebSockets, and the token sent with every request.
+struct Server {
+    base: String,
+    http: reqwest::Client,
+    tls: Arc<rustls::ClientConfig>,
+    token: Option<String>,
+}
+
+impl Server {
+    fn new(arg: &ServerArg) -> Result<Self, ClientError> {
+        let tls = tls::client(arg.ca.as_deref())?;
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(Arc::unwrap_or_clone(tls.clone()))
+            .build()?;
+        Ok(Self {
+            base: arg.server.trim_end_matches('/').to_owned(),
+            http,
+            tls,
+            token: arg.token.clone(),
+        })
+    }
+
+    /// Returns a request to `path` (`/jobs/…`), carrying the token.
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let request = self.http.request(method, format!("{}{path}", self.base));
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    /// Opens the WebSocket at `path`, carrying the token as a header.
+    async fn websocket(
+        &self,
+        path: &str,
+    ) -> Result<
+        tokio_tungstenite::WebSocketStream<
+            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+        >,
+        tokio_tungstenite::tungstenite::Error,
+    > {
+        let base = self
+            .base
+            .replacen("https://", "wss://", 1)
+            .replacen("http://", "ws://", 1);
+        let mut request = format!("{base}{path}").into_client_request()?;
+        if let Some(token) = &self.token {
+            let value = HeaderValue::try_from(format!("Bearer {token}"))
+                .map_err(tokio_tungstenite::tungstenite::http::Error::from)?;
+            request
+                .headers_mut()
+                .insert(reqwest::header::AUTHORIZATION, value);
+        }
+        let connector = tokio_tungstenite::Connector::Rustls(self.tls.clone());
+        let (stream, _) =
+            tokio_tungstenite::connect_async_tls_with_config(request, None, true, Some(connector))
+                .await?;
+        Ok(stream)
+    }
+
+    /// Returns the error of an answer with `status`: a 401 says what to do
+    /// about the token.
+    fn refusal(&self, status: StatusCode, body: &Value) -> ClientError {
+        if status == StatusCode::UNAUTHORIZED {
+            return ClientError::Unauthorized {
+                token_given: self.token.is_some(),
+            };
+        }
+        server_error(status.as_u16(), body)
+    }
 }
 
 /// `vidpress submit`.
@@ -76,6 +165,14 @@ pub enum ClientError {
     WebSocket(#[from] tokio_tungstenite::tungstenite::Error),
     #[error("the server answered {status}: {message}")]
     Server { status: u16, message: String },
+    #[error("{}", if *.token_given {
+        "the server refused the token"
+    } else {
+        "the server needs a token: give --token or VIDPRESS_TOKEN"
+    })]
+    Unauthorized { token_given: bool },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     #[error("the job ended {status}{}", .message.as_deref().map(|m| format!(": {m}")).unwrap_or_default())]
     JobEnded {
         status: String,
@@ -87,7 +184,7 @@ pub enum ClientError {
 
 /// Uploads a file; with `--wait`, follows it and downloads the result.
 pub async fn submit(args: SubmitArgs) -> Result<(), ClientError> {
-    let base = args.server.server.trim_end_matches('/').to_owned();
+    let server = Server::new(&args.server)?;
     let file = tokio::fs::File::open(&args.file)
         .await
         .map_err(|source| ClientError::Read {
@@ -119,15 +216,15 @@ pub async fn submit(args: SubmitArgs) -> Result<(), ClientError> {
     let uploaded = bar.clone();
     let body = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024)
         .inspect_ok(move |chunk| uploaded.inc(chunk.len() as u64));
-    let response = reqwest::Client::new()
-        .post(format!("{base}/jobs"))
+    let response = server
+        .request(reqwest::Method::POST, "/jobs")
         .query(&query)
         .header(reqwest::header::CONTENT_LENGTH, size)
         .body(reqwest::Body::wrap_stream(body))
         .send()
         .await?;
     bar.finish_and_clear();
-    let job = expect_json(response).await?;
+    let job = expect_json(&server, response).await?;
     let id = job["id"]
         .as_str()
         .ok_or_else(|| ClientError::Protocol("no job id in the answer".into()))?
@@ -136,9 +233,9 @@ pub async fn submit(args: SubmitArgs) -> Result<(), ClientError> {
     if !args.wait {
         return Ok(());
     }
-    let last = follow(&base, &id, true).await?;
+    let last = follow(&server, &id, true).await?;
     let output = args.output.unwrap_or_else(|| default_output(&args.file));
-    download(&base, &id, &output).await?;
+    download(&server, &id, &output).await?;
     let bytes = last["result"]["bytes"].as_u64().unwrap_or_default();
     eprintln!(
         "completed: {} ({} → {} bytes)",
@@ -151,12 +248,15 @@ pub async fn submit(args: SubmitArgs) -> Result<(), ClientError> {
 
 /// Prints a job's status document.
 pub async fn status(args: JobArgs) -> Result<(), ClientError> {
-    let base = args.server.server.trim_end_matches('/');
-    let response = reqwest::get(format!("{base}/jobs/{}", args.id)).await?;
+    let server = Server::new(&args.server)?;
+    let response = server
+        .request(reqwest::Method::GET, &format!("/jobs/{}", args.id))
+        .send()
+        .await?;
     let code = response.status();
-    let body: Value = response.json().await?;
-    if code == reqwest::StatusCode::NOT_FOUND {
-        return Err(server_error(code.as_u16(), &body));
+    let body: Value = response.json().await.unwrap_or_default();
+    if matches!(code, StatusCode::NOT_FOUND | StatusCode::UNAUTHORIZED) {
+        return Err(server.refusal(code, &body));
     }
     println!(
         "{}",
@@ -167,18 +267,18 @@ pub async fn status(args: JobArgs) -> Result<(), ClientError> {
 
 /// Follows a job's events with a progress bar until it ends.
 pub async fn watch(args: JobArgs) -> Result<(), ClientError> {
-    let base = args.server.server.trim_end_matches('/');
-    follow(base, &args.id, true).await.map(|_| ())
+    let server = Server::new(&args.server)?;
+    follow(&server, &args.id, true).await.map(|_| ())
 }
 
 /// Cancels a job and prints the status it reached.
 pub async fn cancel(args: JobArgs) -> Result<(), ClientError> {
-    let base = args.server.server.trim_end_matches('/');
-    let response = reqwest::Client::new()
-        .delete(format!("{base}/jobs/{}", args.id))
+    let server = Server::new(&args.server)?;
+    let response = server
+        .request(reqwest::Method::DELETE, &format!("/jobs/{}", args.id))
         .send()
         .await?;
-    let job = expect_json(response).await?;
+    let job = expect_json(&server, response).await?;
     println!("{}", job["status"].as_str().unwrap_or("unknown"));
     Ok(())
 }
@@ -186,10 +286,7 @@ pub async fn cancel(args: JobArgs) -> Result<(), ClientError> {
 /// Follows the events of job `id` until its terminal status, reconnecting
 /// with `since` when the stream drops. Returns the last status document;
 /// a job that did not complete is an error.
-async fn follow(base: &str, id: &str, show_bar: bool) -> Result<Value, ClientError> {
-    let ws_base = base
-        .replacen("https://", "wss://", 1)
-        .replacen("http://", "ws://", 1);
+async fn follow(server: &Server, id: &str, show_bar: bool) -> Result<Value, ClientError> {
     let bar = if show_bar {
         ProgressBar::new(1000).with_style(bar_style("compressing"))
     } else {
@@ -198,12 +295,17 @@ async fn follow(base: &str, id: &str, show_bar: bool) -> Result<Value, ClientErr
     let mut since: Option<u64> = None;
     let mut failures = 0;
     loop {
-        let url = match since {
-            Some(n) => format!("{ws_base}/jobs/{id}/events?since={n}"),
-            None => format!("{ws_base}/jobs/{id}/events"),
+        let path = match since {
+            Some(n) => format!("/jobs/{id}/events?since={n}"),
+            None => format!("/jobs/{id}/events"),
         };
-        let mut stream = match tokio_tungstenite::connect_async(&url).await {
-            Ok((stream, _)) => stream,
+        let mut stream = match server.websocket(&path).await {
+            Ok(stream) => stream,
+            Err(tokio_tungstenite::tungstenite::Error::Http(response))
+                if response.status() == StatusCode::UNAUTHORIZED =>
+            {
+                return Err(server.refusal(StatusCode::UNAUTHORIZED, &Value::Null));
+            }
             Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
                 return Err(ClientError::Server {
                     status: response.status().as_u16(),
@@ -258,12 +360,15 @@ async fn follow(base: &str, id: &str, show_bar: bool) -> Result<Value, ClientErr
     }
 }
 
-async fn download(base: &str, id: &str, output: &Path) -> Result<(), ClientError> {
-    let response = reqwest::get(format!("{base}/jobs/{id}/result")).await?;
+async fn download(server: &Server, id: &str, output: &Path) -> Result<(), ClientError> {
+    let response = server
+        .request(reqwest::Method::GET, &format!("/jobs/{id}/result"))
+        .send()
+        .await?;
     if !response.status().is_success() {
-        let code = response.status().as_u16();
+        let code = response.status();
         let body: Value = response.json().await.unwrap_or_default();
-        return Err(server_error(code, &body));
+        return Err(server.refusal(code, &body));
     }
     let write_err = |source| ClientError::Write {
         path: output.display().to_string(),
@@ -281,13 +386,13 @@ async fn download(base: &str, id: &str, output: &Path) -> Result<(), ClientError
         .map_err(write_err)
 }
 
-async fn expect_json(response: reqwest::Response) -> Result<Value, ClientError> {
+async fn expect_json(server: &Server, response: reqwest::Response) -> Result<Value, ClientError> {
     let code = response.status();
     let body: Value = response.json().await.unwrap_or_default();
     if code.is_success() {
         Ok(body)
     } else {
-        Err(server_error(code.as_u16(), &body))
+        Err(server.refusal(code, &body))
     }
 }
 

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use vidpress_cluster::{ClusterConfig, NodeName};
+use vidpress_cluster::{ClusterConfig, ClusterTls, NodeName};
 
 /// Settings of one node.
 #[derive(clap::Args, Clone, Debug)]
@@ -43,7 +43,7 @@ pub struct ServeConfig {
     /// Seconds a transcoder may stay silent before it is killed as hung.
     #[arg(long, env = "VIDPRESS_STALL_TIMEOUT", default_value_t = 120)]
     pub stall_timeout: u64,
-    /// Base URL other nodes reach this node's HTTP API at [default: http:// + the --advertise host + the --http port].
+    /// Base URL other nodes reach this node's HTTP API at [default: http:// (https:// with --tls-cert) + the --advertise host + the --http port].
     #[arg(long, env = "VIDPRESS_ADVERTISE_HTTP")]
     pub advertise_http: Option<String>,
     /// Milliseconds between heartbeats to every other node.
@@ -199,8 +199,9 @@ impl ServeConfig {
     }
 
     /// Returns the cluster settings, when this node is to join a cluster;
-    /// `http` is the address the HTTP API is bound to.
-    pub fn cluster(&self, http: SocketAddr) -> Option<ClusterConfig> {
+    /// `http` is the address the HTTP API is bound to, `tls` the cluster
+    /// protocol's mutual TLS built from `--cluster-tls-*` and `--cluster-ca`.
+    pub fn cluster(&self, http: SocketAddr, tls: Option<ClusterTls>) -> Option<ClusterConfig> {
         let listen = self.cluster_listen?;
         let advertise = self.advertise.clone().unwrap_or_else(|| listen.to_string());
         Some(ClusterConfig {
@@ -212,10 +213,12 @@ impl ServeConfig {
             cookie: self.cookie.clone().unwrap_or_default(),
             heartbeat_interval: Duration::from_millis(self.heartbeat_ms),
             failure_timeout: Duration::from_millis(self.failure_timeout_ms),
+            tls,
         })
     }
 
-    /// Returns the base URL other nodes reach this node's HTTP API at.
+    /// Returns the base URL other nodes reach this node's HTTP API at:
+    /// `https://` when it is served over TLS.
     pub fn http_url(&self, http: SocketAddr) -> String {
         if let Some(url) = &self.advertise_http {
             return url.trim_end_matches('/').to_owned();
@@ -227,7 +230,12 @@ impl ServeConfig {
                 .to_owned(),
             None => http.ip().to_string(),
         };
-        format!("http://{host}:{}", http.port())
+        let scheme = if self.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{host}:{}", http.port())
     }
 
     /// Returns the node name, `node-1` unless set.
@@ -267,5 +275,23 @@ impl ServeConfig {
             Some(path) => Ok(path.clone()),
             None => std::env::current_exe().map_err(ConfigError::Executable),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn other_nodes_reach_a_tls_api_over_https() {
+        let bound: SocketAddr = "127.0.0.1:8443".parse().unwrap();
+        let mut config = ServeConfig::defaults();
+        config.advertise = Some("node-2:7000".into());
+        assert_eq!(config.http_url(bound), "http://node-2:8443");
+        config.tls_cert = Some("cert.pem".into());
+        config.tls_key = Some("key.pem".into());
+        assert_eq!(config.http_url(bound), "https://node-2:8443");
+        config.advertise_http = Some("https://vidpress.example/".into());
+        assert_eq!(config.http_url(bound), "https://vidpress.example");
     }
 }

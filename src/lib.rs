@@ -6,6 +6,10 @@
 //! - [`http`]: the axum router, handlers, documents and errors.
 //! - [`client`]: the `submit`, `status`, `watch` and `cancel` commands.
 //! - [`transfer`]: node-to-node byte transfers over HTTP.
+//! - [`signing`]: the signatures of node-to-node requests (HMAC keyed by
+//!   the cookie, which never leaves the node).
+//! - [`tls`]: the rustls configurations of the HTTP API, the cluster
+//!   protocol, node-to-node HTTPS and the CLI.
 //!
 //! The actors live in `vidpress-actors`, the transcoder in
 //! `vidpress-transcode`, node identity and membership in `vidpress-cluster`.
@@ -14,4 +18,6 @@ pub mod client;
 pub mod config;
 pub mod http;
 pub mod server;
+pub mod signing;
+pub mod tls;
 pub mod transfer;

@@ -67,6 +67,9 @@ fn main() -> ExitCode {
         LogFormat::Pretty => logs.init(),
         LogFormat::Json => logs.json().flatten_event(true).init(),
     }
+    // Before any TLS client or server is built: the clients that take no
+    // configuration of ours (reqwest's default) need a process default.
+    vidpress::tls::install_default_provider();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, watch};
+use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
 use vidpress_actors::{ClusterLink, GatewayArgs, Jobs, Node};
 use vidpress_cluster::{Cluster, MemberEvent, NodeLoad};
@@ -17,6 +18,8 @@ use crate::config::{ConfigError, ServeConfig};
 use crate::http::auth::{ApiKeys, KeyFileError};
 use crate::http::listen::{self, ConnLimits};
 use crate::http::{self, App, AppState};
+use crate::signing::Verifier;
+use crate::tls::{self, ClusterIdentity, PeerTls, TlsError};
 use crate::transfer::HttpTransfer;
 
 /// The process-group scope shared by the nodes of a cluster.
@@ -45,6 +48,10 @@ pub enum ServeError {
     Keys(#[from] KeyFileError),
     #[error("the HTTP server failed: {0}")]
     Http(std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("cannot build the client of node-to-node requests: {0}")]
+    PeerClient(reqwest::Error),
 }
 
 /// A node that is up: membership, actors and a bound listener, not yet serving.
@@ -55,6 +62,8 @@ pub struct Server {
     state: AppState,
     drain_timeout: Duration,
     limits: ConnLimits,
+    /// The HTTP API's TLS, when it has one.
+    tls: Option<TlsAcceptor>,
 }
 
 impl Server {
@@ -98,8 +107,25 @@ impl Server {
                 })?;
         let local = listener.local_addr().map_err(ServeError::Http)?;
         let http = config.http_url(local);
+        let http_tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsAcceptor::from(tls::http_server(cert, key)?)),
+            _ => None,
+        };
+        let identity = match (
+            &config.cluster_tls_cert,
+            &config.cluster_tls_key,
+            &config.cluster_ca,
+        ) {
+            (Some(cert), Some(key), Some(ca)) => Some(ClusterIdentity::load(cert, key, ca)?),
+            _ => None,
+        };
+        let peer_tls = tls::peer_client(identity.as_ref())?;
+        let cluster_tls = identity
+            .as_ref()
+            .map(ClusterIdentity::cluster_tls)
+            .transpose()?;
 
-        let (cluster, link, scope) = match config.cluster(local) {
+        let (cluster, link, scope) = match config.cluster(local, cluster_tls) {
             Some(cluster_config) => {
                 let (load_tx, load_rx) = watch::channel(NodeLoad::default());
                 let cluster = Cluster::join(cluster_config, load_rx).await?;
@@ -116,6 +142,7 @@ impl Server {
             None => (None, None, format!("vidpress.{}", uuid::Uuid::now_v7())),
         };
         let cookie = config.cookie.clone().unwrap_or_default();
+        let verifier = config.cookie.as_deref().map(|c| Arc::new(Verifier::new(c)));
         // Other nodes close a keep-alive connection idle for their header
         // timeout (the same as this node's, in one deployment): a client
         // here lets go of it well before.
@@ -140,7 +167,10 @@ impl Server {
             scope,
             retention: Duration::from_secs(config.retention_secs),
             http,
-            transfer: Arc::new(HttpTransfer::new(cookie, pool_idle)),
+            transfer: Arc::new(
+                HttpTransfer::new(&cookie, peer_tls.clone(), pool_idle)
+                    .map_err(ServeError::PeerClient)?,
+            ),
             cluster: link.clone(),
         })
         .await?;
@@ -161,17 +191,19 @@ impl Server {
             min_free_bytes: config.min_free_bytes,
             idle_timeout: config.idle_timeout(),
             keys,
-            cookie: config.cookie.as_deref().map(Arc::from),
+            verifier,
+            peer_tls: PeerTls(peer_tls.clone()),
             cluster: link.map(|l| l.view),
             // Joins are transitive and answered within a heartbeat or two;
             // by a failure timeout every live node has been heard of.
             view_settles_at: std::time::Instant::now()
                 + 2 * Duration::from_millis(config.failure_timeout_ms),
             proxy: reqwest::Client::builder()
+                .use_preconfigured_tls(Arc::unwrap_or_clone(peer_tls.clone()))
                 .connect_timeout(Duration::from_secs(2))
                 .pool_idle_timeout(pool_idle)
                 .build()
-                .unwrap_or_default(),
+                .map_err(ServeError::PeerClient)?,
         });
         Ok(Self {
             node,
@@ -180,6 +212,7 @@ impl Server {
             state,
             drain_timeout: Duration::from_secs(config.drain_timeout),
             limits,
+            tls: http_tls,
         })
     }
 
@@ -216,7 +249,7 @@ impl Server {
             drain(&jobs, drain_timeout).await;
         };
         let app = http::router(self.state);
-        listen::serve(self.listener, app, self.limits, drained).await;
+        listen::serve(self.listener, app, self.limits, self.tls, drained).await;
         self.node.stop().await;
         if let Some(cluster) = self.cluster {
             cluster.leave().await;

@@ -1,8 +1,11 @@
 //! [`HttpTransfer`]: moves a job's bytes between nodes over their HTTP APIs
 //! (`/internal/...`), streaming both ways so memory stays bounded whatever
-//! the file size. Requests carry the cluster cookie.
+//! the file size, over HTTPS to a node whose URL says so. Every request is
+//! signed with the cluster cookie (`crate::signing`); the cookie itself is
+//! never sent.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -12,32 +15,56 @@ use vidpress_actors::{
     Attempt, Epoch, JobId, Relinquished, ReplicaFile, Transfer, TransferError, TransferFuture,
 };
 
+use crate::signing::{Signer, SIGNATURE_HEADER};
+
 /// Deadline of a small node-to-node request, and the base of a file's.
 const SMALL_REQUEST: Duration = Duration::from_secs(5);
 /// Slowest transfer rate accepted for a file, in bytes per second.
 const MIN_RATE: u64 = 2 * 1024 * 1024;
 
-/// The header that carries the cluster cookie on node-to-node requests.
-pub const COOKIE_HEADER: &str = "x-vidpress-cookie";
-
 /// Node-to-node transfers over HTTP.
 pub struct HttpTransfer {
     client: reqwest::Client,
-    cookie: String,
+    signer: Signer,
 }
 
 impl HttpTransfer {
-    /// Returns a transfer that authenticates with `cookie` and lets go of
-    /// an idle connection after `pool_idle` (before the other node closes
-    /// it: a request sent on a connection closing under it would fail).
-    pub fn new(cookie: String, pool_idle: Duration) -> Self {
+    /// Returns a transfer that signs with `cookie`, speaks TLS to other
+    /// nodes with `tls` (trusting the cluster's CA) and lets go of an idle
+    /// connection after `pool_idle` (before the other node closes it: a
+    /// request sent on a connection closing under it would fail).
+    pub fn new(
+        cookie: &str,
+        tls: Arc<rustls::ClientConfig>,
+        pool_idle: Duration,
+    ) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
+            .use_preconfigured_tls(Arc::unwrap_or_clone(tls))
             .connect_timeout(Duration::from_secs(5))
             .read_timeout(Duration::from_secs(30))
             .pool_idle_timeout(pool_idle)
-            .build()
-            .unwrap_or_default();
-        Self { client, cookie }
+            .build()?;
+        Ok(Self {
+            client,
+            signer: Signer::new(cookie),
+        })
+    }
+
+    /// Sends `request` signed: the signature covers its method and its
+    /// path and query as they go on the wire.
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, TransferError> {
+        let mut request = request.build().map_err(failed)?;
+        let url = request.url();
+        let path = match url.query() {
+            Some(query) => format!("{}?{query}", url.path()),
+            None => url.path().to_owned(),
+        };
+        let signature = self.signer.sign(request.method(), &path).map_err(failed)?;
+        request.headers_mut().insert(SIGNATURE_HEADER, signature);
+        self.client.execute(request).await.map_err(failed)
     }
 }
 
@@ -67,16 +94,13 @@ impl HttpTransfer {
             file,
             256 * 1024,
         ));
-        let response = self
+        let request = self
             .client
             .put(url)
             .timeout(deadline)
-            .header(COOKIE_HEADER, &self.cookie)
             .header(reqwest::header::CONTENT_LENGTH, size)
-            .body(body)
-            .send()
-            .await
-            .map_err(failed)?;
+            .body(body);
+        let response = self.send(request).await?;
         expect_success(&response)
     }
 }
@@ -89,13 +113,10 @@ impl Transfer for HttpTransfer {
         to: &'a Path,
     ) -> TransferFuture<'a> {
         Box::pin(async move {
-            let response = self
+            let request = self
                 .client
-                .get(format!("{owner_http}/internal/jobs/{job}/input"))
-                .header(COOKIE_HEADER, &self.cookie)
-                .send()
-                .await
-                .map_err(failed)?;
+                .get(format!("{owner_http}/internal/jobs/{job}/input"));
+            let response = self.send(request).await?;
             if !response.status().is_success() {
                 return Err(TransferError(format!(
                     "the owner answered {}",
@@ -130,18 +151,15 @@ impl Transfer for HttpTransfer {
         record: &'a JobRecord,
     ) -> TransferFuture<'a> {
         Box::pin(async move {
-            let response = self
+            let request = self
                 .client
                 .put(format!(
                     "{standby_http}/internal/replicas/{}/record",
                     record.id
                 ))
-                .header(COOKIE_HEADER, &self.cookie)
                 .timeout(SMALL_REQUEST)
-                .json(record)
-                .send()
-                .await
-                .map_err(failed)?;
+                .json(record);
+            let response = self.send(request).await?;
             expect_success(&response)
         })
     }
@@ -154,16 +172,13 @@ impl Transfer for HttpTransfer {
         finished: bool,
     ) -> TransferFuture<'a, Relinquished> {
         Box::pin(async move {
-            let response = self
+            let request = self
                 .client
                 .post(format!(
                     "{owner_http}/internal/jobs/{job}/relinquish?epoch={epoch}&finished={finished}"
                 ))
-                .header(COOKIE_HEADER, &self.cookie)
-                .timeout(SMALL_REQUEST)
-                .send()
-                .await
-                .map_err(failed)?;
+                .timeout(SMALL_REQUEST);
+            let response = self.send(request).await?;
             if response.status() == reqwest::StatusCode::CONFLICT {
                 return Ok(Relinquished::Kept);
             }

@@ -84,6 +84,9 @@ const POLL_JOBS: usize = 1000;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // reqwest's rustls backend (enabled for the workspace) panics without a
+    // process-wide provider; aws-lc-rs is the one the workspace builds.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
     if let Some(Cmd::Baseline {
         http,

@@ -1,8 +1,10 @@
-//! How a node joins the cluster ([`ClusterConfig`], checked at start-up)
-//! and why it may not ([`ClusterError`]).
+//! How a node joins the cluster ([`ClusterConfig`], checked at start-up,
+//! with its optional mutual TLS, [`ClusterTls`]) and why it may not
+//! ([`ClusterError`]).
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::node_name::NodeName;
@@ -32,6 +34,20 @@ pub struct ClusterConfig {
     pub heartbeat_interval: Duration,
     /// Silence after which a member is `Down` (default 3 s).
     pub failure_timeout: Duration,
+    /// Mutual TLS on the cluster protocol; plain TCP when `None`.
+    pub tls: Option<ClusterTls>,
+}
+
+/// The two sides of the cluster protocol's mutual TLS, built by the caller
+/// (which reads the certificates) so that this crate only applies them.
+#[derive(Clone)]
+pub struct ClusterTls {
+    /// Accepts peers: presents this node's certificate and requires one
+    /// from the peer, signed by the cluster's CA.
+    pub server: Arc<rustls::ServerConfig>,
+    /// Dials peers: trusts only the cluster's CA, checks the certificate
+    /// names the host dialed, and presents this node's certificate.
+    pub client: Arc<rustls::ClientConfig>,
 }
 
 impl ClusterConfig {
@@ -47,6 +63,7 @@ impl ClusterConfig {
             cookie: cookie.into(),
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             failure_timeout: DEFAULT_FAILURE_TIMEOUT,
+            tls: None,
         }
     }
 
@@ -99,6 +116,7 @@ impl fmt::Debug for ClusterConfig {
             .field("cookie", &"<redacted>")
             .field("heartbeat_interval", &self.heartbeat_interval)
             .field("failure_timeout", &self.failure_timeout)
+            .field("tls", &self.tls.is_some())
             .finish()
     }
 }

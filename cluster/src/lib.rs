@@ -6,11 +6,12 @@
 //! - [`Cluster`] (here): joins this node to the cluster (a ractor_cluster
 //!   `NodeServer` plus the membership actor) and hands out the live
 //!   [`ClusterView`] and [`MemberEvent`]s; configured by [`ClusterConfig`]
-//!   (`config`, with [`ClusterError`]).
+//!   (`config`, with [`ClusterTls`] and [`ClusterError`]).
 //! - `membership`: the actor that heartbeats, detects failures and
 //!   reconnects, which ractor_cluster does not do; a folder with one module
 //!   per concern. Beside it, and importing nothing of it: `protocol` (the
-//!   messages it receives: heartbeats, session events, dial outcomes),
+//!   messages it receives: heartbeats, peer lists, session events, dial
+//!   outcomes),
 //!   `detector` (member table and failure detector), `reconnect` (dial
 //!   targets and backoff) and `sessions` (the `NodeServer`'s sessions,
 //!   [`NodeDirectory`]).
@@ -28,7 +29,10 @@
 //!
 //! **Invariant:** the cluster listener binds exactly the configured address
 //! (never `[::]`), and only peers that know the cookie get a session; a
-//! refused peer is logged at warn level and never enters the view.
+//! refused peer is logged at warn level and never enters the view. With
+//! [`ClusterTls`], a session is mutual TLS first: a peer without a
+//! certificate from the cluster's CA is refused before the cookie
+//! handshake, and this node dials only hosts whose certificate names them.
 
 mod config;
 mod detector;
@@ -45,12 +49,12 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorRef};
 use ractor_cluster::node::NodeConnectionMode;
-use ractor_cluster::{NodeServer, NodeServerMessage};
+use ractor_cluster::{IncomingEncryptionMode, NodeServer, NodeServerMessage};
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
 pub use crate::config::{
-    ClusterConfig, ClusterError, DEFAULT_FAILURE_TIMEOUT, DEFAULT_HEARTBEAT_INTERVAL,
+    ClusterConfig, ClusterError, ClusterTls, DEFAULT_FAILURE_TIMEOUT, DEFAULT_HEARTBEAT_INTERVAL,
 };
 use crate::membership::{Membership, MembershipArgs};
 pub use crate::node_name::{NodeName, NodeNameError};
@@ -98,13 +102,20 @@ impl Cluster {
         let incarnation = membership::unix_ms();
         let me = config.node.clone();
 
+        let encryption = config
+            .tls
+            .as_ref()
+            .map(|tls| IncomingEncryptionMode::Tls(tls.server.clone().into()));
+        // Isolated: the membership actor dials every node it hears of (over
+        // TLS when configured); ractor_cluster's transitive dials would be
+        // plain TCP, which a TLS listener refuses.
         let server = NodeServer::new(
             config.listen.port(),
             config.cookie.clone(),
             me.to_string(),
             host,
-            None,
-            Some(NodeConnectionMode::Transitive),
+            encryption,
+            Some(NodeConnectionMode::Isolated),
         )
         .with_listen_addr(config.listen.ip());
         let (node_server, node_server_task) =
@@ -115,9 +126,9 @@ impl Cluster {
                     reason: e.to_string(),
                 })?;
         if advertised_port != config.listen.port() {
-            // ractor_cluster announces `host:listen_port` to peers, which
-            // transitive connections dial; announce the advertised port
-            // instead (behind NAT or a container port mapping).
+            // ractor_cluster announces `host:listen_port` to peers as this
+            // node's address; announce the advertised port instead (behind
+            // NAT or a container port mapping).
             let _ = node_server.cast(NodeServerMessage::PortChanged {
                 port: advertised_port,
             });

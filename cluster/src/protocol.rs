@@ -1,7 +1,7 @@
 //! The messages that cross the cluster crate's modules: what the membership
-//! actor hears from other nodes ([`Heartbeat`], [`HeartbeatAck`]), from the
-//! `NodeServer`'s sessions ([`SessionEvent`]) and from its own dial tasks,
-//! all as one [`MembershipMsg`]. The actor (`membership`) and the session
+//! actor hears from other nodes ([`Heartbeat`], [`HeartbeatAck`],
+//! [`Peers`]), from the `NodeServer`'s sessions ([`SessionEvent`]) and from
+//! its own dial tasks ([`DialError`]), all as one [`MembershipMsg`]. The actor (`membership`) and the session
 //! table with its subscription (`sessions`) import these; this module
 //! imports neither.
 
@@ -46,6 +46,36 @@ pub struct HeartbeatAck {
     pub sent_at_ms: u64,
 }
 
+/// The members a node sees up, sent to every other node so that a node
+/// that joined through one seed comes to dial all of them: ractor_cluster's
+/// own transitive connections dial plain TCP, which a cluster on mutual TLS
+/// refuses, so this node's dialer is the only one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Peers {
+    pub from: NodeName,
+    pub members: Vec<PeerAddress>,
+}
+
+/// A member as [`Peers`] lists it: its name and advertise address.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerAddress {
+    pub name: NodeName,
+    /// `HOST:PORT`, as the member advertises it.
+    pub address: String,
+}
+
+/// Why a dial failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DialError {
+    /// The address did not resolve, or nothing answered there in time.
+    #[error("{0}")]
+    Unreachable(String),
+    /// TCP connected but the TLS handshake failed: one side's certificate
+    /// is not from the cluster's CA, or does not name the host dialed.
+    #[error("TLS handshake refused: {0}")]
+    Tls(String),
+}
+
 /// Messages of the membership actor.
 #[derive(Debug)]
 pub enum MembershipMsg {
@@ -53,6 +83,8 @@ pub enum MembershipMsg {
     Heartbeat(Heartbeat),
     /// The answer to one of our heartbeats (remote): record the round trip.
     HeartbeatAck(HeartbeatAck),
+    /// The members another node sees up (remote): dial those not known.
+    Peers(Peers),
     /// Time to detect failures, heartbeat and redial (local, self-sent).
     Tick,
     /// A `NodeServer` session opened, authenticated or closed (local).
@@ -62,7 +94,7 @@ pub enum MembershipMsg {
         /// The address dialed, as configured or advertised.
         target: String,
         /// The socket reached, or why not.
-        result: Result<SocketAddr, String>,
+        result: Result<SocketAddr, DialError>,
     },
 }
 
@@ -71,6 +103,7 @@ pub enum MembershipMsg {
 enum MembershipWire {
     Heartbeat(Heartbeat),
     HeartbeatAck(HeartbeatAck),
+    Peers(Peers),
 }
 
 impl ractor::Message for MembershipMsg {
@@ -82,6 +115,7 @@ impl ractor::Message for MembershipMsg {
         let wire = match self {
             Self::Heartbeat(h) => MembershipWire::Heartbeat(h),
             Self::HeartbeatAck(a) => MembershipWire::HeartbeatAck(a),
+            Self::Peers(p) => MembershipWire::Peers(p),
             Self::Tick | Self::Session(_) | Self::Dialed { .. } => return Err(BoxedDowncastErr),
         };
         wire::encode_cast("membership.v1", &wire)
@@ -91,6 +125,7 @@ impl ractor::Message for MembershipMsg {
         Ok(match wire::decode::<MembershipWire>(message)? {
             MembershipWire::Heartbeat(h) => Self::Heartbeat(h),
             MembershipWire::HeartbeatAck(a) => Self::HeartbeatAck(a),
+            MembershipWire::Peers(p) => Self::Peers(p),
         })
     }
 }
@@ -207,11 +242,27 @@ mod tests {
     }
 
     #[test]
+    fn peers_cross_the_wire() {
+        let peers = Peers {
+            from: "node-a".parse().unwrap(),
+            members: vec![PeerAddress {
+                name: "node-c".parse().unwrap(),
+                address: "node-c:7000".into(),
+            }],
+        };
+        let message = MembershipMsg::Peers(peers.clone()).serialize().unwrap();
+        match MembershipMsg::deserialize(message).unwrap() {
+            MembershipMsg::Peers(p) => assert_eq!(p, peers),
+            other => panic!("decoded {other:?}"),
+        }
+    }
+
+    #[test]
     fn local_variants_never_leave_the_node() {
         assert!(MembershipMsg::Tick.serialize().is_err());
         let dialed = MembershipMsg::Dialed {
             target: "x:1".into(),
-            result: Err("no".into()),
+            result: Err(DialError::Unreachable("no".into())),
         };
         assert!(dialed.serialize().is_err());
     }
@@ -222,6 +273,7 @@ mod tests {
         enum Newer {
             _Heartbeat(Heartbeat),
             _HeartbeatAck(HeartbeatAck),
+            _Peers(Peers),
             Leave { from: NodeName },
         }
         let message = wire::encode_cast(

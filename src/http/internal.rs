@@ -1,23 +1,24 @@
 //! Node-to-node endpoints under `/internal`: a worker on another node fetches
 //! a job's input and sends back its output, streamed; an owner stores its
 //! copies here when this node is a job's standby (kept by
-//! `vidpress_actors::replicas`, which knows their layout and rules). Every request must
-//! carry the cluster cookie, checked ([`authorize`]) before anything of the
-//! request is read; without a cluster these routes do not exist.
+//! `vidpress_actors::replicas`, which knows their layout and rules). Every
+//! request must be signed with the cluster cookie (`crate::signing`),
+//! checked ([`authorize`]) before anything of the request is read; without
+//! a cluster these routes do not exist.
 
 use std::str::FromStr;
 
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Deserializer};
-use subtle::ConstantTimeEq;
 use tower::ServiceExt;
 use tower_http::services::ServeFile;
+use tracing::{debug, error, warn};
 use vidpress_actors::record::JobRecord;
 use vidpress_actors::replicas::{self, Stored};
 use vidpress_actors::{paths, transfer, Attempt, Epoch, ReplicaFile};
@@ -25,26 +26,44 @@ use vidpress_actors::{paths, transfer, Attempt, Epoch, ReplicaFile};
 use super::error::ApiError;
 use super::extract::parse_id;
 use super::AppState;
-use crate::transfer::COOKIE_HEADER;
+use crate::signing::{Refusal, SIGNATURE_HEADER};
 
-/// Middleware on `/internal`: refuses requests that do not carry this
-/// cluster's cookie, before any extractor parses them. The comparison takes
-/// the same time wherever the given cookie differs.
+/// Middleware on `/internal`: refuses requests that do not carry a valid
+/// signature of this cluster's cookie (checked in constant time, within the
+/// time window, nonce unseen), before any extractor parses them.
 pub async fn authorize(
     State(app): State<AppState>,
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    if !cookie_matches(app.cookie.as_deref(), request.headers()) {
+    let Some(verifier) = &app.verifier else {
+        return Err(ApiError::Forbidden);
+    };
+    let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+    let verdict = verifier.verify(
+        request.method(),
+        path,
+        request.headers().get(SIGNATURE_HEADER),
+    );
+    if let Err(refusal) = verdict {
+        log_refusal(&refusal, path);
         return Err(ApiError::Forbidden);
     }
     Ok(next.run(request).await)
 }
 
-fn cookie_matches(cookie: Option<&str>, headers: &HeaderMap) -> bool {
-    match (cookie, headers.get(COOKIE_HEADER)) {
-        (Some(cookie), Some(given)) => cookie.as_bytes().ct_eq(given.as_bytes()).into(),
-        _ => false,
+/// Logs a refused request: loud when it was signed with the cookie (a
+/// clock apart, a replay, a peer flooding), quiet when anyone could have
+/// sent it.
+fn log_refusal(refusal: &Refusal, path: &str) {
+    match refusal {
+        Refusal::TooManyNonces => error!(%path, reason = %refusal, "node-to-node request refused"),
+        Refusal::OutOfWindow { .. } | Refusal::Replayed => {
+            warn!(%path, reason = %refusal, "node-to-node request refused");
+        }
+        Refusal::Missing | Refusal::Malformed | Refusal::BadSignature => {
+            debug!(%path, reason = %refusal, "node-to-node request refused");
+        }
     }
 }
 
@@ -191,15 +210,7 @@ pub async fn relinquish(
 
 #[cfg(test)]
 mod tests {
-    use axum::http::HeaderValue;
-
     use super::*;
-
-    fn with_cookie(value: &str) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        headers.insert(COOKIE_HEADER, HeaderValue::from_str(value).unwrap());
-        headers
-    }
 
     fn relinquish_query(query: &str) -> Result<(Epoch, bool), String> {
         let uri = format!("/internal/jobs/x/relinquish?{query}")
@@ -238,16 +249,5 @@ mod tests {
         let finished = Err("finished must be true or false".to_owned());
         assert_eq!(relinquish_query("epoch=1&finished=yes"), finished);
         assert_eq!(relinquish_query("epoch=1&finished="), finished);
-    }
-
-    #[test]
-    fn only_the_exact_cookie_is_accepted() {
-        let cookie = Some("s3cret");
-        assert!(cookie_matches(cookie, &with_cookie("s3cret")));
-        assert!(!cookie_matches(cookie, &with_cookie("s3cre")));
-        assert!(!cookie_matches(cookie, &with_cookie("s3cret!")));
-        assert!(!cookie_matches(cookie, &with_cookie("S3cret")));
-        assert!(!cookie_matches(cookie, &HeaderMap::new()));
-        assert!(!cookie_matches(None, &with_cookie("s3cret")));
     }
 }

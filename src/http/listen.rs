@@ -8,6 +8,11 @@
 //!
 //! The connection cap travels with the socket ([`Counted`]), so a
 //! connection upgraded to a WebSocket still counts until it closes.
+//!
+//! With TLS, the handshake runs in the connection's own task, never in the
+//! accept loop, within the header timeout, and the connection counts
+//! against the cap from its accept; a client that does not speak TLS is
+//! closed when its handshake fails, with no HTTP answer.
 
 use std::future::Future;
 use std::io;
@@ -23,6 +28,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
@@ -84,13 +90,14 @@ pub fn raise_open_files_limit() -> u64 {
     getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
 }
 
-/// Serves `router` on `listener` until `shutdown` completes; then stops
-/// accepting, lets each connection finish its request in flight, and
-/// returns once they are closed.
+/// Serves `router` on `listener`, over TLS when given an acceptor, until
+/// `shutdown` completes; then stops accepting, lets each connection finish
+/// its request in flight, and returns once they are closed.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: ConnLimits,
+    tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
@@ -124,33 +131,60 @@ pub async fn serve(
         if let Err(e) = stream.set_nodelay(true) {
             debug!(error = %e, "cannot set TCP_NODELAY");
         }
-        let io = TokioIo::new(Counted {
+        let io = Counted {
             stream,
             _permit: permit,
             _open: OpenConnection::new(connections.clone()),
-        });
-        let connection = builder
-            .serve_connection(io, service.clone())
-            .with_upgrades();
-        let stopping = stopping.clone();
+        };
+        let (builder, service, stopping) = (builder.clone(), service.clone(), stopping.clone());
+        let tls = tls.clone();
+        let handshake_timeout = limits.header_timeout;
         tracker.spawn(async move {
-            let mut connection = std::pin::pin!(connection);
-            let served = tokio::select! {
-                served = connection.as_mut() => served,
-                () = stopping.cancelled() => {
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
-                }
+            let Some(tls) = tls else {
+                return serve_connection(&builder, io, service, &stopping).await;
             };
-            if let Err(e) = served {
-                debug!(error = %e, "connection ended with an error");
-            }
+            let handshake = tokio::time::timeout(handshake_timeout, tls.accept(io));
+            let stream = tokio::select! {
+                done = handshake => match done {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(e)) => return debug!(error = %e, "TLS handshake failed"),
+                    Err(_) => return debug!("TLS handshake timed out"),
+                },
+                () = stopping.cancelled() => return,
+            };
+            serve_connection(&builder, stream, service, &stopping).await;
         });
     }
     drop(listener);
     stopping.cancel();
     tracker.close();
     tracker.wait().await;
+}
+
+/// Serves HTTP/1 on one connection, upgrades included, until it ends or
+/// the node stops (then after the request in flight).
+async fn serve_connection<I>(
+    builder: &http1::Builder,
+    io: I,
+    service: TowerToHyperService<Router>,
+    stopping: &CancellationToken,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let connection = builder
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    let mut connection = std::pin::pin!(connection);
+    let served = tokio::select! {
+        served = connection.as_mut() => served,
+        () = stopping.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(e) = served {
+        debug!(error = %e, "connection ended with an error");
+    }
 }
 
 /// Answers a connection over the cap without reading from it, and closes it.

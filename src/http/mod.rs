@@ -87,8 +87,11 @@ pub struct App {
     pub idle_timeout: std::time::Duration,
     /// The API keys, or `None` for an open node.
     pub keys: Option<Arc<auth::ApiKeys>>,
-    /// The cluster cookie, required on `/internal` requests.
-    pub cookie: Option<Arc<str>>,
+    /// Checks the cookie's signature on `/internal` requests (and holds the
+    /// nonces seen); `None` for a node alone, which has no such routes.
+    pub verifier: Option<Arc<crate::signing::Verifier>>,
+    /// The client TLS of node-to-node requests (the WebSocket bridge).
+    pub peer_tls: crate::tls::PeerTls,
     /// The membership view, when the node is in a cluster.
     pub cluster: Option<watch::Receiver<Arc<ClusterView>>>,
     /// Until then the view may still lack nodes (the node just joined): a
@@ -145,7 +148,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi::openapi));
-    if state.cookie.is_some() {
+    if state.verifier.is_some() {
         let internal_routes = Router::new()
             .route("/internal/jobs/{id}/input", get(internal::input))
             .route(

@@ -1,7 +1,8 @@
 //! Any node answers for any job: requests about a job this node does not own
 //! are forwarded to its owner, found from the tag in the job ID and the
 //! membership view (no node is asked who owns what). HTTP requests are
-//! streamed through; a WebSocket is bridged frame by frame.
+//! streamed through; a WebSocket is bridged frame by frame, over TLS (wss,
+//! trusting the cluster's CA) when the owner's URL is https.
 
 use std::time::Duration;
 
@@ -190,21 +191,34 @@ async fn bridge_websocket(
         .map_or("/", |p| p.as_str())
         .to_owned();
     let upgrade = ws::bounded(WebSocketUpgrade::from_request_parts(&mut parts, &app).await?);
-    let ws_url = format!("{}{path}", http.replacen("http://", "ws://", 1));
+    let ws_url = format!("{}{path}", websocket_base(http));
+    let connector = Some(tokio_tungstenite::Connector::Rustls(app.peer_tls.0.clone()));
     let mut owner_request =
         tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(ws_url)
             .map_err(|e| ApiError::Internal(format!("bad owner url: {e}")))?;
     owner_request
         .headers_mut()
         .insert(FORWARDED, HeaderValue::from(u16::from(hops)));
+    // The owner judges the client's token as if asked directly, as it does
+    // for a forwarded HTTP request (whose headers all pass on).
+    if let Some(token) = parts.headers.get(header::AUTHORIZATION) {
+        owner_request
+            .headers_mut()
+            .insert(header::AUTHORIZATION, token.clone());
+    }
     // The owner sends only event documents; a bound keeps a peer from
     // making this node buffer more.
     let config = WebSocketConfig::default()
         .read_buffer_size(ws::SUBSCRIBER_READ_BUFFER)
         .max_message_size(Some(MAX_OWNER_MESSAGE))
         .max_frame_size(Some(MAX_OWNER_MESSAGE));
-    let connected =
-        tokio_tungstenite::connect_async_with_config(owner_request, Some(config), true).await;
+    let connected = tokio_tungstenite::connect_async_tls_with_config(
+        owner_request,
+        Some(config),
+        true,
+        connector,
+    )
+    .await;
     let (owner, _) = match connected {
         Ok(connected) => connected,
         Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
@@ -220,6 +234,18 @@ async fn bridge_websocket(
     };
     let idle = app.idle_timeout;
     Ok(upgrade.on_upgrade(move |client: WebSocket| pipe(client, owner, idle)))
+}
+
+/// Returns the WebSocket base URL of a node's HTTP base URL: `wss://` for
+/// `https://`, `ws://` for `http://`.
+fn websocket_base(http: &str) -> String {
+    if let Some(rest) = http.strip_prefix("https://") {
+        format!("wss://{rest}")
+    } else if let Some(rest) = http.strip_prefix("http://") {
+        format!("ws://{rest}")
+    } else {
+        http.to_owned()
+    }
 }
 
 /// Largest message taken from the owner of a bridged subscription: an event
@@ -336,6 +362,15 @@ mod tests {
     }
 
     const ALL_UP: [MemberState; 3] = [MemberState::Up; 3];
+
+    #[test]
+    fn a_websocket_to_an_https_owner_is_wss() {
+        assert_eq!(websocket_base("https://node-a:8443"), "wss://node-a:8443");
+        assert_eq!(
+            websocket_base("http://127.0.0.1:8080"),
+            "ws://127.0.0.1:8080"
+        );
+    }
 
     #[test]
     fn a_job_goes_to_its_owner_then_to_its_standby() {

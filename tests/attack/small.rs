@@ -1,11 +1,13 @@
 //! The small ones: a `since` at `u64::MAX` on the events route (it used to
 //! overflow, a panic in debug builds, which these tests run), and `/internal`
-//! requests without the cluster cookie or with a wrong one: refused with 403
-//! before anything of them is parsed or read.
+//! requests without a signature of the cluster cookie, with a wrong one or a
+//! replayed one: refused with 403 before anything of them is parsed or read.
 
 use std::time::{Duration, Instant};
 
+use reqwest::Method;
 use tokio::io::AsyncWriteExt;
+use vidpress::signing::{Signer, SIGNATURE_HEADER};
 
 use crate::fixtures::small_clip;
 use crate::node::{get_json, Launch, Node, COOKIE};
@@ -92,10 +94,18 @@ struct Probe {
     body: Vec<u8>,
 }
 
-/// A request's head with `cookie` (if any) in the cluster's header.
-fn head(request_line: &str, cookie: Option<&str>, extra: &str) -> String {
-    let cookie = cookie.map_or(String::new(), |c| format!("X-Vidpress-Cookie: {c}\r\n"));
-    format!("{request_line} HTTP/1.1\r\nHost: 127.0.0.1\r\n{cookie}{extra}\r\n")
+/// A request's head with `signature` (if any) in the cluster's header.
+fn head(request_line: &str, signature: Option<&str>, extra: &str) -> String {
+    let signature = signature.map_or(String::new(), |s| format!("X-Vidpress-Signature: {s}\r\n"));
+    format!("{request_line} HTTP/1.1\r\nHost: 127.0.0.1\r\n{signature}{extra}\r\n")
+}
+
+/// Returns the signature of `method` `path` with `cookie`, made now.
+fn signature(cookie: &str, method: &Method, path: &str) -> String {
+    let value = Signer::new(cookie)
+        .sign(method, path)
+        .expect("random nonce");
+    value.to_str().expect("an ASCII header").to_owned()
 }
 
 /// How soon a refusal must come, while the body is far from sent.
@@ -106,8 +116,12 @@ async fn internal_without_the_cookie() {
     let mut node = Launch::new().cluster("node-a", &[]).start().await;
     let id = completed_job(&node).await;
 
-    // Same length as the real cookie, last byte wrong.
-    let near = format!("{}X", &COOKIE[..COOKIE.len() - 1]);
+    // A well-formed signature, of a cookie of the same length, last byte wrong.
+    let near_cookie = format!("{}X", &COOKIE[..COOKIE.len() - 1]);
+    let input = format!("/internal/jobs/{id}/input");
+    let near = signature(&near_cookie, &Method::GET, &input);
+    let record = format!("/internal/replicas/{id}/record");
+    let near_record = signature(&near_cookie, &Method::PUT, &record);
     let huge = "Content-Length: 1073741824\r\n";
     let garbage: Vec<u8> = (0..64 * 1024).map(|i| (i * 7 % 251) as u8).collect();
     let probes = vec![
@@ -117,8 +131,8 @@ async fn internal_without_the_cookie() {
             body: Vec::new(),
         },
         Probe {
-            name: "input, a near cookie",
-            head: head(&format!("GET /internal/jobs/{id}/input"), Some(&near), ""),
+            name: "input, signed with a near cookie",
+            head: head(&format!("GET {input}"), Some(&near), ""),
             body: Vec::new(),
         },
         Probe {
@@ -131,10 +145,10 @@ async fn internal_without_the_cookie() {
             body: b"{garbage!".to_vec(),
         },
         Probe {
-            name: "record, 1 GiB announced",
+            name: "record, 1 GiB announced, signed with a near cookie",
             head: head(
-                &format!("PUT /internal/replicas/{id}/record"),
-                Some("wrong"),
+                &format!("PUT {record}"),
+                Some(&near_record),
                 &format!("Content-Type: application/json\r\n{huge}"),
             ),
             body: garbage.clone(),
@@ -196,18 +210,22 @@ async fn internal_without_the_cookie() {
         let reply = read_response(&mut stream, Duration::from_secs(3)).await;
         answers.push((probe.name, reply, start.elapsed()));
     }
-    // The control: with the right cookie the same bad query gets through to
-    // the handler, which refuses it for what it is.
-    let control = reqwest::Client::new()
-        .post(format!(
-            "{}/internal/jobs/{id}/relinquish?epoch=x&finished=maybe",
-            node.base()
-        ))
-        .header("x-vidpress-cookie", COOKIE)
-        .timeout(Duration::from_secs(10))
-        .send()
-        .await
-        .map(|r| r.status().as_u16());
+    // The control: signed with the right cookie, the same bad query gets
+    // through to the handler, which refuses it for what it is; the same
+    // signature sent again is a replay, refused.
+    let relinquish = format!("/internal/jobs/{id}/relinquish?epoch=x&finished=maybe");
+    let signed = signature(COOKIE, &Method::POST, &relinquish);
+    let send = || async {
+        reqwest::Client::new()
+            .post(format!("{}{relinquish}", node.base()))
+            .header(SIGNATURE_HEADER, &signed)
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+    };
+    let control = send().await;
+    let replayed = send().await;
     let figures = watch.finish().await;
 
     let mut verdict = Verdict::new("internal-cookie", figures, 64, Healthy::Ok);
@@ -222,8 +240,9 @@ async fn internal_without_the_cookie() {
     let slowest = refused.iter().map(|a| a.2).max().unwrap_or_default();
     let files_after = count_files(&node.data);
     verdict.outcome(format!(
-        "{} of {} bad-cookie requests refused with 403 within {} ms, unread; the right cookie \
-         with a bad query: {control:?}; files under the data dir {files_before} -> {files_after}",
+        "{} of {} badly signed requests refused with 403 within {} ms, unread; signed with the \
+         right cookie, a bad query: {control:?}, then replayed: {replayed:?}; files under the \
+         data dir {files_before} -> {files_after}",
         refused.len(),
         probes.len(),
         slowest.as_millis()
@@ -238,6 +257,9 @@ async fn internal_without_the_cookie() {
     }
     verdict.check(matches!(control, Ok(400)), || {
         format!("the right cookie with a bad query was not a 400: {control:?}")
+    });
+    verdict.check(matches!(replayed, Ok(403)), || {
+        format!("a replayed signature was not a 403: {replayed:?}")
     });
     verdict.check(files_after == files_before, || {
         format!("the refused requests left files: {files_before} -> {files_after}")

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tempfile::TempDir;
+use vidpress::signing::{Signer, SIGNATURE_HEADER};
 
 use crate::support::{
     clip, eventually, ffprobe, fixture, get_json, listed_ids, long_clip, stream, wait_for_terminal,
@@ -121,6 +122,20 @@ impl NodeProc {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the node's log shows `text`, or panics after 10 s.
+    pub(crate) async fn wait_for_log(&self, text: &str) {
+        let awaited = format!("{} to log {text:?}", self.name);
+        eventually(awaited, Duration::from_secs(10), || async {
+            let log = self.log();
+            if log.contains(text) {
+                Ok(())
+            } else {
+                Err(log)
+            }
+        })
+        .await
     }
 
     /// Peak resident memory of the node process, in KiB.
@@ -456,20 +471,7 @@ async fn a_node_with_the_wrong_cookie_is_refused() {
         "wrong-cookie",
     );
     // The seed's refusal is the moment the intruder's attempt is over.
-    let seed = &trio.nodes[0];
-    eventually(
-        "the seed to log its refusal",
-        Duration::from_secs(10),
-        || async {
-            let log = seed.log();
-            if log.contains("cluster peer refused") {
-                Ok(())
-            } else {
-                Err(log)
-            }
-        },
-    )
-    .await;
+    trio.nodes[0].wait_for_log("cluster peer refused").await;
     for node in &trio.nodes {
         assert_eq!(
             member_state(node, "node-x").await,
@@ -592,19 +594,63 @@ async fn a_job_whose_worker_node_dies_ten_times_fails_clearly() {
 }
 
 /// Tells `node` that another node took `id` over under `epoch`, its copy
-/// `finished` or not; returns the status of the answer.
+/// `finished` or not, signed as a node does; returns the status of the answer.
 async fn relinquish(node: &NodeProc, id: &str, epoch: u32, finished: bool) -> u16 {
-    reqwest::Client::new()
-        .post(format!(
-            "{}/internal/jobs/{id}/relinquish?epoch={epoch}&finished={finished}",
-            node.base()
-        ))
+    let path = format!("/internal/jobs/{id}/relinquish?epoch={epoch}&finished={finished}");
+    let signature = sign(COOKIE, &path);
+    post_internal(node, &path, Some(&signature)).await
+}
+
+/// Returns the signature of a POST to `path` with `cookie`, made now.
+fn sign(cookie: &str, path: &str) -> String {
+    let value = Signer::new(cookie)
+        .sign(&reqwest::Method::POST, path)
+        .unwrap();
+    value.to_str().unwrap().to_owned()
+}
+
+/// POSTs to `path` on `node` with `signature`; returns the status.
+async fn post_internal(node: &NodeProc, path: &str, signature: Option<&str>) -> u16 {
+    let mut request = reqwest::Client::new().post(format!("{}{path}", node.base()));
+    if let Some(signature) = signature {
+        request = request.header(SIGNATURE_HEADER, signature);
+    }
+    request.send().await.unwrap().status().as_u16()
+}
+
+#[tokio::test]
+async fn internal_requests_need_a_fresh_signature_of_the_cookie() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProc::spawn("node-a", &dir, 0, vec![], COOKIE);
+    wait_members_up(&node, 1, Duration::from_secs(30)).await;
+    // A query the handler refuses (400) tells a request that got through.
+    let path = "/internal/jobs/01936a6e-7f1c-7000-8000-000000000000/relinquish?epoch=oops";
+    let plain_cookie = reqwest::Client::new()
+        .post(format!("{}{path}", node.base()))
         .header("x-vidpress-cookie", COOKIE)
         .send()
         .await
         .unwrap()
-        .status()
-        .as_u16()
+        .status();
+    assert_eq!(plain_cookie, 403, "the cookie itself is no longer a key");
+    assert_eq!(post_internal(&node, path, None).await, 403);
+    let wrong_cookie = sign("not-the-cookie", path);
+    assert_eq!(post_internal(&node, path, Some(&wrong_cookie)).await, 403);
+    let other_path = sign(
+        COOKIE,
+        "/internal/jobs/01936a6e-7f1c-7000-8000-000000000000/relinquish?epoch=1",
+    );
+    assert_eq!(post_internal(&node, path, Some(&other_path)).await, 403);
+
+    let good = sign(COOKIE, path);
+    assert_eq!(post_internal(&node, path, Some(&good)).await, 400);
+    assert_eq!(
+        post_internal(&node, path, Some(&good)).await,
+        403,
+        "a replayed signature got through"
+    );
+    let log = node.log();
+    assert!(log.contains("a replay"), "{log}");
 }
 
 #[tokio::test]

@@ -12,4 +12,14 @@ mod metrics;
 mod openapi;
 mod support;
 mod tenants;
+mod tls;
 mod web;
+
+/// Makes aws-lc-rs the process's TLS provider before any test runs:
+/// reqwest's rustls backend panics without one, and the test harness has no
+/// hook that runs before each test (the `vidpress` binary does the same at
+/// the start of `main`).
+#[ctor::ctor]
+unsafe fn install_tls_provider() {
+    vidpress::tls::install_default_provider();
+}

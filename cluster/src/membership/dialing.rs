@@ -1,26 +1,29 @@
 //! Dialing: which addresses to dial on each tick (`reconnect` keeps their
-//! state and backoff), what became of a dial, and the sessions to stop so
-//! that a fresh dial can replace them.
+//! state and backoff), the dial itself (TCP, then TLS when the cluster has
+//! it, naming the host dialed), what became of it, and the sessions to stop
+//! so that a fresh dial can replace them.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use ractor::ActorRef;
-use ractor_cluster::NodeServerMessage;
+use ractor_cluster::{ClientConnectErr, NodeServerMessage};
+use rustls::pki_types::ServerName;
+use tokio_rustls::TlsConnector;
 use tracing::{debug, info, warn};
 
 use super::MembershipState;
 use crate::node_name::NodeName;
-use crate::protocol::MembershipMsg;
+use crate::protocol::{DialError, MembershipMsg};
 use crate::reconnect::HANDSHAKE_TIMEOUT;
 use crate::view::MemberState;
 
-/// How long a dial may take to resolve and connect TCP.
+/// How long a dial may take to resolve, connect TCP and finish TLS.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 impl MembershipState {
     /// Records what became of a dial task.
-    pub(super) fn on_dialed(&mut self, target: String, result: Result<SocketAddr, String>) {
+    pub(super) fn on_dialed(&mut self, target: String, result: Result<SocketAddr, DialError>) {
         let now = Instant::now();
         match result {
             Ok(socket) => {
@@ -30,7 +33,10 @@ impl MembershipState {
             Err(error) => {
                 if let Some((t, delay)) = self.targets.failed(&target, now) {
                     let retry_in_ms = delay.as_millis() as u64;
-                    if warns_unreachable(t.seed, t.backoff.failures()) {
+                    let failures = t.backoff.failures();
+                    if matches!(error, DialError::Tls(_)) && warns_refused(failures) {
+                        warn!(%target, %error, retry_in_ms, "cluster peer refused: its certificate or ours is not from the cluster's CA");
+                    } else if warns_unreachable(t.seed, failures) {
                         warn!(seed = %target, %error, retry_in_ms, "cannot reach cluster seed");
                     } else {
                         debug!(%target, %error, retry_in_ms, "cannot reach cluster peer");
@@ -96,9 +102,10 @@ impl MembershipState {
         for target in due {
             self.targets.start(&target, now);
             let node_server = self.node_server.clone();
+            let tls = self.tls.clone();
             let myself = myself.clone();
             tokio::spawn(async move {
-                let result = dial(&node_server, &target).await;
+                let result = dial(&node_server, tls, &target).await;
                 // The actor is gone only while the cluster is leaving.
                 let _ = myself.cast(MembershipMsg::Dialed { target, result });
             });
@@ -106,32 +113,60 @@ impl MembershipState {
     }
 }
 
-/// Resolves `target` and hands a TCP connection to it to the `NodeServer`,
-/// which runs the handshake; returns the socket reached.
+/// Resolves `target` and hands a connection to it to the `NodeServer`,
+/// which runs the cookie handshake; returns the socket reached. With `tls`
+/// the connection is TLS first, and the peer's certificate must name the
+/// host of `target`.
 async fn dial(
     node_server: &ActorRef<NodeServerMessage>,
+    tls: Option<TlsConnector>,
     target: &str,
-) -> Result<SocketAddr, String> {
+) -> Result<SocketAddr, DialError> {
     let connect = async {
         let socket = tokio::net::lookup_host(target)
             .await
-            .map_err(|e| format!("cannot resolve: {e}"))?
+            .map_err(|e| DialError::Unreachable(format!("cannot resolve: {e}")))?
             .next()
-            .ok_or_else(|| "resolves to no address".to_owned())?;
-        ractor_cluster::client_connect(node_server, socket)
-            .await
-            .map_err(|e| e.to_string())?;
+            .ok_or_else(|| DialError::Unreachable("resolves to no address".to_owned()))?;
+        let connected = match tls {
+            None => ractor_cluster::client_connect(node_server, socket).await,
+            Some(tls) => {
+                let name = server_name(target).ok_or_else(|| {
+                    DialError::Tls(format!("`{target}` names no host a certificate can"))
+                })?;
+                ractor_cluster::client_connect_enc(node_server, socket, tls, name).await
+            }
+        };
+        connected.map_err(|e| match e {
+            ClientConnectErr::Encryption(e) => DialError::Tls(e.to_string()),
+            e => DialError::Unreachable(e.to_string()),
+        })?;
         Ok(socket)
     };
     tokio::time::timeout(CONNECT_TIMEOUT, connect)
         .await
-        .unwrap_or_else(|_| Err("connect timed out".to_owned()))
+        .unwrap_or_else(|_| Err(DialError::Unreachable("connect timed out".to_owned())))
+}
+
+/// Returns the name the certificate of the node at `target` (`HOST:PORT`,
+/// `[::1]:7000` for IPv6) must carry: its host, a DNS name or an IP.
+fn server_name(target: &str) -> Option<ServerName<'static>> {
+    let (host, _) = target.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    ServerName::try_from(host.to_owned()).ok()
 }
 
 /// Returns whether a failed dial is warned about: the first failure in a
 /// row of a configured seed. Later ones, and lost peers, are routine.
 fn warns_unreachable(seed: bool, failures: u32) -> bool {
     seed && failures == 1
+}
+
+/// Returns whether a TLS refusal is warned about: the first in a row and
+/// every twelfth after (a minute apart once the backoff reaches 5 s), seed
+/// or not, since it is a misconfiguration, not a node that is down.
+fn warns_refused(failures: u32) -> bool {
+    failures % 12 == 1
 }
 
 /// Returns whether a session to a down member is to be stopped at `now`:
@@ -162,6 +197,22 @@ mod tests {
         assert!(warns_unreachable(true, 1));
         assert!(!warns_unreachable(true, 2));
         assert!(!warns_unreachable(false, 1));
+    }
+
+    #[test]
+    fn a_tls_refusal_is_warned_about_now_and_then() {
+        let warned: Vec<u32> = (1..=30).filter(|&n| warns_refused(n)).collect();
+        assert_eq!(warned, [1, 13, 25]);
+    }
+
+    #[test]
+    fn a_certificate_names_the_host_dialed() {
+        let name = |t: &str| server_name(t).map(|n| n.to_str().into_owned());
+        assert_eq!(name("node-2:7000").as_deref(), Some("node-2"));
+        assert_eq!(name("127.0.0.1:7000").as_deref(), Some("127.0.0.1"));
+        assert_eq!(name("[::1]:7000").as_deref(), Some("::1"));
+        assert_eq!(name("bad host:7000"), None);
+        assert_eq!(name("no-port"), None);
     }
 
     #[test]

@@ -58,14 +58,10 @@ impl MembershipState {
             load: self.table.me().load,
             sent_at_ms: self.clock_ms(),
         };
-        for cell in ractor::pg::get_members(&GROUP.to_owned()) {
-            if cell.get_id().is_local() {
-                continue;
-            }
+        for peer in remote_memberships() {
             // A failed cast means that session just dropped; the failure
             // detector, not this send, decides what that means.
-            let _ = ActorRef::<MembershipMsg>::from(cell)
-                .cast(MembershipMsg::Heartbeat(heartbeat.clone()));
+            let _ = peer.cast(MembershipMsg::Heartbeat(heartbeat.clone()));
         }
     }
 
@@ -84,6 +80,15 @@ impl MembershipState {
     fn clock_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
     }
+}
+
+/// Returns the membership actors of the other nodes this node has a
+/// session with, through the process group.
+pub(super) fn remote_memberships() -> impl Iterator<Item = ActorRef<MembershipMsg>> {
+    ractor::pg::get_members(&GROUP.to_owned())
+        .into_iter()
+        .filter(|cell| !cell.get_id().is_local())
+        .map(ActorRef::from)
 }
 
 /// Returns the round trip of a heartbeat sent at `sent_at_ms` and answered

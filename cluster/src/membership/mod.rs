@@ -8,8 +8,13 @@
 //!    only way ractor_cluster exposes remote actors); each answers with a
 //!    [`HeartbeatAck`](crate::protocol::HeartbeatAck) that echoes
 //!    `sent_at_ms`, which measures the round trip;
-//! 3. dials every seed and every known member's address that has no live
-//!    session, with a per-address backoff (`reconnect`).
+//! 3. tells every other node which members it sees up
+//!    ([`Peers`](crate::protocol::Peers)), so that a node that joined
+//!    through one seed learns the addresses of the rest;
+//! 4. dials every seed, every known member's address and every address it
+//!    was told of that has no live session, with a per-address backoff
+//!    (`reconnect`), over mutual TLS when the cluster has it. This dialer
+//!    is the only one: ractor_cluster's transitive connections are off.
 //!
 //! Every transition is logged, sent on the event broadcast and published
 //! as a new [`ClusterView`]; the view is rebuilt only when something a
@@ -28,7 +33,8 @@
 //! | message | module |
 //! |---|---|
 //! | `Heartbeat`, `HeartbeatAck` | `heartbeats`: record, answer, measure the round trip |
-//! | `Tick` | `tick`: forgive this node's own pauses, detect, heartbeat, redial |
+//! | `Peers` | `discovery`: list the members up, dial those not known |
+//! | `Tick` | `tick`: forgive this node's own pauses, detect, heartbeat, tell peers, redial |
 //! | `Session` | `session_events`: the session table, and `refusals` for failed handshakes |
 //! | `Dialed` | `dialing`: dial targets, their outcome, sessions to drop |
 //!
@@ -36,6 +42,7 @@
 //! decisions are pure functions beside each handler, unit-tested there.
 
 mod dialing;
+mod discovery;
 mod heartbeats;
 mod publish;
 mod refusals;
@@ -48,6 +55,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use ractor_cluster::NodeServerMessage;
 use tokio::sync::{broadcast, watch};
+use tokio_rustls::TlsConnector;
 use tracing::info;
 
 use crate::config::ClusterConfig;
@@ -89,6 +97,8 @@ pub struct MembershipState {
     interval: Duration,
     failure_timeout: Duration,
     node_server: ActorRef<NodeServerMessage>,
+    /// Dials peers over mutual TLS; plain TCP when `None`.
+    tls: Option<TlsConnector>,
     load: watch::Receiver<NodeLoad>,
     view: watch::Sender<Arc<ClusterView>>,
     events: broadcast::Sender<MemberEvent>,
@@ -144,6 +154,7 @@ impl Actor for Membership {
             interval: config.heartbeat_interval,
             failure_timeout: config.failure_timeout,
             node_server,
+            tls: config.tls.map(|tls| TlsConnector::from(tls.client)),
             load,
             view,
             events,
@@ -165,6 +176,7 @@ impl Actor for Membership {
             address = %state.address,
             incarnation,
             seeds = ?state.seeds,
+            tls = state.tls.is_some(),
             "cluster membership started"
         );
         myself.cast(MembershipMsg::Tick)?;
@@ -194,6 +206,7 @@ impl Actor for Membership {
         match message {
             MembershipMsg::Heartbeat(heartbeat) => state.on_heartbeat(heartbeat),
             MembershipMsg::HeartbeatAck(ack) => state.on_ack(ack),
+            MembershipMsg::Peers(peers) => state.on_peers(peers),
             MembershipMsg::Tick => state.on_tick(&myself),
             MembershipMsg::Session(event) => state.on_session(event),
             MembershipMsg::Dialed { target, result } => state.on_dialed(target, result),

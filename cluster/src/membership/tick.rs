@@ -1,5 +1,6 @@
 //! The periodic tick: forgive silences this node caused by not running,
-//! run the failure detector, then heartbeat, redial and judge refusals.
+//! run the failure detector, then heartbeat, tell peers who is up, redial
+//! and judge refusals.
 
 use std::time::{Duration, Instant};
 
@@ -11,7 +12,7 @@ use crate::detector::Change;
 use crate::protocol::MembershipMsg;
 
 impl MembershipState {
-    /// Runs one round of detection, heartbeats and redials, and schedules
+    /// Runs one round of detection, heartbeats, discovery and redials, and schedules
     /// the next.
     pub(super) fn on_tick(&mut self, myself: &ActorRef<MembershipMsg>) {
         let now = Instant::now();
@@ -32,6 +33,7 @@ impl MembershipState {
 
         self.drop_sessions_to_down_members(now);
         self.send_heartbeats();
+        self.send_peers();
         self.redial(myself, now);
         self.report_refusals(now);
         self.refresh(now);
