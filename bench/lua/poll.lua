@@ -5,6 +5,7 @@ for line in io.lines(os.getenv("BENCH_PATHS")) do
   paths[#paths + 1] = line
 end
 local i = 0
+dofile(os.getenv("BENCH_LUA") .. "/auth.lua")
 
 init = function(args)
   i = math.random(#paths)

@@ -4,6 +4,7 @@ wrk.method = "POST"
 wrk.body = f:read("*a")
 f:close()
 wrk.headers["Content-Type"] = "application/octet-stream"
+dofile(os.getenv("BENCH_LUA") .. "/auth.lua")
 
 -- Prints the JSON line the harness reads.
 dofile(os.getenv("BENCH_LUA") .. "/report.lua")

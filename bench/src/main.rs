@@ -7,6 +7,8 @@
 //!   bare axum handler that streams the body to a file and answers 202;
 //! - poll: `GET /jobs/{id}` over 1,000 known jobs against a bare handler
 //!   answering a document of the same size; and through a non-owner;
+//! - secure: submit and poll with API keys and TLS against the same node
+//!   open over plain HTTP (`secure.rs`);
 //! - fairness: a tenant's one job after another tenant's burst of 100,
 //!   its wait against one job's time (`fairness.rs`);
 //! - transcode: upload → completed against the `ffmpeg` CLI with the same
@@ -16,6 +18,7 @@ mod baseline;
 mod fairness;
 mod node;
 mod report;
+mod secure;
 mod wrk;
 mod ws;
 
@@ -54,7 +57,7 @@ struct Cli {
     /// Finished job records the scale benchmark fills a node with.
     #[arg(long, default_value_t = 100_000)]
     records: usize,
-    /// Benchmarks to run (submit, poll, events, fanout, scale, fairness, transcode); all by default.
+    /// Benchmarks to run (submit, poll, secure, events, fanout, scale, fairness, transcode); all by default.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
@@ -118,6 +121,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if wanted("scale") {
         entries.extend(bench.scale(cli.records).await?);
+    }
+    if wanted("secure") {
+        entries.extend(bench.secure().await?);
     }
     if wanted("fairness") {
         let dir = bench.dir("fairness")?;

@@ -31,6 +31,8 @@ pub struct NodeSpec<'a> {
 /// A running node.
 pub struct Node {
     pub name: String,
+    /// Served over TLS (`--tls-cert` among its arguments).
+    pub https: bool,
     pub http: u16,
     pub cluster: u16,
     child: Child,
@@ -71,6 +73,7 @@ impl Node {
             .with_context(|| format!("cannot start {}", binary.display()))?;
         let node = Self {
             name: spec.name.to_owned(),
+            https: spec.args.iter().any(|a| a == "--tls-cert"),
             http,
             cluster,
             child,
@@ -80,7 +83,8 @@ impl Node {
     }
 
     pub fn base(&self) -> String {
-        format!("http://127.0.0.1:{}", self.http)
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.http)
     }
 
     pub fn pid(&self) -> u32 {
@@ -92,7 +96,8 @@ impl Node {
         let url = format!("{}/readyz", self.base());
         while Instant::now() < deadline {
             let ready = std::process::Command::new("curl")
-                .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &url])
+                // -k: the harness's own certificate, made for this run.
+                .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}", &url])
                 .output()
                 .map(|o| o.stdout == b"200")
                 .unwrap_or(false);
