@@ -88,8 +88,9 @@ fn parse(text: &str) -> Result<Vec<ApiKey>, KeyFileError> {
                     "a token is at least {MIN_TOKEN_LEN} characters"
                 )))
             }
-            None if token.chars().any(char::is_whitespace) => {
-                return Err(bad("a token has no spaces"))
+            // What every client can send in a header, a browser included.
+            None if !token.bytes().all(|b| b.is_ascii_graphic()) => {
+                return Err(bad("a token is visible ASCII characters, no spaces"))
             }
             None => Sha256::digest(token.as_bytes()).into(),
         };
@@ -327,6 +328,7 @@ mod tests {
             ("bad tenant:aaaaaaaaaaaaaaaaaaaaaaaaaaaa", "tenant"),
             ("acme:sha256:abcd", "64 hex"),
             ("acme:aaaaaaaaaaaa aaaaaaaaaaaaaaaa", "no spaces"),
+            ("acme:aaaaaaaaaaaaaaaaaaaaaaaaaaaaé", "visible ASCII"),
         ] {
             let text = format!("# first line\n{text}");
             let e = parse(&text).expect_err(text.as_str()).to_string();

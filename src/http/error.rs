@@ -33,7 +33,10 @@ pub struct Unavailable(pub ErrorBody);
 
 /// The 404 of the endpoints about one job, in the spec.
 #[derive(utoipa::ToResponse)]
-#[response(description = "No job with this ID")]
+#[response(
+    description = "No job with this ID that this key may see (another tenant's job \
+    is answered as if it did not exist)"
+)]
 pub struct UnknownJob(pub ErrorBody);
 
 /// Why a request was not let in (401).

@@ -162,7 +162,8 @@ async fn forward_http(
         .send()
         .await
         .map_err(|e| {
-            debug!(error = %e, "forward to owner failed");
+            // Without the URL: its query may hold a token.
+            debug!(error = %e.without_url(), "forward to owner failed");
             ApiError::OwnerUnavailable
         })?;
     let mut builder = Response::builder().status(response.status());
