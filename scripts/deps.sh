@@ -5,7 +5,8 @@
 # curl for the Docker suites, chromium and its chromedriver for the web
 # page's browser tests, python3-venv for the OpenAPI conformance run
 # (scripts/openapi-test.sh installs its pinned schemathesis into a venv),
-# g++ for libFuzzer (scripts/fuzz.sh builds it from source), cargo-nextest.
+# g++ for libFuzzer (scripts/fuzz.sh builds it from source), openssl for the
+# certificates of the Docker deployment and the benchmarks, cargo-nextest.
 # (Docker itself is not installed here: the Docker suites need an engine
 # already running.)
 set -euo pipefail
@@ -13,7 +14,7 @@ set -euo pipefail
 packages=(
   libavcodec-dev libavformat-dev libavutil-dev libavfilter-dev libavdevice-dev
   libswscale-dev libswresample-dev clang pkg-config ffmpeg python3 python3-venv curl
-  chromium chromium-driver g++
+  chromium chromium-driver g++ openssl
 )
 missing=()
 for p in "${packages[@]}"; do
