@@ -2,8 +2,12 @@
 # Fault-injection suite of the Docker deployment (issue 4): builds
 # vidpress:local, starts the three-node cluster of docker/compose.yaml as its
 # own compose project (vidpress-fault) on its own loopback ports, with a fresh
-# cookie and fast failure detection (docker/fault/compose.override.yaml), then
-# runs docker/fault/faults.py: rounds of jobs, one fault per round
+# cookie, a fresh CA, node certificates and API keys (docker/make-secrets.sh
+# into target/docker-fault/secrets: HTTPS, mutual TLS between nodes, keys of
+# the tenants acme and globex and an admin key) and fast failure detection
+# (docker/fault/compose.override.yaml), then runs docker/fault/faults.py over
+# HTTPS with those keys: rounds of jobs, submitted in turn as acme and
+# globex, one fault per round
 #
 #   kill-worker      docker kill of the node running a job
 #   kill-accepter    docker kill of the node that accepted a job, right after its 202
@@ -14,7 +18,9 @@
 #
 # killed nodes are started again before the next round; then a Jepsen-style
 # total-queue check of every accepted job on every node (lost, duplicated,
-# ffprobe of every output) and recovery times per fault kind.
+# ffprobe of every output; each job polled with its own tenant's key, and a
+# sample asked with the other's, which must get 404) and recovery times per
+# fault kind.
 #
 #   docker/fault-test.sh            # prints "N passed, M failed"; exit 0 only if nothing was
 #                                   # lost or duplicated and every output is valid
@@ -25,7 +31,7 @@
 # removed, also on failure or Ctrl-C.
 #
 # Needs on the host: docker with docker-compose (or `docker compose`), curl,
-# ffmpeg, ffprobe, python3 >= 3.11 (standard library only).
+# openssl, ffmpeg, ffprobe, python3 >= 3.11 (standard library only).
 # Settings (environment):
 #   FAULT_PORT_A/B/C       host ports of the nodes (default 18181-18183)
 #   FAULT_ROUNDS           comma-separated fault kinds, one round each
@@ -55,6 +61,8 @@ clip_seconds=${FAULT_CLIP_SECONDS:-24}
 # A fresh secret for this run.
 VIDPRESS_COOKIE=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
 export VIDPRESS_COOKIE
+# This run's CA, certificates and keys, mounted by compose.yaml.
+export VIDPRESS_SECRETS=$PWD/target/docker-fault/secrets
 
 say() { printf 'fault-test: %s\n' "$*" >&2; }
 fail() {
@@ -63,7 +71,7 @@ fail() {
     exit 2
 }
 
-for tool in docker curl ffmpeg ffprobe python3 timeout; do
+for tool in docker curl openssl ffmpeg ffprobe python3 timeout; do
     command -v "$tool" >/dev/null || fail "$tool is needed on the host"
 done
 python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || fail "python3 >= 3.11 is needed"
@@ -110,6 +118,7 @@ cleanup() {
         left=$(docker network ls -q --filter "label=com.docker.compose.project=$project")
         [[ -z $left ]] || { say "removing leftover networks: $left"; docker network rm $left >/dev/null || true; }
     fi
+    rm -rf "$VIDPRESS_SECRETS"
     say "took $((SECONDS - started)) s"
     exit "$status"
 }
@@ -126,6 +135,9 @@ done
 t=$SECONDS
 docker/build-image.sh || fail "the image did not build"
 say "image ready in $((SECONDS - t)) s"
+
+rm -rf "$VIDPRESS_SECRETS"
+docker/make-secrets.sh "$VIDPRESS_SECRETS" || fail "the certificates and keys could not be made"
 
 # The test clip, made once: 640x360 testsrc2 + a sine tone, long enough that
 # an encode with FAULT_PRESET takes several seconds.
@@ -162,7 +174,8 @@ limit=$((deadline - $(date +%s) + 30))
 ((limit > 120)) || fail "no time left for the workload (FAULT_BUDGET=$budget)"
 rc=0
 timeout --foreground -s TERM -k 15 "$limit" python3 docker/fault/faults.py \
-    --urls "http://127.0.0.1:$VIDPRESS_PORT_A,http://127.0.0.1:$VIDPRESS_PORT_B,http://127.0.0.1:$VIDPRESS_PORT_C" \
+    --urls "https://127.0.0.1:$VIDPRESS_PORT_A,https://127.0.0.1:$VIDPRESS_PORT_B,https://127.0.0.1:$VIDPRESS_PORT_C" \
+    --ca "$VIDPRESS_SECRETS/ca.pem" --tokens "$VIDPRESS_SECRETS/tokens" \
     --containers "$(IFS=,; echo "${cids[*]}")" \
     --network "$network" \
     --clip "$clip" --clip-duration "$duration" \

@@ -43,6 +43,15 @@ itself could not run.
 Not counted as failures but reported (summary.json "anomalies"): a live node
 answering 404 for an accepted job for a while, stale reads (a node answering
 an older state after a newer one was seen), two live attempts of one job.
+
+The nodes run with API keys and TLS (docker/compose.yaml): every request goes
+over HTTPS trusting only --ca, with `Authorization: Bearer` and a key from
+--tokens (files `admin`, `acme`, `globex`). Submissions alternate between the
+tenants acme and globex; each job is polled and downloaded with its own
+tenant's key, the cluster views and the listings with the admin key; the
+final check also asks, for a sample of each tenant's jobs, every live node
+with the other tenant's key, which must get 404 (else the job fails its
+check: `isolation`).
 """
 
 from __future__ import annotations
@@ -55,6 +64,7 @@ import json
 import os
 import random
 import signal
+import ssl
 import statistics
 import struct
 import subprocess
@@ -68,6 +78,8 @@ from dataclasses import dataclass, field
 NODES = ("node-a", "node-b", "node-c")
 # FAULT_STRICT=1 also fails on anomalies the default reports only.
 STRICT = os.environ.get("FAULT_STRICT") == "1"
+# Submissions alternate between these tenants; `admin` reads views and listings.
+TENANTS = ("acme", "globex")
 KINDS = ("kill-worker", "kill-accepter", "pause", "partition", "restart", "rolling-restart")
 TERMINAL = ("completed", "failed", "canceled")
 
@@ -141,13 +153,27 @@ def standby_of(job_id: str) -> str | None:
 # HTTP
 
 
+# The TLS context of every https:// request (trusting only the run's CA) and
+# the bearer tokens by key name; set by main().
+TLS: ssl.SSLContext | None = None
+TOKENS: dict[str, str] = {}
+
+
 def request(base: str, method: str, path: str, body: bytes | None = None,
-            headers: dict | None = None, timeout: float = 2.0) -> tuple[int, bytes, str]:
-    """Returns (status, body, error); status 0 when no answer came."""
+            headers: dict | None = None, timeout: float = 2.0,
+            key: str | None = None) -> tuple[int, bytes, str]:
+    """Returns (status, body, error); status 0 when no answer came. `key`
+    names the API key sent (admin, acme, globex)."""
     u = urllib.parse.urlsplit(base)
-    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=timeout)
+    if u.scheme == "https":
+        conn = http.client.HTTPSConnection(u.hostname, u.port, timeout=timeout, context=TLS)
+    else:
+        conn = http.client.HTTPConnection(u.hostname, u.port, timeout=timeout)
+    headers = dict(headers or {})
+    if key:
+        headers["Authorization"] = f"Bearer {TOKENS[key]}"
     try:
-        conn.request(method, path, body=body, headers=headers or {})
+        conn.request(method, path, body=body, headers=headers)
         resp = conn.getresponse()
         return resp.status, resp.read(), ""
     except (OSError, http.client.HTTPException) as e:
@@ -178,6 +204,7 @@ class Submission:
     index: int
     round: int
     node: str
+    tenant: str
     body_bytes: int
     t_start: float
     t_end: float = 0.0
@@ -193,6 +220,7 @@ class Job:
     submission: int
     round: int
     node: str  # where it was submitted
+    tenant: str  # whose key submitted it, and polls it
     t_accepted: float
     owner: str | None
     standby: str | None
@@ -262,7 +290,7 @@ class Cluster:
         return ok
 
     def view(self, node: str) -> dict | None:
-        code, body, _ = request(self.url[node], "GET", "/cluster", timeout=1.0)
+        code, body, _ = request(self.url[node], "GET", "/cluster", timeout=1.0, key="admin")
         doc = as_json(body) if code == 200 else None
         if not isinstance(doc, dict):
             return None
@@ -327,13 +355,14 @@ class Harness:
         with LOCK:
             index = len(self.submissions)
             body = self.body(index)
-            sub = Submission(index, round_no, node, len(body), now(), note=note)
+            tenant = TENANTS[index % len(TENANTS)]
+            sub = Submission(index, round_no, node, tenant, len(body), now(), note=note)
             self.submissions.append(sub)
         query = urllib.parse.urlencode({"preset": self.args.preset, "crf": 28})
         code, resp, err = request(
             self.cluster.url[node], "POST", f"/jobs?{query}", body=body,
             headers={"Content-Type": "video/mp4", "Idempotency-Key": f"{self.run_id}-{index}"},
-            timeout=timeout)
+            timeout=timeout, key=tenant)
         sub.t_end, sub.code, sub.error = now(), code, err
         doc = as_json(resp)
         if code == 202 and isinstance(doc, dict) and doc.get("id"):
@@ -345,16 +374,17 @@ class Harness:
                     LOG("DUPLICATE-ID", f"{jid} returned for submissions {self.jobs[jid].submission} and {index}",
                         echo=True, job=jid)
                 else:
-                    self.jobs[jid] = Job(jid, index, round_no, node, now(), owner_of(jid), standby_of(jid),
-                                         last=doc)
-            LOG("accepted", f"#{index} -> {node}: 202 {jid} owner={owner_of(jid)} standby={standby_of(jid)} "
-                f"({sub.t_end - sub.t_start:.2f}s){' ' + note if note else ''}",
-                submission=index, node=node, job=jid, owner=owner_of(jid), standby=standby_of(jid))
+                    self.jobs[jid] = Job(jid, index, round_no, node, tenant, now(), owner_of(jid),
+                                         standby_of(jid), last=doc)
+            LOG("accepted", f"#{index} -> {node}: 202 {jid} tenant={tenant} owner={owner_of(jid)} "
+                f"standby={standby_of(jid)} ({sub.t_end - sub.t_start:.2f}s){' ' + note if note else ''}",
+                submission=index, node=node, tenant=tenant, job=jid, owner=owner_of(jid),
+                standby=standby_of(jid))
         else:
             sub.error = sub.error or (error_code(doc) or resp[:200].decode("utf-8", "replace"))
             LOG("not-accepted", f"#{index} -> {node}: {code or 'no answer'} {sub.error} "
                 f"({sub.t_end - sub.t_start:.2f}s){' ' + note if note else ''}",
-                submission=index, node=node, code=code, error=sub.error)
+                submission=index, node=node, tenant=tenant, code=code, error=sub.error)
         return sub
 
     def submit_batch(self, round_no: int, count: int, offset: int) -> list[str]:
@@ -370,7 +400,9 @@ class Harness:
     # ---- observing jobs -------------------------------------------------
 
     def status(self, jid: str, node: str, timeout: float = 2.0) -> tuple[int, dict | None, str]:
-        code, body, err = request(self.cluster.url[node], "GET", f"/jobs/{jid}", timeout=timeout)
+        """Polls a job on `node` with its own tenant's key and records what is seen."""
+        code, body, err = request(self.cluster.url[node], "GET", f"/jobs/{jid}", timeout=timeout,
+                                  key=self.jobs[jid].tenant)
         doc = as_json(body)
         self.observe(jid, node, code, doc if isinstance(doc, dict) else None, err)
         return code, doc if isinstance(doc, dict) else None, err
@@ -732,6 +764,7 @@ class Harness:
                 time.sleep(1.0)
         LOG("check-polled", f"{len(self.jobs) - len(pending)} jobs terminal on every live node; "
             f"{len(pending)} not", echo=True)
+        isolation = self.check_isolation(live)
 
         # Every node's own jobs. GET /jobs lists the whole cluster's jobs; a
         # request marked as forwarded by a node lists the answering node's
@@ -744,7 +777,7 @@ class Harness:
             while True:
                 path = "/jobs?limit=1000" + (f"&cursor={cursor}" if cursor else "")
                 code, body, err = request(c.url[n], "GET", path, timeout=10,
-                                          headers={"x-vidpress-forwarded": "1"})
+                                          headers={"x-vidpress-forwarded": "1"}, key="admin")
                 doc = as_json(body)
                 if code != 200 or not isinstance(doc, dict):
                     listing_ok = False
@@ -769,6 +802,9 @@ class Harness:
             results = {n: ((seen[n][1] or {}).get("result") or {}).get("bytes") if seen.get(n) and seen[n][1]
                        else None for n in live}
             state = "ok"
+            for n, answer in isolation.get(jid, {}).items():
+                if answer != 404:
+                    problems.append(f"isolation: {answer} from {n} to the other tenant's key, not 404")
             if jid in pending:
                 state = "lost"
                 problems.append("not terminal on every live node by the deadline: "
@@ -790,6 +826,7 @@ class Harness:
                 problems.append("listed by no node")
             status = next((s for s in statuses.values() if s), None)
             entry = {"submission": job.submission, "round": job.round, "submitted_to": job.node,
+                     "tenant": job.tenant,
                      "owner": job.owner, "standby": job.standby, "status": status, "codes": codes,
                      "held_by": held.get(jid, []), "attempt": (job.last or {}).get("attempt"),
                      "ran_on": (job.last or {}).get("node")}
@@ -798,7 +835,8 @@ class Harness:
             if state != "lost" and status == "completed":
                 digests, valid = {}, None
                 for n in live:
-                    code, body, err = request(c.url[n], "GET", f"/jobs/{jid}/result", timeout=30)
+                    code, body, err = request(c.url[n], "GET", f"/jobs/{jid}/result", timeout=30,
+                                              key=job.tenant)
                     if code != 200:
                         problems.append(f"result from {n}: {code} {err}")
                         continue
@@ -856,7 +894,35 @@ class Harness:
                 per_job[item["job"]]["state"] = "duplicated"
                 per_job[item["job"]]["passed"] = False
                 per_job[item["job"]]["duplicates"].append(f"returned for submissions {item['submissions']}")
-        return {"jobs": per_job, "unacknowledged": extra, "listing_ok": listing_ok}
+        return {"jobs": per_job, "unacknowledged": extra, "listing_ok": listing_ok,
+                "isolation": isolation}
+
+    def check_isolation(self, live: list[str]) -> dict[str, dict[str, int]]:
+        """Asks every live node about a sample of each tenant's jobs (the
+        first, middle and last accepted) with the other tenant's key, for
+        the status and the result: each answer must be 404. Returns, per
+        sampled job and node, the first answer that was not 404, else 404."""
+        sample = []
+        for tenant in TENANTS:
+            mine = sorted((j for j in self.jobs.values() if j.tenant == tenant), key=lambda j: j.submission)
+            if mine:
+                sample += list({id(j): j for j in (mine[0], mine[len(mine) // 2], mine[-1])}.values())
+        out: dict[str, dict[str, int]] = {}
+        for job in sample:
+            other = next(t for t in TENANTS if t != job.tenant)
+            out[job.id] = {}
+            for n in live:
+                answer = 404
+                for path in (f"/jobs/{job.id}", f"/jobs/{job.id}/result"):
+                    code, _, _ = request(self.cluster.url[n], "GET", path, timeout=10, key=other)
+                    if code != 404:
+                        answer = code
+                        break
+                out[job.id][n] = answer
+        leaks = {j: a for j, a in out.items() if any(c != 404 for c in a.values())}
+        LOG("isolation", f"{len(out)} jobs asked on {len(live)} nodes with the other tenant's key: "
+            + (f"NOT 404: {leaks}" if leaks else "404 everywhere"), echo=True, answers=out)
+        return out
 
     def probe(self, path: str) -> tuple[bool, str]:
         try:
@@ -952,6 +1018,8 @@ def summarize(h: Harness, check: dict | None, started: float) -> dict:
         "invalid_outputs": len(invalid),
         "checks": {"passed": passed, "failed": failed_checks},
         "unacknowledged_jobs": (check or {}).get("unacknowledged", []),
+        "accepted_by_tenant": {t: sum(1 for j in h.jobs.values() if j.tenant == t) for t in TENANTS},
+        "isolation": (check or {}).get("isolation", {}),
         "lost_jobs": {j: jobs[j] for j in lost},
         "duplicated_jobs": {j: jobs[j] for j in duplicated},
         "invalid_jobs": {j: jobs[j] for j in invalid},
@@ -976,6 +1044,9 @@ def main() -> int:
     p.add_argument("--urls", required=True, help="node-a,node-b,node-c base URLs")
     p.add_argument("--containers", required=True, help="container IDs of node-a,node-b,node-c")
     p.add_argument("--network", required=True)
+    p.add_argument("--ca", help="PEM CA certificate to trust for https:// URLs")
+    p.add_argument("--tokens", required=True,
+                   help="folder of API tokens, one file each: admin, " + ", ".join(TENANTS))
     p.add_argument("--clip", required=True)
     p.add_argument("--clip-duration", type=float, required=True)
     p.add_argument("--out", required=True)
@@ -993,8 +1064,12 @@ def main() -> int:
         if k not in KINDS:
             p.error(f"unknown fault kind {k}; kinds are {', '.join(KINDS)}")
     os.makedirs(args.out, exist_ok=True)
-    global LOG
+    global LOG, TLS
     LOG = Log(args.out)
+    TLS = ssl.create_default_context(cafile=args.ca)
+    for name in ("admin", *TENANTS):
+        with open(os.path.join(args.tokens, name), encoding="utf-8") as fh:
+            TOKENS[name] = fh.read().strip()
     started = time.time()
 
     def on_signal(signum, _frame):
@@ -1053,10 +1128,14 @@ def main() -> int:
     rec = "; ".join(f"{k} x{v['faults']}: median {v['recovery_s']['median']}s worst {v['recovery_s']['worst']}s"
                     f"{' (' + str(v['unrecovered_jobs']) + ' unrecovered)' if v['unrecovered_jobs'] else ''}"
                     for k, v in c["faults"].items())
-    print(f"accepted {c['accepted']} of {c['submitted']} submitted; completed {c['completed']}, "
+    by_tenant = ", ".join(f"{t} {n}" for t, n in c["accepted_by_tenant"].items())
+    isolated = sum(1 for a in c["isolation"].values() if all(v == 404 for v in a.values()))
+    print(f"accepted {c['accepted']} of {c['submitted']} submitted ({by_tenant}); completed {c['completed']}, "
           f"failed {c['failed']} {c['failed_codes'] or ''}, lost {c['lost']}, duplicated {c['duplicated']}, "
           f"invalid outputs {c['invalid_outputs']}; unacknowledged jobs {len(c['unacknowledged_jobs'])}; "
           f"anomalies {c['anomaly_counts'] or 0}")
+    print(f"isolation: {isolated} of {len(c['isolation'])} sampled jobs answered 404 to the other tenant "
+          f"on every live node")
     print(f"recovery: {rec}")
     return 0 if c["ok"] else 1
 
