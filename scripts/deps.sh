@@ -6,7 +6,8 @@
 # page's browser tests, python3-venv for the OpenAPI conformance run
 # (scripts/openapi-test.sh installs its pinned schemathesis into a venv),
 # g++ for libFuzzer (scripts/fuzz.sh builds it from source), openssl for the
-# certificates of the Docker deployment and the benchmarks, cargo-nextest.
+# certificates of the Docker deployment and the benchmarks, jq for the
+# smoke test, cargo-nextest.
 # (Docker itself is not installed here: the Docker suites need an engine
 # already running.)
 set -euo pipefail
@@ -14,7 +15,7 @@ set -euo pipefail
 packages=(
   libavcodec-dev libavformat-dev libavutil-dev libavfilter-dev libavdevice-dev
   libswscale-dev libswresample-dev clang pkg-config ffmpeg python3 python3-venv curl
-  chromium chromium-driver g++ openssl
+  chromium chromium-driver g++ openssl jq
 )
 missing=()
 for p in "${packages[@]}"; do
