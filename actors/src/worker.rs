@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 use vidpress_cluster::NodeName;
 use vidpress_transcode::driver::{self, ChildCommand};
-use vidpress_transcode::{ChildEvent, Limits, TranscodeError, TranscodeJob};
+use vidpress_transcode::{ChildEvent, Limits, Task, TranscodeError, TranscodeJob};
 
 use crate::counters::Attempt;
 use crate::job::JobId;
@@ -291,6 +291,7 @@ impl AttemptRun {
                 output: paths::attempt_output(&self.data_dir, a.job, a.attempt),
                 options: a.options,
                 limits: self.limits,
+                task: Task::Transcode,
             };
             return AttemptReport::Ended(self.transcode(&job).await);
         }
@@ -310,6 +311,7 @@ impl AttemptRun {
             output: work.join("output.mp4"),
             options: a.options,
             limits: self.limits,
+            task: Task::Transcode,
         };
         if let Err(e) = self
             .transfer

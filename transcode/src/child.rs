@@ -1,15 +1,16 @@
 //! The child side of the process boundary: the body of the binary's internal
 //! `__transcode` subcommand.
 //!
-//! It runs one job through [`crate::engine`] and reports on stdout, one JSON
+//! It runs one job through [`crate::engine`] (a transcode, or a probe with
+//! its thumbnail, by the job's [`Task`]) and reports on stdout, one JSON
 //! [`ChildEvent`] per line, flushed as written, ending with `done` or
 //! `failed`. If it dies before that, the parent knows it crashed.
 //!
 //! # Fault injection
 //!
 //! For tests of the parent side, the environment variable
-//! `VIDPRESS_TRANSCODE_FAULT` makes the child misbehave right after it
-//! reports `probed`:
+//! `VIDPRESS_TRANSCODE_FAULT` makes a transcoding child (not a probe)
+//! misbehave right after it reports `probed`:
 //!
 //! - `crash`: aborts (SIGABRT), as a libav crash would;
 //! - `hang`: sleeps forever, as a stuck decoder would.
@@ -20,7 +21,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use crate::engine;
-use crate::protocol::{ChildEvent, ErrorCode, TranscodeError, TranscodeJob};
+use crate::protocol::{ChildEvent, ErrorCode, Task, TranscodeError, TranscodeJob};
 
 /// Name of the binary's internal subcommand that runs [`main`].
 pub const SUBCOMMAND: &str = "__transcode";
@@ -90,7 +91,11 @@ pub fn main(job_json: &str) -> ExitCode {
             fault.trigger();
         }
     };
-    let outcome = panic::catch_unwind(AssertUnwindSafe(|| engine::transcode(&job, &mut on_event)));
+    let outcome = panic::catch_unwind(AssertUnwindSafe(|| match job.task {
+        Task::Transcode => engine::transcode(&job, &mut on_event),
+        // Faults are for transcodes: a probe reports as it goes.
+        Task::Probe => engine::probe_and_thumbnail(&job, &mut |event| emit(&event)),
+    }));
     let result = outcome.unwrap_or_else(|panic| {
         let _ = std::fs::remove_file(&job.output);
         let reason = panic

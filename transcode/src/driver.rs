@@ -418,6 +418,7 @@ mod tests {
             output: PathBuf::from("out.mp4"),
             options: Default::default(),
             limits: Default::default(),
+            task: Default::default(),
         };
         assert_send(run(&cmd, &job, Duration::from_secs(1), |_| {}));
     }

@@ -52,6 +52,6 @@ pub mod protocol;
 
 pub use driver::ChildCommand;
 pub use protocol::{
-    ChildEvent, EncodeOptions, ErrorCode, Limits, MediaInfo, OptionsError, Preset, TranscodeError,
-    TranscodeJob,
+    ChildEvent, EncodeOptions, ErrorCode, Limits, MediaInfo, OptionsError, Preset, Task,
+    TranscodeError, TranscodeJob, THUMBNAIL_MAX_WIDTH,
 };

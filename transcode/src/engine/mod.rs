@@ -17,6 +17,7 @@ mod demuxers;
 mod graph;
 mod input;
 mod mux;
+mod thumbnail;
 mod video;
 mod video_graph;
 
@@ -71,6 +72,27 @@ pub fn probe(path: &Path) -> Result<MediaInfo, TranscodeError> {
 pub fn probe_with_limits(path: &Path, limits: &Limits) -> Result<MediaInfo, TranscodeError> {
     init();
     input::open(path, limits).map(|input| input.info)
+}
+
+/// Probes `job.input` and writes a JPEG thumbnail of it to `job.output`
+/// (the child's [`crate::protocol::Task::Probe`]), within `job.limits`.
+///
+/// Calls `on_event` with [`ChildEvent::Probed`] once the input is open,
+/// before decoding the picture, so a thumbnail that cannot be made still
+/// leaves the probe's findings. Returns the thumbnail's size; on failure
+/// no file is left at `job.output`.
+pub fn probe_and_thumbnail(
+    job: &TranscodeJob,
+    on_event: &mut dyn FnMut(ChildEvent),
+) -> Result<u64, TranscodeError> {
+    init();
+    let mut input = input::open(&job.input, &job.limits)?;
+    on_event(ChildEvent::Probed(input.info.clone()));
+    let result = thumbnail::write(&mut input, &job.output);
+    if result.is_err() {
+        let _ = std::fs::remove_file(&job.output);
+    }
+    result
 }
 
 /// Transcodes `job.input` into an H.264/AAC MP4 at `job.output`, within

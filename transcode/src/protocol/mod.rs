@@ -34,8 +34,8 @@ pub struct MediaInfo {
     pub has_audio: bool,
 }
 
-/// One transcode: read `input`, write an MP4 to `output` with `options`,
-/// within `limits`.
+/// One run of the child: read `input` and, by `task`, write an MP4 to
+/// `output` with `options` or a JPEG thumbnail to `output`, within `limits`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TranscodeJob {
     /// The video to read. Only the local file is opened, never anything it
@@ -50,7 +50,26 @@ pub struct TranscodeJob {
     /// What the transcode may cost: those of the node that runs it.
     #[serde(default)]
     pub limits: Limits,
+    /// What the child does with the input.
+    #[serde(default)]
+    pub task: Task,
 }
+
+/// What a run of the child does with its input.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Task {
+    /// Encode the input into `output` (`probed`, `progress`…, `done`).
+    #[default]
+    Transcode,
+    /// Probe the input (`probed`), then write a JPEG of one representative
+    /// frame, at most [`THUMBNAIL_MAX_WIDTH`] wide, to `output` (`done`
+    /// with its size). Made when a job is accepted, before any worker.
+    Probe,
+}
+
+/// The widest a thumbnail is, in pixels.
+pub const THUMBNAIL_MAX_WIDTH: u32 = 320;
 
 /// A report from the transcoding child, one JSON object per line on its
 /// stdout, tagged by `"event"`.

@@ -50,6 +50,7 @@ fn output_matches_the_ffmpeg_cli() {
         output: ours.clone(),
         options: EncodeOptions::default(),
         limits: Default::default(),
+        task: Default::default(),
     };
     let bytes = engine::transcode(&job, &mut |_| {}).expect("transcode");
 

@@ -48,6 +48,7 @@ fn job(input: PathBuf, dir: &TempDir, options: EncodeOptions) -> TranscodeJob {
         output: dir.path().join("out.mp4"),
         options,
         limits: Limits::default(),
+        task: Default::default(),
     }
 }
 

@@ -27,6 +27,7 @@ fn transcode(input: &Path, options: EncodeOptions) -> Run {
         output: output.clone(),
         options,
         limits: Limits::default(),
+        task: Default::default(),
     };
     let mut events = Vec::new();
     let result = engine::transcode(&job, &mut |event| events.push(event));
@@ -402,6 +403,7 @@ fn unwritable_output_is_an_io_error() {
         output: PathBuf::from("/nonexistent/vidpress/out.mp4"),
         options: EncodeOptions::default(),
         limits: Limits::default(),
+        task: Default::default(),
     };
     let err = engine::transcode(&job, &mut |_| {}).expect_err("no such directory");
     assert_eq!(err.code, ErrorCode::Io, "{err:?}");
@@ -417,6 +419,7 @@ fn assert_over_limit(input: &Path, limits: Limits, at_probe: bool) -> TranscodeE
         output: dir.path().join("out.mp4"),
         options: EncodeOptions::default(),
         limits,
+        task: Default::default(),
     };
     let mut events = Vec::new();
     let err = engine::transcode(&job, &mut |event| events.push(event))
@@ -466,6 +469,7 @@ fn the_pixel_limit_is_exact() {
         output: dir.path().join("out.mp4"),
         options: EncodeOptions::default(),
         limits: at,
+        task: Default::default(),
     };
     engine::transcode(&job, &mut |_| {}).expect("a video at the limit transcodes");
 

@@ -1,0 +1,203 @@
+//! The thumbnail: one representative frame of the input, decoded after a
+//! seek to [`timestamp`], scaled with swscale to [`size`] (at most
+//! [`THUMBNAIL_MAX_WIDTH`] wide, aspect kept, even dimensions) into
+//! `yuvj420p`, and encoded as one JPEG by libav's `mjpeg` encoder.
+//!
+//! It decodes from the keyframe at or before the chosen time and keeps the
+//! first picture that comes out, so it costs one group of pictures at most,
+//! under the same decoder limits (`max_pixels`) as a transcode.
+
+use std::path::Path;
+
+use ffmpeg_next::{codec, encoder, ffi, format, frame, software::scaling, Error, Packet, Rational};
+
+use super::input::{self, Input};
+use super::{decode_error_is_fatal, encoder_error, invalid, open_decoder};
+use crate::protocol::{ErrorCode, TranscodeError, THUMBNAIL_MAX_WIDTH};
+
+/// Packets read after a seek before giving up on getting a picture there.
+const MAX_PACKETS: u32 = 5000;
+
+/// JPEG quantiser scale (the CLI's `-q:v`: 2 is best, 31 worst).
+const JPEG_QSCALE: i32 = 4;
+
+/// Returns where the representative frame is taken, in seconds from the
+/// start: 15 % into a video of 10 s or more (past intros and fades to
+/// black), 1 s into a shorter one of over 2 s, else the first frame.
+pub fn timestamp(duration_seconds: Option<f64>) -> f64 {
+    match duration_seconds {
+        Some(d) if d.is_finite() && d >= 10.0 => d * 0.15,
+        Some(d) if d.is_finite() && d > 2.0 => 1.0,
+        _ => 0.0,
+    }
+}
+
+/// Returns the thumbnail's size for a `width`×`height` picture: at most
+/// [`THUMBNAIL_MAX_WIDTH`] wide, never upscaled, the aspect kept (rounded),
+/// both dimensions even and at least 2.
+pub fn size(width: u32, height: u32) -> (u32, u32) {
+    let width = width.max(1);
+    let out_width = width.min(THUMBNAIL_MAX_WIDTH).max(2) & !1;
+    let out_height =
+        (u64::from(height) * u64::from(out_width) + u64::from(width) / 2) / u64::from(width);
+    let out_height = u32::try_from(out_height).unwrap_or(u32::MAX).max(2) & !1;
+    (out_width, out_height)
+}
+
+/// Writes the thumbnail of the open `input` to `output`; returns its size
+/// in bytes.
+pub(super) fn write(input: &mut Input, output: &Path) -> Result<u64, TranscodeError> {
+    let picture = representative_frame(input)?;
+    let jpeg = encode(&picture)?;
+    std::fs::write(output, &jpeg).map_err(|err| {
+        TranscodeError::new(
+            ErrorCode::Io,
+            format!("the thumbnail could not be written: {err}"),
+        )
+    })?;
+    Ok(jpeg.len() as u64)
+}
+
+/// Decodes the first picture at or after the keyframe before
+/// [`timestamp`]; from the start again if none comes from there.
+fn representative_frame(input: &mut Input) -> Result<frame::Video, TranscodeError> {
+    let at = timestamp(input.info.duration_seconds);
+    if at > 0.0 {
+        let base = f64::from(input::av_time_base().denominator());
+        let ts = input.start_time.saturating_add((at * base) as i64);
+        // A failed seek leaves the demuxer at the start, which is fine.
+        if input.ctx.seek(ts, ..ts).is_ok() {
+            if let Some(picture) = first_frame(input)? {
+                return Ok(picture);
+            }
+        }
+        let _ = input.ctx.seek(i64::MIN, ..);
+    }
+    first_frame(input)?.ok_or_else(|| {
+        TranscodeError::new(
+            ErrorCode::InvalidMedia,
+            "no picture of the video could be decoded for the thumbnail",
+        )
+    })
+}
+
+/// Decodes packets of the video stream until one picture comes out.
+fn first_frame(input: &mut Input) -> Result<Option<frame::Video>, TranscodeError> {
+    let stream = input.ctx.stream(input.video_index).ok_or_else(|| {
+        TranscodeError::new(ErrorCode::NoVideoStream, "the file has no video stream")
+    })?;
+    let mut decoder = open_decoder(&stream, "video", &input.limits)?
+        .video()
+        .map_err(|err| invalid("the video decoder could not be opened", err))?;
+    let mut picture = frame::Video::empty();
+    for _ in 0..MAX_PACKETS {
+        let mut packet = Packet::empty();
+        match packet.read(&mut input.ctx) {
+            Ok(()) => {}
+            Err(Error::Eof) => break,
+            Err(Error::InvalidData) => continue,
+            Err(err) => return Err(invalid("the input could not be read", err)),
+        }
+        if packet.stream() != input.video_index {
+            continue;
+        }
+        if let Err(err) = decoder.send_packet(&packet) {
+            if decode_error_is_fatal(&err) {
+                return Err(invalid("the video could not be decoded", err));
+            }
+            continue;
+        }
+        if decoder.receive_frame(&mut picture).is_ok() {
+            return Ok(Some(picture));
+        }
+    }
+    let _ = decoder.send_eof();
+    Ok(decoder.receive_frame(&mut picture).ok().map(|()| picture))
+}
+
+/// Scales `picture` to the thumbnail's size and encodes it as a JPEG.
+fn encode(picture: &frame::Video) -> Result<Vec<u8>, TranscodeError> {
+    let (width, height) = size(picture.width(), picture.height());
+    let mut scaler = scaling::Context::get(
+        picture.format(),
+        picture.width(),
+        picture.height(),
+        format::Pixel::YUVJ420P,
+        width,
+        height,
+        scaling::Flags::BICUBIC,
+    )
+    .map_err(|err| encoder_error("the thumbnail could not be scaled", err))?;
+    let mut scaled = frame::Video::empty();
+    scaler
+        .run(picture, &mut scaled)
+        .map_err(|err| encoder_error("the thumbnail could not be scaled", err))?;
+    scaled.set_pts(Some(0));
+
+    let codec = encoder::find(codec::Id::MJPEG).ok_or_else(|| {
+        TranscodeError::new(
+            ErrorCode::EncoderFailed,
+            "the mjpeg encoder is not available",
+        )
+    })?;
+    let mut context = codec::context::Context::new_with_codec(codec)
+        .encoder()
+        .video()
+        .map_err(|err| encoder_error("the thumbnail encoder could not be created", err))?;
+    context.set_width(width);
+    context.set_height(height);
+    context.set_format(format::Pixel::YUVJ420P);
+    context.set_time_base(Rational::new(1, 25));
+    // A fixed quantiser, as `-q:v` sets it: the encoder's default is a
+    // bitrate, meaningless for one picture.
+    context.set_flags(codec::Flags::QSCALE);
+    context.set_global_quality(JPEG_QSCALE * ffi::FF_QP2LAMBDA);
+    // SAFETY: plain field write on a frame this function owns.
+    unsafe {
+        (*scaled.as_mut_ptr()).quality = JPEG_QSCALE * ffi::FF_QP2LAMBDA;
+    }
+    let mut encoder = context
+        .open_as(codec)
+        .map_err(|err| encoder_error("the thumbnail encoder could not be opened", err))?;
+    encoder
+        .send_frame(&scaled)
+        .map_err(|err| encoder_error("the thumbnail could not be encoded", err))?;
+    let _ = encoder.send_eof();
+    let mut packet = Packet::empty();
+    encoder
+        .receive_packet(&mut packet)
+        .map_err(|err| encoder_error("the thumbnail could not be encoded", err))?;
+    Ok(packet.data().map(<[u8]>::to_vec).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_frame_is_taken_past_the_start_of_longer_videos() {
+        assert_eq!(timestamp(Some(40.0)), 6.0);
+        assert_eq!(timestamp(Some(10.0)), 1.5);
+        assert_eq!(timestamp(Some(5.0)), 1.0);
+        assert_eq!(timestamp(Some(2.0)), 0.0);
+        assert_eq!(timestamp(None), 0.0);
+        assert_eq!(timestamp(Some(f64::NAN)), 0.0);
+        assert_eq!(timestamp(Some(f64::INFINITY)), 0.0);
+    }
+
+    #[test]
+    fn thumbnails_are_at_most_320_wide_with_the_aspect_kept_and_even() {
+        assert_eq!(size(1280, 720), (320, 180));
+        assert_eq!(size(1920, 1080), (320, 180));
+        assert_eq!(size(640, 480), (320, 240));
+        assert_eq!(size(320, 240), (320, 240));
+        // Never upscaled, evened down.
+        assert_eq!(size(161, 99), (160, 98));
+        // Portrait: the width bounds it, not the height.
+        assert_eq!(size(720, 1280), (320, 568));
+        // Degenerate shapes still give an encodable picture.
+        assert_eq!(size(8192, 2), (320, 2));
+        assert_eq!(size(1, 1), (2, 2));
+        assert_eq!(size(0, 0), (2, 2));
+    }
+}
