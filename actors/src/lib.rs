@@ -16,6 +16,8 @@
 //! - [`handle`]: [`Jobs`], the typed API with deadlines that callers use.
 //! - [`board`]: the snapshots supervisors publish, which polls read.
 //! - [`paths`]: where a job's files live in the data directory.
+//! - [`probe`]: [`probe::Prober`], the probe and thumbnail of an input at
+//!   acceptance, in a bounded number of child processes.
 //! - [`record`]: the job record kept on disk, from which a restarted node
 //!   recovers its jobs.
 //! - [`replicas`]: the copies a node keeps, as standby, of other nodes' jobs.
@@ -30,6 +32,7 @@ pub mod gateway;
 pub mod handle;
 pub mod job;
 pub mod paths;
+pub mod probe;
 pub mod protocol;
 mod queue;
 pub mod record;

@@ -39,6 +39,11 @@ pub fn result(data: &Path, id: JobId) -> PathBuf {
     job_dir(data, id).join("output.mp4")
 }
 
+/// The JPEG thumbnail of a job's input, made when the job is accepted.
+pub fn thumbnail(data: &Path, id: JobId) -> PathBuf {
+    job_dir(data, id).join("thumbnail.jpg")
+}
+
 /// Scratch space for an attempt this node runs for a job owned elsewhere.
 pub fn work_dir(data: &Path, id: JobId, attempt: Attempt) -> PathBuf {
     data.join("work").join(format!("{id}.{attempt}"))

@@ -181,6 +181,11 @@ pub enum Health {
 #[schema(value_type = String, format = Binary)]
 pub struct Video(pub Vec<u8>);
 
+/// The bytes of a JPEG picture: a job's thumbnail.
+#[derive(ToSchema)]
+#[schema(value_type = String, format = Binary)]
+pub struct Jpeg(pub Vec<u8>);
+
 /// The `multipart/form-data` body of `POST /jobs`, in the spec: one part,
 /// `file`, the video. (The server reads parts up to `file` and ignores
 /// the others; the contract is the one part.)

@@ -76,6 +76,8 @@ pub enum ApiError {
     BadRequest(String),
     #[error("no job with this id")]
     NotFound,
+    #[error("this job has no thumbnail yet: its input is still being probed, or is not a video")]
+    NoThumbnail,
     #[error("no such endpoint")]
     NoSuchEndpoint,
     #[error("this endpoint does not answer this method")]
@@ -129,7 +131,7 @@ impl ApiError {
             | Self::BadRequest(_)
             | Self::NotWebSocket(_)
             | Self::UploadInterrupted => StatusCode::BAD_REQUEST,
-            Self::NotFound | Self::NoSuchEndpoint => StatusCode::NOT_FOUND,
+            Self::NotFound | Self::NoSuchEndpoint | Self::NoThumbnail => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             Self::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
@@ -154,6 +156,7 @@ impl ApiError {
             Self::BadOption { .. } => "invalid_option",
             Self::BadRequest(_) => "bad_request",
             Self::NotFound | Self::NoSuchEndpoint => "not_found",
+            Self::NoThumbnail => "no_thumbnail",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::NotWebSocket(_) => "websocket_expected",
             Self::PreconditionFailed => "precondition_failed",

@@ -1,4 +1,4 @@
-//! The job endpoints: submit, poll, list, cancel, download.
+//! The job endpoints: submit, poll, list, cancel, download, thumbnail.
 
 use std::time::Duration;
 
@@ -12,11 +12,11 @@ use tower::ServiceExt;
 use tower_http::services::ServeFile;
 use tracing::error;
 use vidpress_actors::board::Published;
-use vidpress_actors::{JobState, JobStatus, SubmitRequest};
+use vidpress_actors::{paths, JobState, JobStatus, SubmitRequest};
 use vidpress_cluster::MemberState;
 
 use super::auth::Caller;
-use super::dto::{ErrorBody, JobDocument, JobListDocument, SubmitForm, Video};
+use super::dto::{ErrorBody, JobDocument, JobListDocument, Jpeg, SubmitForm, Video};
 use super::error::{retry_after_secs, ApiError, Unavailable, UnknownJob};
 use super::extract::{JobPath, ListQuery, Params, SubmitQuery};
 use super::long_poll::{preferred_wait, wait_for_end};
@@ -370,6 +370,62 @@ pub async fn result(
             .insert(header::CONTENT_DISPOSITION, disposition);
     }
     Ok(response)
+}
+
+/// The thumbnail never changes once made, but is behind a key: shared
+/// caches must not keep it.
+const THUMBNAIL_CACHE_CONTROL: &str = "private, max-age=86400";
+
+/// `GET /jobs/{id}/thumbnail`: a JPEG of one representative frame of the
+/// input, made by the probe right after the job was accepted; 404 before.
+#[utoipa::path(
+    get,
+    path = "/jobs/{id}/thumbnail",
+    tag = "jobs",
+    summary = "A thumbnail of the input",
+    description = "A JPEG of one representative frame of the input (15 % into it, at most \
+        320 pixels wide, its aspect kept), made when the input is probed right after the job \
+        is accepted: from then on, whatever the job's state. 404 before, or when the input \
+        is not a video.",
+    security(("bearer" = [])),
+    params(JobPath),
+    responses(
+        (status = 200, description = "The thumbnail",
+            content_type = "image/jpeg", body = Jpeg,
+            headers(
+                ("Content-Length" = u64),
+                ("Cache-Control" = String, description = "`private, max-age=86400`"),
+            )),
+        (status = 401, response = super::error::NoKey),
+        (status = 404, description = "No job with this ID that this key may see, or no \
+            thumbnail yet (code `no_thumbnail`)", body = ErrorBody),
+        (status = 503, response = Unavailable),
+    ),
+)]
+pub async fn thumbnail(
+    State(app): State<AppState>,
+    caller: Caller,
+    JobPath(id): JobPath,
+) -> Result<Response, ApiError> {
+    let job = caller.check(app.jobs.get(id)?)?;
+    let path = paths::thumbnail(&app.data_dir, job.id);
+    let jpeg = match tokio::fs::read(&path).await {
+        Ok(jpeg) => jpeg,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(ApiError::NoThumbnail),
+        Err(e) => {
+            return Err(ApiError::Internal(format!(
+                "cannot read the thumbnail: {e}"
+            )))
+        }
+    };
+    Ok((
+        [
+            (header::CONTENT_TYPE, "image/jpeg"),
+            (header::CACHE_CONTROL, THUMBNAIL_CACHE_CONTROL),
+        ],
+        jpeg,
+    )
+        .into_response())
 }
 
 /// `GET /jobs?status=&limit=&cursor=`: newest first, one page, of every

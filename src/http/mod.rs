@@ -117,6 +117,7 @@ pub fn router(state: AppState) -> Router {
     let mut job_routes = Router::new()
         .route("/jobs/{id}", get(jobs::status).delete(jobs::cancel))
         .route("/jobs/{id}/result", get(jobs::result))
+        .route("/jobs/{id}/thumbnail", get(jobs::thumbnail))
         .route("/jobs/{id}/events", get(events::events));
     if state.cluster.is_some() {
         // Alone, a node holds every job it knows: nothing to forward.

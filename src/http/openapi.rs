@@ -32,6 +32,7 @@ use super::{dto, error, events, jobs, metrics, web};
         jobs::status,
         jobs::cancel,
         jobs::result,
+        jobs::thumbnail,
         events::events,
         super::cluster,
         super::healthz,

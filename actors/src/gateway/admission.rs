@@ -233,6 +233,7 @@ impl GatewayState {
             node: self.args.node.clone(),
             http: self.args.http.clone(),
             scope: self.args.scope.clone(),
+            prober: self.prober.clone(),
         };
         let (supervisor, _) = Actor::spawn_linked(
             Some(id.actor_name()),

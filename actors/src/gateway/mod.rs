@@ -45,6 +45,8 @@ use tokio::sync::watch;
 use tracing::info;
 use vidpress_cluster::{ClusterView, NodeLoad, NodeName};
 use vidpress_transcode::driver::ChildCommand;
+
+use crate::probe::Prober;
 use vidpress_transcode::Limits;
 
 use crate::board::Board;
@@ -119,6 +121,8 @@ struct JobEntry {
 
 pub struct GatewayState {
     args: GatewayArgs,
+    /// Probes the inputs of new jobs, a few at a time.
+    prober: Prober,
     /// Where supervisors publish their snapshots.
     board: Arc<Board>,
     jobs: BTreeMap<JobId, JobEntry>,
@@ -170,6 +174,7 @@ impl Actor for Gateway {
         myself.send_interval(scheduler::PUMP_EVERY, || GatewayMsg::Tick);
         info!(node = %args.node, workers = args.workers, "gateway started");
         let mut state = GatewayState {
+            prober: Prober::new(args.command.clone(), args.limits, args.stall_timeout),
             args,
             board,
             jobs: BTreeMap::new(),

@@ -11,6 +11,7 @@ use super::gateway::{SubmitError, Submitted};
 use super::worker::{AttemptReport, WorkerMsg};
 use crate::counters::{Attempt, Seq};
 use crate::job::{JobEvent, JobSnapshot};
+use crate::probe::Probe;
 
 /// Events for one subscriber: what it missed (or a snapshot), then the live feed.
 pub struct Subscription {
@@ -67,4 +68,7 @@ pub enum SupervisorMsg {
     DropCopy(RpcReplyPort<()>),
     /// Sent to itself a few seconds after the job finished.
     LingerOver,
+    /// Sent to itself by the probe started at acceptance: what the input
+    /// is, and whether its thumbnail was written.
+    Probed(Probe),
 }

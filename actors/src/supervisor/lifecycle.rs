@@ -7,13 +7,14 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use ractor::{ActorRef, RpcReplyPort};
-use tracing::{error, info};
+use tracing::{error, info, Instrument};
 
 use super::transitions::{self, CancelStep};
 use super::{After, SupervisorState};
 use crate::counters::Attempt;
-use crate::job::{JobSnapshot, JobState, JobStatus};
+use crate::job::{EventKind, JobSnapshot, JobState, JobStatus};
 use crate::paths;
+use crate::probe::Probe;
 use crate::protocol::{GatewayMsg, SubmitError, Submitted, SupervisorMsg};
 use crate::record::{JobRecord, Outcome};
 
@@ -83,6 +84,43 @@ impl SupervisorState {
             estimate,
             created: true,
         }));
+        self.start_probe(myself);
+        After::Settle
+    }
+
+    /// Probes the accepted input in a task of its own (after the answer,
+    /// without a worker slot), which reports back as `Probed`.
+    fn start_probe(&self, myself: &ActorRef<SupervisorMsg>) {
+        let prober = self.prober.clone();
+        let input = paths::input(&self.data_dir, self.job.id);
+        let thumbnail = paths::thumbnail(&self.data_dir, self.job.id);
+        let myself = myself.clone();
+        tokio::spawn(
+            async move {
+                let probe = prober.probe(input, thumbnail).await;
+                let _ = myself.cast(SupervisorMsg::Probed(probe));
+            }
+            .in_current_span(),
+        );
+    }
+
+    /// `Probed`: the probe at acceptance found the input's media (or
+    /// nothing: a file that is not a readable video is left to the
+    /// transcode, which fails with its own clear error). Kept in the
+    /// record, so restarts and the standby's copy keep it; a worker that
+    /// probed first, or a job already over, leaves nothing to do.
+    pub(super) fn on_probed(&mut self, probe: Probe) -> After {
+        info!(job_id = %self.job.id, media = probe.media.is_some(), thumbnail = probe.thumbnail, "input probed");
+        let Some(media) = probe.media else {
+            return After::Nothing;
+        };
+        if self.job.input.media.is_some() || self.job.status().is_terminal() {
+            return After::Nothing;
+        }
+        self.job.input.media = Some(media.clone());
+        self.record.media = Some(media);
+        self.dirty = true;
+        self.publish(EventKind::Progress);
         After::Settle
     }
 

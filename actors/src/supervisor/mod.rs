@@ -11,7 +11,7 @@
 //!
 //! | message | module |
 //! | --- | --- |
-//! | `Accept`, `Cancel`, `LingerOver`, `DropCopy` | `lifecycle`: accept, finish, linger, hibernate |
+//! | `Accept`, `Probed`, `Cancel`, `LingerOver`, `DropCopy` | `lifecycle`: accept (and the probe after it), finish, linger, hibernate |
 //! | `Dispatch`, `Report`, `Watch`, `NodeLost` | `attempts`: dispatch, reports, deadlines, lost attempts |
 //! | `Subscribe` (and every event) | `events`: publish, history, subscribe with `since` |
 //! | `ResultCopied`, `Resync`, `RecordCopied` | `standby`: copies to the standby |
@@ -45,6 +45,7 @@ use crate::board::Board;
 use crate::counters::Seq;
 use crate::job::{InputInfo, JobEvent, JobSnapshot};
 use crate::paths;
+use crate::probe::Prober;
 use crate::protocol::{GatewayMsg, SupervisorMsg};
 use crate::record::{self, JobRecord};
 use crate::replication;
@@ -75,6 +76,8 @@ pub struct SupervisorArgs {
     pub board: Arc<Board>,
     /// A job being accepted: not published until it is acknowledged.
     pub fresh: bool,
+    /// Probes the input once the job is accepted.
+    pub prober: Prober,
 }
 
 pub struct SupervisorState {
@@ -102,6 +105,7 @@ pub struct SupervisorState {
     transfer: Arc<dyn Transfer>,
     view: Option<watch::Receiver<Arc<ClusterView>>>,
     board: Arc<Board>,
+    prober: Prober,
     /// Feeds the task that copies each new record to the standby, with the
     /// record's version.
     replica: Option<watch::Sender<(u64, JobRecord)>>,
@@ -195,6 +199,7 @@ impl Actor for JobSupervisor {
             transfer: args.transfer,
             view: args.view,
             board: args.board,
+            prober: args.prober,
             attempt_started: None,
             last_progress_event: None,
             events: None,
@@ -271,6 +276,7 @@ async fn handle_message(
         SupervisorMsg::RecordCopied(version) => state.on_record_copied(version),
         SupervisorMsg::DropCopy(reply) => state.drop_copy(reply),
         SupervisorMsg::LingerOver => state.on_linger_over(),
+        SupervisorMsg::Probed(probe) => state.on_probed(probe),
     };
     if after == After::Settle {
         state.settle(&myself, was_terminal).await;

@@ -1,0 +1,93 @@
+//! The probe at acceptance: right after a job is accepted, its input is
+//! probed, and a thumbnail made, in a child process (the transcoder's
+//! [`Task::Probe`]), so a queued job already shows its input's details.
+//!
+//! A [`Prober`] is the node's: it holds the child command, the node's
+//! [`Limits`] and a semaphore of [`MAX_PROBES`] permits, so a burst of
+//! uploads queues for a few children rather than forking one each. It
+//! runs in a task of its own, never in an actor's handler, and holds no
+//! worker slot.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use vidpress_transcode::driver::{self, ChildCommand};
+use vidpress_transcode::{ChildEvent, EncodeOptions, Limits, MediaInfo, Task, TranscodeJob};
+
+/// Probe children a node runs at once.
+pub const MAX_PROBES: usize = 2;
+
+/// The longest a probe may take, waiting for its permit aside: a probe
+/// reads a header and decodes one group of pictures.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What a probe found: the media, if the input is a readable video, and
+/// whether the thumbnail was written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Probe {
+    pub media: Option<MediaInfo>,
+    pub thumbnail: bool,
+}
+
+/// Runs the probes of a node, a bounded number at a time.
+#[derive(Clone)]
+pub struct Prober {
+    command: ChildCommand,
+    limits: Limits,
+    stall_timeout: Duration,
+    permits: Arc<Semaphore>,
+}
+
+impl Prober {
+    /// Returns a prober running `command` under `limits`, at most
+    /// [`MAX_PROBES`] at once.
+    pub fn new(command: ChildCommand, limits: Limits, stall_timeout: Duration) -> Self {
+        Prober {
+            command,
+            limits,
+            stall_timeout: stall_timeout.min(PROBE_TIMEOUT),
+            permits: Arc::new(Semaphore::new(MAX_PROBES)),
+        }
+    }
+
+    /// Probes `input` and writes its thumbnail to `thumbnail`, once a
+    /// permit is free. A failed probe (not a video, over a limit, a crash,
+    /// a timeout) finds nothing: the transcode reports the input's problem
+    /// itself, with its own error.
+    pub async fn probe(&self, input: PathBuf, thumbnail: PathBuf) -> Probe {
+        let Ok(_permit) = self.permits.acquire().await else {
+            return Probe {
+                media: None,
+                thumbnail: false,
+            };
+        };
+        let job = TranscodeJob {
+            input,
+            output: thumbnail,
+            options: EncodeOptions::default(),
+            limits: self.limits,
+            task: Task::Probe,
+        };
+        let mut media = None;
+        let run = driver::run(&self.command, &job, self.stall_timeout, |event| {
+            if let ChildEvent::Probed(found) = event {
+                media = Some(found);
+            }
+        });
+        let outcome = tokio::time::timeout(PROBE_TIMEOUT, run).await;
+        let thumbnail = match outcome {
+            Ok(Ok(_bytes)) => true,
+            Ok(Err(e)) => {
+                tracing::debug!(input = %job.input.display(), error = %e, "probe failed");
+                false
+            }
+            Err(_elapsed) => {
+                tracing::warn!(input = %job.input.display(), "probe timed out");
+                false
+            }
+        };
+        Probe { media, thumbnail }
+    }
+}
