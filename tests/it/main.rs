@@ -10,6 +10,7 @@ mod jobs;
 mod limits;
 mod metrics;
 mod openapi;
+mod probe;
 mod support;
 mod tenants;
 mod tls;

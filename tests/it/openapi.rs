@@ -58,6 +58,12 @@ const CONTRACT: &[(&str, &str, Access, &[&str])] = &[
     ),
     (
         "get",
+        "/jobs/{id}/thumbnail",
+        Access::Key,
+        &["200", "401", "404", "503"],
+    ),
+    (
+        "get",
         "/jobs/{id}/events",
         Access::Key,
         &["101", "400", "401", "404", "503"],
@@ -181,6 +187,11 @@ async fn errors_are_error_documents_and_job_states_are_status_documents() {
         response(&spec, "get", "/jobs/{id}/result", "200")["content"]["video/mp4"]["schema"]
             ["$ref"],
         "#/components/schemas/Video"
+    );
+    assert_eq!(
+        response(&spec, "get", "/jobs/{id}/thumbnail", "200")["content"]["image/jpeg"]["schema"]
+            ["$ref"],
+        "#/components/schemas/Jpeg"
     );
     assert!(response(&spec, "get", "/metrics", "200")["content"]["text/plain"].is_object());
     let status = spec

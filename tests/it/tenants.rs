@@ -143,6 +143,7 @@ async fn hidden_from(stranger: &As<'_>, id: &str) {
     for (method, path) in [
         (Method::GET, format!("/jobs/{id}")),
         (Method::GET, format!("/jobs/{id}/result")),
+        (Method::GET, format!("/jobs/{id}/thumbnail")),
         (Method::DELETE, format!("/jobs/{id}")),
     ] {
         let (status, doc) = stranger.json(method.clone(), &path).await;
@@ -205,6 +206,7 @@ async fn every_keyed_route_refuses_a_missing_or_wrong_key() {
         (Method::GET, format!("/jobs/{id}")),
         (Method::DELETE, format!("/jobs/{id}")),
         (Method::GET, format!("/jobs/{id}/result")),
+        (Method::GET, format!("/jobs/{id}/thumbnail")),
         (Method::GET, "/cluster".to_owned()),
         (Method::GET, "/metrics".to_owned()),
     ] {
@@ -253,6 +255,18 @@ async fn a_tenant_never_sees_or_touches_another_tenants_job() {
     let theirs = globex.submit(&clip(1)).await;
     let done = acme.wait_for_end(&mine, Duration::from_secs(60)).await;
     assert_eq!(done["status"], "completed");
+    // The thumbnail is there for its owner (made by the probe, which may
+    // report after a job this short ends), and hidden from the stranger.
+    eventually("acme's thumbnail", Duration::from_secs(10), || async {
+        let response = acme
+            .send(Method::GET, &format!("/jobs/{mine}/thumbnail"), None)
+            .await;
+        match response.status() {
+            StatusCode::OK => Ok(()),
+            status => Err(status),
+        }
+    })
+    .await;
     hidden_from(&globex, &mine).await;
     hidden_from(&acme, &theirs).await;
     // Its owner sees it, the result included; the admin sees both.
