@@ -3,7 +3,8 @@
 //! (at most 320 px wide), also while a longer job encodes; a job that is
 //! not a video still fails with its own error and has no thumbnail; a
 //! burst of uploads is probed a few children at a time, every job in the
-//! end; what the probe found survives a restart.
+//! end; what the probe found survives a restart, and a missing
+//! thumbnail is made again then.
 
 use std::path::Path;
 use std::time::Duration;
@@ -142,8 +143,12 @@ async fn a_queued_job_shows_its_input_and_thumbnail_which_a_restart_keeps() {
     let (_, job) = get_json(&format!("{}/jobs/{id}", node.base)).await.unwrap();
     assert_eq!(job["status"], "queued", "still queued: {job}");
 
-    // The probe's findings are in the record: a restart shows them at once.
+    // The probe's findings are in the record: a restart shows them at once;
+    // a thumbnail that is missing then (a takeover, a crash mid-probe) is
+    // made again.
     node.stop().await;
+    let file = data.join("jobs").join(&id).join("thumbnail.jpg");
+    std::fs::remove_file(&file).expect("the thumbnail is in the job's folder");
     let node = TestNode::start_at(&data, |c| {
         c.workers = Some(0);
         c.drain_timeout = 0;
@@ -153,7 +158,13 @@ async fn a_queued_job_shows_its_input_and_thumbnail_which_a_restart_keeps() {
     let (_, job) = get_json(&format!("{}/jobs/{id}", node.base)).await.unwrap();
     assert_eq!(job["status"], "queued", "{job}");
     assert_eq!(job["input"]["width"], 640, "{job}");
-    assert_eq!(thumbnail(&node.base, &id).await.0, 200);
+    eventually("the thumbnail again", Duration::from_secs(10), || async {
+        match thumbnail(&node.base, &id).await.0 {
+            200 => Ok(()),
+            status => Err(status),
+        }
+    })
+    .await;
 }
 
 #[tokio::test]

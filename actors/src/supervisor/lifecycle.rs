@@ -88,9 +88,11 @@ impl SupervisorState {
         After::Settle
     }
 
-    /// Probes the accepted input in a task of its own (after the answer,
-    /// without a worker slot), which reports back as `Probed`.
-    fn start_probe(&self, myself: &ActorRef<SupervisorMsg>) {
+    /// Probes the input in a task of its own (after the 202, without a
+    /// worker slot), which reports back as `Probed`: once accepted, and
+    /// again when an unfinished job comes back from disk or is taken over
+    /// without its probe's findings or thumbnail.
+    pub(super) fn start_probe(&self, myself: &ActorRef<SupervisorMsg>) {
         let prober = self.prober.clone();
         let input = paths::input(&self.data_dir, self.job.id);
         let thumbnail = paths::thumbnail(&self.data_dir, self.job.id);

@@ -153,7 +153,7 @@ impl Actor for JobSupervisor {
         let replica = args.standby_http.clone().map(|standby| {
             let (tx, rx) = watch::channel((0, record.clone()));
             tokio::spawn(
-                replication::copy_records(args.transfer.clone(), standby, rx, myself)
+                replication::copy_records(args.transfer.clone(), standby, rx, myself.clone())
                     .in_current_span(),
             );
             tx
@@ -208,6 +208,14 @@ impl Actor for JobSupervisor {
         };
         if !args.fresh {
             state.board.publish(&state.job);
+            // Back from disk or taken over before its probe was done (or
+            // from a standby, which has no thumbnail): probe it again.
+            let thumbnail = paths::thumbnail(&state.data_dir, state.job.id);
+            if !state.job.status().is_terminal()
+                && (state.job.input.media.is_none() || !thumbnail.exists())
+            {
+                state.start_probe(&myself);
+            }
         }
         Ok(state)
     }

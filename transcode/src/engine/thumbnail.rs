@@ -37,7 +37,7 @@ pub fn timestamp(duration_seconds: Option<f64>) -> f64 {
 /// both dimensions even and at least 2.
 pub fn size(width: u32, height: u32) -> (u32, u32) {
     let width = width.max(1);
-    let out_width = width.min(THUMBNAIL_MAX_WIDTH).max(2) & !1;
+    let out_width = width.clamp(2, THUMBNAIL_MAX_WIDTH) & !1;
     let out_height =
         (u64::from(height) * u64::from(out_width) + u64::from(width) / 2) / u64::from(width);
     let out_height = u32::try_from(out_height).unwrap_or(u32::MAX).max(2) & !1;
