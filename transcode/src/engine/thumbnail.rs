@@ -49,12 +49,18 @@ pub fn size(width: u32, height: u32) -> (u32, u32) {
 pub(super) fn write(input: &mut Input, output: &Path) -> Result<u64, TranscodeError> {
     let picture = representative_frame(input)?;
     let jpeg = encode(&picture)?;
-    std::fs::write(output, &jpeg).map_err(|err| {
-        TranscodeError::new(
-            ErrorCode::Io,
-            format!("the thumbnail could not be written: {err}"),
-        )
-    })?;
+    // Written aside and renamed: a reader (the thumbnail route) sees the
+    // old picture or the new one, never a part of it.
+    let partial = output.with_extension("partial");
+    std::fs::write(&partial, &jpeg)
+        .and_then(|()| std::fs::rename(&partial, output))
+        .map_err(|err| {
+            let _ = std::fs::remove_file(&partial);
+            TranscodeError::new(
+                ErrorCode::Io,
+                format!("the thumbnail could not be written: {err}"),
+            )
+        })?;
     Ok(jpeg.len() as u64)
 }
 
