@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 use vidpress_transcode::driver::{self, ChildCommand};
-use vidpress_transcode::{ChildEvent, EncodeOptions, ErrorCode, Limits, Preset, TranscodeJob};
+use vidpress_transcode::{
+    ChildEvent, EncodeOptions, ErrorCode, Limits, Preset, Task, TranscodeJob,
+};
 
 use crate::fixtures::{self, ffprobe, streams};
 
@@ -447,4 +449,56 @@ async fn the_child_runs_under_the_jobs_resource_limits_without_core_dumps() {
     );
     assert_eq!(limit("Max open files"), ("777".into(), "777".into()));
     assert_eq!(limit("Max core file size"), ("0".into(), "0".into()));
+}
+
+/// A probe job (`Task::Probe`): its output is the thumbnail.
+fn probe_job(input: PathBuf, dir: &TempDir) -> TranscodeJob {
+    TranscodeJob {
+        output: dir.path().join("thumbnail.jpg"),
+        task: Task::Probe,
+        ..job(input, dir, EncodeOptions::default())
+    }
+}
+
+#[tokio::test]
+async fn a_probe_reports_the_media_and_writes_a_small_jpeg_faults_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = probe_job(fixtures::mp4_with_audio(), &dir);
+    let mut events = Vec::new();
+    // The crash fault is a transcode's: a probe runs to its end anyway.
+    let bytes = driver::run(&faulty_child("crash"), &job, STALL, |event| {
+        events.push(event)
+    })
+    .await
+    .expect("the probe succeeds");
+
+    assert!(
+        matches!(events.as_slice(), [ChildEvent::Probed(info)] if info.video_codec == "h264"),
+        "{events:?}"
+    );
+    let jpeg = std::fs::read(&job.output).unwrap();
+    assert_eq!(bytes, jpeg.len() as u64);
+    assert!(jpeg.starts_with(&[0xFF, 0xD8, 0xFF]), "a JPEG");
+    let probe = ffprobe(&job.output);
+    let picture = &streams(&probe, "video")[0];
+    assert_eq!(picture["codec_name"], "mjpeg");
+    assert!(picture["width"].as_u64().unwrap() <= 320, "{picture}");
+    assert_eq!(picture["pix_fmt"], "yuvj420p");
+}
+
+#[tokio::test]
+async fn a_probe_of_a_bad_input_fails_with_its_code_and_leaves_no_file() {
+    for (input, code) in [
+        (fixtures::garbage(), ErrorCode::InvalidMedia),
+        (fixtures::audio_only(), ErrorCode::NoVideoStream),
+        (fixtures::bomb(), ErrorCode::LimitsExceeded),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let job = probe_job(input.clone(), &dir);
+        let err = driver::run(&child(), &job, STALL, |_| {})
+            .await
+            .expect_err("not a probe-able video");
+        assert_eq!(err.code, code, "{}: {err:?}", input.display());
+        assert!(!job.output.exists(), "{}", input.display());
+    }
 }
