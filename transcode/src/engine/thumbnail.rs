@@ -1,7 +1,8 @@
 //! The thumbnail: one representative frame of the input, decoded after a
 //! seek to [`timestamp`], scaled with swscale to [`size`] (at most
 //! [`THUMBNAIL_MAX_WIDTH`] wide, aspect kept, even dimensions) into
-//! `yuvj420p`, and encoded as one JPEG by libav's `mjpeg` encoder.
+//! `yuvj420p`, turned as a player shows the video (its display rotation),
+//! and encoded as one JPEG by libav's `mjpeg` encoder.
 //!
 //! It decodes from the keyframe at or before the chosen time and keeps the
 //! first picture that comes out, so it costs one group of pictures at most,
@@ -48,7 +49,7 @@ pub fn size(width: u32, height: u32) -> (u32, u32) {
 /// in bytes.
 pub(super) fn write(input: &mut Input, output: &Path) -> Result<u64, TranscodeError> {
     let picture = representative_frame(input)?;
-    let jpeg = encode(&picture)?;
+    let jpeg = encode(&picture, input.rotation)?;
     // Written aside and renamed: a reader (the thumbnail route) sees the
     // old picture or the new one, never a part of it.
     let partial = output.with_extension("partial");
@@ -121,16 +122,28 @@ fn first_frame(input: &mut Input) -> Result<Option<frame::Video>, TranscodeError
     Ok(decoder.receive_frame(&mut picture).ok().map(|()| picture))
 }
 
-/// Scales `picture` to the thumbnail's size and encodes it as a JPEG.
-fn encode(picture: &frame::Video) -> Result<Vec<u8>, TranscodeError> {
-    let (width, height) = size(picture.width(), picture.height());
+/// Scales `picture` to the thumbnail's size, turns it `rotation` degrees
+/// clockwise as a player shows it, and encodes it as a JPEG.
+fn encode(picture: &frame::Video, rotation: u32) -> Result<Vec<u8>, TranscodeError> {
+    let sideways = rotation % 180 == 90;
+    let (width, height) = if sideways {
+        size(picture.height(), picture.width())
+    } else {
+        size(picture.width(), picture.height())
+    };
+    // Scaled as coded, then turned: the scaler cannot turn.
+    let (coded_width, coded_height) = if sideways {
+        (height, width)
+    } else {
+        (width, height)
+    };
     let mut scaler = scaling::Context::get(
         picture.format(),
         picture.width(),
         picture.height(),
         format::Pixel::YUVJ420P,
-        width,
-        height,
+        coded_width,
+        coded_height,
         scaling::Flags::BICUBIC,
     )
     .map_err(|err| encoder_error("the thumbnail could not be scaled", err))?;
@@ -138,6 +151,10 @@ fn encode(picture: &frame::Video) -> Result<Vec<u8>, TranscodeError> {
     scaler
         .run(picture, &mut scaled)
         .map_err(|err| encoder_error("the thumbnail could not be scaled", err))?;
+    let mut scaled = match rotation {
+        90 | 180 | 270 => turn(&scaled, rotation, width, height),
+        _ => scaled,
+    };
     scaled.set_pts(Some(0));
 
     let codec = encoder::find(codec::Id::MJPEG).ok_or_else(|| {
@@ -176,6 +193,67 @@ fn encode(picture: &frame::Video) -> Result<Vec<u8>, TranscodeError> {
     Ok(packet.data().map(<[u8]>::to_vec).unwrap_or_default())
 }
 
+/// Returns `picture` (`yuvj420p`) turned `rotation` degrees clockwise,
+/// `width`×`height` once turned.
+fn turn(picture: &frame::Video, rotation: u32, width: u32, height: u32) -> frame::Video {
+    let mut turned = frame::Video::new(format::Pixel::YUVJ420P, width, height);
+    for plane in 0..3 {
+        let shift = u32::from(plane > 0);
+        let (w, h) = (
+            (picture.width() >> shift) as usize,
+            (picture.height() >> shift) as usize,
+        );
+        let source = Plane {
+            stride: picture.stride(plane),
+            width: w,
+            height: h,
+        };
+        let stride = turned.stride(plane);
+        turn_plane(
+            picture.data(plane),
+            source,
+            turned.data_mut(plane),
+            stride,
+            rotation,
+        );
+    }
+    turned
+}
+
+/// The shape of one plane of a picture in memory.
+#[derive(Clone, Copy)]
+struct Plane {
+    stride: usize,
+    width: usize,
+    height: usize,
+}
+
+/// Writes the `source` plane of `from` turned `rotation` (90, 180, 270)
+/// degrees clockwise into `to`, whose rows are `to_stride` apart. Pixels
+/// that fall outside either buffer are skipped, never indexed.
+fn turn_plane(from: &[u8], source: Plane, to: &mut [u8], to_stride: usize, rotation: u32) {
+    let Plane {
+        stride,
+        width,
+        height,
+    } = source;
+    for y in 0..height {
+        for x in 0..width {
+            let (tx, ty) = match rotation {
+                90 => (height - 1 - y, x),
+                180 => (width - 1 - x, height - 1 - y),
+                270 => (y, width - 1 - x),
+                _ => (x, y),
+            };
+            if let (Some(&value), Some(slot)) =
+                (from.get(y * stride + x), to.get_mut(ty * to_stride + tx))
+            {
+                *slot = value;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,5 +283,28 @@ mod tests {
         assert_eq!(size(8192, 2), (320, 2));
         assert_eq!(size(1, 1), (2, 2));
         assert_eq!(size(0, 0), (2, 2));
+    }
+
+    #[test]
+    fn planes_turn_clockwise() {
+        // 3 wide, 2 high, rows 4 bytes apart (a padded stride):
+        // a b c
+        // d e f
+        let from = b"abc.def.";
+        let source = Plane {
+            stride: 4,
+            width: 3,
+            height: 2,
+        };
+        let turned = |rotation, width: usize, height: usize| {
+            let mut to = vec![b'.'; width * height];
+            turn_plane(from, source, &mut to, width, rotation);
+            String::from_utf8(to).unwrap()
+        };
+        // d a / e b / f c
+        assert_eq!(turned(90, 2, 3), "daebfc");
+        assert_eq!(turned(180, 3, 2), "fedcba");
+        // c f / b e / a d
+        assert_eq!(turned(270, 2, 3), "cfbead");
     }
 }

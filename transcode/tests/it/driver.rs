@@ -502,3 +502,19 @@ async fn a_probe_of_a_bad_input_fails_with_its_code_and_leaves_no_file() {
         assert!(!job.output.exists(), "{}", input.display());
     }
 }
+
+#[tokio::test]
+async fn a_thumbnail_is_turned_as_a_player_shows_the_video() {
+    let dir = tempfile::tempdir().unwrap();
+    // 320x240 as coded, turned 90 degrees for display, as phones write.
+    let job = probe_job(fixtures::rotated(), &dir);
+    driver::run(&child(), &job, STALL, |_| {})
+        .await
+        .expect("the probe succeeds");
+    let probe = ffprobe(&job.output);
+    let picture = &streams(&probe, "video")[0];
+    assert_eq!(
+        (&picture["width"], &picture["height"]),
+        (&240.into(), &320.into())
+    );
+}
