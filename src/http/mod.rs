@@ -4,7 +4,8 @@
 //!
 //! # Layout
 //! - [`auth`]: API keys, tenants and who may see which job.
-//! - [`jobs`]: submit, poll, list, cancel, download.
+//! - [`jobs`]: submit, poll, list, cancel.
+//! - [`files`]: a job's result and thumbnail.
 //! - [`events`]: the WebSocket event stream.
 //! - [`ws`]: the limits of a client's WebSocket (message size, pings, idle).
 //! - [`upload`]: streaming an upload to disk.
@@ -23,6 +24,7 @@ pub mod dto;
 pub mod error;
 pub mod events;
 pub mod extract;
+pub mod files;
 pub mod internal;
 pub mod jobs;
 pub mod listen;
@@ -116,8 +118,8 @@ impl App {
 pub fn router(state: AppState) -> Router {
     let mut job_routes = Router::new()
         .route("/jobs/{id}", get(jobs::status).delete(jobs::cancel))
-        .route("/jobs/{id}/result", get(jobs::result))
-        .route("/jobs/{id}/thumbnail", get(jobs::thumbnail))
+        .route("/jobs/{id}/result", get(files::result))
+        .route("/jobs/{id}/thumbnail", get(files::thumbnail))
         .route("/jobs/{id}/events", get(events::events));
     if state.cluster.is_some() {
         // Alone, a node holds every job it knows: nothing to forward.

@@ -11,7 +11,7 @@ use serde_json::Value;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{dto, error, events, jobs, metrics, web};
+use super::{dto, error, events, files, jobs, metrics, web};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -31,8 +31,8 @@ use super::{dto, error, events, jobs, metrics, web};
         jobs::list,
         jobs::status,
         jobs::cancel,
-        jobs::result,
-        jobs::thumbnail,
+        files::result,
+        files::thumbnail,
         events::events,
         super::cluster,
         super::healthz,
