@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use strum::{Display, EnumString, IntoStaticStr};
 use uuid::Uuid;
 use vidpress_cluster::NodeName;
-use vidpress_transcode::{EncodeOptions, MediaInfo, TranscodeError};
+use vidpress_transcode::{EncodeOptions, MediaInfo, Output, TranscodeError};
 
 use crate::counters::{Attempt, Seq};
 use crate::tenant::Tenant;
@@ -151,8 +151,8 @@ pub enum JobState {
     Completed {
         /// Where the output lives on the node that owns the job.
         output: PathBuf,
-        /// Size of the output in bytes.
-        bytes: u64,
+        /// Its size, and what it is and how it looks.
+        result: Output,
     },
     /// The job cannot complete.
     Failed(TranscodeError),

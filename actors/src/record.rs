@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use vidpress_cluster::NodeName;
-use vidpress_transcode::{EncodeOptions, MediaInfo, TranscodeError};
+use vidpress_transcode::{EncodeOptions, MediaInfo, OutputReport, TranscodeError};
 
 use crate::counters::{Attempt, Epoch};
 use crate::job::JobId;
@@ -20,7 +20,13 @@ use crate::tenant::Tenant;
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum Outcome {
-    Completed { bytes: u64 },
+    Completed {
+        bytes: u64,
+        /// What the output is and how it looks (absent from records
+        /// written before reports existed).
+        #[serde(default)]
+        report: Option<OutputReport>,
+    },
     Failed { error: TranscodeError },
     Canceled,
 }
@@ -133,7 +139,10 @@ mod tests {
             digest: hex::encode([0xab, 0x01]),
             attempt: Attempt::new(3),
             finished_at_ms: Some(9),
-            outcome: Some(Outcome::Completed { bytes: 7 }),
+            outcome: Some(Outcome::Completed {
+                bytes: 7,
+                report: None
+            }),
             epoch: Epoch::new(2),
             ..sample(&node)
         };
@@ -145,7 +154,10 @@ mod tests {
         assert_eq!(back.attempt, Attempt::new(3));
         assert!(matches!(
             back.outcome,
-            Some(Outcome::Completed { bytes: 7 })
+            Some(Outcome::Completed {
+                bytes: 7,
+                report: None
+            })
         ));
         std::fs::write(&path, b"{not json").unwrap();
         assert!(JobRecord::read(&path).is_err());

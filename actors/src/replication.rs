@@ -234,7 +234,10 @@ mod tests {
     async fn copy_to(standby: &FakeStandby, down: bool) {
         let node: NodeName = "node-a".parse().unwrap();
         let ended = JobRecord {
-            outcome: Some(Outcome::Completed { bytes: 1 }),
+            outcome: Some(Outcome::Completed {
+                bytes: 1,
+                report: None,
+            }),
             ..record::sample(&node)
         };
         copy_result(standby, "http://b", Path::new("out"), &ended, || down).await;

@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 use vidpress_cluster::NodeName;
 use vidpress_transcode::driver::{self, ChildCommand};
-use vidpress_transcode::{ChildEvent, Limits, Task, TranscodeError, TranscodeJob};
+use vidpress_transcode::{ChildEvent, Limits, Output, Task, TranscodeError, TranscodeJob};
 
 use crate::counters::Attempt;
 use crate::job::JobId;
@@ -183,8 +183,8 @@ impl Actor for WorkerActor {
                     return Ok(());
                 };
                 match &outcome {
-                    AttemptReport::Ended(Ok(bytes)) => {
-                        info!(job_id = %job, node = %state.args.node, attempt = attempt.get(), bytes, "attempt finished")
+                    AttemptReport::Finished(output) => {
+                        info!(job_id = %job, node = %state.args.node, attempt = attempt.get(), bytes = output.bytes, "attempt finished")
                     }
                     AttemptReport::Ended(Err(e)) => {
                         warn!(job_id = %job, node = %state.args.node, attempt = attempt.get(), code = e.code.as_str(), error = %e, "attempt failed")
@@ -293,7 +293,10 @@ impl AttemptRun {
                 limits: self.limits,
                 task: Task::Transcode,
             };
-            return AttemptReport::Ended(self.transcode(&job).await);
+            return match self.transcode(&job).await {
+                Ok(output) => AttemptReport::Finished(output),
+                Err(e) => AttemptReport::Ended(Err(e)),
+            };
         }
         let work = paths::work_dir(&self.data_dir, a.job, a.attempt);
         let report = self.remote(&work).await;
@@ -320,8 +323,8 @@ impl AttemptRun {
         {
             return AttemptReport::Lost(format!("cannot fetch the input from {}: {e}", a.owner));
         }
-        let bytes = match self.transcode(&job).await {
-            Ok(bytes) => bytes,
+        let output = match self.transcode(&job).await {
+            Ok(output) => output,
             Err(e) => return AttemptReport::Ended(Err(e)),
         };
         let pushed = self
@@ -331,7 +334,7 @@ impl AttemptRun {
             )
             .await;
         match pushed {
-            Ok(()) => AttemptReport::Ended(Ok(bytes)),
+            Ok(()) => AttemptReport::Finished(output),
             Err(e) => AttemptReport::Lost(format!("cannot send the output to {}: {e}", a.owner)),
         }
     }
@@ -351,7 +354,7 @@ impl AttemptRun {
         }
     }
 
-    async fn transcode(&self, job: &TranscodeJob) -> Result<u64, TranscodeError> {
+    async fn transcode(&self, job: &TranscodeJob) -> Result<Output, TranscodeError> {
         let (id, attempt) = (self.assignment.job, self.assignment.attempt);
         let owner = self.owner.clone();
         driver::run(&self.command, job, self.stall_timeout, move |event| {

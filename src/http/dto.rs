@@ -14,7 +14,7 @@ use utoipa::openapi::RefOr;
 use utoipa::ToSchema;
 use vidpress_actors::{EventKind, JobEvent, JobSnapshot, JobState, JobStatus};
 use vidpress_cluster::{MemberState, NodeLoad, NodeName};
-use vidpress_transcode::{EncodeOptions, Preset};
+use vidpress_transcode::{Codec, EncodeOptions, Format, Output, Preset, RateMode};
 
 /// The range of a page's size in `GET /jobs` (`limit`).
 pub const MIN_LIMIT: usize = 1;
@@ -53,10 +53,22 @@ pub struct JobDocument {
     pub links: Links,
 }
 
-/// The encode options of a job (the query of its `POST /jobs`).
+/// The encode options of a job (the query of its `POST /jobs`, with the
+/// defaults filled in).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct OptionsDocument {
-    pub crf: u8,
+    #[schema(value_type = CodecName)]
+    pub codec: &'static str,
+    #[schema(value_type = FormatName)]
+    pub format: &'static str,
+    /// The CRF asked for, or the codec's default; `null` in another rate
+    /// mode.
+    #[schema(required = true)]
+    pub crf: Option<u8>,
+    #[schema(required = true)]
+    pub target_size_bytes: Option<u64>,
+    #[schema(required = true)]
+    pub min_ssim: Option<f64>,
     #[schema(value_type = PresetName)]
     pub preset: String,
     #[schema(required = true)]
@@ -79,12 +91,95 @@ pub struct InputDocument {
     pub video_codec: Option<String>,
 }
 
-/// A completed job's output.
+/// A completed job's output and its quality report. The report's fields
+/// are `null` for a job completed before reports existed.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ResultDocument {
     pub bytes: u64,
     /// Where to download it: `/jobs/{id}/result`.
     pub url: String,
+    /// `video/mp4` or `video/webm`.
+    pub content_type: &'static str,
+    #[schema(value_type = Option<CodecName>, required = true)]
+    pub codec: Option<&'static str>,
+    #[schema(value_type = Option<FormatName>, required = true)]
+    pub format: Option<&'static str>,
+    /// The CRF encoded at, also when searched (`min_ssim`); `null` for
+    /// `target_size_bytes`, which aims at a bit rate.
+    #[schema(required = true)]
+    pub crf: Option<u8>,
+    /// The video bit rate aimed at for `target_size_bytes`, in kbit/s.
+    #[schema(required = true)]
+    pub video_bitrate_kbps: Option<u32>,
+    #[schema(required = true)]
+    pub width: Option<u32>,
+    #[schema(required = true)]
+    pub height: Option<u32>,
+    #[schema(required = true)]
+    pub duration_seconds: Option<f64>,
+    /// How the output looks against the input scaled alike.
+    #[schema(required = true)]
+    pub quality: Option<QualityDocument>,
+    /// Seconds spent: searching or calibrating, encoding, and measuring.
+    #[schema(required = true)]
+    pub timings: Option<TimingsDocument>,
+}
+
+/// SSIM and PSNR of the output against the input scaled alike, as ffmpeg's
+/// `ssim` ("All") and `psnr` (average) filters give them.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QualityDocument {
+    #[schema(minimum = 0, maximum = 1)]
+    pub ssim: f64,
+    pub psnr_db: f64,
+    /// Whether evenly spaced frames were compared rather than all.
+    pub sampled: bool,
+    /// Frames compared.
+    pub frames: u64,
+}
+
+/// Where a transcode's time went, in seconds.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TimingsDocument {
+    /// The CRF search (`min_ssim`) or passes thrown away (`target_size_bytes`).
+    pub search_seconds: f64,
+    /// The encode of the output, its measurement included.
+    pub encode_seconds: f64,
+    /// The part of `encode_seconds` spent measuring quality.
+    pub quality_seconds: f64,
+}
+
+impl ResultDocument {
+    fn new(url: String, format: Format, result: &Output) -> Self {
+        let report = result.report.as_ref();
+        let round = |x: f64, places: i32| {
+            let scale = 10f64.powi(places);
+            (x * scale).round() / scale
+        };
+        Self {
+            bytes: result.bytes,
+            url,
+            content_type: format.content_type(),
+            codec: report.map(|r| r.codec.as_str()),
+            format: report.map(|r| r.format.as_str()),
+            crf: report.and_then(|r| r.crf),
+            video_bitrate_kbps: report.and_then(|r| r.video_bitrate_kbps),
+            width: report.map(|r| r.width),
+            height: report.map(|r| r.height),
+            duration_seconds: report.map(|r| round(r.duration_seconds, 3)),
+            quality: report.and_then(|r| r.quality).map(|q| QualityDocument {
+                ssim: round(q.ssim, 5),
+                psnr_db: round(q.psnr_db, 2),
+                sampled: q.sampled,
+                frames: q.frames,
+            }),
+            timings: report.map(|r| TimingsDocument {
+                search_seconds: round(r.timings.search_seconds, 2),
+                encode_seconds: round(r.timings.encode_seconds, 2),
+                quality_seconds: round(r.timings.quality_seconds, 2),
+            }),
+        }
+    }
 }
 
 /// An error: why a job failed, or (in an error body) why a request was
@@ -237,6 +332,14 @@ string_enum!(
     PresetName => "Preset", Preset::ALL.map(Preset::as_str)
 );
 string_enum!(
+    /// A video codec in the spec.
+    CodecName => "Codec", Codec::ALL.map(Codec::as_str)
+);
+string_enum!(
+    /// A container in the spec.
+    FormatName => "Format", Format::ALL.map(Format::as_str)
+);
+string_enum!(
     /// An event kind in the spec.
     EventName => "EventKind", EventKind::iter().map(EventKind::as_str)
 );
@@ -279,6 +382,10 @@ bounded_integer!(
     CrfRange: Int32, EncodeOptions::CRF_MIN, EncodeOptions::CRF_MAX
 );
 bounded_integer!(
+    /// `target_size_bytes` of `POST /jobs`.
+    TargetSizeRange: Int64, EncodeOptions::TARGET_SIZE_MIN, EncodeOptions::TARGET_SIZE_MAX
+);
+bounded_integer!(
     /// `max_height` of `POST /jobs`.
     MaxHeightRange: Int32, EncodeOptions::MAX_HEIGHT_MIN, EncodeOptions::MAX_HEIGHT_MAX
 );
@@ -290,6 +397,22 @@ bounded_integer!(
     /// `limit` of `GET /jobs`.
     LimitRange: Int32, MIN_LIMIT, MAX_LIMIT
 );
+
+/// `min_ssim` of `POST /jobs`: a number within the bounds the server checks.
+pub struct MinSsimRange;
+
+impl utoipa::PartialSchema for MinSsimRange {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::Number)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Double)))
+            .minimum(Some(EncodeOptions::MIN_SSIM_MIN))
+            .maximum(Some(EncodeOptions::MIN_SSIM_MAX))
+            .into()
+    }
+}
+
+impl ToSchema for MinSsimRange {}
 
 impl NodeDocument {
     pub fn new(name: &NodeName, address: &str, state: MemberState, load: NodeLoad) -> Self {
@@ -311,7 +434,14 @@ fn rfc3339(t: SystemTime) -> String {
 impl From<&EncodeOptions> for OptionsDocument {
     fn from(o: &EncodeOptions) -> Self {
         Self {
-            crf: o.crf,
+            codec: o.codec.as_str(),
+            format: o.format.as_str(),
+            crf: match o.rate() {
+                RateMode::Crf(crf) => Some(crf),
+                _ => None,
+            },
+            target_size_bytes: o.target_size_bytes,
+            min_ssim: o.min_ssim,
             preset: o.preset.to_string(),
             max_height: o.max_height,
             audio_bitrate: o.audio_bitrate_kbps,
@@ -324,11 +454,12 @@ impl From<&JobSnapshot> for JobDocument {
         let base = format!("/jobs/{}", job.id);
         let media = job.input.media.as_ref();
         let (result, error) = match &job.state {
-            JobState::Completed { bytes, .. } => (
-                Some(ResultDocument {
-                    bytes: *bytes,
-                    url: format!("{base}/result"),
-                }),
+            JobState::Completed { result, .. } => (
+                Some(ResultDocument::new(
+                    format!("{base}/result"),
+                    job.options.format,
+                    result,
+                )),
                 None,
             ),
             JobState::Failed(e) => (

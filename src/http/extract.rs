@@ -6,11 +6,11 @@ use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use vidpress_actors::{JobId, JobStatus};
-use vidpress_transcode::{EncodeOptions, Preset};
+use vidpress_transcode::{Codec, EncodeOptions, Format, Preset};
 
 use super::dto::{
-    one_of, AudioBitrateRange, CrfRange, LimitRange, MaxHeightRange, PresetName, StatusName,
-    MAX_LIMIT, MIN_LIMIT,
+    one_of, AudioBitrateRange, CodecName, CrfRange, FormatName, LimitRange, MaxHeightRange,
+    MinSsimRange, PresetName, StatusName, TargetSizeRange, MAX_LIMIT, MIN_LIMIT,
 };
 use super::error::ApiError;
 
@@ -46,10 +46,29 @@ impl<T: Explained, S: Send + Sync> FromRequestParts<S> for Params<T> {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct SubmitQuery {
-    /// x264 constant rate factor: lower is better and larger (default 28)
+    /// Video codec (default `h264`)
+    #[param(value_type = Option<CodecName>)]
+    codec: Option<Codec>,
+    /// Container: `mp4` (AAC audio) or `webm` (Opus audio); default `mp4`,
+    /// or `webm` for `vp9`. The pairs are h264/mp4, h265/mp4, av1/mp4,
+    /// av1/webm, vp9/webm
+    #[param(value_type = Option<FormatName>)]
+    format: Option<Format>,
+    /// Constant rate factor on the codec's scale: lower is better and
+    /// larger; at most 51 for h264 and h265, 63 for av1 and vp9 (default
+    /// 28, 30, 40, 40). One rate mode at most: crf, target_size_bytes or
+    /// min_ssim
     #[param(value_type = Option<CrfRange>, inline)]
     crf: Option<u8>,
-    /// x264 preset (default `veryfast`)
+    /// Rate mode: the whole file, audio included, at this size (within 5 %)
+    #[param(value_type = Option<TargetSizeRange>, inline)]
+    target_size_bytes: Option<u64>,
+    /// Rate mode: the largest CRF whose SSIM against the input is at least
+    /// this, searched on samples
+    #[param(value_type = Option<MinSsimRange>, inline)]
+    min_ssim: Option<f64>,
+    /// Speed preset, x264's names mapped onto each encoder (default
+    /// `veryfast`; SVT-AV1 `preset` 12 to 4, libvpx `cpu-used` 5 to 0)
     #[param(value_type = Option<PresetName>)]
     preset: Option<Preset>,
     /// Downscale to at most this height, aspect kept, dimensions even
@@ -68,6 +87,13 @@ impl Explained for SubmitQuery {
                 EncodeOptions::CRF_MIN,
                 EncodeOptions::CRF_MAX
             ),
+            "codec" => format!("codec must be one of {}", one_of(Codec::ALL.map(Codec::as_str))),
+            "format" => format!(
+                "format must be one of {}",
+                one_of(Format::ALL.map(Format::as_str))
+            ),
+            "target_size_bytes" => "target_size_bytes must be an integer number of bytes".into(),
+            "min_ssim" => "min_ssim must be a number from 0.90 to 0.999".into(),
             "preset" => format!(
                 "preset must be one of {}",
                 one_of(Preset::ALL.map(Preset::as_str))
@@ -75,7 +101,10 @@ impl Explained for SubmitQuery {
             "max_height" => "max_height must be a positive integer".into(),
             "audio_bitrate" => "audio_bitrate must be an integer in kbit/s".into(),
             _ => {
-                format!("unknown option {name}; options are crf, preset, max_height, audio_bitrate")
+                format!(
+                    "unknown option {name}; options are codec, format, crf, target_size_bytes, \
+                     min_ssim, preset, max_height, audio_bitrate"
+                )
             }
         }
     }
@@ -85,8 +114,13 @@ impl SubmitQuery {
     /// Returns the options asked for, defaults elsewhere, if all are in range.
     pub fn options(&self) -> Result<EncodeOptions, ApiError> {
         let defaults = EncodeOptions::default();
+        let codec = self.codec.unwrap_or(defaults.codec);
         let options = EncodeOptions {
-            crf: self.crf.unwrap_or(defaults.crf),
+            codec,
+            format: self.format.unwrap_or(codec.default_format()),
+            crf: self.crf,
+            target_size_bytes: self.target_size_bytes,
+            min_ssim: self.min_ssim,
             preset: self.preset.unwrap_or(defaults.preset),
             max_height: self.max_height,
             audio_bitrate_kbps: self.audio_bitrate.unwrap_or(defaults.audio_bitrate_kbps),

@@ -36,16 +36,16 @@ use super::AppState;
     ),
     responses(
         (status = 200, description = "The whole file",
-            content_type = "video/mp4", body = Video,
+            content((Video = "video/mp4"), (Video = "video/webm")),
             headers(
                 ("Content-Length" = u64),
                 ("Accept-Ranges" = String, description = "`bytes`"),
                 ("Last-Modified" = String),
                 ("Content-Disposition" = String,
-                    description = "`attachment; filename=\"{id}.mp4\"`"),
+                    description = "`attachment; filename=\"{id}.mp4\"` (or `.webm`)"),
             )),
         (status = 206, description = "The requested range",
-            content_type = "video/mp4", body = Video,
+            content((Video = "video/mp4"), (Video = "video/webm")),
             headers(
                 ("Content-Range" = String, description = "`bytes FIRST-LAST/SIZE`"),
                 ("Content-Length" = u64),
@@ -69,7 +69,7 @@ pub async fn result(
     request: Request,
 ) -> Result<Response, ApiError> {
     let job = caller.check(app.jobs.get(id)?)?;
-    let JobState::Completed { output, bytes } = &job.state else {
+    let JobState::Completed { output, result } = &job.state else {
         return Ok((StatusCode::CONFLICT, Json(JobDocument::from(&**job))).into_response());
     };
     let mut response = ServeFile::new(output)
@@ -84,16 +84,23 @@ pub async fn result(
         }
         StatusCode::PRECONDITION_FAILED => return Err(ApiError::PreconditionFailed),
         StatusCode::RANGE_NOT_SATISFIABLE => {
-            return Err(ApiError::RangeNotSatisfiable { size: *bytes })
+            return Err(ApiError::RangeNotSatisfiable { size: result.bytes })
         }
         _ => {}
     }
-    if let Ok(disposition) =
-        HeaderValue::from_str(&format!("attachment; filename=\"{}.mp4\"", job.id))
-    {
-        response
-            .headers_mut()
-            .insert(header::CONTENT_DISPOSITION, disposition);
+    let format = job.options.format;
+    let headers = response.headers_mut();
+    // The result file is named for the job, not its format: say it here.
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(format.content_type()),
+    );
+    if let Ok(disposition) = HeaderValue::from_str(&format!(
+        "attachment; filename=\"{}.{}\"",
+        job.id,
+        format.extension()
+    )) {
+        headers.insert(header::CONTENT_DISPOSITION, disposition);
     }
     Ok(response)
 }

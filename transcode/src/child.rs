@@ -110,8 +110,11 @@ pub fn main(job_json: &str) -> ExitCode {
     });
 
     match result {
-        Ok(output_bytes) => {
-            emit(&ChildEvent::Done { output_bytes });
+        Ok(output) => {
+            emit(&ChildEvent::Done {
+                output_bytes: output.bytes,
+                report: output.report,
+            });
             ExitCode::SUCCESS
         }
         Err(err) => {

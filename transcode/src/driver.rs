@@ -27,7 +27,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use crate::protocol::{ChildEvent, ErrorCode, Limits, TranscodeError, TranscodeJob};
+use crate::protocol::{ChildEvent, ErrorCode, Limits, Output, TranscodeError, TranscodeJob};
 
 /// How much of the child's stderr is kept to explain a crash.
 const STDERR_TAIL_BYTES: usize = 4096;
@@ -83,7 +83,7 @@ pub async fn run(
     job: &TranscodeJob,
     stall_timeout: Duration,
     mut on_event: impl FnMut(ChildEvent) + Send,
-) -> Result<u64, TranscodeError> {
+) -> Result<Output, TranscodeError> {
     let job_json = serde_json::to_string(job).map_err(|err| {
         TranscodeError::new(
             ErrorCode::Io,
@@ -150,7 +150,15 @@ pub async fn run(
             break Ending::Vanished;
         }
         match serde_json::from_slice::<ChildEvent>(&line) {
-            Ok(ChildEvent::Done { output_bytes }) => break Ending::Done(output_bytes),
+            Ok(ChildEvent::Done {
+                output_bytes,
+                report,
+            }) => {
+                break Ending::Done(Output {
+                    bytes: output_bytes,
+                    report,
+                })
+            }
             Ok(ChildEvent::Failed(err)) => break Ending::Failed(err),
             Ok(event) => on_event(event),
             Err(_) => break Ending::Malformed,
@@ -174,7 +182,7 @@ pub async fn run(
     };
 
     match ending {
-        Ending::Done(output_bytes) => {
+        Ending::Done(output) => {
             output_guard.0 = None;
             if !status.as_ref().is_some_and(ExitStatus::success) {
                 tracing::warn!(
@@ -183,7 +191,7 @@ pub async fn run(
                     "transcoder reported done but exited uncleanly"
                 );
             }
-            Ok(output_bytes)
+            Ok(output)
         }
         Ending::Failed(err)
             if err.code != ErrorCode::LimitsExceeded
@@ -255,7 +263,7 @@ impl Drop for RemoveOnDrop {
 
 /// How the event stream ended.
 enum Ending {
-    Done(u64),
+    Done(Output),
     Failed(TranscodeError),
     /// No line for the stall timeout.
     Stalled,

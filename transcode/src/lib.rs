@@ -52,6 +52,7 @@ pub mod protocol;
 
 pub use driver::ChildCommand;
 pub use protocol::{
-    ChildEvent, EncodeOptions, ErrorCode, Limits, MediaInfo, OptionsError, Preset, Task,
-    TranscodeError, TranscodeJob, THUMBNAIL_MAX_WIDTH,
+    ChildEvent, Codec, EncodeOptions, ErrorCode, Format, Limits, MediaInfo, OptionsError,
+    Output, OutputReport, Preset, Quality, RateMode, Timings, Task, TranscodeError, TranscodeJob,
+    THUMBNAIL_MAX_WIDTH,
 };

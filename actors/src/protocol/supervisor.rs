@@ -6,6 +6,7 @@ use std::time::Duration;
 use ractor::{ActorRef, RpcReplyPort};
 use tokio::sync::broadcast;
 use vidpress_cluster::NodeName;
+use vidpress_transcode::Output;
 
 use super::gateway::{SubmitError, Submitted};
 use super::worker::{AttemptReport, WorkerMsg};
@@ -57,7 +58,7 @@ pub enum SupervisorMsg {
     Resync(NodeName),
     /// The result of attempt `attempt` is on the standby (or could not be
     /// copied, which is logged): the job is complete.
-    ResultCopied { attempt: Attempt, bytes: u64 },
+    ResultCopied { attempt: Attempt, result: Output },
     /// Sent to itself every few seconds while attempt `0` runs.
     Watch(Attempt),
     /// Version `0` of the record (counted from this supervisor's start) is

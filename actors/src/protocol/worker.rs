@@ -3,7 +3,7 @@
 use ractor::message::{BoxedDowncastErr, SerializedMessage};
 use serde::{Deserialize, Serialize};
 use vidpress_cluster::{wire, NodeName};
-use vidpress_transcode::{EncodeOptions, MediaInfo, TranscodeError};
+use vidpress_transcode::{EncodeOptions, MediaInfo, Output, TranscodeError};
 
 use crate::counters::Attempt;
 use crate::job::JobId;
@@ -89,7 +89,8 @@ pub enum AttemptReport {
     Probed(MediaInfo),
     /// Fraction done, 0–1.
     Progress(f64),
-    /// The attempt finished: the output's size, or why it failed.
+    /// The attempt failed, and why (`Ok`, the output's size, comes only
+    /// from older nodes: they send no `Finished`).
     Ended(Result<u64, TranscodeError>),
     /// The attempt was stopped on request.
     Canceled,
@@ -100,6 +101,8 @@ pub enum AttemptReport {
     Lost(String),
     /// The attempt is alive but has no progress to tell (moving bytes).
     Alive,
+    /// The attempt finished: the output's size and its report.
+    Finished(Output),
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use ractor::ActorRef;
 use tracing::{debug, info, warn};
 use vidpress_cluster::NodeName;
-use vidpress_transcode::{ErrorCode, TranscodeError};
+use vidpress_transcode::{ErrorCode, Output, TranscodeError};
 
 use super::losses::{count_loss, Loss};
 use super::transitions::{self, Step};
@@ -136,9 +136,9 @@ impl SupervisorState {
                 self.publish(EventKind::Progress);
             }
             Step::Progress(fraction) => self.progress(fraction),
-            Step::Complete { bytes } => {
+            Step::Complete(result) => {
                 self.release_slot();
-                self.complete(myself, bytes);
+                self.complete(myself, result);
             }
             Step::End(state) => {
                 self.release_slot();
@@ -157,7 +157,7 @@ impl SupervisorState {
     /// Takes the output of the current attempt as the result; the job is
     /// completed once the result is on the standby too
     /// ([`Self::copy_result`]).
-    fn complete(&mut self, myself: &ActorRef<SupervisorMsg>, bytes: u64) {
+    fn complete(&mut self, myself: &ActorRef<SupervisorMsg>, result: Output) {
         let output = paths::result(&self.data_dir, self.job.id);
         let attempt_output = paths::attempt_output(&self.data_dir, self.job.id, self.job.attempt);
         if let Err(e) = std::fs::rename(attempt_output, &output) {
@@ -167,7 +167,7 @@ impl SupervisorState {
             )));
             return;
         }
-        self.copy_result(myself, output, bytes);
+        self.copy_result(myself, output, result);
     }
 
     /// `Watch`: checks the current attempt against its deadlines; watches

@@ -165,11 +165,11 @@ impl SupervisorState {
             info!(job_id = %self.job.id, attempt = self.job.attempt.get(), status = %status, "job finished");
         }
         metrics::counter!("vidpress_jobs_finished_total", "status" => status.as_str()).increment(1);
-        if let (JobState::Completed { bytes, .. }, Some(ran_for)) = (&state, ran_for) {
+        if let (JobState::Completed { result, .. }, Some(ran_for)) = (&state, ran_for) {
             metrics::histogram!("vidpress_transcode_seconds").record(ran_for.as_secs_f64());
             metrics::counter!("vidpress_transcode_input_bytes_total")
                 .increment(self.job.input.bytes);
-            metrics::counter!("vidpress_transcode_output_bytes_total").increment(*bytes);
+            metrics::counter!("vidpress_transcode_output_bytes_total").increment(result.bytes);
         }
         if let Some(outcome) = transitions::outcome_of(&state) {
             self.record = self.ended_record(outcome);

@@ -279,7 +279,7 @@ async fn handle_message(
         SupervisorMsg::Report { attempt, report } => state.on_report(&myself, attempt, report),
         SupervisorMsg::Watch(attempt) => state.on_watch(&myself, attempt),
         SupervisorMsg::NodeLost(node) => state.on_node_lost(&node),
-        SupervisorMsg::ResultCopied { attempt, bytes } => state.on_result_copied(attempt, bytes),
+        SupervisorMsg::ResultCopied { attempt, result } => state.on_result_copied(attempt, result),
         SupervisorMsg::Resync(node) => state.resync(&myself, &node),
         SupervisorMsg::RecordCopied(version) => state.on_record_copied(version),
         SupervisorMsg::DropCopy(reply) => state.drop_copy(reply),

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use ractor::ActorRef;
 use tracing::{warn, Instrument};
 use vidpress_cluster::{MemberState, NodeName};
+use vidpress_transcode::Output;
 
 use super::{After, SupervisorState};
 use crate::counters::Attempt;
@@ -29,19 +30,22 @@ impl SupervisorState {
         &mut self,
         myself: &ActorRef<SupervisorMsg>,
         output: PathBuf,
-        bytes: u64,
+        result: Output,
     ) {
         let Some(standby) = self.standby_http.clone() else {
-            self.finish(JobState::Completed { output, bytes });
+            self.finish(JobState::Completed { output, result });
             return;
         };
         let (transfer, attempt, myself) = (self.transfer.clone(), self.job.attempt, myself.clone());
         let standby_down = self.standby_down_check();
-        let ended = self.ended_record(Outcome::Completed { bytes });
+        let ended = self.ended_record(Outcome::Completed {
+            bytes: result.bytes,
+            report: result.report.clone(),
+        });
         tokio::spawn(
             async move {
                 replication::copy_result(&*transfer, &standby, &output, &ended, standby_down).await;
-                let _ = myself.cast(SupervisorMsg::ResultCopied { attempt, bytes });
+                let _ = myself.cast(SupervisorMsg::ResultCopied { attempt, result });
             }
             .in_current_span(),
         );
@@ -50,13 +54,13 @@ impl SupervisorState {
     /// `ResultCopied`: the result of `attempt` is on the standby (or could
     /// not be put there): the job is complete, or canceled if the client
     /// asked meanwhile.
-    pub(super) fn on_result_copied(&mut self, attempt: Attempt, bytes: u64) -> After {
+    pub(super) fn on_result_copied(&mut self, attempt: Attempt, result: Output) -> After {
         if attempt == self.job.attempt && matches!(self.job.state, JobState::Running { .. }) {
             if self.cancel_requested() {
                 self.finish(JobState::Canceled);
             } else {
                 let output = paths::result(&self.data_dir, self.job.id);
-                self.finish(JobState::Completed { output, bytes });
+                self.finish(JobState::Completed { output, result });
             }
         }
         After::Settle

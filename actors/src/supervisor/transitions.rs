@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::SystemTime;
 
 use vidpress_cluster::NodeName;
-use vidpress_transcode::MediaInfo;
+use vidpress_transcode::{MediaInfo, Output};
 
 use super::losses::{Loss, Losses};
 use crate::counters::Attempt;
@@ -23,8 +23,8 @@ pub(super) enum Step {
     Probed(MediaInfo),
     /// The attempt moved on to this fraction.
     Progress(f64),
-    /// The attempt's output of `bytes` becomes the result.
-    Complete { bytes: u64 },
+    /// The attempt's output becomes the result.
+    Complete(Output),
     /// The slot is free and the job ends in this state.
     End(JobState),
     /// The worker refused the attempt (not the job's fault, not a loss):
@@ -50,10 +50,17 @@ pub(super) fn on_report(cancel_requested: bool, report: AttemptReport) -> Step {
         AttemptReport::Started { node } => Step::Started(node),
         AttemptReport::Probed(media) => Step::Probed(media),
         AttemptReport::Progress(fraction) => Step::Progress(fraction),
-        AttemptReport::Ended(_) | AttemptReport::Canceled if cancel_requested => {
+        AttemptReport::Ended(_) | AttemptReport::Finished(_) | AttemptReport::Canceled
+            if cancel_requested =>
+        {
             Step::End(JobState::Canceled)
         }
-        AttemptReport::Ended(Ok(bytes)) => Step::Complete { bytes },
+        AttemptReport::Finished(output) => Step::Complete(output),
+        // From a node that sends no report.
+        AttemptReport::Ended(Ok(bytes)) => Step::Complete(Output {
+            bytes,
+            report: None,
+        }),
         AttemptReport::Ended(Err(error)) => Step::End(JobState::Failed(error)),
         // Also the answer to the stop of an attempt already lost and
         // requeued: only a cancel the client asked for ends the job.
@@ -102,7 +109,10 @@ pub(super) fn cancel_requested(state: &JobState) -> bool {
 /// still queued or running.
 pub(super) fn outcome_of(state: &JobState) -> Option<Outcome> {
     match state {
-        JobState::Completed { bytes, .. } => Some(Outcome::Completed { bytes: *bytes }),
+        JobState::Completed { result, .. } => Some(Outcome::Completed {
+            bytes: result.bytes,
+            report: result.report.clone(),
+        }),
         JobState::Failed(error) => Some(Outcome::Failed {
             error: error.clone(),
         }),
@@ -117,9 +127,12 @@ pub(super) fn outcome_of(state: &JobState) -> Option<Outcome> {
 pub(super) fn state_of(record: &JobRecord, result: PathBuf) -> JobState {
     match &record.outcome {
         None => JobState::Queued,
-        Some(Outcome::Completed { bytes }) => JobState::Completed {
+        Some(Outcome::Completed { bytes, report }) => JobState::Completed {
             output: result,
-            bytes: *bytes,
+            result: Output {
+                bytes: *bytes,
+                report: report.clone(),
+            },
         },
         Some(Outcome::Failed { error }) => JobState::Failed(error.clone()),
         Some(Outcome::Canceled) => JobState::Canceled,
@@ -180,7 +193,10 @@ mod tests {
     fn a_successful_end_completes_the_job_unless_it_was_canceled() {
         assert!(matches!(
             on_report(false, AttemptReport::Ended(Ok(42))),
-            Step::Complete { bytes: 42 }
+            Step::Complete(Output {
+                bytes: 42,
+                report: None
+            })
         ));
         assert!(matches!(
             on_report(true, AttemptReport::Ended(Ok(42))),
@@ -266,11 +282,14 @@ mod tests {
         };
         let completed = JobState::Completed {
             output: result.clone(),
-            bytes: 7,
+            result: Output {
+                bytes: 7,
+                report: None,
+            },
         };
         assert!(matches!(
             read_back(&completed),
-            JobState::Completed { output, bytes: 7 } if output == result
+            JobState::Completed { output, result: Output { bytes: 7, .. } } if output == result
         ));
         assert!(matches!(
             read_back(&JobState::Failed(failure())),

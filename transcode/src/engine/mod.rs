@@ -27,7 +27,10 @@ use std::time::{Duration, Instant};
 
 use ffmpeg_next::{ffi, Error, Packet};
 
-use crate::protocol::{ChildEvent, ErrorCode, Limits, MediaInfo, TranscodeError, TranscodeJob};
+use crate::protocol::{
+    ChildEvent, ErrorCode, Limits, MediaInfo, Output, OutputReport, RateMode, Timings,
+    TranscodeError, TranscodeJob,
+};
 use audio::AudioPipeline;
 use mux::Muxer;
 use video::VideoPipeline;
@@ -84,7 +87,7 @@ pub fn probe_with_limits(path: &Path, limits: &Limits) -> Result<MediaInfo, Tran
 pub fn probe_and_thumbnail(
     job: &TranscodeJob,
     on_event: &mut dyn FnMut(ChildEvent),
-) -> Result<u64, TranscodeError> {
+) -> Result<Output, TranscodeError> {
     init();
     let mut input = input::open(&job.input, &job.limits)?;
     on_event(ChildEvent::Probed(input.info.clone()));
@@ -92,7 +95,10 @@ pub fn probe_and_thumbnail(
     if result.is_err() {
         let _ = std::fs::remove_file(&job.output);
     }
-    result
+    result.map(|bytes| Output {
+        bytes,
+        report: None,
+    })
 }
 
 /// Transcodes `job.input` into an H.264/AAC MP4 at `job.output`, within
@@ -105,7 +111,7 @@ pub fn probe_and_thumbnail(
 pub fn transcode(
     job: &TranscodeJob,
     on_event: &mut dyn FnMut(ChildEvent),
-) -> Result<u64, TranscodeError> {
+) -> Result<Output, TranscodeError> {
     init();
     job.options.validate().map_err(|err| {
         TranscodeError::new(
@@ -127,7 +133,7 @@ fn run(
     job: &TranscodeJob,
     input: &mut input::Input,
     on_event: &mut dyn FnMut(ChildEvent),
-) -> Result<u64, TranscodeError> {
+) -> Result<Output, TranscodeError> {
     let started = Instant::now();
     let mut muxer = Muxer::create(&job.output)?;
     let mut video = VideoPipeline::new(input, &mut muxer, job.options)?;
@@ -214,7 +220,27 @@ fn run(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "transcode finished"
     );
-    Ok(output_bytes)
+    let (width, height) = video.output_size();
+    Ok(Output {
+        bytes: output_bytes,
+        report: Some(OutputReport {
+            codec: job.options.codec,
+            format: job.options.format,
+            crf: match job.options.rate() {
+                RateMode::Crf(crf) => Some(crf),
+                _ => None,
+            },
+            video_bitrate_kbps: None,
+            width,
+            height,
+            duration_seconds: video.encoded_seconds(),
+            quality: None,
+            timings: Timings {
+                encode_seconds: started.elapsed().as_secs_f64(),
+                ..Timings::default()
+            },
+        }),
+    })
 }
 
 /// Turns "where the video is" into throttled, non-decreasing progress events.

@@ -20,7 +20,7 @@ use super::input::Input;
 use super::mux::Muxer;
 use super::video_graph::{build_graph, output_size, FrameShape, VideoFilter};
 use super::{avlog, decode_error_is_fatal, encoder_error, invalid, is_again_or_eof, open_decoder};
-use crate::protocol::{EncodeOptions, ErrorCode, Limits, TranscodeError};
+use crate::protocol::{EncodeOptions, ErrorCode, Limits, RateMode, TranscodeError};
 
 /// Frame rates outside this range are treated as unknown.
 const SANE_FPS: std::ops::RangeInclusive<f64> = 1.0..=1000.0;
@@ -404,7 +404,11 @@ impl VideoPipeline {
 
         let mut options = Dictionary::new();
         options.set("preset", self.options.preset.as_str());
-        options.set("crf", &self.options.crf.to_string());
+        let crf = match self.options.rate() {
+            RateMode::Crf(crf) => crf,
+            _ => self.options.codec.default_crf(),
+        };
+        options.set("crf", &crf.to_string());
         // libx264 picks its own thread count from the cores (1.5 per core),
         // as with the CLI's threads=auto; libavcodec's default is one.
         options.set("threads", "auto");
@@ -485,6 +489,24 @@ impl VideoPipeline {
             last.set_duration(duration);
         }
         muxer.write(last)
+    }
+}
+
+impl VideoPipeline {
+    /// Returns the width and height of the pictures encoded.
+    pub fn output_size(&self) -> (u32, u32) {
+        (self.out_width, self.out_height)
+    }
+
+    /// Returns the encoded video's length: from its first frame to the end
+    /// of its last, in seconds.
+    pub fn encoded_seconds(&self) -> f64 {
+        match (self.first_encoded_pts, self.last_encoded_pts) {
+            (Some(first), Some(last)) => {
+                (last - first + self.packet_duration) as f64 * f64::from(self.encoder_tb)
+            }
+            _ => 0.0,
+        }
     }
 }
 

@@ -43,6 +43,9 @@ pub enum ErrorCode {
     /// pixels a frame or more seconds than allowed, or its transcode needed
     /// more memory than the child may use.
     LimitsExceeded,
+    /// `target_size_bytes` leaves too little for the audio and a watchable
+    /// video (the message gives the smallest size that would do).
+    TargetTooSmall,
     /// The encoder, the filters or the muxer failed, or the options were
     /// rejected.
     EncoderFailed,

@@ -11,13 +11,17 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+mod codec;
 mod error;
 mod limits;
 mod options;
+mod report;
 
+pub use codec::{Codec, Format};
 pub use error::{ErrorCode, TranscodeError};
 pub use limits::Limits;
-pub use options::{EncodeOptions, OptionsError, Preset};
+pub use options::{EncodeOptions, OptionsError, Preset, RateMode};
+pub use report::{Output, OutputReport, Quality, Timings};
 
 /// What the transcoder learned about an input before encoding it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -93,6 +97,10 @@ pub enum ChildEvent {
     Done {
         /// Size of the output file in bytes.
         output_bytes: u64,
+        /// What the output is and how it looks (a transcode's; a
+        /// thumbnail has none).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        report: Option<OutputReport>,
     },
     /// The transcode failed; the output file has been removed.
     Failed(TranscodeError),
@@ -127,22 +135,41 @@ mod tests {
     #[test]
     fn defaults_match_the_contract() {
         let options = EncodeOptions::default();
-        assert_eq!(options.crf, 28);
+        assert_eq!(options.crf, None);
+        assert_eq!(options.rate(), RateMode::Crf(28));
+        assert_eq!(options.codec, Codec::H264);
+        assert_eq!(options.format, Format::Mp4);
         assert_eq!(options.preset, Preset::Veryfast);
         assert_eq!(options.max_height, None);
         assert_eq!(options.audio_bitrate_kbps, 96);
         assert_eq!(options.validate(), Ok(()));
         let parsed: EncodeOptions = serde_json::from_str("{}").unwrap();
         assert_eq!(parsed, options);
+        // A record written before codecs existed still reads.
+        let old: EncodeOptions = serde_json::from_str(
+            r#"{"crf":23,"preset":"fast","max_height":null,"audio_bitrate_kbps":64}"#,
+        )
+        .unwrap();
+        assert_eq!(old.rate(), RateMode::Crf(23));
+        assert_eq!(old.codec, Codec::H264);
     }
 
     #[test]
     fn validate_checks_every_bound() {
         let ok = |o: EncodeOptions| o.validate().map_err(|e| e.option());
         let base = EncodeOptions::default();
-        assert_eq!(ok(EncodeOptions { crf: 0, ..base }), Ok(()));
-        assert_eq!(ok(EncodeOptions { crf: 51, ..base }), Ok(()));
-        assert_eq!(ok(EncodeOptions { crf: 52, ..base }), Err("crf"));
+        let crf = |codec, crf| EncodeOptions {
+            codec,
+            format: Codec::default_format(codec),
+            crf: Some(crf),
+            ..base
+        };
+        assert_eq!(ok(crf(Codec::H264, 0)), Ok(()));
+        assert_eq!(ok(crf(Codec::H264, 51)), Ok(()));
+        assert_eq!(ok(crf(Codec::H264, 52)), Err("crf"));
+        assert_eq!(ok(crf(Codec::H265, 52)), Err("crf"));
+        assert_eq!(ok(crf(Codec::Av1, 63)), Ok(()));
+        assert_eq!(ok(crf(Codec::Vp9, 64)), Err("crf"));
         for h in [2, 8192] {
             let o = EncodeOptions {
                 max_height: Some(h),
@@ -171,17 +198,71 @@ mod tests {
             };
             assert_eq!(ok(o), Err("audio_bitrate"));
         }
+        let size = |bytes| EncodeOptions {
+            target_size_bytes: Some(bytes),
+            ..base
+        };
+        assert_eq!(ok(size(10_000)), Ok(()));
+        assert_eq!(ok(size(9_999)), Err("target_size_bytes"));
+        assert_eq!(size(2_000_000).rate(), RateMode::TargetSize(2_000_000));
+        let ssim = |value| EncodeOptions {
+            min_ssim: Some(value),
+            ..base
+        };
+        assert_eq!(ok(ssim(0.9)), Ok(()));
+        assert_eq!(ok(ssim(0.999)), Ok(()));
+        assert_eq!(ok(ssim(0.8)), Err("min_ssim"));
+        assert_eq!(ok(ssim(1.0)), Err("min_ssim"));
+        assert_eq!(ssim(0.97).rate(), RateMode::MinSsim(0.97));
+    }
+
+    #[test]
+    fn two_rate_modes_or_a_wrong_pair_are_refused() {
+        let base = EncodeOptions::default();
+        let two = EncodeOptions {
+            crf: Some(30),
+            min_ssim: Some(0.95),
+            ..base
+        };
+        let err = two.validate().unwrap_err();
+        assert_eq!(err.option(), "min_ssim");
+        assert!(err.to_string().contains("two rate modes"), "{err}");
+        let pair = EncodeOptions {
+            codec: Codec::Vp9,
+            format: Format::Mp4,
+            ..base
+        };
+        let err = pair.validate().unwrap_err();
+        assert_eq!(err.option(), "format");
+        assert!(err.to_string().starts_with("vp9 does not go in mp4"), "{err}");
+        let pair = EncodeOptions {
+            codec: Codec::H264,
+            format: Format::Webm,
+            ..base
+        };
+        assert_eq!(pair.validate().unwrap_err().option(), "format");
+    }
+
+    #[test]
+    fn presets_map_onto_each_encoder_s_scale() {
+        let svt: Vec<u8> = Preset::ALL.iter().map(|p| p.svt_av1()).collect();
+        assert_eq!(svt, [12, 11, 10, 9, 8, 7, 6, 5, 4]);
+        let vpx: Vec<u8> = Preset::ALL.iter().map(|p| p.vpx_cpu_used()).collect();
+        assert_eq!(vpx, [5, 5, 4, 4, 3, 2, 1, 1, 0]);
     }
 
     #[test]
     fn option_errors_read_as_sentences() {
         let err = EncodeOptions {
-            crf: 60,
+            crf: Some(60),
             ..Default::default()
         }
         .validate()
         .unwrap_err();
-        assert_eq!(err.to_string(), "crf must be between 0 and 51, got 60");
+        assert_eq!(
+            err.to_string(),
+            "crf must be between 0 and 51 for h264, got 60"
+        );
     }
 
     #[test]
@@ -207,7 +288,10 @@ mod tests {
         for event in [
             failed,
             progress,
-            ChildEvent::Done { output_bytes: 42 },
+            ChildEvent::Done {
+                output_bytes: 42,
+                report: None,
+            },
             ChildEvent::Probed(MediaInfo {
                 duration_seconds: None,
                 width: 2,
@@ -236,6 +320,7 @@ mod tests {
             ErrorCode::Io,
             ErrorCode::WorkerLost,
             ErrorCode::Internal,
+            ErrorCode::TargetTooSmall,
         ] {
             let json = serde_json::to_string(&code).unwrap();
             assert_eq!(json, format!("\"{}\"", code.as_str()));
