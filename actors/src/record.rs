@@ -27,7 +27,9 @@ pub enum Outcome {
         #[serde(default)]
         report: Option<OutputReport>,
     },
-    Failed { error: TranscodeError },
+    Failed {
+        error: TranscodeError,
+    },
     Canceled,
 }
 
@@ -141,7 +143,7 @@ mod tests {
             finished_at_ms: Some(9),
             outcome: Some(Outcome::Completed {
                 bytes: 7,
-                report: None
+                report: None,
             }),
             epoch: Epoch::new(2),
             ..sample(&node)

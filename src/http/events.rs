@@ -413,7 +413,10 @@ mod tests {
             5,
             JobState::Completed {
                 output: "out.mp4".into(),
-                bytes: 9,
+                result: vidpress_transcode::Output {
+                    bytes: 9,
+                    report: None,
+                },
             },
         ))
         .unwrap();

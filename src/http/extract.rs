@@ -87,7 +87,10 @@ impl Explained for SubmitQuery {
                 EncodeOptions::CRF_MIN,
                 EncodeOptions::CRF_MAX
             ),
-            "codec" => format!("codec must be one of {}", one_of(Codec::ALL.map(Codec::as_str))),
+            "codec" => format!(
+                "codec must be one of {}",
+                one_of(Codec::ALL.map(Codec::as_str))
+            ),
             "format" => format!(
                 "format must be one of {}",
                 one_of(Format::ALL.map(Format::as_str))

@@ -52,7 +52,7 @@ pub mod protocol;
 
 pub use driver::ChildCommand;
 pub use protocol::{
-    ChildEvent, Codec, EncodeOptions, ErrorCode, Format, Limits, MediaInfo, OptionsError,
-    Output, OutputReport, Preset, Quality, RateMode, Timings, Task, TranscodeError, TranscodeJob,
+    ChildEvent, Codec, EncodeOptions, ErrorCode, Format, Limits, MediaInfo, OptionsError, Output,
+    OutputReport, Preset, Quality, RateMode, Task, Timings, TranscodeError, TranscodeJob,
     THUMBNAIL_MAX_WIDTH,
 };

@@ -2,11 +2,15 @@
 //!
 //! Only ever called inside the child process (see [`crate::child`]), because
 //! a malformed file can crash or hang libav*. It owns opening inputs safely
-//! (`input`), the video and audio paths (`video`, `audio`, sharing
-//! `graph`), the MP4 muxer (`mux`) and libav's log output (`avlog`).
+//! (`input`), the rate modes (`modes`, their arithmetic in `rate`) run as
+//! passes (`pass`: the demux loop, with `progress` over every pass), the
+//! video and audio paths (`video`, `audio`, sharing `graph`), the quality
+//! measurement (`quality`), the muxer (`mux`), the thumbnail (`thumbnail`)
+//! and libav's log output (`avlog`).
 //!
 //! The output is meant to match `ffmpeg -i IN -c:v libx264 -preset P -crf C
-//! -c:a aac -b:a Bk -movflags +faststart OUT` in size and speed, so the
+//! -c:a aac -b:a Bk -movflags +faststart OUT` (and the same with each
+//! codec's encoder and options) in size and speed, so the
 //! pipeline copies the CLI's choices where they matter: automatic codec
 //! threads, the CLI's frame-rate guess and constant-rate time base, and the
 //! encoder opened on its first frame.
@@ -16,31 +20,24 @@ mod avlog;
 mod demuxers;
 mod graph;
 mod input;
+mod modes;
 mod mux;
+mod pass;
+mod progress;
+mod quality;
+mod rate;
 mod thumbnail;
 mod video;
 mod video_graph;
 
 use std::path::Path;
 use std::sync::Once;
-use std::time::{Duration, Instant};
 
-use ffmpeg_next::{ffi, Error, Packet};
+use ffmpeg_next::{ffi, Error};
 
 use crate::protocol::{
-    ChildEvent, ErrorCode, Limits, MediaInfo, Output, OutputReport, RateMode, Timings,
-    TranscodeError, TranscodeJob,
+    ChildEvent, ErrorCode, Limits, MediaInfo, Output, TranscodeError, TranscodeJob,
 };
-use audio::AudioPipeline;
-use mux::Muxer;
-use video::VideoPipeline;
-
-/// Minimum time between two progress events.
-const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
-
-/// Longest silence while work continues without new frames (the final
-/// encoder flush).
-const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How many unreadable packets in a row the demuxer may skip before the rest
 /// of the input is given up on.
@@ -101,8 +98,9 @@ pub fn probe_and_thumbnail(
     })
 }
 
-/// Transcodes `job.input` into an H.264/AAC MP4 at `job.output`, within
-/// `job.limits` (pixels and duration; memory and files are the driver's).
+/// Transcodes `job.input` into `job.output` by `job.options` (codec,
+/// container, rate mode), within `job.limits` (pixels and duration; memory
+/// and files are the driver's), and reports what it made.
 ///
 /// Calls `on_event` with [`ChildEvent::Probed`] once the input is open, then
 /// with [`ChildEvent::Progress`] (at most every 100 ms, non-decreasing, the
@@ -119,196 +117,14 @@ pub fn transcode(
             format!("the encode options are invalid: {err}"),
         )
     })?;
-    let mut input = input::open(&job.input, &job.limits)?;
+    let input = input::open(&job.input, &job.limits)?;
     on_event(ChildEvent::Probed(input.info.clone()));
 
-    let result = run(job, &mut input, on_event);
+    let result = modes::encode(job, input, on_event);
     if result.is_err() {
         let _ = std::fs::remove_file(&job.output);
     }
     result
-}
-
-fn run(
-    job: &TranscodeJob,
-    input: &mut input::Input,
-    on_event: &mut dyn FnMut(ChildEvent),
-) -> Result<Output, TranscodeError> {
-    let started = Instant::now();
-    let mut muxer = Muxer::create(&job.output)?;
-    let mut video = VideoPipeline::new(input, &mut muxer, job.options)?;
-    let mut audio = match input.audio_index {
-        Some(index) => Some(AudioPipeline::new(input, index, &mut muxer, job.options)?),
-        None => None,
-    };
-    let input_bytes = std::fs::metadata(&job.input).map_or(0, |meta| meta.len());
-    let mut progress = Progress::new(input.info.duration_seconds, input_bytes);
-
-    let mut demux_errors: u64 = 0;
-    let mut consecutive_errors: u32 = 0;
-    loop {
-        let mut packet = Packet::empty();
-        match packet.read(&mut input.ctx) {
-            Ok(()) => consecutive_errors = 0,
-            Err(Error::Eof) => break,
-            Err(Error::InvalidData) if consecutive_errors < MAX_CONSECUTIVE_DEMUX_ERRORS => {
-                demux_errors += 1;
-                consecutive_errors += 1;
-                continue;
-            }
-            Err(err) => {
-                // The CLI treats a read error as the end of the input.
-                tracing::warn!(error = %err, "reading the input stopped early");
-                demux_errors += 1;
-                break;
-            }
-        }
-        let index = packet.stream();
-        if index == video.stream_index {
-            video.send_packet(&packet, &mut muxer)?;
-        } else if let Some(audio) = audio.as_mut().filter(|audio| audio.stream_index == index) {
-            audio.send_packet(&packet, &mut muxer)?;
-        } else {
-            continue;
-        }
-        // SAFETY: reading the position of the input's own I/O context.
-        let position = unsafe {
-            let pb = (*input.ctx.as_mut_ptr()).pb;
-            if pb.is_null() {
-                0
-            } else {
-                // avio_tell is an inline wrapper for this.
-                ffi::avio_seek(pb, 0, libc::SEEK_CUR)
-            }
-        };
-        progress.update(video.last_seconds, position, on_event);
-    }
-
-    video.finish(&mut muxer, &mut || progress.heartbeat(on_event))?;
-    if let Some(audio) = audio.as_mut() {
-        audio.finish(&mut muxer)?;
-    }
-    if video.frames_decoded == 0 || !muxer.has_started() {
-        return Err(TranscodeError::new(
-            ErrorCode::InvalidMedia,
-            "the file is not a readable video: no frame of the video could be decoded",
-        ));
-    }
-    muxer.finish()?;
-
-    let output_bytes = std::fs::metadata(&job.output)
-        .map_err(|err| {
-            TranscodeError::new(
-                ErrorCode::Io,
-                format!(
-                    "the output file could not be read back: {}",
-                    lower(&err.to_string())
-                ),
-            )
-        })?
-        .len();
-    on_event(ChildEvent::Progress {
-        fraction: 1.0,
-        out_seconds: video.last_seconds.unwrap_or(0.0).max(0.0),
-    });
-    tracing::debug!(
-        frames = video.frames_decoded,
-        video_decode_errors = video.decode_errors,
-        audio_decode_errors = audio.as_ref().map_or(0, |audio| audio.decode_errors),
-        demux_errors,
-        output_bytes,
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "transcode finished"
-    );
-    let (width, height) = video.output_size();
-    Ok(Output {
-        bytes: output_bytes,
-        report: Some(OutputReport {
-            codec: job.options.codec,
-            format: job.options.format,
-            crf: match job.options.rate() {
-                RateMode::Crf(crf) => Some(crf),
-                _ => None,
-            },
-            video_bitrate_kbps: None,
-            width,
-            height,
-            duration_seconds: video.encoded_seconds(),
-            quality: None,
-            timings: Timings {
-                encode_seconds: started.elapsed().as_secs_f64(),
-                ..Timings::default()
-            },
-        }),
-    })
-}
-
-/// Turns "where the video is" into throttled, non-decreasing progress events.
-struct Progress {
-    duration: Option<f64>,
-    input_bytes: u64,
-    last_emit: Option<Instant>,
-    fraction: f64,
-    seconds: f64,
-}
-
-impl Progress {
-    fn new(duration: Option<f64>, input_bytes: u64) -> Self {
-        Progress {
-            duration: duration.filter(|seconds| *seconds > 0.0),
-            input_bytes,
-            last_emit: None,
-            fraction: 0.0,
-            seconds: 0.0,
-        }
-    }
-
-    /// Repeats the last progress if nothing was sent for a second, so the
-    /// parent's stall timer sees a live child while the encoder flushes.
-    fn heartbeat(&mut self, on_event: &mut dyn FnMut(ChildEvent)) {
-        if self
-            .last_emit
-            .is_some_and(|last| last.elapsed() < HEARTBEAT_INTERVAL)
-        {
-            return;
-        }
-        self.last_emit = Some(Instant::now());
-        on_event(ChildEvent::Progress {
-            fraction: self.fraction,
-            out_seconds: self.seconds,
-        });
-    }
-
-    fn update(
-        &mut self,
-        seconds: Option<f64>,
-        position: i64,
-        on_event: &mut dyn FnMut(ChildEvent),
-    ) {
-        let Some(seconds) = seconds else {
-            return;
-        };
-        if self
-            .last_emit
-            .is_some_and(|last| last.elapsed() < PROGRESS_INTERVAL)
-        {
-            return;
-        }
-        let fraction = match self.duration {
-            Some(duration) => seconds / duration,
-            // Without a duration, how far into the file the demuxer is.
-            None if self.input_bytes > 0 => position.max(0) as f64 / self.input_bytes as f64,
-            None => 0.0,
-        };
-        // Never 1.0 before the end: the flush and trailer are still to come.
-        self.fraction = self.fraction.max(fraction.clamp(0.0, 0.999));
-        self.seconds = self.seconds.max(seconds);
-        self.last_emit = Some(Instant::now());
-        on_event(ChildEvent::Progress {
-            fraction: self.fraction,
-            out_seconds: self.seconds,
-        });
-    }
 }
 
 /// Adds AV_CODEC_FLAG_GLOBAL_HEADER to an encoder's flags. ffmpeg-next's
@@ -436,56 +252,6 @@ fn write_error(context: &str, err: Error) -> TranscodeError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn progress_is_throttled_monotonic_and_below_one() {
-        let mut events = Vec::new();
-        let mut record = |event: ChildEvent| events.push(event);
-        let mut progress = Progress::new(Some(10.0), 0);
-        progress.update(Some(5.0), 0, &mut record);
-        // Within 100 ms of the last one: dropped.
-        progress.update(Some(6.0), 0, &mut record);
-        std::thread::sleep(PROGRESS_INTERVAL);
-        // Going backwards does not lower the fraction.
-        progress.update(Some(2.0), 0, &mut record);
-        std::thread::sleep(PROGRESS_INTERVAL);
-        progress.update(Some(20.0), 0, &mut record);
-        let fractions: Vec<f64> = events
-            .iter()
-            .map(|event| match event {
-                ChildEvent::Progress { fraction, .. } => *fraction,
-                other => panic!("unexpected {other:?}"),
-            })
-            .collect();
-        assert_eq!(fractions, vec![0.5, 0.5, 0.999]);
-    }
-
-    #[test]
-    fn heartbeat_repeats_the_last_progress_at_most_every_second() {
-        let mut events = Vec::new();
-        let mut progress = Progress::new(Some(4.0), 0);
-        progress.update(Some(3.0), 0, &mut |event| events.push(event));
-        progress.heartbeat(&mut |event| events.push(event));
-        assert_eq!(events.len(), 1, "too soon after the last event");
-        progress.last_emit = Some(Instant::now() - HEARTBEAT_INTERVAL);
-        progress.heartbeat(&mut |event| events.push(event));
-        assert_eq!(events.len(), 2);
-        assert_eq!(events[0], events[1]);
-    }
-
-    #[test]
-    fn progress_falls_back_to_bytes_read() {
-        let mut events = Vec::new();
-        let mut progress = Progress::new(None, 1000);
-        progress.update(Some(1.0), 250, &mut |event| events.push(event));
-        assert_eq!(
-            events,
-            vec![ChildEvent::Progress {
-                fraction: 0.25,
-                out_seconds: 1.0
-            }]
-        );
-    }
 
     #[test]
     fn libav_messages_start_lowercase() {

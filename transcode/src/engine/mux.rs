@@ -11,7 +11,7 @@ use std::path::Path;
 use ffmpeg_next::{codec, format, Dictionary, Packet, Rational};
 
 use super::{demuxers::file_url, encoder_error, write_error};
-use crate::protocol::{ErrorCode, TranscodeError};
+use crate::protocol::{ErrorCode, Format, TranscodeError};
 
 /// How many packets may wait for the header before the input is declared
 /// broken (about 90 s of AAC): a file whose video never starts is not worth
@@ -35,14 +35,14 @@ pub(super) struct Muxer {
 
 impl Muxer {
     /// Creates `path` (truncating it) as an MP4 file.
-    pub fn create(path: &Path) -> Result<Self, TranscodeError> {
+    pub fn create(path: &Path, format: Format) -> Result<Self, TranscodeError> {
         let url = file_url(path)?;
         let url = url.to_str().map_err(|_| {
             TranscodeError::new(ErrorCode::Io, "the output path is not valid UTF-8")
         })?;
         let mut options = Dictionary::new();
         options.set("protocol_whitelist", "file");
-        let ctx = format::output_as_with(url, "mp4", options).map_err(|err| {
+        let ctx = format::output_as_with(url, format.muxer(), options).map_err(|err| {
             TranscodeError::new(
                 ErrorCode::Io,
                 format!(

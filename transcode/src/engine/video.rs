@@ -18,9 +18,24 @@ use ffmpeg_next::{
 
 use super::input::Input;
 use super::mux::Muxer;
+use super::quality::QualityMeter;
 use super::video_graph::{build_graph, output_size, FrameShape, VideoFilter};
 use super::{avlog, decode_error_is_fatal, encoder_error, invalid, is_again_or_eof, open_decoder};
-use crate::protocol::{EncodeOptions, ErrorCode, Limits, RateMode, TranscodeError};
+use std::time::Duration;
+
+use crate::protocol::{EncodeOptions, ErrorCode, Limits, Quality, TranscodeError};
+
+/// How the video encoder spends bits.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum VideoRate {
+    /// Constant quality at this CRF.
+    Crf(u8),
+    /// An average bit rate.
+    Bitrate {
+        /// Kilobits a second.
+        kbps: u32,
+    },
+}
 
 /// Frame rates outside this range are treated as unknown.
 const SANE_FPS: std::ops::RangeInclusive<f64> = 1.0..=1000.0;
@@ -43,7 +58,17 @@ pub(super) struct VideoPipeline {
     /// The constant output frame rate, or `None` to keep input timestamps.
     frame_rate: Option<Rational>,
     options: EncodeOptions,
+    rate: VideoRate,
     limits: Limits,
+    /// Only the pictures from this many seconds to that many are encoded.
+    window: Option<(f64, f64)>,
+    /// A picture past the window was decoded: the pass can stop reading.
+    window_ended: bool,
+    /// Whether to measure the quality, and within a budget.
+    measure: Option<bool>,
+    meter: Option<QualityMeter>,
+    /// The meter's time and figures once the encoder is flushed.
+    measured: Option<(Duration, Option<Quality>)>,
     /// Where the count of pictures refused for their size stood before this
     /// input was decoded.
     oversized_mark: u64,
@@ -81,6 +106,7 @@ impl VideoPipeline {
         input: &mut Input,
         muxer: &mut Muxer,
         options: EncodeOptions,
+        rate: VideoRate,
     ) -> Result<Self, TranscodeError> {
         // The CLI's frame-rate guess (mostly r_frame_rate), taken before the
         // stream is borrowed below.
@@ -130,7 +156,13 @@ impl VideoPipeline {
             out_height,
             frame_rate,
             options,
+            rate,
             limits: input.limits,
+            window: None,
+            window_ended: false,
+            measure: None,
+            meter: None,
+            measured: None,
             oversized_mark: input.oversized_mark,
             filter: None,
             encoder: None,
@@ -205,6 +237,11 @@ impl VideoPipeline {
                 tick();
             }
         }
+        if let Some(meter) = self.meter.take() {
+            let busy = meter.busy();
+            let quality = meter.finish();
+            self.measured = Some((busy, quality));
+        }
         self.write_last_packet(muxer)
     }
 
@@ -233,6 +270,14 @@ impl VideoPipeline {
             self.decoded.set_kind(picture::Type::None);
             let seconds = pts as f64 * f64::from(self.stream_tb);
             self.last_seconds = Some(seconds);
+            if let Some((start, end)) = self.window {
+                if seconds >= end {
+                    self.window_ended = true;
+                }
+                if seconds < start || self.window_ended {
+                    continue;
+                }
+            }
             // A header that understated the duration (or gave none) costs
             // at most the limit.
             if seconds > self.limits.max_duration_secs as f64 {
@@ -351,6 +396,9 @@ impl VideoPipeline {
             encoder
                 .send_frame(&self.filtered)
                 .map_err(|err| encoder_error("the video encoder failed", err))?;
+            if let Some(meter) = self.meter.as_mut() {
+                meter.reference(&self.filtered);
+            }
             self.receive_packets(muxer)?;
         }
     }
@@ -404,11 +452,10 @@ impl VideoPipeline {
 
         let mut options = Dictionary::new();
         options.set("preset", self.options.preset.as_str());
-        let crf = match self.options.rate() {
-            RateMode::Crf(crf) => crf,
-            _ => self.options.codec.default_crf(),
-        };
-        options.set("crf", &crf.to_string());
+        match self.rate {
+            VideoRate::Crf(crf) => options.set("crf", &crf.to_string()),
+            VideoRate::Bitrate { kbps } => context.set_bit_rate(kbps as usize * 1000),
+        }
         // libx264 picks its own thread count from the cores (1.5 per core),
         // as with the CLI's threads=auto; libavcodec's default is one.
         options.set("threads", "auto");
@@ -423,6 +470,10 @@ impl VideoPipeline {
             self.frame_rate,
             "libx264",
         )?;
+        if let Some(thin) = self.measure {
+            self.meter =
+                QualityMeter::new(codec::Parameters::from(&encoder), self.encoder_tb, thin);
+        }
         self.encoder = Some(encoder);
         Ok(())
     }
@@ -443,6 +494,9 @@ impl VideoPipeline {
             Ok(()) => {}
             Err(err) if is_again_or_eof(&err) => return Ok(false),
             Err(err) => return Err(encoder_error("the video encoder failed", err)),
+        }
+        if let Some(meter) = self.meter.as_mut() {
+            meter.packet(&packet);
         }
         packet.set_stream(self.out_index);
         if self.first_dts.is_none() {
@@ -493,6 +547,36 @@ impl VideoPipeline {
 }
 
 impl VideoPipeline {
+    /// Measures the output's quality against the pictures encoded; with
+    /// `thin`, within a share of the encode's time (see `quality`).
+    pub fn measure(&mut self, thin: bool) {
+        self.measure = Some(thin);
+    }
+
+    /// Encodes only the pictures from `start` to `end` seconds.
+    pub fn set_window(&mut self, start: f64, end: f64) {
+        self.window = Some((start, end));
+    }
+
+    /// Returns whether a picture past the window was decoded.
+    pub fn window_ended(&self) -> bool {
+        self.window_ended
+    }
+
+    /// Returns the time spent measuring quality.
+    pub fn quality_time(&self) -> Duration {
+        self.measured
+            .as_ref()
+            .map_or(Duration::ZERO, |(busy, _)| *busy)
+    }
+
+    /// Returns the measured quality, once [`VideoPipeline::finish`] ran.
+    pub fn take_quality(&mut self) -> Option<Quality> {
+        self.measured
+            .as_mut()
+            .and_then(|(_, quality)| quality.take())
+    }
+
     /// Returns the width and height of the pictures encoded.
     pub fn output_size(&self) -> (u32, u32) {
         (self.out_width, self.out_height)

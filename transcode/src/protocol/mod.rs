@@ -234,7 +234,10 @@ mod tests {
         };
         let err = pair.validate().unwrap_err();
         assert_eq!(err.option(), "format");
-        assert!(err.to_string().starts_with("vp9 does not go in mp4"), "{err}");
+        assert!(
+            err.to_string().starts_with("vp9 does not go in mp4"),
+            "{err}"
+        );
         let pair = EncodeOptions {
             codec: Codec::H264,
             format: Format::Webm,

@@ -245,7 +245,9 @@ pub enum OptionsError {
         value: f64,
     },
     /// Two rate modes at once.
-    #[error("{first} and {second} are two rate modes; ask for one of crf, target_size_bytes, min_ssim")]
+    #[error(
+        "{first} and {second} are two rate modes; ask for one of crf, target_size_bytes, min_ssim"
+    )]
     TwoRateModes {
         /// The first mode named.
         first: &'static str,

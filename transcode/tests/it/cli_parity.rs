@@ -52,7 +52,9 @@ fn output_matches_the_ffmpeg_cli() {
         limits: Default::default(),
         task: Default::default(),
     };
-    let bytes = engine::transcode(&job, &mut |_| {}).expect("transcode");
+    let bytes = engine::transcode(&job, &mut |_| {})
+        .expect("transcode")
+        .bytes;
 
     assert_eq!(x264_settings(&ours), x264_settings(&theirs));
     let reference = std::fs::metadata(&theirs).unwrap().len();

@@ -61,7 +61,8 @@ async fn happy_path_reports_probe_progress_and_size() {
     let mut events = Vec::new();
     let bytes = driver::run(&child(), &job, STALL, |event| events.push(event))
         .await
-        .expect("transcode succeeds");
+        .expect("transcode succeeds")
+        .bytes;
 
     assert_eq!(bytes, std::fs::metadata(&job.output).unwrap().len());
     let probe = ffprobe(&job.output);
@@ -202,7 +203,7 @@ async fn dropping_the_future_kills_the_child_within_a_second() {
     // Slow settings on 10 s of 640x360: many seconds of work.
     let options = EncodeOptions {
         preset: Preset::Veryslow,
-        crf: 12,
+        crf: Some(12),
         ..Default::default()
     };
     let job = job(fixtures::long(), &dir, options);
@@ -306,7 +307,7 @@ async fn a_decompression_bomb_fails_at_probe_fast_and_costs_little_memory() {
     let dir = tempfile::tempdir().unwrap();
     let options = EncodeOptions {
         preset: Preset::Veryslow,
-        crf: 0,
+        crf: Some(0),
         ..Default::default()
     };
     for input in [fixtures::bomb(), fixtures::lying_bomb()] {
@@ -352,7 +353,7 @@ async fn a_child_out_of_memory_fails_with_limits_exceeded_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let options = EncodeOptions {
         preset: Preset::Veryslow,
-        crf: 0,
+        crf: Some(0),
         ..Default::default()
     };
     // The bomb's pictures allowed, the memory for them not. At 400 MiB the
@@ -470,7 +471,8 @@ async fn a_probe_reports_the_media_and_writes_a_small_jpeg_faults_aside() {
         events.push(event)
     })
     .await
-    .expect("the probe succeeds");
+    .expect("the probe succeeds")
+    .bytes;
 
     assert!(
         matches!(events.as_slice(), [ChildEvent::Probed(info)] if info.video_codec == "h264"),

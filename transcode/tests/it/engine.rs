@@ -7,13 +7,13 @@ use serde_json::Value;
 use tempfile::TempDir;
 use vidpress_transcode::engine;
 use vidpress_transcode::{
-    ChildEvent, EncodeOptions, ErrorCode, Limits, TranscodeError, TranscodeJob,
+    ChildEvent, EncodeOptions, ErrorCode, Limits, Output, TranscodeError, TranscodeJob,
 };
 
 use crate::fixtures::{self, duration, ffprobe, streams, top_level_boxes};
 
 struct Run {
-    result: Result<u64, TranscodeError>,
+    result: Result<Output, TranscodeError>,
     events: Vec<ChildEvent>,
     output: PathBuf,
     _dir: TempDir,
@@ -42,7 +42,7 @@ fn transcode(input: &Path, options: EncodeOptions) -> Run {
 fn transcode_ok(input: &Path, options: EncodeOptions) -> (Run, Value) {
     let run = transcode(input, options);
     let bytes = match &run.result {
-        Ok(bytes) => *bytes,
+        Ok(output) => output.bytes,
         Err(err) => panic!("transcoding {} failed: {err:?}", input.display()),
     };
     let written = std::fs::metadata(&run.output).expect("output exists").len();
@@ -290,7 +290,7 @@ fn crf_and_audio_bitrate_are_applied() {
     let input = fixtures::mp4_with_audio();
     let size = |crf, kbps| {
         let options = EncodeOptions {
-            crf,
+            crf: Some(crf),
             audio_bitrate_kbps: kbps,
             ..Default::default()
         };
@@ -382,7 +382,7 @@ fn invalid_options_are_refused_before_any_work() {
     let run = transcode(
         &fixtures::mp4_with_audio(),
         EncodeOptions {
-            crf: 99,
+            crf: Some(99),
             ..Default::default()
         },
     );

@@ -1,0 +1,399 @@
+//! The quality report's measurement: SSIM and PSNR of the output against
+//! the input scaled alike, taken while encoding.
+//!
+//! The reference is each picture exactly as the encoder received it (the
+//! input rotated, scaled and converted to `yuv420p` by the video graph),
+//! and the distorted picture is the encoder's packet decoded again, so the
+//! comparison is that of `ffmpeg -i OUT -i IN -lavfi
+//! "[1:v]scale=W:H,format=yuv420p[r];[0:v][r]ssim" -f null -` without
+//! reading either file a second time. Both go through libavfilter's own
+//! `ssim` and `psnr` filters, and their per-frame figures are averaged as
+//! those filters average them at the end ("All" of `ssim`, "average" of
+//! `psnr`, which is the PSNR of the mean squared error).
+//!
+//! The measurement may cost at most about a fifth of the encode's time
+//! ([`BUDGET_SHARE`]): when it would cost more, only every `stride`-th
+//! picture is compared, the stride doubling as needed, and each compared
+//! picture weighs as many pictures as it stands for. The decode of the
+//! packets is the floor of the cost; it is cheap next to any encoder.
+//!
+//! Measuring never fails a transcode: a decoder or filter error stops the
+//! measurement and the report says no quality.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use ffmpeg_next::{codec, decoder, ffi, filter, frame, Packet, Rational};
+
+use super::is_again_or_eof;
+use crate::protocol::Quality;
+
+/// The share of the elapsed encode the measurement may take before it
+/// compares fewer pictures.
+const BUDGET_SHARE: f64 = 0.2;
+
+/// How often the cost is judged against the budget.
+const BUDGET_WINDOW: Duration = Duration::from_millis(200);
+
+/// At most one picture in this many is skipped.
+const MAX_STRIDE: u64 = 256;
+
+/// PSNR of identical pictures, which the formula puts at infinity.
+const PSNR_CAP_DB: f64 = 100.0;
+
+/// Pictures held for comparison while the encoder has not yet returned
+/// them (its lookahead); more means the encoder lost some, and the oldest
+/// are dropped.
+const MAX_KEPT: usize = 512;
+
+/// A reference picture waiting for its encoded twin.
+struct Kept {
+    pts: i64,
+    /// How many pictures this one stands for.
+    weight: f64,
+    frame: frame::Video,
+}
+
+/// The `ssim` and `psnr` filters fed with pairs of pictures.
+struct PairGraph {
+    main: filter::Context,
+    reference: filter::Context,
+    ssim: filter::Context,
+    psnr: filter::Context,
+    // Owns the contexts above.
+    _graph: filter::Graph,
+}
+
+impl PairGraph {
+    /// Builds the graph for pictures of `main`'s and `reference`'s sizes and
+    /// formats (both become `yuv420p`; the sizes are equal).
+    fn build(main: &frame::Video, reference: &frame::Video, time_base: Rational) -> Option<Self> {
+        let args = |frame: &frame::Video| {
+            let pix_fmt: ffi::AVPixelFormat = frame.format().into();
+            format!(
+                "video_size={}x{}:pix_fmt={}:time_base={}/{}:pixel_aspect=1/1",
+                frame.width(),
+                frame.height(),
+                pix_fmt as i32,
+                time_base.numerator(),
+                time_base.denominator().max(1),
+            )
+        };
+        let mut graph = filter::Graph::new();
+        let buffer = filter::find("buffer")?;
+        let sink = filter::find("buffersink")?;
+        graph.add(&buffer, "main", &args(main)).ok()?;
+        graph.add(&buffer, "reference", &args(reference)).ok()?;
+        graph.add(&sink, "ssim", "").ok()?;
+        graph.add(&sink, "psnr", "").ok()?;
+        graph
+            .output("main", 0)
+            .and_then(|p| p.output("reference", 0))
+            .and_then(|p| p.input("ssim", 0))
+            .and_then(|p| p.input("psnr", 0))
+            .and_then(|p| {
+                p.parse(
+                    "[main]format=yuv420p,split[m1][m2];\
+                     [reference]format=yuv420p,split[r1][r2];\
+                     [m1][r1]ssim[ssim];[m2][r2]psnr[psnr]",
+                )
+            })
+            .ok()?;
+        graph.validate().ok()?;
+        Some(PairGraph {
+            main: graph.get("main")?,
+            reference: graph.get("reference")?,
+            ssim: graph.get("ssim")?,
+            psnr: graph.get("psnr")?,
+            _graph: graph,
+        })
+    }
+}
+
+/// Running weighted sums of one filter's per-picture figure.
+#[derive(Default)]
+struct Sum {
+    /// Weights of pairs pushed whose figure has not come out yet, in order.
+    pending: VecDeque<f64>,
+    total: f64,
+    weight: f64,
+}
+
+impl Sum {
+    /// Pulls every figure `sink` has ready, read from metadata `key`.
+    fn drain(&mut self, sink: &mut filter::Context, key: &str, out: &mut frame::Video) -> bool {
+        loop {
+            match sink.sink().frame(out) {
+                Ok(()) => {}
+                Err(err) if is_again_or_eof(&err) => return true,
+                Err(_) => return false,
+            }
+            let Some(weight) = self.pending.pop_front() else {
+                return false;
+            };
+            let Some(value) = out
+                .metadata()
+                .get(key)
+                .and_then(|text| text.parse::<f64>().ok())
+            else {
+                return false;
+            };
+            self.total += value * weight;
+            self.weight += weight;
+        }
+    }
+
+    fn mean(&self) -> Option<f64> {
+        (self.weight > 0.0).then(|| self.total / self.weight)
+    }
+}
+
+/// Measures an encode as it goes: [`QualityMeter::reference`] with each
+/// picture sent to the encoder, [`QualityMeter::packet`] with each packet
+/// out of it, [`QualityMeter::finish`] at the end.
+pub(super) struct QualityMeter {
+    decoder: decoder::Video,
+    time_base: Rational,
+    kept: VecDeque<Kept>,
+    graph: Option<PairGraph>,
+    ssim: Sum,
+    psnr: Sum,
+    /// Pictures sent to the encoder so far.
+    index: u64,
+    /// One picture in `stride` is compared.
+    stride: u64,
+    /// Whether the stride may grow to keep within the budget.
+    thin: bool,
+    compared: u64,
+    decoded: frame::Video,
+    pulled: frame::Video,
+    /// Set when measuring failed; nothing more is measured.
+    broken: bool,
+    /// When the current budget window began.
+    window_started: Instant,
+    /// `busy` when it began.
+    busy_at_window: Duration,
+    busy: Duration,
+}
+
+impl QualityMeter {
+    /// Opens a decoder for the encoder's stream (`parameters`, packets in
+    /// `time_base`). Returns `None` if it cannot be, and the transcode goes
+    /// on without a report of its quality.
+    pub fn new(parameters: codec::Parameters, time_base: Rational, thin: bool) -> Option<Self> {
+        let started = Instant::now();
+        let codec = decoder::find(parameters.id())?;
+        let mut context = codec::context::Context::from_parameters(parameters).ok()?;
+        // SAFETY: plain field write on a context that is not open yet.
+        unsafe {
+            (*context.as_mut_ptr()).pkt_timebase = time_base.into();
+        }
+        let mut options = ffmpeg_next::Dictionary::new();
+        options.set("threads", "auto");
+        let decoder = context
+            .decoder()
+            .open_as_with(codec, options)
+            .ok()?
+            .video()
+            .ok()?;
+        Some(QualityMeter {
+            decoder,
+            time_base,
+            kept: VecDeque::new(),
+            graph: None,
+            ssim: Sum::default(),
+            psnr: Sum::default(),
+            index: 0,
+            stride: 1,
+            thin,
+            compared: 0,
+            decoded: frame::Video::empty(),
+            pulled: frame::Video::empty(),
+            broken: false,
+            window_started: started,
+            busy_at_window: Duration::ZERO,
+            busy: started.elapsed(),
+        })
+    }
+
+    /// Takes note of a picture just sent to the encoder (its `pts` in the
+    /// encoder's time base), keeping a reference to it if it is one to
+    /// compare.
+    pub fn reference(&mut self, picture: &frame::Video) {
+        let began = Instant::now();
+        let index = self.index;
+        self.index += 1;
+        if self.broken || index % self.stride != 0 {
+            return;
+        }
+        let Some(pts) = picture.pts() else {
+            return;
+        };
+        // SAFETY: av_frame_clone adds a reference to the picture's buffers
+        // (no copy); it returns null only when out of memory.
+        let cloned = unsafe { ffi::av_frame_clone(picture.as_ptr()) };
+        if cloned.is_null() {
+            self.broken = true;
+            return;
+        }
+        // SAFETY: a frame just allocated by av_frame_clone, owned from here.
+        let frame = unsafe { frame::Video::wrap(cloned) };
+        if self.kept.len() >= MAX_KEPT {
+            self.kept.pop_front();
+        }
+        self.kept.push_back(Kept {
+            pts,
+            weight: self.stride as f64,
+            frame,
+        });
+        self.busy += began.elapsed();
+    }
+
+    /// Decodes a packet the encoder produced and compares what comes out
+    /// with the pictures kept for it.
+    pub fn packet(&mut self, packet: &Packet) {
+        if self.broken {
+            return;
+        }
+        let began = Instant::now();
+        if self.decoder.send_packet(packet).is_err() {
+            self.broken = true;
+        }
+        self.receive();
+        self.busy += began.elapsed();
+        self.thin();
+    }
+
+    /// Returns the time spent measuring so far.
+    pub fn busy(&self) -> Duration {
+        self.busy
+    }
+
+    /// Drains the decoder and the filters and returns the figures, or
+    /// `None` if no picture could be compared.
+    pub fn finish(mut self) -> Option<Quality> {
+        let began = Instant::now();
+        if !self.broken {
+            let _ = self.decoder.send_eof();
+            self.receive();
+        }
+        if let Some(graph) = self.graph.as_mut() {
+            let flushed =
+                graph.main.source().flush().is_ok() && graph.reference.source().flush().is_ok();
+            let drained = flushed
+                && self
+                    .ssim
+                    .drain(&mut graph.ssim, "lavfi.ssim.All", &mut self.pulled)
+                && self
+                    .psnr
+                    .drain(&mut graph.psnr, "lavfi.psnr.mse_avg", &mut self.pulled);
+            self.broken |= !drained;
+        }
+        self.busy += began.elapsed();
+        if self.broken {
+            return None;
+        }
+        let ssim = self.ssim.mean()?;
+        let mse = self.psnr.mean()?;
+        let psnr_db = if mse > 0.0 {
+            (10.0 * (255.0f64 * 255.0 / mse).log10()).min(PSNR_CAP_DB)
+        } else {
+            PSNR_CAP_DB
+        };
+        Some(Quality {
+            ssim,
+            psnr_db,
+            sampled: self.stride > 1,
+            frames: self.compared,
+        })
+    }
+
+    /// Takes every picture the decoder has ready and compares those with a
+    /// kept twin.
+    fn receive(&mut self) {
+        while !self.broken {
+            match self.decoder.receive_frame(&mut self.decoded) {
+                Ok(()) => {}
+                Err(err) if is_again_or_eof(&err) => return,
+                Err(_) => {
+                    self.broken = true;
+                    return;
+                }
+            }
+            let Some(pts) = self.decoded.pts() else {
+                continue;
+            };
+            // Kept pictures older than this one will never come back.
+            while self.kept.front().is_some_and(|kept| kept.pts < pts) {
+                self.kept.pop_front();
+            }
+            if self.kept.front().is_some_and(|kept| kept.pts == pts) {
+                if let Some(kept) = self.kept.pop_front() {
+                    self.compare(kept);
+                }
+            }
+        }
+    }
+
+    fn compare(&mut self, kept: Kept) {
+        if self.graph.is_none() {
+            self.graph = PairGraph::build(&self.decoded, &kept.frame, self.time_base);
+        }
+        let Some(graph) = self.graph.as_mut() else {
+            self.broken = true;
+            return;
+        };
+        // The buffer sources take the pictures' references.
+        let pushed = graph.main.source().add(&self.decoded).is_ok()
+            && graph.reference.source().add(&kept.frame).is_ok();
+        if !pushed {
+            self.broken = true;
+            return;
+        }
+        self.compared += 1;
+        self.ssim.pending.push_back(kept.weight);
+        self.psnr.pending.push_back(kept.weight);
+        let drained = self
+            .ssim
+            .drain(&mut graph.ssim, "lavfi.ssim.All", &mut self.pulled)
+            && self
+                .psnr
+                .drain(&mut graph.psnr, "lavfi.psnr.mse_avg", &mut self.pulled);
+        self.broken |= !drained;
+    }
+
+    /// At the end of each window of the encode, compares half as many
+    /// pictures from then on if measuring cost more than its share of the
+    /// window.
+    fn thin(&mut self) {
+        let elapsed = self.window_started.elapsed();
+        if !self.thin || elapsed < BUDGET_WINDOW {
+            return;
+        }
+        let spent = (self.busy - self.busy_at_window).as_secs_f64();
+        let allowed = BUDGET_SHARE * elapsed.as_secs_f64();
+        if spent > allowed {
+            // Straight to the stride that would have kept within it.
+            let factor = (spent / allowed).ceil() as u64;
+            self.stride = (self.stride * factor.next_power_of_two()).min(MAX_STRIDE);
+        }
+        self.window_started = Instant::now();
+        self.busy_at_window = self.busy;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_weigh_each_figure_by_the_pictures_it_stands_for() {
+        let sum = Sum {
+            total: 0.9 * 1.0 + 0.5 * 3.0,
+            weight: 4.0,
+            ..Sum::default()
+        };
+        assert!((sum.mean().unwrap() - 0.6).abs() < 1e-12);
+        assert_eq!(Sum::default().mean(), None);
+    }
+}
