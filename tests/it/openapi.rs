@@ -244,11 +244,53 @@ async fn the_specs_bounds_and_names_are_the_servers() {
         };
         (bound("minimum"), bound("maximum"))
     };
-    for name in ["crf", "max_height", "audio_bitrate"] {
+    // The spec's crf bound is the widest codec's (av1's and vp9's 63).
+    for (name, with) in [
+        ("crf", "&codec=av1"),
+        ("target_size_bytes", ""),
+        ("max_height", ""),
+        ("audio_bitrate", ""),
+    ] {
         let (min, max) = bounds("post", "/jobs", name);
         for (value, status) in [(min, 415), (max, 415), (min - 1, 400), (max + 1, 400)] {
-            let query = format!("{name}={value}");
+            let query = format!("{name}={value}{with}");
             assert_eq!(submit_status(&node, &query).await, status, "{query}");
+        }
+    }
+    assert_eq!(
+        submit_status(&node, "crf=52").await,
+        400,
+        "h264's crf ends at 51"
+    );
+    let ssim = parameter(&spec, "post", "/jobs", "min_ssim");
+    let (min, max) = (
+        ssim["minimum"].as_f64().expect("min_ssim minimum"),
+        ssim["maximum"].as_f64().expect("min_ssim maximum"),
+    );
+    for (value, status) in [
+        (min, 415),
+        (max, 415),
+        (min - 0.01, 400),
+        (max + 0.0005, 400),
+    ] {
+        let query = format!("min_ssim={value}");
+        assert_eq!(submit_status(&node, &query).await, status, "{query}");
+    }
+    for (name, count) in [("codec", 4), ("format", 2)] {
+        let names = parameter(&spec, "post", "/jobs", name)["enum"]
+            .as_array()
+            .unwrap_or_else(|| panic!("the {name}s"))
+            .clone();
+        assert_eq!(names.len(), count, "{name}");
+        for value in names {
+            let value = value.as_str().expect("a name");
+            // Each codec with its default format, each format with a codec
+            // it holds.
+            let query = match name {
+                "codec" => format!("codec={value}"),
+                _ => format!("format={value}&codec=av1"),
+            };
+            assert_eq!(submit_status(&node, &query).await, 415, "{query}");
         }
     }
     let presets = parameter(&spec, "post", "/jobs", "preset")["enum"]

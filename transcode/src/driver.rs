@@ -105,6 +105,11 @@ pub async fn run(
     if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
         command.env("MALLOC_ARENA_MAX", MALLOC_ARENA_MAX);
     }
+    // SVT-AV1 prints a banner of a dozen lines to stderr at its default
+    // level; errors only, so the stderr tail kept for a failure is libav's.
+    if std::env::var_os("SVT_LOG").is_none() {
+        command.env("SVT_LOG", "1");
+    }
     sandbox(&mut command, &job.limits);
 
     let mut child = command.spawn().map_err(|err| {

@@ -1,6 +1,7 @@
-//! The audio path: decoder → filter graph (`aresample`, `aformat` to planar
-//! float at a rate and layout AAC supports, fixed 1024-sample frames) →
-//! native `aac` encoder → muxer.
+//! The audio path: decoder → filter graph (`aresample`, `aformat` to the
+//! sample format, rate and layout the encoder supports, frames of its fixed
+//! size: 1024 samples for AAC, 20 ms for Opus) → the format's encoder
+//! (native `aac` in MP4, `libopus` in WebM) → muxer.
 //!
 //! Timestamps are carried in 1/sample_rate from the decoder on, converted
 //! with `av_rescale_delta` as the ffmpeg CLI does, so that coarse container
@@ -28,6 +29,7 @@ pub(super) struct AudioPipeline {
     encoder: encoder::audio::Encoder,
     out_rate: u32,
     out_layout: ChannelLayout,
+    out_format: format::Sample,
     filter: Option<AudioFilter>,
     /// `av_rescale_delta` state: the last timestamp handed out.
     rescale_last: i64,
@@ -68,30 +70,35 @@ impl AudioPipeline {
             .audio()
             .map_err(|err| invalid("the audio decoder could not be opened", err))?;
 
-        let aac = encoder::find_by_name("aac")
+        let name = options.format.audio_encoder();
+        let codec = encoder::find_by_name(name)
             .ok_or_else(|| {
-                TranscodeError::new(ErrorCode::EncoderFailed, "the aac encoder is not available")
+                TranscodeError::new(
+                    ErrorCode::EncoderFailed,
+                    format!("the {name} encoder is not available"),
+                )
             })?
             .audio()
-            .map_err(|err| encoder_error("the aac encoder is not available", err))?;
-        let out_layout = encoder_layout(&aac, decoder.channel_layout(), decoder.channels());
-        let out_rate = encoder_rate(&aac, decoder.rate());
+            .map_err(|err| encoder_error("the audio encoder is not available", err))?;
+        let out_layout = encoder_layout(&codec, decoder.channel_layout(), decoder.channels());
+        let out_rate = encoder_rate(&codec, decoder.rate());
+        let out_format = encoder_format(&codec);
 
-        let mut context = codec::context::Context::new_with_codec(*aac)
+        let mut context = codec::context::Context::new_with_codec(*codec)
             .encoder()
             .audio()
             .map_err(|err| encoder_error("the audio encoder could not be created", err))?;
         context.set_rate(out_rate as i32);
         context.set_channel_layout(out_layout);
         context.set_channels(out_layout.channels());
-        context.set_format(format::Sample::F32(format::sample::Type::Planar));
+        context.set_format(out_format);
         context.set_bit_rate(options.audio_bitrate_kbps as usize * 1000);
         context.set_time_base(Rational::new(1, out_rate as i32));
         if muxer.wants_global_header() {
             super::add_global_header_flag(&mut context);
         }
         let encoder = context
-            .open_as_with(aac, Dictionary::new())
+            .open_as_with(codec, Dictionary::new())
             .map_err(|err| encoder_error("the audio encoder could not be opened", err))?;
 
         let out_index = muxer.add_stream()?;
@@ -100,7 +107,7 @@ impl AudioPipeline {
             codec::Parameters::from(&encoder),
             Rational::new(1, out_rate as i32),
             None,
-            "aac",
+            name,
         )?;
 
         let start_offset = input
@@ -115,6 +122,7 @@ impl AudioPipeline {
             encoder,
             out_rate,
             out_layout,
+            out_format,
             filter: None,
             rescale_last: ffi::AV_NOPTS_VALUE,
             next_pts: None,
@@ -260,8 +268,9 @@ impl AudioPipeline {
             layout = shape.layout,
         );
         let chain = format!(
-            "aresample={rate},aformat=sample_fmts=fltp:sample_rates={rate}:channel_layouts=0x{layout:x}",
+            "aresample={rate},aformat=sample_fmts={format}:sample_rates={rate}:channel_layouts=0x{layout:x}",
             rate = self.out_rate,
+            format = self.out_format.name(),
             layout = self.out_layout.bits(),
         );
         let mut graph = Graph::build("abuffer", &source_args, &chain, "abuffersink")
@@ -319,16 +328,34 @@ impl AudioPipeline {
     }
 }
 
-/// Picks the AAC channel layout: the input's when AAC supports it, else the
+/// Picks the sample format: float, planar or packed, as the encoder takes
+/// it (AAC planar, Opus packed), else the first it lists.
+fn encoder_format(codec: &codec::Audio) -> format::Sample {
+    let planar = format::Sample::F32(format::sample::Type::Planar);
+    let packed = format::Sample::F32(format::sample::Type::Packed);
+    match codec.formats() {
+        Some(formats) => {
+            let formats: Vec<format::Sample> = formats.collect();
+            [planar, packed]
+                .into_iter()
+                .find(|wanted| formats.contains(wanted))
+                .or_else(|| formats.first().copied())
+                .unwrap_or(planar)
+        }
+        None => planar,
+    }
+}
+
+/// Picks the channel layout: the input's when the encoder supports it, else the
 /// supported layout with the most channels not above the input's. An unknown
 /// input layout is taken as the default for its channel count, or stereo.
-fn encoder_layout(aac: &codec::Audio, layout: ChannelLayout, channels: u16) -> ChannelLayout {
+fn encoder_layout(codec: &codec::Audio, layout: ChannelLayout, channels: u16) -> ChannelLayout {
     let layout = Some(layout)
         .filter(|layout| layout.bits() != 0)
         .or_else(|| Some(ChannelLayout::default(i32::from(channels))))
         .filter(|layout| layout.bits() != 0)
         .unwrap_or(ChannelLayout::STEREO);
-    match aac.channel_layouts() {
+    match codec.channel_layouts() {
         Some(supported) => {
             let supported: Vec<ChannelLayout> = supported.collect();
             if supported.contains(&layout) {
@@ -345,11 +372,11 @@ fn encoder_layout(aac: &codec::Audio, layout: ChannelLayout, channels: u16) -> C
     }
 }
 
-/// Picks the AAC sample rate: the input's when supported, else the closest
-/// supported rate.
-fn encoder_rate(aac: &codec::Audio, rate: u32) -> u32 {
+/// Picks the sample rate: the input's when supported, else the closest
+/// supported rate (Opus: 48 kHz for 44.1 kHz).
+fn encoder_rate(codec: &codec::Audio, rate: u32) -> u32 {
     let rate = if rate == 0 { 48_000 } else { rate };
-    match aac.rates() {
+    match codec.rates() {
         Some(supported) => supported
             .filter_map(|candidate| u32::try_from(candidate).ok())
             .min_by_key(|candidate| candidate.abs_diff(rate))

@@ -4,7 +4,8 @@
 //! a malformed file can crash or hang libav*. It owns opening inputs safely
 //! (`input`), the rate modes (`modes`, their arithmetic in `rate`) run as
 //! passes (`pass`: the demux loop, with `progress` over every pass), the
-//! video and audio paths (`video`, `audio`, sharing `graph`), the quality
+//! video and audio paths (`video`, `audio`, sharing `graph`; each video
+//! encoder's options in `encoders`), the quality
 //! measurement (`quality`), the muxer (`mux`), the thumbnail (`thumbnail`)
 //! and libav's log output (`avlog`).
 //!
@@ -18,6 +19,7 @@
 mod audio;
 mod avlog;
 mod demuxers;
+mod encoders;
 mod graph;
 mod input;
 mod modes;

@@ -6,11 +6,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use super::encoders::VideoRate;
 use super::input::{self, Input};
 use super::pass::{self, Measure, Pass, PassResult};
 use super::progress::Progress;
 use super::rate::{self, CrfSearch, SizeBudget};
-use super::video::VideoRate;
 use crate::protocol::{
     ChildEvent, ErrorCode, Output, OutputReport, Quality, RateMode, Timings, TranscodeError,
     TranscodeJob,

@@ -1,5 +1,6 @@
-//! The MP4 output: stream registration, the deferred header, interleaved
-//! packet writing and the `+faststart` trailer.
+//! The output file, MP4 or WebM: stream registration, the deferred header,
+//! interleaved packet writing and the trailer (MP4's `+faststart`, WebM's
+//! cues in front, so that either plays while it downloads).
 //!
 //! The header can only be written once every encoder is open, and the video
 //! encoder opens on the first filtered frame (its colour properties come from
@@ -28,13 +29,14 @@ struct OutStream {
 
 pub(super) struct Muxer {
     ctx: format::context::Output,
+    format: Format,
     streams: Vec<OutStream>,
     header_written: bool,
     pending: Vec<Packet>,
 }
 
 impl Muxer {
-    /// Creates `path` (truncating it) as an MP4 file.
+    /// Creates `path` (truncating it) as a file in `format`.
     pub fn create(path: &Path, format: Format) -> Result<Self, TranscodeError> {
         let url = file_url(path)?;
         let url = url.to_str().map_err(|_| {
@@ -53,6 +55,7 @@ impl Muxer {
         })?;
         Ok(Muxer {
             ctx,
+            format,
             streams: Vec::new(),
             header_written: false,
             pending: Vec::new(),
@@ -99,6 +102,16 @@ impl Muxer {
                 TranscodeError::new(ErrorCode::EncoderFailed, "the output stream is missing")
             })?;
             stream.set_parameters(parameters);
+            if self.format == Format::Mp4 && stream.parameters().id() == codec::Id::HEVC {
+                // `hvc1` (parameter sets in the header only) is the tag
+                // browsers and Apple's players take; the muxer's default
+                // is `hev1`.
+                // SAFETY: a plain field of the stream's own parameters,
+                // before the header is written.
+                unsafe {
+                    (*(*stream.as_mut_ptr()).codecpar).codec_tag = u32::from_le_bytes(*b"hvc1");
+                }
+            }
             // A hint the mp4 muxer uses to pick its timescale, as the CLI gives.
             stream.set_time_base(encoder_tb);
             if let Some(rate) = frame_rate {
@@ -120,7 +133,12 @@ impl Muxer {
 
     fn write_header(&mut self) -> Result<(), TranscodeError> {
         let mut options = Dictionary::new();
-        options.set("movflags", "+faststart");
+        match self.format {
+            Format::Mp4 => options.set("movflags", "+faststart"),
+            // Written at the end, then moved before the clusters, as
+            // faststart moves MP4's index.
+            Format::Webm => options.set("cues_to_front", "1"),
+        }
         self.ctx
             .write_header_with(options)
             .map_err(|err| write_error("the output header could not be written", err))?;
@@ -166,8 +184,8 @@ impl Muxer {
         self.header_written
     }
 
-    /// Writes the trailer (the `+faststart` pass moves the index to the
-    /// front) and closes the file.
+    /// Writes the trailer (where the index is moved to the front) and
+    /// closes the file.
     pub fn finish(mut self) -> Result<(), TranscodeError> {
         if !self.header_written {
             return Err(TranscodeError::new(

@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 use ffmpeg_next::{ffi, Error, Packet};
 
 use super::audio::AudioPipeline;
+use super::encoders::VideoRate;
 use super::input::Input;
 use super::mux::Muxer;
 use super::progress::Progress;
-use super::video::{VideoPipeline, VideoRate};
+use super::video::VideoPipeline;
 use super::{lower, MAX_CONSECUTIVE_DEMUX_ERRORS};
 use crate::protocol::{ChildEvent, ErrorCode, Quality, TranscodeError, TranscodeJob};
 

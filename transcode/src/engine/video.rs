@@ -1,7 +1,8 @@
 //! The video path: decoder → filter graph (rotation, scale when needed,
-//! `yuv420p`) → libx264 → muxer.
+//! `yuv420p`) → the job's encoder (libx264, libx265, libsvtav1 or
+//! libvpx-vp9, set up by [`super::encoders`]) → muxer.
 //!
-//! Mirrors what `ffmpeg -c:v libx264` does, because the service is measured
+//! Mirrors what `ffmpeg -c:v libx264` (and the others) does, because the service is measured
 //! against it: automatic decoder and encoder threads, the frame rate guessed
 //! like the CLI's, a constant-frame-rate time base when the input has a sane
 //! rate, and the encoder opened on the first filtered frame so its colour
@@ -13,9 +14,10 @@
 //! `limits_exceeded`.
 
 use ffmpeg_next::{
-    codec, decoder, encoder, ffi, format, frame, picture, Dictionary, Packet, Rational, Rescale,
+    codec, decoder, encoder, ffi, format, frame, picture, Packet, Rational, Rescale,
 };
 
+use super::encoders::{self, VideoRate};
 use super::input::Input;
 use super::mux::Muxer;
 use super::quality::QualityMeter;
@@ -24,18 +26,6 @@ use super::{avlog, decode_error_is_fatal, encoder_error, invalid, is_again_or_eo
 use std::time::Duration;
 
 use crate::protocol::{EncodeOptions, ErrorCode, Limits, Quality, TranscodeError};
-
-/// How the video encoder spends bits.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) enum VideoRate {
-    /// Constant quality at this CRF.
-    Crf(u8),
-    /// An average bit rate.
-    Bitrate {
-        /// Kilobits a second.
-        kbps: u32,
-    },
-}
 
 /// Frame rates outside this range are treated as unknown.
 const SANE_FPS: std::ops::RangeInclusive<f64> = 1.0..=1000.0;
@@ -403,12 +393,17 @@ impl VideoPipeline {
         }
     }
 
-    /// Opens libx264 for the first filtered frame and registers the stream.
+    /// Opens the job's encoder for the first filtered frame and registers
+    /// the stream.
     fn open_encoder(&mut self, muxer: &mut Muxer) -> Result<(), TranscodeError> {
-        let codec = encoder::find_by_name("libx264").ok_or_else(|| {
+        let name = self.options.codec.encoder();
+        let codec = encoder::find_by_name(name).ok_or_else(|| {
             TranscodeError::new(
                 ErrorCode::EncoderFailed,
-                "the h264 encoder (libx264) is not available",
+                format!(
+                    "the {} encoder ({name}) is not available",
+                    self.options.codec
+                ),
             )
         })?;
         let mut context = codec::context::Context::new_with_codec(codec)
@@ -450,15 +445,14 @@ impl VideoPipeline {
             super::add_global_header_flag(&mut context);
         }
 
-        let mut options = Dictionary::new();
-        options.set("preset", self.options.preset.as_str());
-        match self.rate {
-            VideoRate::Crf(crf) => options.set("crf", &crf.to_string()),
-            VideoRate::Bitrate { kbps } => context.set_bit_rate(kbps as usize * 1000),
+        let settings = encoders::settings(&self.options, self.rate);
+        if let Some(bit_rate) = settings.bit_rate {
+            context.set_bit_rate(bit_rate);
         }
-        // libx264 picks its own thread count from the cores (1.5 per core),
-        // as with the CLI's threads=auto; libavcodec's default is one.
-        options.set("threads", "auto");
+        if let Some(gop) = settings.gop {
+            context.set_gop(gop);
+        }
+        let options = settings.dictionary();
         let encoder = context
             .open_with(options)
             .map_err(|err| encoder_error("the video encoder could not be opened", err))?;
@@ -468,7 +462,7 @@ impl VideoPipeline {
             codec::Parameters::from(&encoder),
             self.encoder_tb,
             self.frame_rate,
-            "libx264",
+            name,
         )?;
         if let Some(thin) = self.measure {
             self.meter =

@@ -3,6 +3,7 @@
 //! and the output against the ffmpeg CLI's.
 
 mod cli_parity;
+mod codecs;
 mod driver;
 mod engine;
 mod fixtures;
