@@ -14,7 +14,7 @@ use serde_json::Value;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
-use vidpress_transcode::Preset;
+use vidpress_transcode::{Codec, EncodeOptions, Format, Preset};
 
 use crate::tls::{self, TlsError};
 
@@ -115,10 +115,27 @@ impl Server {
 pub struct SubmitArgs {
     /// The video to compress.
     pub file: PathBuf,
-    /// Constant rate factor, 0 (best) to 51 (smallest).
+    /// Video codec: h264 (default), h265, av1 or vp9.
     #[arg(long)]
+    pub codec: Option<Codec>,
+    /// Container: mp4 (AAC audio) or webm (Opus audio) [default: webm for
+    /// vp9, else mp4].
+    #[arg(long)]
+    pub format: Option<Format>,
+    /// Constant rate factor, 0 (best) to 51 (smallest) for h264 and h265,
+    /// 63 for av1 and vp9.
+    #[arg(long, conflicts_with_all = ["target_size", "min_ssim"])]
     pub crf: Option<u8>,
-    /// x264 preset.
+    /// Aim at this size for the whole file, audio included: bytes, or with
+    /// a unit, KB, MB, GB (powers of 1000) or KiB, MiB, GiB (of 1024), e.g.
+    /// `25MB`.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, conflicts_with = "min_ssim")]
+    pub target_size: Option<u64>,
+    /// Pick the smallest file whose SSIM against the input is at least
+    /// this, from 0.90 to 0.999 (e.g. 0.97).
+    #[arg(long, value_name = "SSIM", value_parser = parse_min_ssim)]
+    pub min_ssim: Option<f64>,
+    /// Speed preset, x264's names, mapped onto each encoder's own scale.
     #[arg(long)]
     pub preset: Option<Preset>,
     /// Downscale to at most this height, keeping the aspect ratio.
@@ -130,7 +147,8 @@ pub struct SubmitArgs {
     /// Follow the job to its end, then download the result.
     #[arg(long)]
     pub wait: bool,
-    /// Where to write the result with --wait [default: <file>.compressed.mp4].
+    /// Where to write the result with --wait [default:
+    /// <file>.compressed.mp4, or .webm].
     #[arg(short, long)]
     pub output: Option<PathBuf>,
     #[command(flatten)]
@@ -200,8 +218,20 @@ pub async fn submit(args: SubmitArgs) -> Result<(), ClientError> {
         })?
         .len();
     let mut query: Vec<(&str, String)> = Vec::new();
+    if let Some(codec) = args.codec {
+        query.push(("codec", codec.to_string()));
+    }
+    if let Some(format) = args.format {
+        query.push(("format", format.to_string()));
+    }
     if let Some(crf) = args.crf {
         query.push(("crf", crf.to_string()));
+    }
+    if let Some(bytes) = args.target_size {
+        query.push(("target_size_bytes", bytes.to_string()));
+    }
+    if let Some(ssim) = args.min_ssim {
+        query.push(("min_ssim", ssim.to_string()));
     }
     if let Some(preset) = args.preset {
         query.push(("preset", preset.to_string()));
@@ -234,11 +264,23 @@ pub async fn submit(args: SubmitArgs) -> Result<(), ClientError> {
         return Ok(());
     }
     let last = follow(&server, &id, true).await?;
-    let output = args.output.unwrap_or_else(|| default_output(&args.file));
+    // The node's own choice of container (a codec's default) names the file.
+    let extension = last["options"]["format"].as_str().unwrap_or("mp4");
+    let output = args
+        .output
+        .unwrap_or_else(|| default_output(&args.file, extension));
     download(&server, &id, &output).await?;
-    let bytes = last["result"]["bytes"].as_u64().unwrap_or_default();
+    let result = &last["result"];
+    let bytes = result["bytes"].as_u64().unwrap_or_default();
+    let mut report = String::new();
+    if let Some(ssim) = result["quality"]["ssim"].as_f64() {
+        report.push_str(&format!(", SSIM {ssim:.4}"));
+    }
+    if let Some(crf) = result["crf"].as_u64() {
+        report.push_str(&format!(", CRF {crf}"));
+    }
     eprintln!(
-        "completed: {} ({} → {} bytes)",
+        "completed: {} ({} → {} bytes{report})",
         output.display(),
         size,
         bytes
@@ -406,12 +448,60 @@ fn server_error(status: u16, body: &Value) -> ClientError {
     }
 }
 
-fn default_output(input: &Path) -> PathBuf {
+fn default_output(input: &Path, extension: &str) -> PathBuf {
     let stem = input
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "output".into());
-    input.with_file_name(format!("{stem}.compressed.mp4"))
+    input.with_file_name(format!("{stem}.compressed.{extension}"))
+}
+
+/// Parses a size for `--target-size`: a number of bytes, or a number
+/// (decimals allowed) with a unit: `KB`, `MB`, `GB` count in powers of
+/// 1000, `KiB`, `MiB`, `GiB` in powers of 1024; units ignore case and may
+/// follow a space. Returns the size rounded to a byte.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size: give e.g. 25MB, 1.5GiB or 200000"))?;
+    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1000,
+        "mb" => 1000 * 1000,
+        "gb" => 1000 * 1000 * 1000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        _ => {
+            return Err(format!(
+                "unknown unit {:?} in {text:?}: give bytes, or a number with \
+                 KB, MB, GB (powers of 1000) or KiB, MiB, GiB (of 1024), e.g. 25MB",
+                unit.trim()
+            ))
+        }
+    };
+    let bytes = (value * multiplier as f64).round();
+    if bytes < 1.0 {
+        return Err(format!("{text:?} is not a size above zero"));
+    }
+    if bytes >= u64::MAX as f64 {
+        return Err(format!("{text:?} is too large"));
+    }
+    Ok(bytes as u64)
+}
+
+/// Parses `--min-ssim`: a number within the bounds the server takes.
+fn parse_min_ssim(text: &str) -> Result<f64, String> {
+    let (min, max) = (EncodeOptions::MIN_SSIM_MIN, EncodeOptions::MIN_SSIM_MAX);
+    match text.trim().parse::<f64>() {
+        Ok(ssim) if (min..=max).contains(&ssim) => Ok(ssim),
+        _ => Err(format!("the SSIM must be a number from {min:.2} to {max}")),
+    }
 }
 
 fn bar_style(label: &str) -> ProgressStyle {
@@ -420,4 +510,60 @@ fn bar_style(label: &str) -> ProgressStyle {
     ))
     .unwrap_or_else(|_| ProgressStyle::default_bar())
     .progress_chars("=> ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_are_bytes_or_decimal_or_binary_units() {
+        let cases = [
+            ("200000", 200_000),
+            ("200000B", 200_000),
+            ("25MB", 25_000_000),
+            ("25mb", 25_000_000),
+            ("25 MB", 25_000_000),
+            ("0.2MB", 200_000),
+            ("1.5GB", 1_500_000_000),
+            ("640KB", 640_000),
+            ("1KiB", 1024),
+            ("25MiB", 25 * 1024 * 1024),
+            ("2GiB", 2 * 1024 * 1024 * 1024),
+            ("0.5kib", 512),
+            (" 7MB ", 7_000_000),
+        ];
+        for (text, bytes) in cases {
+            assert_eq!(parse_size(text), Ok(bytes), "{text}");
+        }
+    }
+
+    #[test]
+    fn bad_sizes_are_refused_with_a_reason() {
+        for (text, reason) in [
+            ("", "not a size"),
+            ("MB", "not a size"),
+            ("25XB", "unknown unit"),
+            ("25 M", "unknown unit"),
+            ("-5MB", "not a size"),
+            ("1.2.3MB", "not a size"),
+            ("1e6", "unknown unit"),
+            ("0", "above zero"),
+            ("0.0001KB", "above zero"),
+            ("99999999999999GiB", "too large"),
+        ] {
+            let error = parse_size(text).expect_err(text);
+            assert!(error.contains(reason), "{text}: {error}");
+        }
+    }
+
+    #[test]
+    fn min_ssim_is_taken_within_the_server_bounds() {
+        assert_eq!(parse_min_ssim("0.97"), Ok(0.97));
+        assert_eq!(parse_min_ssim("0.999"), Ok(0.999));
+        for text in ["0.89", "1", "high", ""] {
+            let error = parse_min_ssim(text).expect_err(text);
+            assert!(error.contains("0.90 to 0.999"), "{text}: {error}");
+        }
+    }
 }

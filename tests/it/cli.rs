@@ -256,3 +256,143 @@ async fn the_cli_sends_its_token_and_says_what_a_401_means() {
         "the Authorization headers sent"
     );
 }
+
+#[tokio::test]
+async fn submit_takes_a_codec_and_a_target_size_with_a_unit() {
+    let node = TestNode::start().await.serve();
+    let input = clip(2).display().to_string();
+    let submitted = vidpress(
+        [
+            "submit",
+            "--codec",
+            "vp9",
+            "--target-size",
+            "0.2MB",
+            "--preset",
+            "ultrafast",
+            "--server",
+            &node.base,
+            &input,
+        ]
+        .map(String::from)
+        .into(),
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&submitted.stderr);
+    assert!(submitted.status.success(), "{stderr}");
+    let id = String::from_utf8_lossy(&submitted.stdout).trim().to_owned();
+    // The node got the options as query parameters, the format being vp9's.
+    let (status, doc) = node
+        .wait_for_terminal(&id, std::time::Duration::from_secs(120))
+        .await;
+    assert_eq!(status, 200, "{doc}");
+    let options = &doc["options"];
+    assert_eq!(options["codec"], "vp9");
+    assert_eq!(options["format"], "webm");
+    assert_eq!(options["target_size_bytes"], 200_000);
+    assert_eq!(options["crf"], serde_json::Value::Null);
+    assert_eq!(options["min_ssim"], serde_json::Value::Null);
+    assert_eq!(doc["status"], "completed", "{doc}");
+    assert_eq!(doc["result"]["content_type"], "video/webm");
+}
+
+#[tokio::test]
+async fn submit_takes_a_min_ssim_and_writes_the_result_with_its_format() {
+    let node = TestNode::start().await.serve();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("talk.mp4");
+    std::fs::copy(clip(1), &input).unwrap();
+    let submitted = vidpress(
+        [
+            "submit",
+            "--wait",
+            "--codec",
+            "av1",
+            "--format",
+            "webm",
+            "--min-ssim",
+            "0.95",
+            "--server",
+            &node.base,
+            &input.display().to_string(),
+        ]
+        .map(String::from)
+        .into(),
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&submitted.stderr);
+    assert!(submitted.status.success(), "{stderr}");
+    // Without -o the file is named after the input, with the format's extension.
+    let out = dir.path().join("talk.compressed.webm");
+    let probe = ffprobe(&out);
+    assert_eq!(stream(&probe, "video").unwrap()["codec_name"], "av1");
+    assert!(
+        stderr.contains("SSIM 0."),
+        "the quality is reported: {stderr}"
+    );
+    assert!(
+        stderr.contains("CRF "),
+        "the CRF found is reported: {stderr}"
+    );
+    let id = String::from_utf8_lossy(&submitted.stdout).trim().to_owned();
+    let (_, doc) = crate::support::get_json(&format!("{}/jobs/{id}", node.base))
+        .await
+        .expect("the status document");
+    assert_eq!(doc["options"]["min_ssim"], 0.95);
+    assert_eq!(doc["options"]["format"], "webm");
+}
+
+#[tokio::test]
+async fn submit_refuses_a_bad_target_size_before_uploading() {
+    // No server listens there: the value is refused before any request.
+    let dir = tempfile::tempdir().unwrap();
+    let video = dir.path().join("in.mp4");
+    std::fs::write(&video, b"not looked at").unwrap();
+    let video = video.display().to_string();
+    for (size, says) in [
+        ("25XB", "unknown unit \"XB\""),
+        ("lots", "is not a size"),
+        ("0MB", "above zero"),
+    ] {
+        let output = vidpress(
+            [
+                "submit",
+                "--target-size",
+                size,
+                "--server",
+                "http://127.0.0.1:9",
+                &video,
+            ]
+            .map(String::from)
+            .into(),
+        )
+        .await;
+        assert!(!output.status.success(), "{size} is refused");
+        assert_eq!(output.status.code(), Some(2), "a usage error: {size}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("--target-size") && stderr.contains(says),
+            "{size}: {stderr}"
+        );
+        assert!(!stderr.contains("cannot reach"), "{size}: {stderr}");
+    }
+    // Two rate modes at once are refused too.
+    let output = vidpress(
+        [
+            "submit",
+            "--crf",
+            "30",
+            "--target-size",
+            "25MB",
+            "--server",
+            "http://127.0.0.1:9",
+            &video,
+        ]
+        .map(String::from)
+        .into(),
+    )
+    .await;
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cannot be used with"), "{stderr}");
+}
