@@ -206,6 +206,7 @@ async fn pairs_that_do_not_exist_and_two_rate_modes_are_refused() {
         ("?target_size_bytes=500000&min_ssim=0.97", "min_ssim"),
         ("?crf=30&min_ssim=0.97", "min_ssim"),
         ("?codec=h265&crf=52", "crf"),
+        ("?codec=av1&crf=0", "between 1 and 63"),
         ("?target_size_bytes=9999", "target_size_bytes"),
         ("?min_ssim=0.5", "min_ssim"),
         ("?min_ssim=1", "min_ssim"),
