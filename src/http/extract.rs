@@ -55,8 +55,8 @@ pub struct SubmitQuery {
     #[param(value_type = Option<FormatName>)]
     format: Option<Format>,
     /// Constant rate factor on the codec's scale: lower is better and
-    /// larger; at most 51 for h264 and h265, 63 for av1 and vp9 (default
-    /// 28, 30, 40, 40). One rate mode at most: crf, target_size_bytes or
+    /// larger; at most 51 for h264 and h265, 63 for av1 and vp9, and at
+    /// least 1 for av1 (default 28, 30, 40, 40). One rate mode at most: crf, target_size_bytes or
     /// min_ssim
     #[param(value_type = Option<CrfRange>, inline)]
     crf: Option<u8>,

@@ -192,10 +192,10 @@ impl Runner<'_> {
         let mut result = self.pass(&output, VideoRate::Crf(crf), None, Measure::WithinBudget)?;
         let mut wasted = 0.0;
         let under = |quality: Option<Quality>| quality.is_some_and(|q| q.ssim < target);
-        if under(result.quality) && crf > 0 {
+        if under(result.quality) && crf > search.min() {
             tracing::debug!(crf, ssim = ?result.quality, "output under min_ssim, once more");
             wasted = result.elapsed.as_secs_f64();
-            crf = crf.saturating_sub(RETRY_STEP);
+            crf = crf.saturating_sub(RETRY_STEP).max(search.min());
             let from = self.progress.fraction();
             self.progress.band(from, 1.0, None);
             result = self.pass(&output, VideoRate::Crf(crf), None, Measure::WithinBudget)?;

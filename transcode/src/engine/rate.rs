@@ -39,6 +39,7 @@ const MIN_BITS_PER_PIXEL: f64 = 0.005;
 #[derive(Debug)]
 pub(super) struct CrfSearch {
     target: f64,
+    min: u8,
     max: u8,
     first: u8,
     /// A step when only one side of the target is known.
@@ -52,6 +53,7 @@ impl CrfSearch {
     pub fn new(codec: Codec, target: f64) -> Self {
         CrfSearch {
             target,
+            min: codec.crf_min(),
             max: codec.crf_max(),
             first: codec.default_crf(),
             step: codec.crf_max() / 8,
@@ -98,7 +100,10 @@ impl CrfSearch {
         }
         let candidate = match (self.highest_hit(), self.lowest_miss()) {
             (Some((hit, _)), None) => hit.saturating_add(self.step).min(self.max),
-            (None, Some((miss, _))) => miss.saturating_sub(self.step),
+            (None, Some((miss, _))) if miss > self.min => {
+                miss.saturating_sub(self.step).max(self.min)
+            }
+            (None, Some(_)) => return None,
             (Some((hit, hit_ssim)), Some((miss, miss_ssim))) => {
                 if miss <= hit + 1 {
                     return None;
@@ -113,12 +118,22 @@ impl CrfSearch {
         (!self.tried.iter().any(|(crf, _)| *crf == candidate)).then_some(candidate)
     }
 
+    /// Returns the lowest CRF the codec takes.
+    pub fn min(&self) -> u8 {
+        self.min
+    }
+
     /// Returns the answer: the largest CRF that reached the target, or the
     /// lowest tried when none did.
     pub fn best(&self) -> u8 {
         match self.highest_hit() {
             Some((crf, _)) => crf,
-            None => self.tried.iter().map(|(crf, _)| *crf).min().unwrap_or(0),
+            None => self
+                .tried
+                .iter()
+                .map(|(crf, _)| *crf)
+                .min()
+                .unwrap_or(self.min),
         }
     }
 }
@@ -245,6 +260,10 @@ mod tests {
         // Nothing reaches it: the lowest CRF tried.
         let (best, tried) = search(Codec::H264, 1.5, linear);
         assert_eq!(best, 0, "tried {tried:?}");
+        // SVT-AV1's scale starts at 1.
+        let (best, tried) = search(Codec::Av1, 1.5, linear);
+        assert_eq!(best, 1, "tried {tried:?}");
+        assert!(tried.iter().all(|crf| *crf >= 1), "tried {tried:?}");
     }
 
     #[test]

@@ -58,6 +58,16 @@ impl Codec {
         }
     }
 
+    /// Returns the lowest CRF the encoder takes (its best quality): 0, but
+    /// 1 for SVT-AV1, which libav 5.1 hands a CRF of 0 as "none set" (the
+    /// encoder's default quality instead).
+    pub fn crf_min(self) -> u8 {
+        match self {
+            Codec::Av1 => 1,
+            Codec::H264 | Codec::H265 | Codec::Vp9 => 0,
+        }
+    }
+
     /// Returns the highest CRF the encoder takes (its lowest quality):
     /// 51 for x264 and x265, 63 for SVT-AV1 and libvpx.
     pub fn crf_max(self) -> u8 {
@@ -174,7 +184,7 @@ mod tests {
         );
         for codec in Codec::ALL {
             assert!(codec.default_format().holds(codec), "{codec}");
-            assert!(codec.default_crf() <= codec.crf_max());
+            assert!((codec.crf_min()..=codec.crf_max()).contains(&codec.default_crf()));
         }
     }
 

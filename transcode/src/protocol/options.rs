@@ -190,7 +190,7 @@ impl EncodeOptions {
             });
         }
         if let Some(crf) = self.crf {
-            if crf > self.codec.crf_max() {
+            if !(self.codec.crf_min()..=self.codec.crf_max()).contains(&crf) {
                 return Err(OptionsError::Crf {
                     value: crf,
                     codec: self.codec,
@@ -224,8 +224,12 @@ impl EncodeOptions {
 /// An encode option outside its accepted range, or an unknown preset name.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum OptionsError {
-    /// `crf` is above the codec's highest.
-    #[error("crf must be between 0 and {} for {codec}, got {value}", codec.crf_max())]
+    /// `crf` is outside the codec's range.
+    #[error(
+        "crf must be between {} and {} for {codec}, got {value}",
+        codec.crf_min(),
+        codec.crf_max()
+    )]
     Crf {
         /// The rejected value.
         value: u8,
