@@ -122,8 +122,8 @@ pub struct SubmitArgs {
     /// vp9, else mp4].
     #[arg(long)]
     pub format: Option<Format>,
-    /// Constant rate factor, 0 (best) to 51 (smallest) for h264 and h265,
-    /// 63 for av1 and vp9.
+    /// Constant rate factor, 0 (best; 1 for av1) to 51 (smallest) for h264
+    /// and h265, 63 for av1 and vp9.
     #[arg(long, conflicts_with_all = ["target_size", "min_ssim"])]
     pub crf: Option<u8>,
     /// Aim at this size for the whole file, audio included: bytes, or with

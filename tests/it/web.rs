@@ -1115,6 +1115,11 @@ async fn the_form_offers_only_the_pairs_the_node_takes() {
             "40".into()
         )
     );
+    assert_eq!(
+        browser.find("#crf").await.attr("min").await.expect("min"),
+        Some("1".into()),
+        "SVT-AV1's CRF starts at 1"
+    );
     // AV1 keeps WebM when it is chosen; H.264 cannot have it.
     browser.select("#format", "webm").await;
     assert_eq!(browser.value("#format").await, "webm");
@@ -1158,6 +1163,29 @@ async fn the_form_offers_only_the_pairs_the_node_takes() {
         "0.985"
     );
     browser.screenshot("rate-modes").await;
+
+    // A CRF out of the codec's range is said on the card, not uploaded.
+    browser
+        .find("#rate-crf")
+        .await
+        .click()
+        .await
+        .expect("crf mode");
+    browser.select("#codec", "av1").await;
+    let field = browser.find("#crf").await;
+    field.clear().await.expect("crf cleared");
+    field.send_keys("0").await.expect("crf typed");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = named_copy(&dir, &clip(1), "best.mp4");
+    let (_, message) = browser.refused(&file).await;
+    assert_eq!(
+        message,
+        "the CRF of av1 must be a whole number from 1 to 63"
+    );
+    let jobs = crate::support::get_json(&format!("{}/jobs", node.base))
+        .await
+        .expect("the list");
+    assert_eq!(jobs.1["jobs"], json!([]), "nothing was uploaded");
     browser.close().await;
     node.stop().await;
 }
