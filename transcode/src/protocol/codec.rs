@@ -3,8 +3,6 @@
 use serde::{Deserialize, Serialize};
 use strum::{Display, EnumString, IntoStaticStr};
 
-use super::options::OptionsError;
-
 /// The video codec of the output, each with its libav encoder.
 ///
 /// Serialized, displayed and parsed as its lowercase name.
@@ -13,8 +11,8 @@ use super::options::OptionsError;
 #[derive(IntoStaticStr, Display, EnumString)]
 #[strum(
     serialize_all = "lowercase",
-    parse_err_ty = OptionsError,
-    parse_err_fn = OptionsError::unknown_codec
+    parse_err_ty = UnknownName,
+    parse_err_fn = UnknownName::codec
 )]
 pub enum Codec {
     /// H.264 with libx264, the default: plays everywhere.
@@ -104,8 +102,8 @@ impl Codec {
 #[derive(IntoStaticStr, Display, EnumString)]
 #[strum(
     serialize_all = "lowercase",
-    parse_err_ty = OptionsError,
-    parse_err_fn = OptionsError::unknown_format
+    parse_err_ty = UnknownName,
+    parse_err_fn = UnknownName::format
 )]
 pub enum Format {
     /// MP4 with AAC audio and `+faststart`, the default.
@@ -160,6 +158,35 @@ impl Format {
     }
 }
 
+/// A name that is no codec's or no container's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{option} must be one of {choices}, got {value:?}")]
+pub struct UnknownName {
+    /// The option as the HTTP API spells it: `codec` or `format`.
+    pub option: &'static str,
+    choices: &'static str,
+    /// The rejected name.
+    pub value: String,
+}
+
+impl UnknownName {
+    fn codec(value: &str) -> Self {
+        UnknownName {
+            option: "codec",
+            choices: "h264, h265, av1, vp9",
+            value: value.to_owned(),
+        }
+    }
+
+    fn format(value: &str) -> Self {
+        UnknownName {
+            option: "format",
+            choices: "mp4, webm",
+            value: value.to_owned(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,7 +225,11 @@ mod tests {
         for format in Format::ALL {
             assert_eq!(format.as_str().parse::<Format>(), Ok(format));
         }
-        assert_eq!("x264".parse::<Codec>().unwrap_err().option(), "codec");
-        assert_eq!("mkv".parse::<Format>().unwrap_err().option(), "format");
+        let unknown = "x264".parse::<Codec>().unwrap_err();
+        assert_eq!(
+            unknown.to_string(),
+            "codec must be one of h264, h265, av1, vp9, got \"x264\""
+        );
+        assert_eq!("mkv".parse::<Format>().unwrap_err().option, "format");
     }
 }

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use strum::{Display, EnumString, IntoStaticStr};
 
-use super::codec::{Codec, Format};
+use super::codec::{Codec, Format, UnknownName};
 
 /// An x264 speed/compression trade-off, from fastest (`ultrafast`, biggest
 /// files) to slowest (`veryslow`, smallest files at the same quality).
@@ -269,18 +269,9 @@ pub enum OptionsError {
         /// The container asked for.
         format: Format,
     },
-    /// `codec` is not one of the codecs.
-    #[error("codec must be one of h264, h265, av1, vp9, got {value:?}")]
-    UnknownCodec {
-        /// The rejected name.
-        value: String,
-    },
-    /// `format` is not one of the containers.
-    #[error("format must be one of mp4, webm, got {value:?}")]
-    UnknownFormat {
-        /// The rejected name.
-        value: String,
-    },
+    /// `codec` or `format` is not one of the names.
+    #[error(transparent)]
+    UnknownName(#[from] UnknownName),
     /// `max_height` is outside 2..=8192.
     #[error("max_height must be between 2 and 8192, got {value}")]
     MaxHeight {
@@ -312,20 +303,6 @@ impl OptionsError {
         }
     }
 
-    /// Returns the error of a name that is no codec's.
-    pub(super) fn unknown_codec(value: &str) -> Self {
-        OptionsError::UnknownCodec {
-            value: value.to_owned(),
-        }
-    }
-
-    /// Returns the error of a name that is no container's.
-    pub(super) fn unknown_format(value: &str) -> Self {
-        OptionsError::UnknownFormat {
-            value: value.to_owned(),
-        }
-    }
-
     /// Returns the name of the offending option as the HTTP API spells it:
     /// e.g. `"crf"`, `"max_height"` or `"format"`.
     pub fn option(&self) -> &'static str {
@@ -334,8 +311,8 @@ impl OptionsError {
             OptionsError::TargetSize { .. } => "target_size_bytes",
             OptionsError::MinSsim { .. } => "min_ssim",
             OptionsError::TwoRateModes { second, .. } => second,
-            OptionsError::Pair { .. } | OptionsError::UnknownFormat { .. } => "format",
-            OptionsError::UnknownCodec { .. } => "codec",
+            OptionsError::Pair { .. } => "format",
+            OptionsError::UnknownName(unknown) => unknown.option,
             OptionsError::MaxHeight { .. } => "max_height",
             OptionsError::AudioBitrate { .. } => "audio_bitrate",
             OptionsError::UnknownPreset { .. } => "preset",
