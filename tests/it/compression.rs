@@ -304,3 +304,53 @@ async fn a_target_no_video_fits_in_fails_with_target_too_small() {
     );
     node.stop().await;
 }
+
+#[tokio::test]
+async fn the_quality_report_costs_at_most_a_quarter_of_the_encode() {
+    let node = TestNode::start().await.serve();
+    // 720p at x264's fastest: comparing every picture would cost more
+    // than encoding it, so the report samples.
+    let input = fixture(
+        "compression-720p-12s.mp4",
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=1280x720:rate=30",
+            "-t",
+            "12",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-crf",
+            "16",
+            "-pix_fmt",
+            "yuv420p",
+        ],
+    );
+    let job = completed(&node, &input, "?preset=ultrafast").await;
+    let result = &job["result"];
+    let timings = &result["timings"];
+    let encode = timings["encode_seconds"].as_f64().expect("encode seconds");
+    let quality = timings["quality_seconds"]
+        .as_f64()
+        .expect("quality seconds");
+    assert!(
+        quality <= 0.25 * encode,
+        "measuring took {quality:.2} s of an encode of {encode:.2} s: {result}"
+    );
+    let frames = result["quality"]["frames"]
+        .as_u64()
+        .expect("frames compared");
+    assert!(frames > 0, "{result}");
+    if result["quality"]["sampled"] == true {
+        assert!(
+            frames < 360,
+            "a sample compares fewer than the 360 pictures"
+        );
+    } else {
+        assert_eq!(frames, 360, "every picture compared");
+    }
+    node.stop().await;
+}
