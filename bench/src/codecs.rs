@@ -17,8 +17,8 @@ use crate::{children_cpu, fixture, flush_dirty_pages, Bench, Run};
 
 /// 40 s of 1280x720 at 30 fps with audio. testsrc2 alone compresses to
 /// almost nothing, so every picture gets fresh noise (moving detail that
-/// costs bits, as camera grain does); x264 at CRF 16 keeps it (about 10 Mbit/s), so that each
-/// codec's re-encode shrinks it.
+/// costs bits, as camera grain does); x264 at CRF 16 keeps it (about
+/// 10 Mbit/s), so that each codec's re-encode shrinks it.
 const INPUT_ARGS: &str = "-f lavfi -i testsrc2=size=1280x720:rate=30,noise=alls=3:allf=t \
      -f lavfi -i sine=frequency=440:sample_rate=48000 -t 40 -pix_fmt yuv420p \
      -c:v libx264 -preset veryfast -crf 16 -c:a aac -b:a 128k -shortest";
@@ -194,12 +194,15 @@ impl Bench {
                 Goal::AtMost(1.05),
                 &format!("; {measuring}"),
             ));
+            // The target is held on CPU time: on this shared machine the
+            // wall of a minute-long encode moves with the other builds' load
+            // more than by 5 %.
             entries.push(entry(
                 "wall (upload to completed)",
                 "s",
                 |r| r.wall,
-                Goal::AtMost(1.05),
-                "",
+                Goal::Report,
+                "; no target: the CPU time row carries it, wall follows the machine's load",
             ));
             entries.push(entry(
                 "output size",
