@@ -3,7 +3,9 @@
 # release binary and the harness, and runs every benchmark: each figure a
 # ratio against a baseline measured in the same run. The report goes to
 # target/bench/report.md and target/bench/report.json. Arguments go to
-# vidpress-bench (e.g. --only poll --seconds 5).
+# vidpress-bench (e.g. --only poll --seconds 5; --only codecs --codecs-runs 2
+# --codecs h264,h265 for the codecs comparison, whose closing-note table
+# goes to target/bench/codecs.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh

@@ -12,9 +12,14 @@
 //! - fairness: a tenant's one job after another tenant's burst of 100,
 //!   its wait against one job's time (`fairness.rs`);
 //! - transcode: upload → completed against the `ffmpeg` CLI with the same
-//!   settings on a 40 s 720p input: wall, CPU, output size.
+//!   settings on a 40 s 720p input: wall, CPU, output size;
+//! - codecs: each codec/format pair at its default preset the same way on a
+//!   40 s 720p input with detail, the quality report's SSIM against ffmpeg's
+//!   `ssim` filter, and `min_ssim=0.97`: its search's cost and each codec's
+//!   size there (`codecs.rs`; a table for the closing note in `codecs.md`).
 
 mod baseline;
+mod codecs;
 mod fairness;
 mod node;
 mod report;
@@ -51,13 +56,22 @@ struct Cli {
     /// Runs of each side of the transcode comparison, alternating.
     #[arg(long, default_value_t = 3)]
     transcode_runs: usize,
+    /// Runs of each side of each codec in the codecs comparison, alternating.
+    #[arg(long, default_value_t = 1)]
+    codecs_runs: usize,
+    /// Codecs of the codecs benchmark (h264, h265, av1, vp9); all by default.
+    #[arg(long, value_delimiter = ',')]
+    codecs: Vec<String>,
+    /// Leaves out the codecs benchmark's min_ssim jobs.
+    #[arg(long)]
+    codecs_no_search: bool,
     /// Subscribers of the WebSocket fan-out benchmark.
     #[arg(long, default_value_t = 10_000)]
     subscribers: usize,
     /// Finished job records the scale benchmark fills a node with.
     #[arg(long, default_value_t = 100_000)]
     records: usize,
-    /// Benchmarks to run (submit, poll, secure, events, fanout, scale, fairness, transcode); all by default.
+    /// Benchmarks to run (submit, poll, secure, events, fanout, scale, fairness, transcode, codecs); all by default.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
@@ -131,6 +145,13 @@ async fn main() -> anyhow::Result<()> {
     }
     if wanted("transcode") {
         entries.extend(bench.transcode(cli.transcode_runs).await?);
+    }
+    if wanted("codecs") {
+        entries.extend(
+            bench
+                .codecs(cli.codecs_runs, &cli.codecs, !cli.codecs_no_search)
+                .await?,
+        );
     }
     let context = format!(
         "{} CPUs, load average at the end {}; HTTP runs: wrk, {CONNECTIONS} connections, {} s each.",
@@ -771,6 +792,20 @@ impl Bench {
 
     /// Uploads `input` and polls every 100 ms until the job completes.
     async fn transcode_ours(&self, node: &Node, input: &Path) -> anyhow::Result<Run> {
+        let (run, _) = self
+            .job(node, input, "preset=veryfast&crf=28&audio_bitrate=96")
+            .await?;
+        Ok(run)
+    }
+
+    /// Uploads `input` with the options `query`, polls every 100 ms until
+    /// the job completes, and returns its figures and status document.
+    async fn job(
+        &self,
+        node: &Node,
+        input: &Path,
+        query: &str,
+    ) -> anyhow::Result<(Run, serde_json::Value)> {
         let cpu = node.cpu_seconds()?;
         let started = Instant::now();
         let file = tokio::fs::File::open(input).await?;
@@ -778,10 +813,7 @@ impl Bench {
         let body = reqwest::Body::wrap_stream(tokio_util_stream(file));
         let response = self
             .client
-            .post(format!(
-                "{}/jobs?preset=veryfast&crf=28&audio_bitrate=96",
-                node.base()
-            ))
+            .post(format!("{}/jobs?{query}", node.base()))
             .header(reqwest::header::CONTENT_LENGTH, size)
             .body(body)
             .send()
@@ -806,7 +838,7 @@ impl Bench {
                     // The transcoder child has been reaped by now.
                     let cpu = node.cpu_seconds()? - cpu;
                     let bytes = doc["result"]["bytes"].as_f64().context("no result size")?;
-                    return Ok(Run { wall, cpu, bytes });
+                    return Ok((Run { wall, cpu, bytes }, doc));
                 }
                 _ => bail!("the job ended {status}: {doc}"),
             }

@@ -17,6 +17,9 @@ pub enum Goal {
     AtMost(f64),
     /// ours / baseline must be within 1 ± the target (size).
     Within(f64),
+    /// ours − baseline must be within ± the target (a quality score
+    /// against the same score measured another way).
+    Diff(f64),
     /// Reported, no target.
     Report,
 }
@@ -49,6 +52,7 @@ impl Entry {
                 format!("1 ± {:.0}%", t * 100.0),
                 Some((ratio - 1.0).abs() <= t),
             ),
+            Goal::Diff(t) => (format!("± {t} abs"), Some((ours - baseline).abs() <= t)),
             Goal::Report => ("-".to_owned(), None),
         };
         Self {
@@ -105,9 +109,9 @@ pub fn markdown(entries: &[Entry], context: &str) -> String {
         md.push_str(&format!(
             "| {} | {} {} | {} {} | {:.3} | {} | {} |\n",
             e.name,
-            figure(e.ours),
+            figure(e.ours, &e.unit),
             e.unit,
-            figure(e.baseline),
+            figure(e.baseline, &e.unit),
             e.unit,
             e.ratio,
             e.target,
@@ -121,8 +125,11 @@ pub fn markdown(entries: &[Entry], context: &str) -> String {
     md
 }
 
-fn figure(x: f64) -> String {
-    if x.abs() >= 100.0 {
+fn figure(x: f64, unit: &str) -> String {
+    if unit == "SSIM" {
+        // Scores a few thousandths apart are what is compared.
+        format!("{x:.5}")
+    } else if x.abs() >= 100.0 {
         format!("{x:.0}")
     } else {
         format!("{x:.3}")
