@@ -6,7 +6,9 @@
 # (so that listings, polls and downloads answer with real documents and
 # bytes), then runs schemathesis against GET /openapi.json with the key
 # (the spec's `bearer` scheme, `[auth.openapi.bearer]`) and the checks and
-# exceptions of scripts/schemathesis.toml; `ignored_auth` sends each keyed
+# exceptions of scripts/schemathesis.toml and the hook of
+# scripts/schemathesis_hooks.py (POST /jobs' rules across parameters, which
+# OpenAPI cannot state, applied to requests generated as valid); `ignored_auth` sends each keyed
 # operation again without the key and with a wrong one, which must get 401.
 # Bounded in examples and time; prints schemathesis' summary; exits
 # non-zero on any failure.
@@ -101,7 +103,8 @@ seed=()
 status=0
 (
     cd "$work"
-    timeout 300 "$venv/bin/schemathesis" --no-color \
+    PYTHONPATH="$root/scripts" SCHEMATHESIS_HOOKS=schemathesis_hooks \
+        timeout 300 "$venv/bin/schemathesis" --no-color \
         --config-file "$root/scripts/schemathesis.toml" \
         run "$base/openapi.json" \
         --max-examples "${VIDPRESS_OPENAPI_EXAMPLES:-300}" \

@@ -17,13 +17,14 @@ use super::error::{ApiError, Unavailable, UnknownJob};
 use super::extract::JobPath;
 use super::AppState;
 
-/// `GET /jobs/{id}/result`: the MP4, with Range support; 409 until completed.
+/// `GET /jobs/{id}/result`: the video, with Range support; 409 until completed.
 #[utoipa::path(
     get,
     path = "/jobs/{id}/result",
     tag = "jobs",
     summary = "Download the result",
-    description = "The compressed MP4 (H.264 + AAC, `+faststart`), once the job is completed.",
+    description = "The compressed video, once the job is completed: MP4 (`+faststart`, AAC \
+        audio) or WebM (cues in front, Opus audio), with the codec the job asked for.",
     security(("bearer" = [])),
     params(
         JobPath,

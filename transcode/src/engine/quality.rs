@@ -12,11 +12,22 @@
 //! `psnr`, which is the PSNR of the mean squared error).
 //!
 //! The measurement may cost about an eighth of the encode's time
-//! ([`BUDGET_SHARE`]; the first windows, before the stride adapts, and
-//! the decode can take it to the quarter the report is allowed): when it would cost more, only every `stride`-th
-//! picture is compared, the stride doubling as needed, and each compared
-//! picture weighs as many pictures as it stands for. The decode of the
-//! packets is the floor of the cost; it is cheap next to any encoder.
+//! ([`BUDGET_SHARE`]; the first windows, before the stride adapts, and the
+//! decode can take it to the quarter the report is allowed): when it would
+//! cost more, only every `stride`-th picture is compared, the stride
+//! doubling as needed, and each compared picture weighs as many pictures
+//! as it stands for.
+//!
+//! The decode of the encoder's packets is the floor of that cost, as much
+//! as a tenth of a fast x264 encode, so a long video is also sampled by
+//! whole groups of pictures: at each keyframe after the first, the group
+//! it starts is measured only if the measurement so far has cost at most
+//! [`GROUP_SHARE`] of the encode's time, else its packets are not decoded
+//! at all. Whole groups, because the pictures after a keyframe look
+//! better than those at the end of its group: a sample of group openings
+//! alone would flatter the result. Only when decoding alone would take
+//! the measurement past [`CUT_SHARE`] (a fast encoder, long groups) is a
+//! group cut short.
 //!
 //! Measuring never fails a transcode: a decoder or filter error stops the
 //! measurement and the report says no quality.
@@ -32,6 +43,19 @@ use crate::protocol::Quality;
 /// The share of the elapsed encode the measurement may take before it
 /// compares fewer pictures.
 const BUDGET_SHARE: f64 = 0.12;
+
+/// The share of the encode's time the measurement may have taken so far
+/// for the next group of pictures to be measured too.
+const GROUP_SHARE: f64 = 0.04;
+
+/// The share of the encode's time past which the group being measured is
+/// cut short: with a fast encoder and long groups, decoding a whole group
+/// alone could cost more than the quarter the report may.
+const CUT_SHARE: f64 = 0.22;
+
+/// How long the encode runs before a group may be cut short: its start,
+/// the encoder's lookahead filling before any packet, would count as cost.
+const CUT_AFTER: Duration = Duration::from_millis(500);
 
 /// How often the cost is judged against the budget.
 const BUDGET_WINDOW: Duration = Duration::from_millis(200);
@@ -170,6 +194,14 @@ pub(super) struct QualityMeter {
     pulled: frame::Video,
     /// Set when measuring failed; nothing more is measured.
     broken: bool,
+    /// Whether the current group of pictures is left out.
+    skipping: bool,
+    /// Whether the decoder must be reset before the next group it decodes.
+    dirty: bool,
+    /// Groups of pictures left out so far.
+    groups_left_out: u64,
+    /// When the measurement began, with the encode.
+    started: Instant,
     /// When the current budget window began.
     window_started: Instant,
     /// `busy` when it began.
@@ -211,6 +243,10 @@ impl QualityMeter {
             decoded: frame::Video::empty(),
             pulled: frame::Video::empty(),
             broken: false,
+            skipping: false,
+            dirty: false,
+            groups_left_out: 0,
+            started,
             window_started: started,
             busy_at_window: Duration::ZERO,
             busy: started.elapsed(),
@@ -257,12 +293,68 @@ impl QualityMeter {
             return;
         }
         let began = Instant::now();
+        if packet.is_key() && self.compared > 0 {
+            self.next_group(packet.pts());
+        }
+        if self.skipping {
+            // Not decoded: its picture is not compared.
+            if let Some(pts) = packet.pts() {
+                if let Ok(at) = self.kept.binary_search_by_key(&pts, |kept| kept.pts) {
+                    self.kept.remove(at);
+                }
+            }
+            self.busy += began.elapsed();
+            return;
+        }
         if self.decoder.send_packet(packet).is_err() {
             self.broken = true;
         }
         self.receive();
         self.busy += began.elapsed();
         self.thin();
+        let elapsed = self.started.elapsed();
+        if self.thin
+            && elapsed >= CUT_AFTER
+            && self.busy.as_secs_f64() > CUT_SHARE * elapsed.as_secs_f64()
+        {
+            self.leave_out_group();
+        }
+    }
+
+    /// At a keyframe (`pts`), decides whether the group it starts is
+    /// measured: only while the measurement is within [`GROUP_SHARE`] of
+    /// the encode's time, or when it is not to sample.
+    fn next_group(&mut self, pts: Option<i64>) {
+        let within = !self.thin
+            || self.busy.as_secs_f64() <= GROUP_SHARE * self.started.elapsed().as_secs_f64();
+        if within && self.skipping {
+            if self.dirty {
+                self.decoder.flush();
+                self.dirty = false;
+            }
+            // Pictures before the keyframe belong to the group left out.
+            if let Some(pts) = pts {
+                while self.kept.front().is_some_and(|kept| kept.pts < pts) {
+                    self.kept.pop_front();
+                }
+            }
+            self.skipping = false;
+        } else if !within && !self.skipping {
+            self.leave_out_group();
+        } else if self.skipping {
+            self.groups_left_out += 1;
+        }
+    }
+
+    /// Stops decoding until a later keyframe: the pictures sent so far are
+    /// compared, the rest of the group is left out.
+    fn leave_out_group(&mut self) {
+        if self.decoder.send_eof().is_ok() {
+            self.receive();
+        }
+        self.dirty = true;
+        self.skipping = true;
+        self.groups_left_out += 1;
     }
 
     /// Returns the time spent measuring so far.
@@ -274,7 +366,7 @@ impl QualityMeter {
     /// `None` if no picture could be compared.
     pub fn finish(mut self) -> Option<Quality> {
         let began = Instant::now();
-        if !self.broken {
+        if !self.broken && !self.skipping {
             let _ = self.decoder.send_eof();
             self.receive();
         }
@@ -304,7 +396,7 @@ impl QualityMeter {
         Some(Quality {
             ssim,
             psnr_db,
-            sampled: self.stride > 1,
+            sampled: self.stride > 1 || self.groups_left_out > 0,
             frames: self.compared,
         })
     }
