@@ -187,12 +187,23 @@ impl Bench {
                     format!("{}{extra}", note(f)),
                 )
             };
+            // Each run of ours against the CLI's run next to it: the
+            // machine's speed drifts between runs more than by 5 %.
+            let pairs: Vec<f64> = ours.iter().zip(&base).map(|(o, b)| o.cpu / b.cpu).collect();
             entries.push(entry(
                 "CPU time",
                 "s",
                 |r| r.cpu,
                 Goal::AtMost(1.05),
-                &format!("; {measuring}"),
+                &format!(
+                    "; ratio of each run to the CLI's next to it: {} (median {:.3}); {measuring}",
+                    pairs
+                        .iter()
+                        .map(|r| format!("{r:.3}"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    median_of(&pairs)
+                ),
             ));
             // The target is held on CPU time: on this shared machine the
             // wall of a minute-long encode moves with the other builds' load
@@ -373,9 +384,14 @@ fn ffmpeg_ssim(output: &Path, input: &Path) -> anyhow::Result<f64> {
 }
 
 fn median(runs: &[Run], f: fn(&Run) -> f64) -> f64 {
-    let mut v: Vec<f64> = runs.iter().map(f).collect();
+    median_of(&runs.iter().map(f).collect::<Vec<_>>())
+}
+
+/// The middle value (the upper of the two middle ones of an even count).
+fn median_of(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
     v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 /// The run of median CPU time.
