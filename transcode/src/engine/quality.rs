@@ -313,7 +313,9 @@ impl QualityMeter {
         self.busy += began.elapsed();
         self.thin();
         let elapsed = self.started.elapsed();
+        // Never before a first comparison: the report would have none.
         if self.thin
+            && self.compared > 0
             && elapsed >= CUT_AFTER
             && self.busy.as_secs_f64() > CUT_SHARE * elapsed.as_secs_f64()
         {
