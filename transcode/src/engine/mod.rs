@@ -4,8 +4,9 @@
 //! a malformed file can crash or hang libav*. It owns opening inputs safely
 //! (`input`), the rate modes (`modes`, their arithmetic in `rate`) run as
 //! passes (`pass`: the demux loop, with `progress` over every pass), the
-//! video and audio paths (`video`, `audio`, sharing `graph`; each video
-//! encoder's options in `encoders`), the quality
+//! video and audio paths (`video`, its encoder's opening and packets in
+//! `video_encoder`, and `audio`, sharing `graph`; each video encoder's
+//! options in `encoders`), the quality
 //! measurement (`quality`), the muxer (`mux`), the thumbnail (`thumbnail`)
 //! and libav's log output (`avlog`).
 //!
@@ -30,6 +31,7 @@ mod quality;
 mod rate;
 mod thumbnail;
 mod video;
+mod video_encoder;
 mod video_graph;
 
 use std::path::Path;

@@ -12,12 +12,14 @@
 //! picture over `max_pixels` (refused by the decoder, or decoded at a new
 //! size) or a timestamp past `max_duration_secs` stops the transcode with
 //! `limits_exceeded`.
+//!
+//! This file owns the pipeline's state, the decoder and the filter graph;
+//! opening the encoder and the packets' way from it to the muxer are in
+//! [`super::video_encoder`].
 
-use ffmpeg_next::{
-    codec, decoder, encoder, ffi, format, frame, picture, Packet, Rational, Rescale,
-};
+use ffmpeg_next::{decoder, encoder, ffi, frame, picture, Packet, Rational, Rescale};
 
-use super::encoders::{self, VideoRate};
+use super::encoders::VideoRate;
 use super::input::Input;
 use super::mux::Muxer;
 use super::quality::QualityMeter;
@@ -33,7 +35,7 @@ const SANE_FPS: std::ops::RangeInclusive<f64> = 1.0..=1000.0;
 pub(super) struct VideoPipeline {
     /// Index of the input stream this pipeline consumes.
     pub stream_index: usize,
-    out_index: usize,
+    pub(super) out_index: usize,
     decoder: decoder::Video,
     stream_tb: Rational,
     /// Container start time in the stream time base, subtracted from
@@ -46,43 +48,43 @@ pub(super) struct VideoPipeline {
     out_width: u32,
     out_height: u32,
     /// The constant output frame rate, or `None` to keep input timestamps.
-    frame_rate: Option<Rational>,
-    options: EncodeOptions,
-    rate: VideoRate,
+    pub(super) frame_rate: Option<Rational>,
+    pub(super) options: EncodeOptions,
+    pub(super) rate: VideoRate,
     limits: Limits,
     /// Only the pictures from this many seconds to that many are encoded.
     window: Option<(f64, f64)>,
     /// A picture past the window was decoded: the pass can stop reading.
     window_ended: bool,
     /// Whether to measure the quality, and within a budget.
-    measure: Option<bool>,
-    meter: Option<QualityMeter>,
+    pub(super) measure: Option<bool>,
+    pub(super) meter: Option<QualityMeter>,
     /// The meter's time and figures once the encoder is flushed.
     measured: Option<(Duration, Option<Quality>)>,
     /// Where the count of pictures refused for their size stood before this
     /// input was decoded.
     oversized_mark: u64,
-    filter: Option<VideoFilter>,
-    encoder: Option<encoder::video::Encoder>,
-    encoder_tb: Rational,
+    pub(super) filter: Option<VideoFilter>,
+    pub(super) encoder: Option<encoder::video::Encoder>,
+    pub(super) encoder_tb: Rational,
     /// Duration stamped on packets, in the encoder time base: the gap
     /// between the last two frames sent to the encoder (one tick at a
     /// constant rate, as the CLI stamps). The mp4 muxer takes the last
     /// sample's duration from it, so a variable-rate video keeps its length.
-    packet_duration: i64,
-    first_encoded_pts: Option<i64>,
-    last_encoded_pts: Option<i64>,
+    pub(super) packet_duration: i64,
+    pub(super) first_encoded_pts: Option<i64>,
+    pub(super) last_encoded_pts: Option<i64>,
     /// Decoding timestamp of the first packet out of the encoder.
-    first_dts: Option<i64>,
+    pub(super) first_dts: Option<i64>,
     /// The latest packet, held back until the next one or the end: the
     /// last one's duration is only known then.
-    held: Option<Packet>,
+    pub(super) held: Option<Packet>,
     /// Where the next frame is expected, in the stream time base, for frames
     /// that carry no timestamp.
     next_pts: Option<i64>,
     frame_step: i64,
     decoded: frame::Video,
-    filtered: frame::Video,
+    pub(super) filtered: frame::Video,
     /// Frames that came out of the decoder.
     pub frames_decoded: u64,
     /// Packets the decoder rejected.
@@ -391,152 +393,6 @@ impl VideoPipeline {
             }
             self.receive_packets(muxer)?;
         }
-    }
-
-    /// Opens the job's encoder for the first filtered frame and registers
-    /// the stream.
-    fn open_encoder(&mut self, muxer: &mut Muxer) -> Result<(), TranscodeError> {
-        let name = self.options.codec.encoder();
-        let codec = encoder::find_by_name(name).ok_or_else(|| {
-            TranscodeError::new(
-                ErrorCode::EncoderFailed,
-                format!(
-                    "the {} encoder ({name}) is not available",
-                    self.options.codec
-                ),
-            )
-        })?;
-        let mut context = codec::context::Context::new_with_codec(codec)
-            .encoder()
-            .video()
-            .map_err(|err| encoder_error("the video encoder could not be created", err))?;
-        let sink = self
-            .filter
-            .as_ref()
-            .ok_or_else(|| {
-                TranscodeError::new(ErrorCode::EncoderFailed, "the video filter is missing")
-            })?
-            .graph
-            .sink();
-        // SAFETY: reading properties of a configured buffersink.
-        let (width, height, sar) = unsafe {
-            let ptr = sink.as_ptr();
-            (
-                ffi::av_buffersink_get_w(ptr),
-                ffi::av_buffersink_get_h(ptr),
-                Rational::from(ffi::av_buffersink_get_sample_aspect_ratio(ptr)),
-            )
-        };
-        context.set_width(width.max(0) as u32);
-        context.set_height(height.max(0) as u32);
-        context.set_format(format::Pixel::YUV420P);
-        context.set_aspect_ratio(sar);
-        context.set_time_base(self.encoder_tb);
-        context.set_frame_rate(self.frame_rate);
-        context.set_color_range(self.filtered.color_range());
-        context.set_colorspace(self.filtered.color_space());
-        context.set_color_primaries(self.filtered.color_primaries());
-        context.set_color_transfer_characteristic(self.filtered.color_transfer_characteristic());
-        // SAFETY: plain field write on a context that is not open yet.
-        unsafe {
-            (*context.as_mut_ptr()).chroma_sample_location = self.filtered.chroma_location().into();
-        }
-        if muxer.wants_global_header() {
-            super::add_global_header_flag(&mut context);
-        }
-
-        let settings = encoders::settings(&self.options, self.rate);
-        if let Some(bit_rate) = settings.bit_rate {
-            context.set_bit_rate(bit_rate);
-        }
-        if let Some(gop) = settings.gop {
-            context.set_gop(gop);
-        }
-        let options = settings.dictionary();
-        let encoder = context
-            .open_with(options)
-            .map_err(|err| encoder_error("the video encoder could not be opened", err))?;
-
-        muxer.configure(
-            self.out_index,
-            codec::Parameters::from(&encoder),
-            self.encoder_tb,
-            self.frame_rate,
-            name,
-        )?;
-        if let Some(thin) = self.measure {
-            self.meter =
-                QualityMeter::new(codec::Parameters::from(&encoder), self.encoder_tb, thin);
-        }
-        self.encoder = Some(encoder);
-        Ok(())
-    }
-
-    fn receive_packets(&mut self, muxer: &mut Muxer) -> Result<(), TranscodeError> {
-        while self.receive_packet(muxer)? {}
-        Ok(())
-    }
-
-    /// Moves one packet from the encoder to the muxer; `false` when the
-    /// encoder has none ready.
-    fn receive_packet(&mut self, muxer: &mut Muxer) -> Result<bool, TranscodeError> {
-        let Some(encoder) = self.encoder.as_mut() else {
-            return Ok(false);
-        };
-        let mut packet = Packet::empty();
-        match encoder.receive_packet(&mut packet) {
-            Ok(()) => {}
-            Err(err) if is_again_or_eof(&err) => return Ok(false),
-            Err(err) => return Err(encoder_error("the video encoder failed", err)),
-        }
-        if let Some(meter) = self.meter.as_mut() {
-            meter.packet(&packet);
-        }
-        packet.set_stream(self.out_index);
-        if self.first_dts.is_none() {
-            self.first_dts = packet.dts();
-        }
-        if let Some(mut previous) = self.held.replace(packet) {
-            if previous.duration() <= 0 {
-                previous.set_duration(self.packet_duration);
-            }
-            muxer.write(previous)?;
-        }
-        Ok(true)
-    }
-
-    /// Writes the held-back last packet with a duration that ends the video
-    /// where the last frame's display ends. mp4 measures a track both in
-    /// decoding timestamps (which lag the presentation ones by the B-frame
-    /// delay) and by the furthest `pts + duration`; the duration is the
-    /// smaller of the two that would reach the end, so neither overshoots.
-    /// At a constant rate this is one frame, as the CLI writes.
-    fn write_last_packet(&mut self, muxer: &mut Muxer) -> Result<(), TranscodeError> {
-        let Some(mut last) = self.held.take() else {
-            return Ok(());
-        };
-        let fitted = match (
-            self.first_encoded_pts,
-            self.last_encoded_pts,
-            self.first_dts,
-            last.dts(),
-            last.pts(),
-        ) {
-            (Some(first_pts), Some(last_pts), Some(first_dts), Some(dts), Some(pts)) => {
-                let end = last_pts + self.packet_duration;
-                let by_dts = end - first_pts + first_dts - dts;
-                let by_pts = end - pts;
-                Some(by_dts.min(by_pts))
-            }
-            _ => None,
-        };
-        let duration = fitted
-            .filter(|duration| *duration > 0)
-            .unwrap_or(self.packet_duration);
-        if last.duration() <= 0 {
-            last.set_duration(duration);
-        }
-        muxer.write(last)
     }
 }
 
