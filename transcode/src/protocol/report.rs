@@ -54,7 +54,8 @@ pub struct Timings {
     pub search_seconds: f64,
     /// The encode of the output, quality measurement included.
     pub encode_seconds: f64,
-    /// The share of `encode_seconds` spent measuring quality.
+    /// The share of `encode_seconds` spent measuring quality: CPU time of
+    /// the encode's thread, on which the measurement runs.
     pub quality_seconds: f64,
 }
 

@@ -11,19 +11,22 @@
 //! those filters average them at the end ("All" of `ssim`, "average" of
 //! `psnr`, which is the PSNR of the mean squared error).
 //!
-//! The measurement may cost about an eighth of the encode's time
+//! The measurement runs on the encode's thread and its cost is that
+//! thread's CPU time spent measuring, so that a busy machine does not
+//! count as measuring. It may cost about an eighth of the encode's time
 //! ([`BUDGET_SHARE`]; the first windows, before the stride adapts, and the
 //! decode can take it to the quarter the report is allowed): when it would
 //! cost more, only every `stride`-th picture is compared, the stride
 //! doubling as needed, and each compared picture weighs as many pictures
 //! as it stands for.
 //!
-//! The decode of the encoder's packets is the floor of that cost, as much
-//! as a tenth of a fast x264 encode, so a long video is also sampled by
-//! whole groups of pictures: at each keyframe after the first, the group
-//! it starts is measured only if the measurement so far has cost at most
-//! [`GROUP_SHARE`] of the encode's time, else its packets are not decoded
-//! at all. Whole groups, because the pictures after a keyframe look
+//! Pictures that are not compared and that no other picture refers to
+//! are not decoded at all. The decode of the rest is still the floor of
+//! that cost, as much as a twentieth of a fast x264 encode, so a long
+//! video is also sampled by whole groups of pictures: at each keyframe
+//! after the first, the group it starts is measured only if the
+//! measurement so far has cost at most [`GROUP_SHARE`] of the encode's
+//! time, else its packets are not decoded at all. Whole groups, because the pictures after a keyframe look
 //! better than those at the end of its group: a sample of group openings
 //! alone would flatter the result. Only when decoding alone would take
 //! the measurement past [`CUT_SHARE`] (a fast encoder, long groups) is a
@@ -31,12 +34,18 @@
 //!
 //! Measuring never fails a transcode: a decoder or filter error stops the
 //! measurement and the report says no quality.
+//!
+//! The meter here decides what is decoded and compared; [`pairs`] feeds
+//! the filters and sums their figures.
+
+mod pairs;
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use ffmpeg_next::{codec, decoder, ffi, filter, frame, Packet, Rational};
+use ffmpeg_next::{codec, decoder, ffi, frame, Discard, Packet, Rational};
 
+use self::pairs::Pairs;
 use super::is_again_or_eof;
 use crate::protocol::Quality;
 
@@ -46,7 +55,7 @@ const BUDGET_SHARE: f64 = 0.12;
 
 /// The share of the encode's time the measurement may have taken so far
 /// for the next group of pictures to be measured too.
-const GROUP_SHARE: f64 = 0.04;
+const GROUP_SHARE: f64 = 0.02;
 
 /// The share of the encode's time past which the group being measured is
 /// cut short: with a fast encoder and long groups, decoding a whole group
@@ -63,13 +72,28 @@ const BUDGET_WINDOW: Duration = Duration::from_millis(200);
 /// At most one picture in this many is skipped.
 const MAX_STRIDE: u64 = 256;
 
-/// PSNR of identical pictures, which the formula puts at infinity.
-const PSNR_CAP_DB: f64 = 100.0;
-
 /// Pictures held for comparison while the encoder has not yet returned
 /// them (its lookahead); more means the encoder lost some, and the oldest
 /// are dropped.
 const MAX_KEPT: usize = 512;
+
+/// Returns the CPU time the calling thread has used. The measurement runs
+/// on the encode's thread alone (one decoder thread, filters without
+/// threads), so what it adds to this is what it costs, whatever else the
+/// machine is doing.
+fn thread_cpu() -> Duration {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the struct it is given; the
+    // thread's CPU clock always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+    Duration::new(
+        u64::try_from(now.tv_sec).unwrap_or(0),
+        u32::try_from(now.tv_nsec).unwrap_or(0),
+    )
+}
 
 /// A reference picture waiting for its encoded twin.
 struct Kept {
@@ -79,110 +103,13 @@ struct Kept {
     frame: frame::Video,
 }
 
-/// The `ssim` and `psnr` filters fed with pairs of pictures.
-struct PairGraph {
-    main: filter::Context,
-    reference: filter::Context,
-    ssim: filter::Context,
-    psnr: filter::Context,
-    // Owns the contexts above.
-    _graph: filter::Graph,
-}
-
-impl PairGraph {
-    /// Builds the graph for pictures of `main`'s and `reference`'s sizes and
-    /// formats (both become `yuv420p`; the sizes are equal).
-    fn build(main: &frame::Video, reference: &frame::Video, time_base: Rational) -> Option<Self> {
-        let args = |frame: &frame::Video| {
-            let pix_fmt: ffi::AVPixelFormat = frame.format().into();
-            format!(
-                "video_size={}x{}:pix_fmt={}:time_base={}/{}:pixel_aspect=1/1",
-                frame.width(),
-                frame.height(),
-                pix_fmt as i32,
-                time_base.numerator(),
-                time_base.denominator().max(1),
-            )
-        };
-        let mut graph = filter::Graph::new();
-        let buffer = filter::find("buffer")?;
-        let sink = filter::find("buffersink")?;
-        graph.add(&buffer, "main", &args(main)).ok()?;
-        graph.add(&buffer, "reference", &args(reference)).ok()?;
-        graph.add(&sink, "ssim", "").ok()?;
-        graph.add(&sink, "psnr", "").ok()?;
-        graph
-            .output("main", 0)
-            .and_then(|p| p.output("reference", 0))
-            .and_then(|p| p.input("ssim", 0))
-            .and_then(|p| p.input("psnr", 0))
-            .and_then(|p| {
-                p.parse(
-                    "[main]format=yuv420p,split[m1][m2];\
-                     [reference]format=yuv420p,split[r1][r2];\
-                     [m1][r1]ssim[ssim];[m2][r2]psnr[psnr]",
-                )
-            })
-            .ok()?;
-        graph.validate().ok()?;
-        Some(PairGraph {
-            main: graph.get("main")?,
-            reference: graph.get("reference")?,
-            ssim: graph.get("ssim")?,
-            psnr: graph.get("psnr")?,
-            _graph: graph,
-        })
-    }
-}
-
-/// Running weighted sums of one filter's per-picture figure.
-#[derive(Default)]
-struct Sum {
-    /// Weights of pairs pushed whose figure has not come out yet, in order.
-    pending: VecDeque<f64>,
-    total: f64,
-    weight: f64,
-}
-
-impl Sum {
-    /// Pulls every figure `sink` has ready, read from metadata `key`.
-    fn drain(&mut self, sink: &mut filter::Context, key: &str, out: &mut frame::Video) -> bool {
-        loop {
-            match sink.sink().frame(out) {
-                Ok(()) => {}
-                Err(err) if is_again_or_eof(&err) => return true,
-                Err(_) => return false,
-            }
-            let Some(weight) = self.pending.pop_front() else {
-                return false;
-            };
-            let Some(value) = out
-                .metadata()
-                .get(key)
-                .and_then(|text| text.parse::<f64>().ok())
-            else {
-                return false;
-            };
-            self.total += value * weight;
-            self.weight += weight;
-        }
-    }
-
-    fn mean(&self) -> Option<f64> {
-        (self.weight > 0.0).then(|| self.total / self.weight)
-    }
-}
-
 /// Measures an encode as it goes: [`QualityMeter::reference`] with each
 /// picture sent to the encoder, [`QualityMeter::packet`] with each packet
 /// out of it, [`QualityMeter::finish`] at the end.
 pub(super) struct QualityMeter {
     decoder: decoder::Video,
-    time_base: Rational,
     kept: VecDeque<Kept>,
-    graph: Option<PairGraph>,
-    ssim: Sum,
-    psnr: Sum,
+    pairs: Pairs,
     /// Pictures sent to the encoder so far.
     index: u64,
     /// One picture in `stride` is compared.
@@ -191,7 +118,6 @@ pub(super) struct QualityMeter {
     thin: bool,
     compared: u64,
     decoded: frame::Video,
-    pulled: frame::Video,
     /// Set when measuring failed; nothing more is measured.
     broken: bool,
     /// Whether the current group of pictures is left out.
@@ -215,14 +141,18 @@ impl QualityMeter {
     /// on without a report of its quality.
     pub fn new(parameters: codec::Parameters, time_base: Rational, thin: bool) -> Option<Self> {
         let started = Instant::now();
+        let began = thread_cpu();
         let codec = decoder::find(parameters.id())?;
         let mut context = codec::context::Context::from_parameters(parameters).ok()?;
         // SAFETY: plain field write on a context that is not open yet.
         unsafe {
             (*context.as_mut_ptr()).pkt_timebase = time_base.into();
         }
+        // One thread: frame threads would cost a tenth more CPU for the
+        // same pictures, and the pictures this decoder skips (below) are
+        // chosen packet by packet.
         let mut options = ffmpeg_next::Dictionary::new();
-        options.set("threads", "auto");
+        options.set("threads", "1");
         let decoder = context
             .decoder()
             .open_as_with(codec, options)
@@ -231,17 +161,13 @@ impl QualityMeter {
             .ok()?;
         Some(QualityMeter {
             decoder,
-            time_base,
             kept: VecDeque::new(),
-            graph: None,
-            ssim: Sum::default(),
-            psnr: Sum::default(),
+            pairs: Pairs::new(time_base),
             index: 0,
             stride: 1,
             thin,
             compared: 0,
             decoded: frame::Video::empty(),
-            pulled: frame::Video::empty(),
             broken: false,
             skipping: false,
             dirty: false,
@@ -249,7 +175,7 @@ impl QualityMeter {
             started,
             window_started: started,
             busy_at_window: Duration::ZERO,
-            busy: started.elapsed(),
+            busy: thread_cpu().saturating_sub(began),
         })
     }
 
@@ -257,7 +183,7 @@ impl QualityMeter {
     /// encoder's time base), keeping a reference to it if it is one to
     /// compare.
     pub fn reference(&mut self, picture: &frame::Video) {
-        let began = Instant::now();
+        let began = thread_cpu();
         let index = self.index;
         self.index += 1;
         if self.broken || index % self.stride != 0 {
@@ -283,7 +209,7 @@ impl QualityMeter {
             weight: self.stride as f64,
             frame,
         });
-        self.busy += began.elapsed();
+        self.busy += thread_cpu().saturating_sub(began);
     }
 
     /// Decodes a packet the encoder produced and compares what comes out
@@ -292,7 +218,7 @@ impl QualityMeter {
         if self.broken {
             return;
         }
-        let began = Instant::now();
+        let began = thread_cpu();
         if packet.is_key() && self.compared > 0 {
             self.next_group(packet.pts());
         }
@@ -303,14 +229,27 @@ impl QualityMeter {
                     self.kept.remove(at);
                 }
             }
-            self.busy += began.elapsed();
+            self.busy += thread_cpu().saturating_sub(began);
             return;
         }
+        // A picture that is not compared and that no other picture refers
+        // to need not be decoded at all: with x264's default B-pyramid that
+        // is more than two in five.
+        let compared = packet.pts().is_some_and(|pts| {
+            self.kept
+                .binary_search_by_key(&pts, |kept| kept.pts)
+                .is_ok()
+        });
+        self.decoder.skip_frame(if compared {
+            Discard::Default
+        } else {
+            Discard::NonReference
+        });
         if self.decoder.send_packet(packet).is_err() {
             self.broken = true;
         }
         self.receive();
-        self.busy += began.elapsed();
+        self.busy += thread_cpu().saturating_sub(began);
         self.thin();
         let elapsed = self.started.elapsed();
         // Never before a first comparison: the report would have none.
@@ -367,34 +306,17 @@ impl QualityMeter {
     /// Drains the decoder and the filters and returns the figures, or
     /// `None` if no picture could be compared.
     pub fn finish(mut self) -> Option<Quality> {
-        let began = Instant::now();
+        let began = thread_cpu();
         if !self.broken && !self.skipping {
             let _ = self.decoder.send_eof();
             self.receive();
         }
-        if let Some(graph) = self.graph.as_mut() {
-            let flushed =
-                graph.main.source().flush().is_ok() && graph.reference.source().flush().is_ok();
-            let drained = flushed
-                && self
-                    .ssim
-                    .drain(&mut graph.ssim, "lavfi.ssim.All", &mut self.pulled)
-                && self
-                    .psnr
-                    .drain(&mut graph.psnr, "lavfi.psnr.mse_avg", &mut self.pulled);
-            self.broken |= !drained;
-        }
-        self.busy += began.elapsed();
+        self.broken |= !self.pairs.finish();
+        self.busy += thread_cpu().saturating_sub(began);
         if self.broken {
             return None;
         }
-        let ssim = self.ssim.mean()?;
-        let mse = self.psnr.mean()?;
-        let psnr_db = if mse > 0.0 {
-            (10.0 * (255.0f64 * 255.0 / mse).log10()).min(PSNR_CAP_DB)
-        } else {
-            PSNR_CAP_DB
-        };
+        let (ssim, psnr_db) = self.pairs.means()?;
         Some(Quality {
             ssim,
             psnr_db,
@@ -431,30 +353,11 @@ impl QualityMeter {
     }
 
     fn compare(&mut self, kept: Kept) {
-        if self.graph.is_none() {
-            self.graph = PairGraph::build(&self.decoded, &kept.frame, self.time_base);
-        }
-        let Some(graph) = self.graph.as_mut() else {
+        if self.pairs.push(&self.decoded, &kept.frame, kept.weight) {
+            self.compared += 1;
+        } else {
             self.broken = true;
-            return;
-        };
-        // The buffer sources take the pictures' references.
-        let pushed = graph.main.source().add(&self.decoded).is_ok()
-            && graph.reference.source().add(&kept.frame).is_ok();
-        if !pushed {
-            self.broken = true;
-            return;
         }
-        self.compared += 1;
-        self.ssim.pending.push_back(kept.weight);
-        self.psnr.pending.push_back(kept.weight);
-        let drained = self
-            .ssim
-            .drain(&mut graph.ssim, "lavfi.ssim.All", &mut self.pulled)
-            && self
-                .psnr
-                .drain(&mut graph.psnr, "lavfi.psnr.mse_avg", &mut self.pulled);
-        self.broken |= !drained;
     }
 
     /// At the end of each window of the encode, compares half as many
@@ -474,21 +377,5 @@ impl QualityMeter {
         }
         self.window_started = Instant::now();
         self.busy_at_window = self.busy;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sums_weigh_each_figure_by_the_pictures_it_stands_for() {
-        let sum = Sum {
-            total: 0.9 * 1.0 + 0.5 * 3.0,
-            weight: 4.0,
-            ..Sum::default()
-        };
-        assert!((sum.mean().unwrap() - 0.6).abs() < 1e-12);
-        assert_eq!(Sum::default().mean(), None);
     }
 }
