@@ -1,10 +1,13 @@
 //! codecs: each codec/format pair at its default preset on one 40 s 720p
 //! input against the `ffmpeg` CLI with the same settings (CPU time, wall,
-//! size), the quality report's SSIM against ffmpeg's `ssim` filter on the
+//! size; on a machine of two cores or more, each job runs at the same time
+//! as its CLI run, the node on one core and the CLI on another), the
+//! quality report's SSIM against ffmpeg's `ssim` filter on the
 //! same files, and `min_ssim=0.97`: what its search costs and the size each
 //! codec needs to get there (issue 15, item 6).
 
 use std::fmt::Write as _;
+use std::os::unix::process::CommandExt as _;
 use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
@@ -124,6 +127,7 @@ impl Bench {
         let node = self.solo("codecs", 1)?;
         let dir = self.dir("codecs-files")?;
         let runs = runs.max(1);
+        let side_by_side = std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2;
         let mut entries = Vec::new();
         let mut rows = Vec::new();
         let pairs = PAIRS
@@ -136,17 +140,40 @@ impl Bench {
             let mut docs = Vec::new();
             for run in 0..runs {
                 eprintln!("codecs: {name}, run {} of {runs}", run + 1);
-                // Alternate which side goes first, against drift, also
-                // across codecs when there is one run each.
                 let query = pair.query(&format!("crf={}", pair.crf));
-                if (run + index) % 2 == 0 {
+                if side_by_side {
+                    // Both at once, each on its own core, the cores swapped
+                    // from one run to the next: the machine's drift, which
+                    // moves a minute-long encode by more than 5 % between
+                    // runs, then slows both alike.
+                    let (ours_core, cli_core) = if (run + index) % 2 == 0 {
+                        (0, 1)
+                    } else {
+                        (1, 0)
+                    };
+                    node.pin(Some(ours_core))?;
+                    let cli_run = {
+                        let (input, cli_file) = (input.clone(), cli_file.clone());
+                        let arguments = pair.cli_arguments();
+                        tokio::task::spawn_blocking(move || {
+                            cli(&input, &cli_file, &arguments, Some(cli_core))
+                        })
+                    };
+                    let (r, doc) = self.job(&node, &input, &query).await?;
+                    ours.push(r);
+                    docs.push(doc);
+                    base.push(cli_run.await??);
+                } else if (run + index) % 2 == 0 {
+                    // One after the other, alternating which side goes
+                    // first, against drift, also across codecs when there
+                    // is one run each.
                     let (r, doc) = self.job(&node, &input, &query).await?;
                     ours.push(r);
                     docs.push(doc);
                     flush_dirty_pages();
-                    base.push(cli(&input, &cli_file, &pair.cli_arguments())?);
+                    base.push(cli(&input, &cli_file, &pair.cli_arguments(), None)?);
                 } else {
-                    base.push(cli(&input, &cli_file, &pair.cli_arguments())?);
+                    base.push(cli(&input, &cli_file, &pair.cli_arguments(), None)?);
                     flush_dirty_pages();
                     let (r, doc) = self.job(&node, &input, &query).await?;
                     ours.push(r);
@@ -169,9 +196,14 @@ impl Bench {
                 timings["encode_seconds"].as_f64().unwrap_or(f64::NAN),
                 timings["quality_seconds"].as_f64().unwrap_or(f64::NAN),
             );
+            let how = if side_by_side {
+                "each ours at once with the CLI's, each on its own core, the cores swapped between runs"
+            } else {
+                "ours and the CLI's one after the other"
+            };
             let note = |f: fn(&Run) -> f64| {
                 format!(
-                    "medians of {runs} runs; ours: {}; ffmpeg CLI `{}`: {}",
+                    "medians of {runs} runs, {how}; ours: {}; ffmpeg CLI `{}`: {}",
                     show(&ours, f),
                     pair.cli_arguments(),
                     show(&base, f)
@@ -187,7 +219,7 @@ impl Bench {
                     format!("{}{extra}", note(f)),
                 )
             };
-            // Each run of ours against the CLI's run next to it: the
+            // Each run of ours against the CLI's run beside it: the
             // machine's speed drifts between runs more than by 5 %.
             let pairs: Vec<f64> = ours.iter().zip(&base).map(|(o, b)| o.cpu / b.cpu).collect();
             entries.push(entry(
@@ -196,7 +228,7 @@ impl Bench {
                 |r| r.cpu,
                 Goal::AtMost(1.05),
                 &format!(
-                    "; ratio of each run to the CLI's next to it: {} (median {:.3}); {measuring}",
+                    "; ratio of each run to the CLI's beside it: {} (median {:.3}); {measuring}",
                     pairs
                         .iter()
                         .map(|r| format!("{r:.3}"))
@@ -246,6 +278,7 @@ impl Bench {
             });
         }
 
+        node.pin(None)?;
         if search {
             for row in &mut rows {
                 let pair = row.pair;
@@ -335,16 +368,26 @@ impl Bench {
     }
 }
 
-/// Runs the `ffmpeg` CLI on `input` with `arguments` into `output`.
-fn cli(input: &Path, output: &Path, arguments: &str) -> anyhow::Result<Run> {
+/// Runs the `ffmpeg` CLI on `input` with `arguments` into `output`, on
+/// `core` alone if given. Its CPU time is that of the children this
+/// process reaped meanwhile: nothing else it starts may end before it.
+fn cli(input: &Path, output: &Path, arguments: &str, core: Option<usize>) -> anyhow::Result<Run> {
     let before = children_cpu();
     let started = Instant::now();
-    let result = Command::new("ffmpeg")
+    let mut command = Command::new("ffmpeg");
+    command
         .args(["-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i"])
         .arg(input)
         .args(arguments.split_whitespace())
-        .arg(output)
-        .output()?;
+        .arg(output);
+    if let Some(core) = core {
+        // SAFETY: the closure only makes the sched_setaffinity system call
+        // on a set built on its stack, which is safe between fork and exec.
+        unsafe {
+            command.pre_exec(move || crate::node::set_affinity(0, Some(core)));
+        }
+    }
+    let result = command.output()?;
     if !result.status.success() {
         bail!(
             "ffmpeg {arguments} failed: {}: {}",

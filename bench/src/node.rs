@@ -91,6 +91,21 @@ impl Node {
         self.child.id()
     }
 
+    /// Keeps every thread of the node, and so every child it starts from
+    /// now on, to `core`, or lets them run anywhere again (`None`).
+    pub fn pin(&self, core: Option<usize>) -> anyhow::Result<()> {
+        for task in std::fs::read_dir(format!("/proc/{}/task", self.pid()))? {
+            let tid: libc::pid_t = task?
+                .file_name()
+                .to_str()
+                .and_then(|name| name.parse().ok())
+                .context("a task id")?;
+            // A thread that has ended since the listing is no matter.
+            let _ = set_affinity(tid, core);
+        }
+        Ok(())
+    }
+
     fn wait_ready(&self) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(30);
         let url = format!("{}/readyz", self.base());
@@ -168,5 +183,29 @@ impl Drop for Node {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Sets the CPU affinity of thread `tid` (0: the calling one) to `core`
+/// alone, or to every core (`None`).
+pub fn set_affinity(tid: libc::pid_t, core: Option<usize>) -> std::io::Result<()> {
+    // SAFETY: a zeroed cpu_set_t is the empty set; the macros only set
+    // bits within it, and sched_setaffinity reads the set it is given.
+    let failed = unsafe {
+        let mut set = std::mem::zeroed::<libc::cpu_set_t>();
+        match core {
+            Some(core) => libc::CPU_SET(core, &mut set),
+            None => {
+                for core in 0..libc::CPU_SETSIZE as usize {
+                    libc::CPU_SET(core, &mut set);
+                }
+            }
+        }
+        libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0
+    };
+    if failed {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(())
     }
 }

@@ -113,6 +113,9 @@ fn free_bytes(dir: &Path) -> std::io::Result<u64> {
 /// client keeps them coming.
 const SPOOL_BYTES: usize = 256 * 1024;
 
+/// How long the body may pause before what it has sent is written out.
+const SPOOL_WAIT: Duration = Duration::from_millis(5);
+
 /// Writes `body` to a new file in `dir`, refusing more than the limit's
 /// bytes, more than the disk can spare, and anything whose first bytes are
 /// not a known video container; hashes it when `hash` is set (only an
@@ -136,14 +139,20 @@ where
     let mut bytes: u64 = 0;
     let mut body = body;
     loop {
-        // What a client that pauses has sent goes to disk at once, so a
-        // stalled upload holds no batch in memory.
+        // What a client that pauses has sent goes to disk within
+        // SPOOL_WAIT, so a stalled upload holds no batch in memory; a
+        // client that keeps sending fills whole batches, each one hop to a
+        // blocking thread, where writing whenever the socket ran dry cost
+        // a hop per few kilobytes.
         let next = match body.next().now_or_never() {
             Some(next) => next,
-            None => {
-                spool.write_pending().await?;
-                body.next().await
-            }
+            None => match tokio::time::timeout(SPOOL_WAIT, body.next()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    spool.write_pending().await?;
+                    body.next().await
+                }
+            },
         };
         let Some(chunk) = next else { break };
         let chunk = chunk?;
@@ -210,7 +219,6 @@ impl Spool {
         Ok(())
     }
 
-    /// Writes what is pending and flushes the file's data to the disk.
     /// Writes what is pending, if anything.
     async fn write_pending(&mut self) -> Result<(), ApiError> {
         if self.pending.is_empty() {
@@ -219,6 +227,7 @@ impl Spool {
         self.write(false).await
     }
 
+    /// Writes what is pending and flushes the file's data to the disk.
     async fn finish(mut self) -> Result<(), ApiError> {
         self.write(true).await
     }

@@ -25,10 +25,11 @@
 //! that cost, as much as a twentieth of a fast x264 encode, so a long
 //! video is also sampled by whole groups of pictures: at each keyframe
 //! after the first, the group it starts is measured only if the
-//! measurement so far has cost at most [`GROUP_SHARE`] of the encode's
-//! time, else its packets are not decoded at all. Whole groups, because the pictures after a keyframe look
-//! better than those at the end of its group: a sample of group openings
-//! alone would flatter the result. Only when decoding alone would take
+//! measurement so far has cost at most [`GROUP_SHARE`] of the CPU time
+//! the encode has used, else its packets are not decoded at all. Whole
+//! groups, because the pictures after a keyframe look better than those
+//! at the end of its group: a sample of group openings alone would
+//! flatter the result. Only when decoding alone would take
 //! the measurement past [`CUT_SHARE`] (a fast encoder, long groups) is a
 //! group cut short.
 //!
@@ -53,9 +54,12 @@ use crate::protocol::Quality;
 /// compares fewer pictures.
 const BUDGET_SHARE: f64 = 0.12;
 
-/// The share of the encode's time the measurement may have taken so far
-/// for the next group of pictures to be measured too.
-const GROUP_SHARE: f64 = 0.02;
+/// The share of the CPU time the encode has used that the measurement may
+/// have taken so far for the next group of pictures to be measured too.
+/// CPU time, not the encode's wall time: an encoder on many cores uses
+/// more of it per second, and the measurement is to cost a share of the
+/// work whatever the cores.
+const GROUP_SHARE: f64 = 0.01;
 
 /// The share of the encode's time past which the group being measured is
 /// cut short: with a fast encoder and long groups, decoding a whole group
@@ -82,13 +86,23 @@ const MAX_KEPT: usize = 512;
 /// threads), so what it adds to this is what it costs, whatever else the
 /// machine is doing.
 fn thread_cpu() -> Duration {
+    cpu_clock(libc::CLOCK_THREAD_CPUTIME_ID)
+}
+
+/// Returns the CPU time the whole process (the transcoding child: its
+/// decoder, encoders and measurement) has used.
+fn process_cpu() -> Duration {
+    cpu_clock(libc::CLOCK_PROCESS_CPUTIME_ID)
+}
+
+fn cpu_clock(clock: libc::clockid_t) -> Duration {
     let mut now = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: clock_gettime writes into the struct it is given; the
-    // thread's CPU clock always exists on Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+    // SAFETY: clock_gettime writes into the struct it is given; both CPU
+    // clocks always exist on Linux.
+    unsafe { libc::clock_gettime(clock, &mut now) };
     Duration::new(
         u64::try_from(now.tv_sec).unwrap_or(0),
         u32::try_from(now.tv_nsec).unwrap_or(0),
@@ -128,6 +142,8 @@ pub(super) struct QualityMeter {
     groups_left_out: u64,
     /// When the measurement began, with the encode.
     started: Instant,
+    /// The process's CPU time when it began.
+    cpu_at_start: Duration,
     /// When the current budget window began.
     window_started: Instant,
     /// `busy` when it began.
@@ -173,6 +189,7 @@ impl QualityMeter {
             dirty: false,
             groups_left_out: 0,
             started,
+            cpu_at_start: process_cpu(),
             window_started: started,
             busy_at_window: Duration::ZERO,
             busy: thread_cpu().saturating_sub(began),
@@ -267,7 +284,11 @@ impl QualityMeter {
     /// the encode's time, or when it is not to sample.
     fn next_group(&mut self, pts: Option<i64>) {
         let within = !self.thin
-            || self.busy.as_secs_f64() <= GROUP_SHARE * self.started.elapsed().as_secs_f64();
+            || self.busy.as_secs_f64()
+                <= GROUP_SHARE
+                    * process_cpu()
+                        .saturating_sub(self.cpu_at_start)
+                        .as_secs_f64();
         if within && self.skipping {
             if self.dirty {
                 self.decoder.flush();
