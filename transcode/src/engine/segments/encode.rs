@@ -15,7 +15,7 @@
 
 use std::time::Instant;
 
-use ffmpeg_next::ffi;
+use ffmpeg_next::{ffi, Rational, Rescale};
 
 use crate::engine::demux::Packets;
 use crate::engine::input::{self, Input};
@@ -155,8 +155,9 @@ fn span(input: &Input, work: &SegmentWork) -> (f64, f64) {
 ///
 /// A container without an index (MPEG-TS, elementary streams) seeks by
 /// searching its bytes and can land just past that keyframe, where nothing
-/// decodes until the next one: such a segment is read from the file's
-/// start (`job.input` opened again) instead.
+/// decodes until the next one: the seek is tried again further back
+/// ([`SEEK_MARGINS`]), and at worst the segment is read from the file's
+/// start (`job.input` opened again).
 pub(in crate::engine) fn seek(
     job: &TranscodeJob,
     input: &mut Input,
@@ -165,22 +166,33 @@ pub(in crate::engine) fn seek(
     if segment.index == 0 {
         return Ok(());
     }
-    seek_to(input, segment)?;
-    if first_keyframe(input).is_some_and(|pts| pts <= segment.decode_from_pts) {
-        // Back to it: the same seek lands in the same place, or on the
-        // keyframe itself now that the demuxer has seen it.
-        return seek_to(input, segment);
+    let time_base = input
+        .ctx
+        .stream(input.video_index)
+        .map(|stream| stream.time_base());
+    for margin in SEEK_MARGINS {
+        let back = time_base.map_or(0, |tb| margin.rescale(Rational::new(1, 1), tb));
+        let target = segment.decode_from_pts.saturating_sub(back);
+        seek_to(input, target, segment.index)?;
+        if first_keyframe(input).is_some_and(|pts| pts <= segment.decode_from_pts) {
+            // Back to it: the same seek lands in the same place, or on a
+            // keyframe before it now that the demuxer has seen them.
+            return seek_to(input, target, segment.index);
+        }
     }
     tracing::debug!(
         index = segment.index,
-        "the seek missed the segment's keyframe; reading from the start"
+        "every seek missed the segment's keyframe; reading from the start"
     );
     *input = input::open(&job.input, &job.limits)?;
     Ok(())
 }
 
-fn seek_to(input: &mut Input, segment: &Segment) -> Result<(), TranscodeError> {
-    let target = segment.decode_from_pts;
+/// How far before a segment's keyframe a seek aims, in seconds, try after
+/// try: exactly at it first, as an index allows.
+const SEEK_MARGINS: [i64; 4] = [0, 2, 10, 60];
+
+fn seek_to(input: &mut Input, target: i64, index: u32) -> Result<(), TranscodeError> {
     let stream = libc::c_int::try_from(input.video_index).unwrap_or(libc::c_int::MAX);
     // SAFETY: a seek on the open input context, by a stream it has.
     let ret = unsafe {
@@ -190,8 +202,7 @@ fn seek_to(input: &mut Input, segment: &Segment) -> Result<(), TranscodeError> {
         return Err(TranscodeError::new(
             ErrorCode::InvalidMedia,
             format!(
-                "the video could not be read from segment {}'s start: {}",
-                segment.index,
+                "the video could not be read from segment {index}'s start: {}",
                 describe(ffmpeg_next::Error::from(ret))
             ),
         ));
