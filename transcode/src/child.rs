@@ -1,16 +1,17 @@
 //! The child side of the process boundary: the body of the binary's internal
 //! `__transcode` subcommand.
 //!
-//! It runs one job through [`crate::engine`] (a transcode, or a probe with
-//! its thumbnail, by the job's [`Task`]) and reports on stdout, one JSON
-//! [`ChildEvent`] per line, flushed as written, ending with `done` or
-//! `failed`. If it dies before that, the parent knows it crashed.
+//! It runs one job through [`crate::engine`] (a transcode, a probe with its
+//! thumbnail, or a part of a split job, by the job's [`Task`]) and reports
+//! on stdout, one JSON [`ChildEvent`] per line, flushed as written, ending
+//! with `done` or `failed`. If it dies before that, the parent knows it
+//! crashed.
 //!
 //! # Fault injection
 //!
 //! For tests of the parent side, the environment variable
-//! `VIDPRESS_TRANSCODE_FAULT` makes a transcoding child (not a probe)
-//! misbehave right after it reports `probed`:
+//! `VIDPRESS_TRANSCODE_FAULT` makes a child that encodes or plans (not a
+//! probe) misbehave right after it reports `probed`:
 //!
 //! - `crash`: aborts (SIGABRT), as a libav crash would;
 //! - `hang`: sleeps forever, as a stuck decoder would.
@@ -21,7 +22,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use crate::engine;
-use crate::protocol::{ChildEvent, ErrorCode, Task, TranscodeError, TranscodeJob};
+use crate::protocol::{
+    ChildEvent, ErrorCode, Output, SegmentPlan, Task, TranscodeError, TranscodeJob,
+};
 
 /// Name of the binary's internal subcommand that runs [`main`].
 pub const SUBCOMMAND: &str = "__transcode";
@@ -91,12 +94,27 @@ pub fn main(job_json: &str) -> ExitCode {
             fault.trigger();
         }
     };
-    let outcome = panic::catch_unwind(AssertUnwindSafe(|| match job.task {
-        Task::Transcode => engine::transcode(&job, &mut on_event),
-        // Faults are for transcodes: a probe reports as it goes.
-        Task::Probe => engine::probe_and_thumbnail(&job, &mut |event| emit(&event)),
+    let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
+        let made = |output: Output| (output, None);
+        match &job.task {
+            Task::Transcode => engine::transcode(&job, &mut on_event).map(made),
+            // Faults are for encodes: a probe reports as it goes.
+            Task::Probe => engine::probe_and_thumbnail(&job, &mut |event| emit(&event)).map(made),
+            Task::Plan { segment_ms } => {
+                engine::plan(&job, *segment_ms, &mut on_event).map(|plan| {
+                    let nothing = Output {
+                        bytes: 0,
+                        report: None,
+                    };
+                    (nothing, Some(plan))
+                })
+            }
+            Task::Segment(work) => engine::encode_segment(&job, work, &mut on_event).map(made),
+            Task::Audio => engine::encode_audio(&job, &mut on_event).map(made),
+            Task::Join(work) => engine::join(&job, work, &mut on_event).map(made),
+        }
     }));
-    let result = outcome.unwrap_or_else(|panic| {
+    let result: Result<(Output, Option<SegmentPlan>), _> = outcome.unwrap_or_else(|panic| {
         let _ = std::fs::remove_file(&job.output);
         let reason = panic
             .downcast_ref::<&str>()
@@ -110,10 +128,11 @@ pub fn main(job_json: &str) -> ExitCode {
     });
 
     match result {
-        Ok(output) => {
+        Ok((output, plan)) => {
             emit(&ChildEvent::Done {
                 output_bytes: output.bytes,
                 report: output.report,
+                plan,
             });
             ExitCode::SUCCESS
         }

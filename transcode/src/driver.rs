@@ -27,7 +27,9 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use crate::protocol::{ChildEvent, ErrorCode, Limits, Output, TranscodeError, TranscodeJob};
+use crate::protocol::{
+    ChildEvent, ErrorCode, Limits, Output, SegmentPlan, Task, TranscodeError, TranscodeJob,
+};
 
 /// How much of the child's stderr is kept to explain a crash.
 const STDERR_TAIL_BYTES: usize = 4096;
@@ -82,8 +84,48 @@ pub async fn run(
     cmd: &ChildCommand,
     job: &TranscodeJob,
     stall_timeout: Duration,
-    mut on_event: impl FnMut(ChildEvent) + Send,
+    on_event: impl FnMut(ChildEvent) + Send,
 ) -> Result<Output, TranscodeError> {
+    run_child(cmd, job, stall_timeout, on_event)
+        .await
+        .map(|(output, _)| output)
+}
+
+/// Runs a [`Task::Plan`] job in a child process, as [`run`] runs any, and
+/// returns the plan it made.
+///
+/// `on_event` sees [`ChildEvent::Probed`] and every
+/// [`ChildEvent::Progress`]. A job of another task, or a child that ends
+/// without a plan, fails with [`ErrorCode::Internal`].
+pub async fn plan(
+    cmd: &ChildCommand,
+    job: &TranscodeJob,
+    stall_timeout: Duration,
+    on_event: impl FnMut(ChildEvent) + Send,
+) -> Result<SegmentPlan, TranscodeError> {
+    if !matches!(job.task, Task::Plan { .. }) {
+        return Err(TranscodeError::new(
+            ErrorCode::Internal,
+            "only a plan job makes a plan",
+        ));
+    }
+    match run_child(cmd, job, stall_timeout, on_event).await? {
+        (_, Some(plan)) => Ok(plan),
+        (_, None) => Err(TranscodeError::new(
+            ErrorCode::Internal,
+            "the transcoder finished without a plan",
+        )),
+    }
+}
+
+/// Runs `job` in a child process: [`run`], and a plan if the child made
+/// one.
+async fn run_child(
+    cmd: &ChildCommand,
+    job: &TranscodeJob,
+    stall_timeout: Duration,
+    mut on_event: impl FnMut(ChildEvent) + Send,
+) -> Result<(Output, Option<SegmentPlan>), TranscodeError> {
     let job_json = serde_json::to_string(job).map_err(|err| {
         TranscodeError::new(
             ErrorCode::Io,
@@ -158,11 +200,13 @@ pub async fn run(
             Ok(ChildEvent::Done {
                 output_bytes,
                 report,
+                plan,
             }) => {
-                break Ending::Done(Output {
+                let output = Output {
                     bytes: output_bytes,
                     report,
-                })
+                };
+                break Ending::Done(output, plan);
             }
             Ok(ChildEvent::Failed(err)) => break Ending::Failed(err),
             Ok(event) => on_event(event),
@@ -171,7 +215,7 @@ pub async fn run(
     };
 
     let status = match ending {
-        Ending::Done(_) | Ending::Failed(_) | Ending::Vanished => {
+        Ending::Done(..) | Ending::Failed(_) | Ending::Vanished => {
             // It is about to exit on its own; give it a moment, no more.
             wait_or_kill(&mut child, stall_timeout.min(Duration::from_secs(5))).await
         }
@@ -187,7 +231,7 @@ pub async fn run(
     };
 
     match ending {
-        Ending::Done(output) => {
+        Ending::Done(output, plan) => {
             output_guard.0 = None;
             if !status.as_ref().is_some_and(ExitStatus::success) {
                 tracing::warn!(
@@ -196,7 +240,7 @@ pub async fn run(
                     "transcoder reported done but exited uncleanly"
                 );
             }
-            Ok(output)
+            Ok((output, plan))
         }
         Ending::Failed(err)
             if err.code != ErrorCode::LimitsExceeded
@@ -268,7 +312,7 @@ impl Drop for RemoveOnDrop {
 
 /// How the event stream ended.
 enum Ending {
-    Done(Output),
+    Done(Output, Option<SegmentPlan>),
     Failed(TranscodeError),
     /// No line for the stall timeout.
     Stalled,

@@ -1,7 +1,9 @@
 //! Video transcoding for vidpress: any video libav* can read becomes an
-//! H.264 + AAC MP4 with `+faststart`, encoded in a child process so that a
-//! crash or hang inside libav* only takes that child down, and a cancel is
-//! a SIGKILL.
+//! H.264 + AAC MP4 with `+faststart` (or another of the codec/format
+//! pairs), encoded in a child process so that a crash or hang inside libav*
+//! only takes that child down, and a cancel is a SIGKILL. A long video can
+//! also be encoded in segments on many nodes and joined
+//! ([`Task::Plan`], [`Task::Segment`], [`Task::Audio`], [`Task::Join`]).
 //!
 //! # Layout
 //!
@@ -52,7 +54,7 @@ pub mod protocol;
 
 pub use driver::ChildCommand;
 pub use protocol::{
-    ChildEvent, Codec, EncodeOptions, ErrorCode, Format, Limits, MediaInfo, OptionsError, Output,
-    OutputReport, Preset, Quality, RateMode, Task, Timings, TranscodeError, TranscodeJob,
-    THUMBNAIL_MAX_WIDTH,
+    ChildEvent, Codec, EncodeOptions, ErrorCode, Format, JoinWork, Limits, MediaInfo, OptionsError,
+    Output, OutputReport, Preset, Quality, RateMode, Segment, SegmentPlan, SegmentWork, Task,
+    TimeBase, Timings, TranscodeError, TranscodeJob, VideoRate, THUMBNAIL_MAX_WIDTH,
 };

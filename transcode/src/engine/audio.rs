@@ -95,7 +95,7 @@ impl AudioPipeline {
         context.set_bit_rate(options.audio_bitrate_kbps as usize * 1000);
         context.set_time_base(Rational::new(1, out_rate as i32));
         if muxer.wants_global_header() {
-            super::add_global_header_flag(&mut context);
+            super::add_codec_flag(&mut context, ffi::AV_CODEC_FLAG_GLOBAL_HEADER);
         }
         let encoder = context
             .open_as_with(codec, Dictionary::new())

@@ -18,19 +18,8 @@
 
 use ffmpeg_next::Dictionary;
 
+pub(crate) use crate::protocol::VideoRate;
 use crate::protocol::{Codec, EncodeOptions};
-
-/// How the video encoder spends bits.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) enum VideoRate {
-    /// Constant quality at this CRF, on the codec's own scale.
-    Crf(u8),
-    /// An average bit rate.
-    Bitrate {
-        /// Kilobits a second.
-        kbps: u32,
-    },
-}
 
 /// Key frames at most this many pictures apart, for the encoders whose
 /// libavcodec default is 12.

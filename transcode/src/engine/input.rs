@@ -70,6 +70,19 @@ pub(super) struct Input {
 /// Opens `path`, checks it is a video we accept within `limits`, and picks
 /// its streams.
 pub(super) fn open(path: &Path, limits: &Limits) -> Result<Input, TranscodeError> {
+    let (ctx, oversized_mark) = open_file(path, limits)?;
+    let input = select_streams(ctx, limits, oversized_mark)?;
+    check_limits(&input.info, input.coded_size, limits)?;
+    Ok(input)
+}
+
+/// Opens `path` as [`open`] does, in a container we accept and within
+/// `limits`, whatever streams it holds. Returns the context and the
+/// [`avlog::oversized_mark`] from before it was probed.
+pub(super) fn open_file(
+    path: &Path,
+    limits: &Limits,
+) -> Result<(format::context::Input, u64), TranscodeError> {
     let metadata = std::fs::metadata(path).map_err(|err| {
         TranscodeError::new(
             ErrorCode::Io,
@@ -96,9 +109,7 @@ pub(super) fn open(path: &Path, limits: &Limits) -> Result<Input, TranscodeError
     if let Some((width, height)) = avlog::oversized_since(oversized_mark) {
         return Err(limits.pixels_exceeded(width, height));
     }
-    let input = select_streams(ctx, limits, oversized_mark)?;
-    check_limits(&input.info, input.coded_size, limits)?;
-    Ok(input)
+    Ok((ctx, oversized_mark))
 }
 
 /// Checks what the header declares, before anything is decoded: the size

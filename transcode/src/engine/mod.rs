@@ -8,7 +8,9 @@
 //! `video_encoder`, and `audio`, sharing `graph`; each video encoder's
 //! options in `encoders`), the quality
 //! measurement (`quality`), the muxer (`mux`), the thumbnail (`thumbnail`)
-//! and libav's log output (`avlog`).
+//! and libav's log output (`avlog`); reading packets (`demux`) and the part
+//! of the video a pass encodes (`window`); and a video split into segments
+//! ([`segments`]: plan, segment, audio, join).
 //!
 //! The output is meant to match `ffmpeg -i IN -c:v libx264 -preset P -crf C
 //! -c:a aac -b:a Bk -movflags +faststart OUT` (and the same with each
@@ -19,6 +21,7 @@
 
 mod audio;
 mod avlog;
+mod demux;
 mod demuxers;
 mod encoders;
 mod graph;
@@ -29,10 +32,12 @@ mod pass;
 mod progress;
 mod quality;
 mod rate;
+pub mod segments;
 mod thumbnail;
 mod video;
 mod video_encoder;
 mod video_graph;
+mod window;
 
 use std::path::Path;
 use std::sync::Once;
@@ -43,9 +48,7 @@ use crate::protocol::{
     ChildEvent, ErrorCode, Limits, MediaInfo, Output, TranscodeError, TranscodeJob,
 };
 
-/// How many unreadable packets in a row the demuxer may skip before the rest
-/// of the input is given up on.
-const MAX_CONSECUTIVE_DEMUX_ERRORS: u32 = 1000;
+pub use segments::{encode_audio, encode_segment, join, plan};
 
 /// Sets libav up once per process: registers formats (for old libav
 /// versions), installs the log callback that keeps the last error message,
@@ -131,13 +134,13 @@ pub fn transcode(
     result
 }
 
-/// Adds AV_CODEC_FLAG_GLOBAL_HEADER to an encoder's flags. ffmpeg-next's
+/// Adds `flag` (`AV_CODEC_FLAG_*`) to an encoder's flags. ffmpeg-next's
 /// `set_flags` replaces them, which would drop the codec's own defaults
 /// (libx264's `+cgop`: closed GOPs, as the CLI gets).
-fn add_global_header_flag(context: &mut ffmpeg_next::codec::Context) {
+fn add_codec_flag(context: &mut ffmpeg_next::codec::Context, flag: u32) {
     // SAFETY: plain field update on a context that is not open yet.
     unsafe {
-        (*context.as_mut_ptr()).flags |= ffi::AV_CODEC_FLAG_GLOBAL_HEADER as libc::c_int;
+        (*context.as_mut_ptr()).flags |= flag as libc::c_int;
     }
 }
 

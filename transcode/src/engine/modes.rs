@@ -12,8 +12,8 @@ use super::pass::{self, Measure, Pass, PassResult};
 use super::progress::Progress;
 use super::rate::{self, CrfSearch, SizeBudget};
 use crate::protocol::{
-    ChildEvent, ErrorCode, Output, OutputReport, Quality, RateMode, Timings, TranscodeError,
-    TranscodeJob,
+    ChildEvent, EncodeOptions, ErrorCode, Output, OutputReport, Quality, RateMode, Timings,
+    TranscodeError, TranscodeJob,
 };
 
 /// The share of a `min_ssim` job's progress its search stands for.
@@ -233,6 +233,7 @@ impl Runner<'_> {
             rate,
             window,
             measure,
+            segment: None,
         };
         pass::encode(job, &mut input, &pass, self.progress, self.on_event)
     }
@@ -249,24 +250,43 @@ impl Runner<'_> {
             fraction: 1.0,
             out_seconds: result.seconds,
         });
-        Output {
-            bytes: result.bytes,
-            report: Some(OutputReport {
-                codec: self.job.options.codec,
-                format: self.job.options.format,
-                crf,
-                video_bitrate_kbps,
-                width: result.width,
-                height: result.height,
-                duration_seconds: result.seconds,
-                quality: result.quality,
-                timings: Timings {
-                    search_seconds,
-                    encode_seconds: result.elapsed.as_secs_f64(),
-                    quality_seconds: result.quality_time.as_secs_f64(),
-                },
-            }),
-        }
+        output(
+            &self.job.options,
+            result,
+            crf,
+            video_bitrate_kbps,
+            search_seconds,
+        )
+    }
+}
+
+/// Returns the output a pass made with `options` and its report: encoded
+/// at `crf` or at `video_bitrate_kbps`, after `search_seconds` of passes
+/// thrown away.
+pub(super) fn output(
+    options: &EncodeOptions,
+    result: PassResult,
+    crf: Option<u8>,
+    video_bitrate_kbps: Option<u32>,
+    search_seconds: f64,
+) -> Output {
+    Output {
+        bytes: result.bytes,
+        report: Some(OutputReport {
+            codec: options.codec,
+            format: options.format,
+            crf,
+            video_bitrate_kbps,
+            width: result.width,
+            height: result.height,
+            duration_seconds: result.seconds,
+            quality: result.quality,
+            timings: Timings {
+                search_seconds,
+                encode_seconds: result.elapsed.as_secs_f64(),
+                quality_seconds: result.quality_time.as_secs_f64(),
+            },
+        }),
     }
 }
 

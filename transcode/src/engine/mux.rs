@@ -2,6 +2,12 @@
 //! interleaved packet writing and the trailer (MP4's `+faststart`, WebM's
 //! cues in front, so that either plays while it downloads).
 //!
+//! A part of a split job (a segment, the audio) is written for the join
+//! rather than for a player: its file says what part it is (a `comment`
+//! the join checks) and an MP4 part keeps its timestamps exact, its movie
+//! timescale (in which the edit list places the first frame) being the
+//! track's, not milliseconds.
+//!
 //! The header can only be written once every encoder is open, and the video
 //! encoder opens on the first filtered frame (its colour properties come from
 //! that frame, as in the ffmpeg CLI). Packets that arrive earlier, audio
@@ -30,12 +36,22 @@ struct OutStream {
 pub(super) struct Muxer {
     ctx: format::context::Output,
     format: Format,
+    /// What part of a split job this file is, or `None` for a job's output.
+    part: Option<String>,
     streams: Vec<OutStream>,
     header_written: bool,
     pending: Vec<Packet>,
 }
 
 impl Muxer {
+    /// Creates `path` (truncating it) as a part of a split job in
+    /// `format`, labelled `part` (e.g. "vidpress segment 2 of 5").
+    pub fn create_part(path: &Path, format: Format, part: String) -> Result<Self, TranscodeError> {
+        let mut muxer = Muxer::create(path, format)?;
+        muxer.part = Some(part);
+        Ok(muxer)
+    }
+
     /// Creates `path` (truncating it) as a file in `format`.
     pub fn create(path: &Path, format: Format) -> Result<Self, TranscodeError> {
         let url = file_url(path)?;
@@ -56,6 +72,7 @@ impl Muxer {
         Ok(Muxer {
             ctx,
             format,
+            part: None,
             streams: Vec::new(),
             header_written: false,
             pending: Vec::new(),
@@ -133,11 +150,20 @@ impl Muxer {
 
     fn write_header(&mut self) -> Result<(), TranscodeError> {
         let mut options = Dictionary::new();
-        match self.format {
-            Format::Mp4 => options.set("movflags", "+faststart"),
+        match (self.format, &self.part) {
+            (Format::Mp4, None) => options.set("movflags", "+faststart"),
             // Written at the end, then moved before the clusters, as
             // faststart moves MP4's index.
-            Format::Webm => options.set("cues_to_front", "1"),
+            (Format::Webm, None) => options.set("cues_to_front", "1"),
+            (format, Some(part)) => {
+                let mut metadata = Dictionary::new();
+                metadata.set("comment", part);
+                self.ctx.set_metadata(metadata);
+                let first = self.streams.first().map(|stream| stream.encoder_tb);
+                if let (Format::Mp4, Some(time_base)) = (format, first) {
+                    options.set("movie_timescale", &mov_timescale(time_base).to_string());
+                }
+            }
         }
         self.ctx
             .write_header_with(options)
@@ -200,6 +226,17 @@ impl Muxer {
         drop(self);
         Ok(())
     }
+}
+
+/// Returns the timescale the mp4 muxer gives a track stamped in
+/// `time_base`, as libavformat's movenc picks it: the time base's
+/// denominator, doubled until it is at least 10000.
+fn mov_timescale(time_base: Rational) -> i64 {
+    let mut timescale = i64::from(time_base.denominator().max(1));
+    while timescale < 10_000 {
+        timescale *= 2;
+    }
+    timescale
 }
 
 /// Returns libavcodec's identity as the CLI writes it, e.g. `Lavc59.37.100`.

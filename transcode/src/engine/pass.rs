@@ -1,20 +1,23 @@
 //! One encode of the input, or of a window of it, into a file: the demux
 //! loop feeding the video and audio paths and the muxer. A rate mode runs
-//! one or more of these ([`super::modes`]).
+//! one or more of these ([`super::modes`]); a segment of a split job is one
+//! ([`super::segments`]).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use ffmpeg_next::{ffi, Error, Packet};
+use ffmpeg_next::ffi;
 
 use super::audio::AudioPipeline;
+use super::demux::Packets;
 use super::encoders::VideoRate;
 use super::input::Input;
+use super::lower;
 use super::mux::Muxer;
 use super::progress::Progress;
+use super::segments;
 use super::video::VideoPipeline;
-use super::{lower, MAX_CONSECUTIVE_DEMUX_ERRORS};
-use crate::protocol::{ChildEvent, ErrorCode, Quality, TranscodeError, TranscodeJob};
+use crate::protocol::{ChildEvent, ErrorCode, Quality, SegmentWork, TranscodeError, TranscodeJob};
 
 /// What one pass encodes, and how.
 pub(super) struct Pass<'a> {
@@ -27,6 +30,8 @@ pub(super) struct Pass<'a> {
     /// Whether to measure the output's quality, and whether the
     /// measurement may compare fewer pictures to stay within its budget.
     pub measure: Measure,
+    /// Only one segment's video, into a file for the join.
+    pub segment: Option<&'a SegmentWork>,
 }
 
 /// How a pass measures its quality.
@@ -79,36 +84,37 @@ fn run(
     if let Some((start, _)) = pass.window {
         seek(input, start)?;
     }
-    let mut muxer = Muxer::create(pass.output, job.options.format)?;
+    let mut muxer = match pass.segment {
+        Some(work) => {
+            segments::seek(job, input, &work.segment)?;
+            Muxer::create_part(
+                pass.output,
+                job.options.format,
+                segments::label(work.segment.index, work.count),
+            )?
+        }
+        None => Muxer::create(pass.output, job.options.format)?,
+    };
     let mut video = VideoPipeline::new(input, &mut muxer, job.options, pass.rate)?;
     video.measure(pass.measure == Measure::WithinBudget);
     if let Some((start, end)) = pass.window {
         video.set_window(start, end);
     }
-    let mut audio = match (input.audio_index, pass.window) {
-        (Some(index), None) => Some(AudioPipeline::new(input, index, &mut muxer, job.options)?),
+    if let Some(work) = pass.segment {
+        video.set_segment(&work.segment);
+    }
+    let mut audio = match (input.audio_index, pass.window, pass.segment) {
+        (Some(index), None, None) => {
+            Some(AudioPipeline::new(input, index, &mut muxer, job.options)?)
+        }
         _ => None,
     };
 
-    let mut demux_errors: u64 = 0;
-    let mut consecutive_errors: u32 = 0;
+    let mut packets = Packets::default();
     while !video.window_ended() {
-        let mut packet = Packet::empty();
-        match packet.read(&mut input.ctx) {
-            Ok(()) => consecutive_errors = 0,
-            Err(Error::Eof) => break,
-            Err(Error::InvalidData) if consecutive_errors < MAX_CONSECUTIVE_DEMUX_ERRORS => {
-                demux_errors += 1;
-                consecutive_errors += 1;
-                continue;
-            }
-            Err(err) => {
-                // The CLI treats a read error as the end of the input.
-                tracing::warn!(error = %err, "reading the input stopped early");
-                demux_errors += 1;
-                break;
-            }
-        }
+        let Some(packet) = packets.next(&mut input.ctx) else {
+            break;
+        };
         let index = packet.stream();
         if index == video.stream_index {
             video.send_packet(&packet, &mut muxer)?;
@@ -121,6 +127,9 @@ fn run(
     }
 
     video.finish(&mut muxer, &mut || progress.heartbeat(on_event))?;
+    if let Some(work) = pass.segment {
+        segments::check(&video, work)?;
+    }
     if let Some(audio) = audio.as_mut() {
         audio.finish(&mut muxer)?;
     }
@@ -150,7 +159,7 @@ fn run(
         frames = video.frames_decoded,
         video_decode_errors = video.decode_errors,
         audio_decode_errors = audio.as_ref().map_or(0, |audio| audio.decode_errors),
-        demux_errors,
+        demux_errors = packets.errors,
         bytes,
         elapsed_ms = started.elapsed().as_millis() as u64,
         "pass finished"

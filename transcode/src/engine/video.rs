@@ -24,6 +24,7 @@ use super::input::Input;
 use super::mux::Muxer;
 use super::quality::QualityMeter;
 use super::video_graph::{build_graph, output_size, FrameShape, VideoFilter};
+use super::window::{Place, Window};
 use super::{avlog, decode_error_is_fatal, encoder_error, invalid, is_again_or_eof, open_decoder};
 use std::time::Duration;
 
@@ -52,8 +53,11 @@ pub(super) struct VideoPipeline {
     pub(super) options: EncodeOptions,
     pub(super) rate: VideoRate,
     limits: Limits,
-    /// Only the pictures from this many seconds to that many are encoded.
-    window: Option<(f64, f64)>,
+    /// Only these pictures are encoded (a sample, a segment).
+    pub(super) window: Option<Window>,
+    /// Whether every keyframe must start a closed group of pictures (a
+    /// segment's: x265 and SVT-AV1 default to open ones).
+    pub(super) closed_gop: bool,
     /// A picture past the window was decoded: the pass can stop reading.
     window_ended: bool,
     /// Whether to measure the quality, and within a budget.
@@ -151,6 +155,7 @@ impl VideoPipeline {
             rate,
             limits: input.limits,
             window: None,
+            closed_gop: false,
             window_ended: false,
             measure: None,
             meter: None,
@@ -262,13 +267,17 @@ impl VideoPipeline {
             self.decoded.set_kind(picture::Type::None);
             let seconds = pts as f64 * f64::from(self.stream_tb);
             self.last_seconds = Some(seconds);
-            if let Some((start, end)) = self.window {
-                if seconds >= end {
+            if self.window_ended {
+                continue;
+            }
+            let raw = pts + self.start_offset;
+            match self.window.as_mut().map(|w| w.place(raw, seconds)) {
+                Some(Place::After) => {
                     self.window_ended = true;
-                }
-                if seconds < start || self.window_ended {
                     continue;
                 }
+                Some(Place::Before) => continue,
+                Some(Place::Inside) | None => {}
             }
             // A header that understated the duration (or gave none) costs
             // at most the limit.
@@ -405,7 +414,14 @@ impl VideoPipeline {
 
     /// Encodes only the pictures from `start` to `end` seconds.
     pub fn set_window(&mut self, start: f64, end: f64) {
-        self.window = Some((start, end));
+        self.window = Some(Window::Seconds { start, end });
+    }
+
+    /// Returns the output tick a picture stamped `raw_pts` (as demuxed)
+    /// gets, as `drain_filter` stamps it: the graph keeps
+    /// the stream's time base.
+    pub(super) fn tick_of(&self, raw_pts: i64) -> i64 {
+        (raw_pts - self.start_offset).rescale(self.stream_tb, self.encoder_tb)
     }
 
     /// Returns whether a picture past the window was decoded.

@@ -66,7 +66,13 @@ impl VideoPipeline {
             (*context.as_mut_ptr()).chroma_sample_location = self.filtered.chroma_location().into();
         }
         if muxer.wants_global_header() {
-            super::add_global_header_flag(&mut context);
+            super::add_codec_flag(&mut context, ffi::AV_CODEC_FLAG_GLOBAL_HEADER);
+        }
+        if self.closed_gop {
+            // x265 reads it as `open-gop=0`, SVT-AV1 as key frames that
+            // refresh everything (`irefresh-type=2`); libx264 has it by
+            // default and libvpx has no open groups.
+            super::add_codec_flag(&mut context, ffi::AV_CODEC_FLAG_CLOSED_GOP);
         }
 
         let settings = encoders::settings(&self.options, self.rate);

@@ -1,5 +1,6 @@
 //! The data that crosses the process boundary: what a transcode is asked to do
-//! ([`TranscodeJob`], [`EncodeOptions`]) and what it may cost ([`Limits`]),
+//! ([`TranscodeJob`], [`EncodeOptions`], and for a video split into segments
+//! its [`SegmentPlan`] and each part's [`Task`]) and what it may cost ([`Limits`]),
 //! what the child reports while doing it ([`ChildEvent`]) and how it fails
 //! ([`TranscodeError`]).
 //!
@@ -16,12 +17,14 @@ mod error;
 mod limits;
 mod options;
 mod report;
+mod segments;
 
 pub use codec::{Codec, Format};
 pub use error::{ErrorCode, TranscodeError};
 pub use limits::Limits;
 pub use options::{EncodeOptions, OptionsError, Preset, RateMode};
 pub use report::{Output, OutputReport, Quality, Timings};
+pub use segments::{JoinWork, Segment, SegmentPlan, SegmentWork, TimeBase, VideoRate};
 
 /// What the transcoder learned about an input before encoding it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -60,7 +63,11 @@ pub struct TranscodeJob {
 }
 
 /// What a run of the child does with its input.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// The first two are a job's single pass and its probe; the others are the
+/// parts of a job split into segments, run on any node: a `plan`, then every
+/// `segment` and the `audio` at once, then the `join`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Task {
     /// Encode the input into `output` (`probed`, `progress`…, `done`).
@@ -70,6 +77,34 @@ pub enum Task {
     /// frame, at most [`THUMBNAIL_MAX_WIDTH`] wide, to `output` (`done`
     /// with its size). Made when a job is accepted, before any worker.
     Probe,
+    /// Read the input's video packets (no decoding) and cut it into
+    /// segments of about `segment_ms`: `probed`, `progress`…, then `done`
+    /// with the [`SegmentPlan`] in its `plan`. Writes nothing to `output`
+    /// (which, as for every task, is removed if the run fails).
+    Plan {
+        /// The length aimed at, in milliseconds (at least
+        /// [`Task::MIN_SEGMENT_MS`]).
+        segment_ms: u64,
+    },
+    /// Encode one segment's video (no audio) into `output`, in the job's
+    /// format, starting on a keyframe of a closed group of pictures, with
+    /// the timestamps a single pass would give those frames: `probed`,
+    /// `progress`…, `done` with the segment's report.
+    Segment(SegmentWork),
+    /// Encode the whole input's audio (AAC in MP4, Opus in WebM, at the
+    /// job's audio bit rate) into `output`, timed as a single pass times
+    /// it: `probed`, `progress`…, `done`. Fails on an input without audio.
+    Audio,
+    /// Put the segments' files and the audio's together into `output`
+    /// without encoding again (MP4 with `+faststart`, WebM with its cues in
+    /// front): `progress`…, `done` with the output's report. `input` is not
+    /// read.
+    Join(JoinWork),
+}
+
+impl Task {
+    /// The shortest segment a plan may aim at.
+    pub const MIN_SEGMENT_MS: u64 = 1000;
 }
 
 /// The widest a thumbnail is, in pixels.
@@ -78,8 +113,9 @@ pub const THUMBNAIL_MAX_WIDTH: u32 = 320;
 /// A report from the transcoding child, one JSON object per line on its
 /// stdout, tagged by `"event"`.
 ///
-/// A run is `probed`, any number of `progress`, then exactly one of `done` or
-/// `failed` (unless the child dies first).
+/// A run is `probed` (except a [`Task::Join`], which opens no input), any
+/// number of `progress`, then exactly one of `done` or `failed` (unless the
+/// child dies first).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum ChildEvent {
@@ -93,7 +129,7 @@ pub enum ChildEvent {
         /// Timestamp in seconds of the last video frame encoded.
         out_seconds: f64,
     },
-    /// The output is complete and closed.
+    /// The output is complete and closed (a plan's is in `plan`).
     Done {
         /// Size of the output file in bytes.
         output_bytes: u64,
@@ -101,6 +137,9 @@ pub enum ChildEvent {
         /// thumbnail has none).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         report: Option<OutputReport>,
+        /// Where the input is cut (a [`Task::Plan`]'s, only).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        plan: Option<SegmentPlan>,
     },
     /// The transcode failed; the output file has been removed.
     Failed(TranscodeError),
@@ -294,6 +333,7 @@ mod tests {
             ChildEvent::Done {
                 output_bytes: 42,
                 report: None,
+                plan: None,
             },
             ChildEvent::Probed(MediaInfo {
                 duration_seconds: None,

@@ -43,7 +43,7 @@ fn cached(name: &str, make: impl FnOnce(&Path)) -> PathBuf {
 }
 
 /// Runs `ffmpeg -y <args> <out>`, failing the test with ffmpeg's stderr.
-fn ffmpeg(name: &str, args: &str) -> PathBuf {
+pub fn ffmpeg(name: &str, args: &str) -> PathBuf {
     cached(name, |out| {
         let output = Command::new("ffmpeg")
             .args(["-hide_banner", "-v", "error", "-y"])

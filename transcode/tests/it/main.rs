@@ -1,9 +1,11 @@
 //! Integration tests for vidpress-transcode, in one binary to keep link time
 //! down: the engine in-process, the driver against the real child binary,
-//! and the output against the ffmpeg CLI's.
+//! the output against the ffmpeg CLI's, and a video split into segments
+//! against its single pass.
 
 mod cli_parity;
 mod codecs;
 mod driver;
 mod engine;
 mod fixtures;
+mod segments;
