@@ -15,7 +15,7 @@ use super::input::Input;
 use super::lower;
 use super::mux::Muxer;
 use super::progress::Progress;
-use super::segments;
+use super::segments::bounds;
 use super::video::VideoPipeline;
 use crate::protocol::{ChildEvent, ErrorCode, Quality, SegmentWork, TranscodeError, TranscodeJob};
 
@@ -86,11 +86,11 @@ fn run(
     }
     let mut muxer = match pass.segment {
         Some(work) => {
-            segments::seek(job, input, &work.segment)?;
+            bounds::seek(job, input, &work.segment)?;
             Muxer::create_part(
                 pass.output,
                 job.options.format,
-                segments::label(work.segment.index, work.count),
+                bounds::label(work.segment.index, work.count),
             )?
         }
         None => Muxer::create(pass.output, job.options.format)?,
@@ -128,7 +128,7 @@ fn run(
 
     video.finish(&mut muxer, &mut || progress.heartbeat(on_event))?;
     if let Some(work) = pass.segment {
-        segments::check(&video, work)?;
+        bounds::check(&video, work)?;
     }
     if let Some(audio) = audio.as_mut() {
         audio.finish(&mut muxer)?;

@@ -1,6 +1,7 @@
 //! The engine's side of segment-parallel encoding: a long video is planned
 //! (`plan`, cut where `cuts` decides), its segments' video encoded apart on
-//! any node (`encode`) and its audio once (`audio`), then the parts (read
+//! any node (`encode`, where its pass starts and what it holds in
+//! `bounds`) and its audio once (`audio`), then the parts (read
 //! by `parts`) joined without encoding again (`join`). Each is one child task
 //! ([`crate::protocol::Task`]); what runs them where is the caller's.
 //!
@@ -13,6 +14,7 @@
 //! and checks that they follow on.
 
 mod audio;
+pub(super) mod bounds;
 mod cuts;
 mod encode;
 mod join;
@@ -26,12 +28,7 @@ use crate::protocol::{
     ChildEvent, JoinWork, Output, SegmentPlan, SegmentWork, TranscodeError, TranscodeJob,
 };
 
-pub(super) use encode::{check, seek};
-
-/// Returns the label of segment `index`'s file in a plan of `count`.
-pub(super) fn label(index: impl std::fmt::Display, count: impl std::fmt::Display) -> String {
-    format!("vidpress segment {index} of {count}")
-}
+use bounds::label;
 
 /// Plans `job.input` into segments of about `segment_ms`
 /// ([`crate::protocol::Task::Plan`]), calling `on_event` with `probed` and
