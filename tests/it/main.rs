@@ -12,6 +12,7 @@ mod limits;
 mod metrics;
 mod openapi;
 mod probe;
+mod split;
 mod support;
 mod tenants;
 mod tls;
