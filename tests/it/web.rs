@@ -3,7 +3,8 @@
 //! `scripts/deps.sh`). The page is loaded from a node on a loopback port and
 //! used as a person would: pick files, watch the bars, cancel, download.
 //! On a node with API keys the page asks for one, and shows a tenant its
-//! own jobs only.
+//! own jobs only. A job split into segments (issue 16) has its segments
+//! drawn on its bar, each in the colour of its node.
 //!
 //! Each test leaves a screenshot in `target/artifacts/web/`.
 
@@ -1456,6 +1457,340 @@ async fn a_card_shows_the_thumbnail_while_the_job_runs_fetched_with_the_key() {
     assert!(shown, "{thumb}");
     browser.screenshot("thumbnail").await;
     cancel(&card).await;
+    browser.close().await;
+    node.stop().await;
+}
+
+/// One segment's slice on a card's bar, as the page draws it.
+#[derive(Debug, serde::Deserialize)]
+struct Slice {
+    index: String,
+    state: String,
+    node: String,
+    title: String,
+    /// Its width on screen, in pixels (its border included).
+    width: f64,
+    /// How far it is filled, in % of its width (the fill's own style; the
+    /// drawn width glides there over 0.2 s).
+    filled: f64,
+    fill_colour: String,
+    background: String,
+}
+
+/// One node in a card's legend: its name and its swatch's colour.
+#[derive(Debug, PartialEq, serde::Deserialize)]
+struct Swatch {
+    node: String,
+    colour: String,
+}
+
+/// What a card's progress bar shows.
+#[derive(Debug, serde::Deserialize)]
+struct Bar {
+    role: Option<String>,
+    /// The whole job's progress, in % (`aria-valuenow`).
+    now: u32,
+    text: Option<String>,
+    /// Whether the plain bar is shown, and its width (in %).
+    plain: bool,
+    plain_width: String,
+    track_width: f64,
+    slices: Vec<Slice>,
+    legend_shown: bool,
+    count: Option<String>,
+    legend: Vec<Swatch>,
+}
+
+/// The grey of a pending segment's slice.
+const PENDING_GREY: &str = "rgb(221, 226, 234)";
+
+impl Browser {
+    /// Reads the bar of job `id`'s card.
+    async fn bar(&self, id: &str) -> Bar {
+        let bar = self
+            .client
+            .execute(
+                r#"const card = document.querySelector(`.job[data-id="${arguments[0]}"]`);
+                const track = card.querySelector(".track");
+                const bar = track.querySelector(".bar");
+                const legend = card.querySelector(".legend");
+                const shown = (e) => e.getClientRects().length > 0;
+                const colour = (e) => getComputedStyle(e).backgroundColor;
+                return {
+                  role: track.getAttribute("role"),
+                  now: Number(track.getAttribute("aria-valuenow")),
+                  text: track.getAttribute("aria-valuetext"),
+                  plain: shown(bar),
+                  plain_width: bar.style.width,
+                  track_width: track.getBoundingClientRect().width,
+                  slices: [...track.querySelectorAll(".segment")].map((s) => {
+                    const fill = s.querySelector(".fill");
+                    return {
+                      index: s.dataset.index, state: s.dataset.state, node: s.dataset.node,
+                      title: s.title, width: s.getBoundingClientRect().width,
+                      filled: parseFloat(fill.style.width), fill_colour: colour(fill),
+                      background: colour(s),
+                    };
+                  }),
+                  legend_shown: shown(legend),
+                  count: legend.querySelector(".count")?.textContent ?? null,
+                  legend: [...legend.querySelectorAll("li[data-node]")].map((li) => ({
+                    node: li.dataset.node, colour: colour(li.querySelector(".swatch")),
+                  })),
+                };"#,
+                vec![json!(id)],
+            )
+            .await
+            .expect("the bar answers");
+        serde_json::from_value(bar.clone()).unwrap_or_else(|e| panic!("{e}: {bar}"))
+    }
+
+    /// From now on, gives every status document the page receives over a
+    /// WebSocket the `segments` of `window.segments` while that is set, as
+    /// a node that splits jobs would send them.
+    async fn give_documents_segments(&self) {
+        self.client
+            .execute(
+                r#"window.segments = null;
+                const Real = window.WebSocket;
+                window.WebSocket = class extends Real {
+                  set onmessage(handler) {
+                    super.onmessage = (message) => {
+                      const event = JSON.parse(message.data);
+                      if (window.segments) event.job.segments = window.segments;
+                      handler({data: JSON.stringify(event)});
+                    };
+                  }
+                };"#,
+                vec![],
+            )
+            .await
+            .expect("the rewrite is installed");
+    }
+
+    /// Sets the segments [`Browser::give_documents_segments`] adds, and
+    /// waits (up to 30 s) until job `id`'s card has drawn them, as told by
+    /// `drawn`.
+    async fn show_segments(&self, id: &str, segments: Value, drawn: impl Fn(&Bar) -> bool) -> Bar {
+        self.client
+            .execute("window.segments = arguments[0];", vec![segments.clone()])
+            .await
+            .expect("segments set");
+        let awaited = format!("the card to draw {segments}");
+        eventually(awaited, Duration::from_secs(30), || async {
+            let bar = self.bar(id).await;
+            if drawn(&bar) {
+                Ok(bar)
+            } else {
+                Err(format!("{bar:?}"))
+            }
+        })
+        .await
+    }
+}
+
+/// A segment of the status document (issue 16's `segments`).
+fn segment(
+    index: u32,
+    start: f64,
+    end: f64,
+    state: &str,
+    node: Option<&str>,
+    progress: f64,
+) -> Value {
+    json!({
+        "index": index, "start_seconds": start, "end_seconds": end,
+        "state": state, "node": node, "progress": progress,
+    })
+}
+
+/// Checks that the slices are as wide as their segments' shares of
+/// `durations` (in seconds) of a track `track_width` wide, within a pixel.
+fn assert_proportional(bar: &Bar, durations: &[f64]) {
+    let total: f64 = durations.iter().sum();
+    assert_eq!(bar.slices.len(), durations.len(), "{bar:?}");
+    for (slice, duration) in bar.slices.iter().zip(durations) {
+        let expected = duration / total * bar.track_width;
+        assert!(
+            (slice.width - expected).abs() <= 1.0,
+            "slice {} is {} px wide, not {expected} px: {bar:?}",
+            slice.index,
+            slice.width
+        );
+    }
+}
+
+/// Checks that a card shows the plain bar of a job that is not split: no
+/// slice, no legend, the bar as wide as the job's progress.
+fn assert_plain(bar: &Bar) {
+    assert!(bar.plain, "the plain bar shows: {bar:?}");
+    assert!(bar.slices.is_empty(), "no slices: {bar:?}");
+    assert!(!bar.legend_shown, "no legend: {bar:?}");
+    assert_eq!(bar.text, None, "{bar:?}");
+    assert_eq!(bar.plain_width, format!("{}%", bar.now), "{bar:?}");
+    assert_eq!(bar.role.as_deref(), Some("progressbar"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_segments_in_a_document_are_drawn_on_the_bar_in_their_nodes_colours() {
+    // The page draws what the status documents say: here a real running
+    // job's documents are given segments on their way to the page, in every
+    // state and on three nodes, which one real node cannot show at will.
+    let node = TestNode::start().await.serve();
+    let browser = Browser::start().await;
+    browser.open(&node.base).await;
+    browser.give_documents_segments().await;
+    browser.select("#preset", "veryslow").await;
+    let card = browser.run(&long_clip()).await;
+    let id = card.attr("data-id").await.expect("id").expect("an id");
+    let durations = [2.04, 1.96, 2.0, 2.0, 4.0];
+    let segments = json!([
+        segment(0, 0.0, 2.04, "done", Some("node-a"), 1.0),
+        segment(1, 2.04, 4.0, "done", Some("node-b"), 1.0),
+        segment(2, 4.0, 6.0, "running", Some("node-b"), 0.4),
+        segment(3, 6.0, 8.0, "running", Some("node-c"), 0.1),
+        segment(4, 8.0, 12.0, "pending", None, 0.0),
+    ]);
+    let bar = browser
+        .show_segments(&id, segments, |bar| bar.slices.len() == 5)
+        .await;
+    browser.screenshot("segments-by-node").await;
+
+    assert!(!bar.plain, "the plain bar gives way to the slices: {bar:?}");
+    assert_proportional(&bar, &durations);
+    let states: Vec<_> = bar.slices.iter().map(|s| s.state.as_str()).collect();
+    assert_eq!(states, ["done", "done", "running", "running", "pending"]);
+    let filled: Vec<_> = bar.slices.iter().map(|s| s.filled).collect();
+    assert_eq!(filled, [100.0, 100.0, 40.0, 10.0, 0.0]);
+    // One colour per node, a different one for each.
+    let colours: Vec<_> = bar.slices.iter().map(|s| s.fill_colour.as_str()).collect();
+    let (a, b, c) = (colours[0], colours[1], colours[3]);
+    assert_eq!(colours[2], b, "both of node-b's slices: {bar:?}");
+    assert!(
+        a != b && b != c && a != c,
+        "three nodes, three colours: {bar:?}"
+    );
+    for colour in [a, b, c] {
+        assert!(colour.starts_with("rgb("), "opaque: {colour}");
+        assert_ne!(colour, PENDING_GREY);
+    }
+    // A running slice's rest is a tint of its node's colour; a pending one is grey.
+    let tint = |colour: &str| colour.replace("rgb(", "rgba(").replace(')', ", 0.25)");
+    assert_eq!(bar.slices[2].background, tint(b), "{bar:?}");
+    assert_eq!(bar.slices[3].background, tint(c), "{bar:?}");
+    assert_eq!(bar.slices[4].background, PENDING_GREY, "{bar:?}");
+    assert_eq!(bar.slices[4].node, "");
+    // Pointing at a slice says which segment, where and how far.
+    let titles: Vec<_> = bar.slices.iter().map(|s| s.title.as_str()).collect();
+    assert_eq!(
+        titles,
+        [
+            "segment 1 of 5, 0:00.0–0:02.0: done on node-a",
+            "segment 2 of 5, 0:02.0–0:04.0: done on node-b",
+            "segment 3 of 5, 0:04.0–0:06.0: running on node-b, 40 %",
+            "segment 4 of 5, 0:06.0–0:08.0: running on node-c, 10 %",
+            "segment 5 of 5, 0:08.0–0:12.0: pending",
+        ]
+    );
+    // The legend names each node in its colour.
+    assert!(bar.legend_shown);
+    assert_eq!(bar.count.as_deref(), Some("2 of 5 segments done"));
+    let swatch = |node: &str, colour: &str| Swatch {
+        node: node.into(),
+        colour: colour.into(),
+    };
+    assert_eq!(
+        bar.legend,
+        [
+            swatch("node-a", a),
+            swatch("node-b", b),
+            swatch("node-c", c)
+        ]
+    );
+    // The bar is still the whole job's progress bar.
+    assert_eq!(bar.role.as_deref(), Some("progressbar"));
+    assert_eq!(
+        bar.text,
+        Some(format!("{} %, 2 of 5 segments done", bar.now)),
+        "{bar:?}"
+    );
+    assert_eq!(
+        text_in(&card, ".where").await,
+        "on node-b, node-c",
+        "the nodes running its segments"
+    );
+
+    // Later: node-c is gone, its segment pending again; node-a runs the last.
+    let segments = json!([
+        segment(0, 0.0, 2.04, "done", Some("node-a"), 1.0),
+        segment(1, 2.04, 4.0, "done", Some("node-b"), 1.0),
+        segment(2, 4.0, 6.0, "done", Some("node-b"), 1.0),
+        segment(3, 6.0, 8.0, "pending", None, 0.0),
+        segment(4, 8.0, 12.0, "running", Some("node-a"), 0.5),
+    ]);
+    let bar = browser
+        .show_segments(&id, segments, |bar| {
+            bar.slices.get(4).is_some_and(|s| s.state == "running")
+        })
+        .await;
+    let colours: Vec<_> = bar.slices.iter().map(|s| s.fill_colour.as_str()).collect();
+    assert_eq!(colours[..3], [a, b, b], "a node keeps its colour: {bar:?}");
+    assert_eq!(colours[4], a, "{bar:?}");
+    assert_eq!(bar.slices[4].background, tint(a), "{bar:?}");
+    assert_eq!(bar.slices[3].background, PENDING_GREY, "{bar:?}");
+    assert_eq!(bar.slices[3].filled, 0.0, "{bar:?}");
+    assert_eq!(bar.count.as_deref(), Some("3 of 5 segments done"));
+    assert_eq!(bar.legend, [swatch("node-a", a), swatch("node-b", b)]);
+    assert_eq!(text_in(&card, ".where").await, "on node-a");
+
+    // A document without segments brings the plain bar back.
+    let bar = browser
+        .show_segments(&id, json!([]), |bar| bar.slices.is_empty())
+        .await;
+    assert_plain(&bar);
+    cancel(&card).await;
+    browser.close().await;
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_that_is_not_split_keeps_the_plain_bar() {
+    let node = TestNode::start().await.serve();
+    let browser = Browser::start().await;
+    browser.open(&node.base).await;
+    browser.select("#preset", "slow").await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = named_copy(&dir, &clip(3), "whole.mp4");
+    browser.pick(&[&file]).await;
+    let card = browser.card(&file).await;
+    let id = card.attr("data-id").await.expect("id").expect("an id");
+    // Every look at the card, from its acceptance to its end, shows the
+    // plain bar.
+    let mut looks = 0;
+    eventually("the card to say completed", ENCODE_LIMIT, || {
+        looks += 1;
+        let (browser, card, id) = (&browser, &card, &id);
+        async move {
+            let status = card.attr("data-status").await.expect("data-status");
+            assert_plain(&browser.bar(id).await);
+            if status.as_deref() == Some("completed") {
+                Ok(())
+            } else {
+                Err(format!("{status:?}"))
+            }
+        }
+    })
+    .await;
+    let bar = browser.bar(&id).await;
+    assert_eq!(bar.now, 100, "{bar:?}");
+    let doc = document(&node.base, &id).await;
+    assert_eq!(
+        doc.get("segments").unwrap_or(&json!([])),
+        &json!([]),
+        "{doc}"
+    );
+    eprintln!("the plain bar in all of {looks} looks");
+    browser.screenshot("not-split").await;
     browser.close().await;
     node.stop().await;
 }
