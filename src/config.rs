@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use vidpress_actors::SplitPolicy;
 use vidpress_cluster::{ClusterConfig, ClusterTls, NodeName};
 
 /// Settings of one node.
@@ -40,6 +41,14 @@ pub struct ServeConfig {
     /// Jobs that may wait for a worker before submissions get 503.
     #[arg(long, env = "VIDPRESS_QUEUE_CAPACITY", default_value_t = 1000)]
     pub queue_capacity: usize,
+    /// Seconds a video's segments aim at, when it is long enough to be split
+    /// over many workers (see --segment-min-secs).
+    #[arg(long, env = "VIDPRESS_SEGMENT_SECS", default_value_t = 30)]
+    pub segment_secs: u64,
+    /// Videos longer than this many seconds are cut into segments encoded
+    /// on many workers at once and joined (unless a job asks parallel=off).
+    #[arg(long, env = "VIDPRESS_SEGMENT_MIN_SECS", default_value_t = 120)]
+    pub segment_min_secs: u64,
     /// Seconds a transcoder may stay silent before it is killed as hung.
     #[arg(long, env = "VIDPRESS_STALL_TIMEOUT", default_value_t = 120)]
     pub stall_timeout: u64,
@@ -169,6 +178,7 @@ impl ServeConfig {
             ("max-pixels", self.max_pixels),
             ("max-duration-secs", self.max_duration_secs),
             ("max-child-memory-bytes", self.max_child_memory_bytes),
+            ("segment-secs", self.segment_secs),
         ] {
             if value == 0 {
                 return Err(ConfigError::AtLeastOne(flag));
@@ -252,6 +262,14 @@ impl ServeConfig {
                 .map_or(1, |n| n.get() / 2)
                 .max(1)
         })
+    }
+
+    /// Returns how long videos are split, and from what length.
+    pub fn split(&self) -> SplitPolicy {
+        SplitPolicy {
+            segment: Duration::from_secs(self.segment_secs),
+            min_duration: Duration::from_secs(self.segment_min_secs),
+        }
     }
 
     /// Returns the stall timeout.

@@ -172,6 +172,7 @@ impl Server {
                     .map_err(ServeError::PeerClient)?,
             ),
             cluster: link.clone(),
+            split: config.split(),
         })
         .await?;
         if let Some(cluster) = &cluster {

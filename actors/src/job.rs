@@ -182,6 +182,76 @@ pub struct InputInfo {
     pub media: Option<MediaInfo>,
 }
 
+/// One piece of work of a split job: a segment of its video, or its
+/// audio (encoded once, whole). Each runs as an attempt of its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Piece {
+    Segment(u32),
+    Audio,
+}
+
+impl Piece {
+    /// Returns the name of the piece's file in a job's folder (and in the
+    /// standby's copy, and in URLs): `segment-0003.media`, `audio.media`.
+    pub fn file_name(self) -> String {
+        match self {
+            Self::Segment(index) => format!("segment-{index:04}.media"),
+            Self::Audio => "audio.media".into(),
+        }
+    }
+
+    /// Reads a piece back from its [`Self::file_name`].
+    pub fn from_file_name(name: &str) -> Option<Self> {
+        let stem = name.strip_suffix(".media")?;
+        if stem == "audio" {
+            return Some(Self::Audio);
+        }
+        let digits = stem.strip_prefix("segment-")?;
+        if digits.len() != 4 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        digits.parse().ok().map(Self::Segment)
+    }
+}
+
+/// Where one segment of a split job stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
+pub enum SegmentStatus {
+    /// Waiting for a worker (again, after a lost attempt).
+    Pending,
+    /// Encoding on a worker.
+    Running,
+    /// Encoded, and kept on the owner.
+    Done,
+}
+
+impl SegmentStatus {
+    /// Every status, in the order a segment goes through them.
+    pub const ALL: [SegmentStatus; 3] = [Self::Pending, Self::Running, Self::Done];
+
+    /// Returns the status as its lowercase name.
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
+/// One segment of a split job, as polls show it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SegmentView {
+    /// Its place in the video, from 0.
+    pub index: u32,
+    /// Where it starts and ends in the input, in seconds from its start.
+    pub start_seconds: f64,
+    pub end_seconds: f64,
+    pub status: SegmentStatus,
+    /// The node encoding it, or that encoded it; `None` while pending.
+    pub node: Option<NodeName>,
+    /// Fraction of it encoded, 0–1.
+    pub progress: f64,
+}
+
 /// A read-only copy of a job's state at one instant.
 #[derive(Clone, Debug)]
 pub struct JobSnapshot {
@@ -199,6 +269,9 @@ pub struct JobSnapshot {
     pub seq: Seq,
     /// The tenant the job belongs to; `None` on a node without API keys.
     pub tenant: Option<Tenant>,
+    /// The segments of a job split over many workers, in order; empty for
+    /// a job encoded in one pass (or not cut yet).
+    pub segments: Vec<SegmentView>,
 }
 
 impl JobSnapshot {

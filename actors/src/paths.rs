@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::counters::Attempt;
-use crate::job::JobId;
+use crate::job::{JobId, Piece};
 
 /// The folder of the jobs this node owns.
 pub fn jobs_dir(data: &Path) -> PathBuf {
@@ -32,6 +32,11 @@ pub fn input(data: &Path, id: JobId) -> PathBuf {
 /// newer one's.
 pub fn attempt_output(data: &Path, id: JobId, attempt: Attempt) -> PathBuf {
     job_dir(data, id).join(format!("output.attempt-{attempt}.mp4"))
+}
+
+/// A finished piece of a split job owned by this node, kept until the join.
+pub fn piece(data: &Path, id: JobId, piece: Piece) -> PathBuf {
+    job_dir(data, id).join(piece.file_name())
 }
 
 /// The accepted result of a completed job.

@@ -1,6 +1,9 @@
-//! The probe at acceptance: right after a job is accepted, its input is
-//! probed, and a thumbnail made, in a child process (the transcoder's
-//! [`Task::Probe`]), so a queued job already shows its input's details.
+//! The children an owner runs itself, without a worker slot: the probe at
+//! acceptance (right after a job is accepted, its input is probed, and a
+//! thumbnail made, by the transcoder's [`Task::Probe`], so a queued job
+//! already shows its input's details), and a split job's plan (where a
+//! long video is cut, [`Task::Plan`]) and join ([`Task::Join`]), which read
+//! packets and encode nothing.
 //!
 //! A [`Prober`] is the node's: it holds the child command, the node's
 //! [`Limits`] and a semaphore of [`MAX_PROBES`] permits, so a burst of
@@ -14,7 +17,10 @@ use std::time::Duration;
 
 use tokio::sync::Semaphore;
 use vidpress_transcode::driver::{self, ChildCommand};
-use vidpress_transcode::{ChildEvent, EncodeOptions, Limits, MediaInfo, Task, TranscodeJob};
+use vidpress_transcode::{
+    ChildEvent, EncodeOptions, ErrorCode, JoinWork, Limits, MediaInfo, Output, SegmentPlan, Task,
+    TranscodeError, TranscodeJob,
+};
 
 /// Probe children a node runs at once.
 pub const MAX_PROBES: usize = 2;
@@ -89,5 +95,54 @@ impl Prober {
             }
         };
         Probe { media, thumbnail }
+    }
+
+    /// Cuts `input` into segments of about `segment` (a child reading its
+    /// packets, no decoding), once a permit is free.
+    pub async fn plan(
+        &self,
+        input: PathBuf,
+        segment: Duration,
+    ) -> Result<SegmentPlan, TranscodeError> {
+        let _permit = self.permit().await?;
+        let segment_ms = u64::try_from(segment.as_millis()).unwrap_or(u64::MAX);
+        let job = TranscodeJob {
+            // Nothing is written; a failed run removes this name, not a file.
+            output: input.with_extension("plan"),
+            input,
+            options: EncodeOptions::default(),
+            limits: self.limits,
+            task: Task::Plan {
+                segment_ms: segment_ms.max(Task::MIN_SEGMENT_MS),
+            },
+        };
+        driver::plan(&self.command, &job, self.stall_timeout, |_| {}).await
+    }
+
+    /// Joins a split job's pieces into `output` without encoding again,
+    /// once a permit is free.
+    pub async fn join(
+        &self,
+        work: JoinWork,
+        options: EncodeOptions,
+        output: PathBuf,
+    ) -> Result<Output, TranscodeError> {
+        let _permit = self.permit().await?;
+        let job = TranscodeJob {
+            // Not read by a join.
+            input: output.with_extension("join-input"),
+            output,
+            options,
+            limits: self.limits,
+            task: Task::Join(work),
+        };
+        driver::run(&self.command, &job, self.stall_timeout, |_| {}).await
+    }
+
+    async fn permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, TranscodeError> {
+        self.permits
+            .acquire()
+            .await
+            .map_err(|_| TranscodeError::new(ErrorCode::Internal, "the node is stopping"))
     }
 }

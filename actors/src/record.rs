@@ -10,10 +10,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use vidpress_cluster::NodeName;
-use vidpress_transcode::{EncodeOptions, MediaInfo, OutputReport, TranscodeError};
+use vidpress_transcode::{
+    EncodeOptions, MediaInfo, Output, OutputReport, SegmentPlan, TranscodeError,
+};
 
 use crate::counters::{Attempt, Epoch};
-use crate::job::JobId;
+use crate::job::{JobId, Piece};
 use crate::tenant::Tenant;
 
 /// How a job ended, as stored.
@@ -31,6 +33,27 @@ pub enum Outcome {
         error: TranscodeError,
     },
     Canceled,
+}
+
+/// A split job's durable part: where its video is cut, and the pieces
+/// finished so far (kept in the job's folder and copied to the standby), so
+/// that a restart or a takeover goes on from there.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SplitRecord {
+    pub plan: SegmentPlan,
+    pub done: Vec<DonePiece>,
+}
+
+/// A piece of a split job that is encoded.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DonePiece {
+    pub piece: Piece,
+    /// The attempt that encoded it.
+    pub attempt: Attempt,
+    /// The node that encoded it.
+    pub node: NodeName,
+    /// Its size and report (its quality counts towards the whole's).
+    pub output: Output,
 }
 
 /// The durable part of a job.
@@ -69,6 +92,10 @@ pub struct JobRecord {
     /// The tenant that submitted the job; `None` on a node without API keys.
     #[serde(default)]
     pub tenant: Option<Tenant>,
+    /// Where a long video is cut and which pieces are done; `None` for a
+    /// job encoded in one pass.
+    #[serde(default)]
+    pub split: Option<SplitRecord>,
 }
 
 /// Returns milliseconds since the Unix epoch.
@@ -126,6 +153,7 @@ pub(crate) fn sample(node: &NodeName) -> JobRecord {
         standby: Some("node-b".parse().expect("a node name")),
         epoch: Epoch::new(1),
         tenant: None,
+        split: None,
     }
 }
 

@@ -60,7 +60,7 @@ pub fn record_path(data: &Path, id: JobId) -> PathBuf {
 
 /// Returns where the copy of `id` keeps `file`.
 pub fn file_path(data: &Path, id: JobId, file: ReplicaFile) -> PathBuf {
-    dir(data, id).join(file.name())
+    dir(data, id).join(&*file.name())
 }
 
 /// Stores `file` of `id`, streamed from `body`, durably (see
@@ -129,7 +129,7 @@ impl Replica {
 
     /// Returns whether the copy holds `file`.
     pub fn has(&self, file: ReplicaFile) -> bool {
-        self.dir.join(file.name()).exists()
+        self.dir.join(&*file.name()).exists()
     }
 
     /// Returns how long ago its record was last written (for a finished

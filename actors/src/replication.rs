@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use tracing::warn;
 use vidpress_cluster::NodeName;
 
+use crate::job::{JobId, Piece};
 use crate::paths;
 use crate::protocol::SupervisorMsg;
 use crate::record::JobRecord;
@@ -46,9 +47,26 @@ pub(crate) async fn resync(
     } else {
         ReplicaFile::Input
     };
-    let path = paths::job_dir(data_dir, record.id).join(file.name());
-    // A failed job has no file to send; its record is enough.
-    if path.exists() {
+    // An unfinished split job's finished pieces go too, so a takeover
+    // does not encode them again.
+    let pieces: Vec<ReplicaFile> = record
+        .split
+        .as_ref()
+        .filter(|_| record.outcome.is_none())
+        .map(|split| {
+            split
+                .done
+                .iter()
+                .map(|d| ReplicaFile::Piece(d.piece))
+                .collect()
+        })
+        .unwrap_or_default();
+    for file in std::iter::once(file).chain(pieces) {
+        let path = paths::job_dir(data_dir, record.id).join(&*file.name());
+        // A failed job has no file to send; its record is enough.
+        if !path.exists() {
+            continue;
+        }
         if let Err(e) = transfer.replicate_file(http, record.id, file, &path).await {
             warn!(job_id = %record.id, node = record.node.as_ref().map(NodeName::as_str), attempt = record.attempt.get(), standby = %http, error = %e, "cannot resync the standby");
             return false;
@@ -101,6 +119,31 @@ pub(crate) async fn copy_result(
         .await;
     if let Err(e) = copied {
         warn!(job_id = %ended.id, standby = %http, error = %e, "cannot copy the result to the standby: completing with one copy");
+    }
+}
+
+/// Copies a split job's finished `piece` at `path` to the standby at
+/// `http`, so that a standby taking the job over does not encode it again.
+/// Tried again like a result ([`copy_result`]); a piece that does not land
+/// costs a takeover its encode, nothing more.
+pub(crate) async fn copy_piece(
+    transfer: &dyn Transfer,
+    http: &str,
+    job: JobId,
+    piece: Piece,
+    path: &Path,
+    standby_down: impl Fn() -> bool,
+) {
+    let give_up = Instant::now() + RESULT_COPY_PATIENCE;
+    let copied = (|| transfer.replicate_file(http, job, ReplicaFile::Piece(piece), path))
+        .retry(RECOPY)
+        .when(|_| !standby_down() && Instant::now() < give_up)
+        .notify(|e, retry_in| {
+            warn!(job_id = %job, standby = %http, ?piece, error = %e, ?retry_in, "cannot copy a piece to the standby");
+        })
+        .await;
+    if let Err(e) = copied {
+        warn!(job_id = %job, standby = %http, ?piece, error = %e, "cannot copy a piece to the standby: a takeover encodes it again");
     }
 }
 
@@ -197,7 +240,7 @@ mod tests {
             file: ReplicaFile,
             _: &'a Path,
         ) -> TransferFuture<'a> {
-            self.copy(file.name().to_owned())
+            self.copy(file.name().into_owned())
         }
 
         fn replicate_record<'a>(&'a self, _: &'a str, record: &'a JobRecord) -> TransferFuture<'a> {

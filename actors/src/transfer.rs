@@ -3,6 +3,7 @@
 //! layer implements it with streaming node-to-node requests, so no video
 //! ever travels inside a cluster message.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
@@ -12,7 +13,7 @@ use futures::{Stream, StreamExt};
 use tokio::io::AsyncWriteExt;
 
 use crate::counters::{Attempt, Epoch};
-use crate::job::JobId;
+use crate::job::{JobId, Piece};
 use crate::record::JobRecord;
 
 /// A file of a job that is copied to its standby.
@@ -20,14 +21,26 @@ use crate::record::JobRecord;
 pub enum ReplicaFile {
     Input,
     Result,
+    /// A finished piece of a split job.
+    Piece(Piece),
 }
 
 impl ReplicaFile {
     /// Returns the file's name in a job folder and in URLs.
-    pub fn name(self) -> &'static str {
+    pub fn name(self) -> Cow<'static, str> {
         match self {
-            Self::Input => "input",
-            Self::Result => "output.mp4",
+            Self::Input => Cow::Borrowed("input"),
+            Self::Result => Cow::Borrowed("output.mp4"),
+            Self::Piece(piece) => Cow::Owned(piece.file_name()),
+        }
+    }
+
+    /// Reads a file back from its [`Self::name`].
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "input" => Some(Self::Input),
+            "output.mp4" => Some(Self::Result),
+            other => Piece::from_file_name(other).map(Self::Piece),
         }
     }
 }

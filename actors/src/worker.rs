@@ -4,7 +4,9 @@
 //! Workers join the process group `vidpress.workers.<node>`, so a gateway on
 //! any node can find them and knows which node each runs on. An attempt for
 //! a job owned by another node first fetches the input from that node and
-//! finally pushes the output back (through [`Transfer`]); its reports travel
+//! finally pushes the output back (through [`Transfer`]); a piece of a split
+//! job (one segment, or the audio) runs the same way, its output the
+//! piece's file; its reports travel
 //! as cluster messages. The transcode itself runs in a tokio task that
 //! drives the child process; the actor only starts, cancels and reaps that
 //! task, so its handlers never block.
@@ -24,7 +26,7 @@ use crate::counters::Attempt;
 use crate::job::JobId;
 use crate::paths;
 use crate::protocol::{
-    gateway_of, workers_group, Assignment, AttemptReport, GatewayMsg, WorkerMsg,
+    gateway_of, workers_group, Assignment, AttemptReport, GatewayMsg, PieceWork, WorkerMsg,
 };
 use crate::transfer::Transfer;
 
@@ -142,7 +144,14 @@ impl Actor for WorkerActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            WorkerMsg::Assign(assignment) => state.start(myself, assignment),
+            WorkerMsg::Assign(assignment) => state.start(myself, assignment, Task::Transcode),
+            WorkerMsg::AssignPiece { assignment, work } => {
+                let task = match work {
+                    PieceWork::Segment(segment) => Task::Segment(segment),
+                    PieceWork::Audio => Task::Audio,
+                };
+                state.start(myself, assignment, task);
+            }
             WorkerMsg::Drain => {
                 state.draining = true;
                 ractor::pg::leave_scoped(
@@ -222,7 +231,9 @@ impl WorkerState {
         });
     }
 
-    fn start(&mut self, myself: ActorRef<WorkerMsg>, a: Assignment) {
+    /// Starts attempt `a`, whose child runs `task` (a whole transcode, or
+    /// one piece of a split job).
+    fn start(&mut self, myself: ActorRef<WorkerMsg>, a: Assignment, task: Task) {
         let owner = Owner {
             scope: self.args.scope.clone(),
             node: a.owner.clone(),
@@ -250,6 +261,7 @@ impl WorkerState {
             transfer: self.args.transfer.clone(),
             owner: owner.clone(),
             assignment: a,
+            task,
         };
         let task = tokio::spawn(async move {
             let report = run.run().await;
@@ -278,6 +290,8 @@ struct AttemptRun {
     transfer: Arc<dyn Transfer>,
     owner: Owner,
     assignment: Assignment,
+    /// What the child does with the input.
+    task: Task,
 }
 
 impl AttemptRun {
@@ -291,7 +305,7 @@ impl AttemptRun {
                 output: paths::attempt_output(&self.data_dir, a.job, a.attempt),
                 options: a.options,
                 limits: self.limits,
-                task: Task::Transcode,
+                task: self.task.clone(),
             };
             return match self.transcode(&job).await {
                 Ok(output) => AttemptReport::Finished(output),
@@ -314,7 +328,7 @@ impl AttemptRun {
             output: work.join("output.mp4"),
             options: a.options,
             limits: self.limits,
-            task: Task::Transcode,
+            task: self.task.clone(),
         };
         if let Err(e) = self
             .transfer

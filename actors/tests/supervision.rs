@@ -98,6 +98,7 @@ async fn start(test: &str) -> TestNode {
         http: "http://127.0.0.1:9".into(),
         transfer: Arc::new(NoTransfer),
         cluster: None,
+        split: Default::default(),
     })
     .await
     .expect("the node starts");

@@ -372,6 +372,7 @@ mod tests {
             },
             seq: vidpress_actors::Seq::default(),
             tenant: Some(tenant("acme")),
+            segments: Vec::new(),
         };
         let acme = Caller::Key {
             tenant: tenant("acme"),

@@ -301,6 +301,7 @@ mod tests {
                 },
                 seq: Seq::new(seq),
                 tenant: None,
+                segments: Vec::new(),
             }),
         )
     }

@@ -6,11 +6,11 @@ use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use vidpress_actors::{JobId, JobStatus};
-use vidpress_transcode::{Codec, EncodeOptions, Format, Preset};
+use vidpress_transcode::{Codec, EncodeOptions, Format, Parallel, Preset};
 
 use super::dto::{
     one_of, AudioBitrateRange, CodecName, CrfRange, FormatName, LimitRange, MaxHeightRange,
-    MinSsimRange, PresetName, StatusName, TargetSizeRange, MAX_LIMIT, MIN_LIMIT,
+    MinSsimRange, ParallelName, PresetName, StatusName, TargetSizeRange, MAX_LIMIT, MIN_LIMIT,
 };
 use super::error::ApiError;
 
@@ -77,6 +77,10 @@ pub struct SubmitQuery {
     /// AAC bitrate in kbit/s (default 96)
     #[param(value_type = Option<AudioBitrateRange>, inline)]
     audio_bitrate: Option<u32>,
+    /// `off` runs the job as one pass on one worker; `auto` (default) cuts
+    /// a long video into segments encoded on many nodes at once
+    #[param(value_type = Option<ParallelName>)]
+    parallel: Option<Parallel>,
 }
 
 impl Explained for SubmitQuery {
@@ -103,10 +107,14 @@ impl Explained for SubmitQuery {
             ),
             "max_height" => "max_height must be a positive integer".into(),
             "audio_bitrate" => "audio_bitrate must be an integer in kbit/s".into(),
+            "parallel" => format!(
+                "parallel must be one of {}",
+                one_of(Parallel::ALL.map(Parallel::as_str))
+            ),
             _ => {
                 format!(
                     "unknown option {name}; options are codec, format, crf, target_size_bytes, \
-                     min_ssim, preset, max_height, audio_bitrate"
+                     min_ssim, preset, max_height, audio_bitrate, parallel"
                 )
             }
         }
@@ -127,6 +135,7 @@ impl SubmitQuery {
             preset: self.preset.unwrap_or(defaults.preset),
             max_height: self.max_height,
             audio_bitrate_kbps: self.audio_bitrate.unwrap_or(defaults.audio_bitrate_kbps),
+            parallel: self.parallel.unwrap_or_default(),
         };
         options.validate().map_err(|e| ApiError::BadOption {
             message: e.to_string(),

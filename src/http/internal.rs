@@ -103,7 +103,8 @@ pub async fn output(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// `PUT /internal/replicas/{id}/{file}`: a copy of a job's input or result,
+/// `PUT /internal/replicas/{id}/{file}`: a copy of a job's input, result or
+/// a split job's finished piece,
 /// kept on this node as the job's standby.
 pub async fn replica_file(
     State(app): State<AppState>,
@@ -111,10 +112,7 @@ pub async fn replica_file(
     request: Request,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
-    let file = [ReplicaFile::Input, ReplicaFile::Result]
-        .into_iter()
-        .find(|f| f.name() == file)
-        .ok_or(ApiError::NotFound)?;
+    let file = ReplicaFile::from_name(&file).ok_or(ApiError::NotFound)?;
     replicas::store_file(
         &app.data_dir,
         id,

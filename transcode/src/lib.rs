@@ -55,6 +55,6 @@ pub mod protocol;
 pub use driver::ChildCommand;
 pub use protocol::{
     ChildEvent, Codec, EncodeOptions, ErrorCode, Format, JoinWork, Limits, MediaInfo, OptionsError,
-    Output, OutputReport, Preset, Quality, RateMode, Segment, SegmentPlan, SegmentWork, Task,
-    TimeBase, Timings, TranscodeError, TranscodeJob, VideoRate, THUMBNAIL_MAX_WIDTH,
+    Output, OutputReport, Parallel, Preset, Quality, RateMode, Segment, SegmentPlan, SegmentWork,
+    Task, TimeBase, Timings, TranscodeError, TranscodeJob, VideoRate, THUMBNAIL_MAX_WIDTH,
 };

@@ -177,6 +177,7 @@ impl GatewayState {
             standby,
             epoch: Epoch::default(),
             tenant: request.tenant.clone(),
+            split: None,
         };
         let supervisor = match self.spawn_supervisor(myself, record, true).await {
             Ok(supervisor) => supervisor,
@@ -234,6 +235,7 @@ impl GatewayState {
             http: self.args.http.clone(),
             scope: self.args.scope.clone(),
             prober: self.prober.clone(),
+            split: self.args.split,
         };
         let (supervisor, _) = Actor::spawn_linked(
             Some(id.actor_name()),

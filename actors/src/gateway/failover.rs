@@ -62,8 +62,8 @@ impl GatewayState {
         self.interrupt_local(Some(node), format!("its owner {node} is down"));
         self.fence();
         self.take_over(myself, node).await;
-        for (job, slot) in &self.running {
-            if slot.node == *node {
+        for (job, slots) in &self.running {
+            if slots.iter().any(|slot| slot.node == *node) {
                 if let Some(supervisor) = self.supervisor(*job) {
                     let _ = supervisor.cast(SupervisorMsg::NodeLost(node.clone()));
                 }

@@ -55,6 +55,7 @@ use crate::job::{JobId, JobStatus};
 use crate::paths;
 use crate::protocol::{gateway_group, workers_group, GatewayMsg, SupervisorMsg, WorkerMsg};
 use crate::queue::JobQueue;
+use crate::supervisor::SplitPolicy;
 use crate::tenant::Tenant;
 use crate::transfer::Transfer;
 use crate::worker::{WorkerActor, WorkerArgs};
@@ -98,6 +99,8 @@ pub struct GatewayArgs {
     pub transfer: Arc<dyn Transfer>,
     /// The cluster, or `None` for a node on its own.
     pub cluster: Option<ClusterLink>,
+    /// Which videos are cut into segments encoded on many workers at once.
+    pub split: SplitPolicy,
 }
 
 /// A worker slot held by a job.
@@ -127,8 +130,9 @@ pub struct GatewayState {
     board: Arc<Board>,
     jobs: BTreeMap<JobId, JobEntry>,
     queue: JobQueue,
-    /// Slots this gateway handed out, by job.
-    running: HashMap<JobId, Slot>,
+    /// Slots this gateway handed out, by job (a split job holds one a
+    /// piece it runs).
+    running: HashMap<JobId, Vec<Slot>>,
     /// Workers (anywhere) holding a slot this gateway handed out.
     busy: HashSet<ActorId>,
     /// This node's workers running an attempt for any node.
@@ -217,7 +221,11 @@ impl Actor for Gateway {
                 report,
             } => state.route_report(job, attempt, report),
             GatewayMsg::StatusChanged { id, status, ran } => state.status_changed(id, status, ran),
-            GatewayMsg::SlotFreed { job, rejected } => state.slot_freed(job, rejected),
+            GatewayMsg::SlotFreed {
+                job,
+                worker,
+                rejected,
+            } => state.slot_freed(job, worker, rejected),
             GatewayMsg::WorkerBusy { worker, busy } => state.worker_busy(worker, busy),
             GatewayMsg::DispatchFailed(id) => state.dispatch_failed(id),
             GatewayMsg::CanceledWhileQueued(id) => state.canceled_while_queued(id),

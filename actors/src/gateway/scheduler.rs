@@ -105,11 +105,32 @@ pub(super) fn walk<W, S>(
     }
 }
 
+/// Takes out of a job's `slots` the one of `worker`, or all of them.
+pub(super) fn take_slots(slots: &mut Vec<Slot>, worker: Option<ActorId>) -> Vec<Slot> {
+    match worker {
+        None => std::mem::take(slots),
+        Some(worker) => match slots.iter().position(|s| s.worker.get_id() == worker) {
+            Some(i) => vec![slots.swap_remove(i)],
+            None => Vec::new(),
+        },
+    }
+}
+
 impl GatewayState {
-    /// The job's worker slot is free again; a worker that refused it is
-    /// skipped for a while.
-    pub(super) fn slot_freed(&mut self, job: JobId, rejected: bool) {
-        if let Some(slot) = self.running.remove(&job) {
+    /// A worker slot of the job is free again: `worker`'s, or every one it
+    /// holds; a worker that refused it is skipped for a while.
+    pub(super) fn slot_freed(&mut self, job: JobId, worker: Option<ActorId>, rejected: bool) {
+        let freed = match self.running.get_mut(&job) {
+            None => Vec::new(),
+            Some(slots) => {
+                let freed = take_slots(slots, worker);
+                if slots.is_empty() {
+                    self.running.remove(&job);
+                }
+                freed
+            }
+        };
+        for slot in freed {
             let id = slot.worker.get_id();
             self.busy.remove(&id);
             if rejected {
@@ -259,7 +280,7 @@ impl GatewayState {
                 }
                 busy.insert(worker.get_id());
                 let node = node.clone();
-                running.insert(id, Slot { worker, node });
+                running.entry(id).or_default().push(Slot { worker, node });
                 Ok(())
             };
             walk(queue, &mut nodes, job, dispatch);

@@ -15,10 +15,11 @@ use ractor::{ActorId, ActorRef, SupervisionEvent};
 use tracing::{error, info};
 use vidpress_transcode::{ErrorCode, TranscodeError};
 
+use super::scheduler::take_slots;
 use super::{spawn_worker, GatewayState};
 use crate::job::{JobId, JobSnapshot, JobState, JobStatus};
 use crate::paths;
-use crate::protocol::{AttemptReport, GatewayMsg, SupervisorMsg, WorkerMsg};
+use crate::protocol::{GatewayMsg, SupervisorMsg, WorkerMsg};
 use crate::record::{self, JobRecord, Outcome};
 
 /// The exit reason ractor gives an actor that was killed.
@@ -84,21 +85,21 @@ impl GatewayState {
         error!(node = %self.args.node, worker = %id, error = %why, "worker died");
         self.busy.remove(&id);
         self.cooldown.remove(&id);
-        let lost: Vec<JobId> = self
-            .running
-            .iter()
-            .filter(|(_, slot)| slot.worker.get_id() == id)
-            .map(|(job, _)| *job)
-            .collect();
+        let mut lost = Vec::new();
+        self.running.retain(|job, slots| {
+            if !take_slots(slots, Some(id)).is_empty() {
+                lost.push(*job);
+            }
+            !slots.is_empty()
+        });
         for job in lost {
-            self.running.remove(&job);
-            // The supervisor retries as after any lost attempt; a report for
-            // an attempt it has not started yet is ignored as stale, and its
-            // assignment then finds the worker gone.
+            // The supervisor retries the attempt that worker ran, as after
+            // any lost attempt; one it has not handed to the worker yet
+            // finds the worker gone.
             if let Some(supervisor) = self.supervisor(job) {
-                let _ = supervisor.cast(SupervisorMsg::Report {
-                    attempt: self.published_attempt(job),
-                    report: AttemptReport::Lost(format!("its worker on {} died", self.args.node)),
+                let _ = supervisor.cast(SupervisorMsg::WorkerLost {
+                    worker: id,
+                    reason: format!("its worker on {} died", self.args.node),
                 });
             }
         }
@@ -135,7 +136,7 @@ impl GatewayState {
         entry.status = JobStatus::Failed;
         entry.finished = Some(Instant::now());
         self.queue.remove(id);
-        if let Some(slot) = self.running.remove(&id) {
+        for slot in self.running.remove(&id).unwrap_or_default() {
             self.busy.remove(&slot.worker.get_id());
             let _ = slot.worker.cast(WorkerMsg::Cancel {
                 job: id,
@@ -213,6 +214,7 @@ mod tests {
             },
             seq: Seq::new(4),
             tenant: None,
+            segments: Vec::new(),
         };
         let failed = failed_snapshot(&running, supervisor_died_error());
         let JobState::Failed(error) = &failed.state else {

@@ -121,9 +121,14 @@ pub enum GatewayMsg {
         attempt: Attempt,
         report: AttemptReport,
     },
-    /// The job's worker slot is free again; `rejected` when the worker
+    /// A worker slot of the job is free again: the one of `worker`, or
+    /// (`None`) every slot the job holds; `rejected` when the worker
     /// refused the assignment (it is then skipped for a while).
-    SlotFreed { job: JobId, rejected: bool },
+    SlotFreed {
+        job: JobId,
+        worker: Option<ActorId>,
+        rejected: bool,
+    },
     /// A worker of this node started (`true`) or ended (`false`) an attempt.
     WorkerBusy { worker: ActorId, busy: bool },
     /// A node is down: its attempts must run elsewhere, and the jobs it owned
@@ -169,7 +174,8 @@ pub enum GatewayMsg {
     CanceledWhileQueued(JobId),
     /// A job could not be stored and was never accepted: drop every trace.
     DropUnaccepted(JobId),
-    /// A job's dispatch failed: put it back at the head of the queue.
+    /// A job's dispatch failed, or a split job has more pieces to run than
+    /// slots: put it back at the head of the queue (for one more slot).
     DispatchFailed(JobId),
 }
 

@@ -16,7 +16,7 @@ pub mod worker;
 
 pub use gateway::{GatewayMsg, NodeStats, SubmitError, SubmitRequest, Submitted};
 pub use supervisor::{Subscription, SupervisorMsg};
-pub use worker::{Assignment, AttemptReport, WorkerMsg};
+pub use worker::{Assignment, AttemptReport, PieceWork, WorkerMsg};
 
 use ractor::ActorRef;
 use vidpress_cluster::NodeName;

@@ -3,10 +3,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ractor::{ActorRef, RpcReplyPort};
+use ractor::{ActorId, ActorRef, RpcReplyPort};
 use tokio::sync::broadcast;
 use vidpress_cluster::NodeName;
-use vidpress_transcode::Output;
+use vidpress_transcode::{Output, SegmentPlan, TranscodeError};
 
 use super::gateway::{SubmitError, Submitted};
 use super::worker::{AttemptReport, WorkerMsg};
@@ -72,4 +72,18 @@ pub enum SupervisorMsg {
     /// Sent to itself by the probe started at acceptance: what the input
     /// is, and whether its thumbnail was written.
     Probed(Probe),
+    /// A worker holding a slot of this job died: its attempt is lost.
+    WorkerLost { worker: ActorId, reason: String },
+    /// Sent to itself by the plan of a long video: where it is cut, or why
+    /// it could not be (the job then runs in one pass).
+    Planned(Result<SegmentPlan, TranscodeError>),
+    /// Sent to itself a moment after a slot was held for a job being
+    /// probed: a probe that takes longer does not hold the job back.
+    HoldOver,
+    /// Sent to itself by the join of a split job's pieces, attempt
+    /// `attempt`: the output, or why there is none.
+    Joined {
+        attempt: Attempt,
+        result: Result<Output, TranscodeError>,
+    },
 }

@@ -3,7 +3,7 @@
 use ractor::message::{BoxedDowncastErr, SerializedMessage};
 use serde::{Deserialize, Serialize};
 use vidpress_cluster::{wire, NodeName};
-use vidpress_transcode::{EncodeOptions, MediaInfo, Output, TranscodeError};
+use vidpress_transcode::{EncodeOptions, MediaInfo, Output, SegmentWork, TranscodeError};
 
 use crate::counters::Attempt;
 use crate::job::JobId;
@@ -21,10 +21,24 @@ pub struct Assignment {
     pub owner_http: String,
 }
 
+/// What an attempt of a split job encodes: one segment of its video, or
+/// its whole audio.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum PieceWork {
+    Segment(SegmentWork),
+    Audio,
+}
+
 /// Messages a worker handles.
 pub enum WorkerMsg {
     /// Runs an attempt; refused with [`AttemptReport::Rejected`] when busy.
     Assign(Assignment),
+    /// Runs an attempt that encodes one piece of a split job, as `Assign`
+    /// runs a whole one; its output is that piece's file.
+    AssignPiece {
+        assignment: Assignment,
+        work: PieceWork,
+    },
     /// Stops the given attempt at once if it is the one running.
     Cancel { job: JobId, attempt: Attempt },
     /// Leaves the worker group and refuses new attempts; the running one
@@ -52,7 +66,14 @@ pub enum WorkerMsg {
 #[derive(Serialize, Deserialize)]
 enum WorkerWire {
     Assign(Assignment),
-    Cancel { job: JobId, attempt: Attempt },
+    Cancel {
+        job: JobId,
+        attempt: Attempt,
+    },
+    AssignPiece {
+        assignment: Assignment,
+        work: PieceWork,
+    },
 }
 
 impl ractor::Message for WorkerMsg {
@@ -64,6 +85,7 @@ impl ractor::Message for WorkerMsg {
         let wire = match self {
             Self::Assign(a) => WorkerWire::Assign(a),
             Self::Cancel { job, attempt } => WorkerWire::Cancel { job, attempt },
+            Self::AssignPiece { assignment, work } => WorkerWire::AssignPiece { assignment, work },
             Self::AttemptEnded { .. } | Self::Drain | Self::Interrupt { .. } => {
                 return Err(BoxedDowncastErr)
             }
@@ -75,6 +97,7 @@ impl ractor::Message for WorkerMsg {
         Ok(match wire::decode::<WorkerWire>(message)? {
             WorkerWire::Assign(a) => Self::Assign(a),
             WorkerWire::Cancel { job, attempt } => Self::Cancel { job, attempt },
+            WorkerWire::AssignPiece { assignment, work } => Self::AssignPiece { assignment, work },
         })
     }
 }

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use ractor::ActorRef;
+use ractor::{ActorId, ActorRef};
 use tracing::{debug, info, warn};
 use vidpress_cluster::NodeName;
 use vidpress_transcode::{ErrorCode, Output, TranscodeError};
@@ -26,8 +26,13 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// this node any more, though its node may look alive. Workers report at
 /// least every few seconds, transfers included.
 const REPORT_TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest a slot is held for a job whose input is still being probed
+/// (a probe takes a fraction of a second; one that hangs must not hold
+/// the job back). Once the probe found a video to cut, the slot is held
+/// until the plan is made.
+const HOLD_AT_MOST: Duration = Duration::from_secs(2);
 /// How often a running attempt is checked against those deadlines.
-const WATCH_EVERY: Duration = Duration::from_secs(2);
+pub(super) const WATCH_EVERY: Duration = Duration::from_secs(2);
 
 /// Returns why a running attempt is lost, if it is: its worker has not said
 /// it `started` within [`START_TIMEOUT`], or has been `silent` (since the
@@ -48,12 +53,30 @@ pub(super) fn overdue(started: bool, silent: Duration) -> Option<String> {
 impl SupervisorState {
     /// `Dispatch`: sends the next attempt to the slot's worker and, if it
     /// went, starts watching it.
+    ///
+    /// While the input is probed or cut, the slot is held until it is
+    /// known whether the job is split; a split job's slot takes a piece.
     pub(super) async fn on_dispatch(
         &mut self,
         myself: &ActorRef<SupervisorMsg>,
         worker: ActorRef<WorkerMsg>,
         node: NodeName,
     ) -> After {
+        self.asking = false;
+        if self.split.is_some() {
+            return self.dispatch_piece(myself, worker, node).await;
+        }
+        if self.preparing && matches!(self.job.state, JobState::Queued) {
+            myself.send_after(HOLD_AT_MOST, || SupervisorMsg::HoldOver);
+            if let Some((older, _)) = self.held.replace((worker, node)) {
+                let _ = self.gateway.cast(GatewayMsg::SlotFreed {
+                    job: self.job.id,
+                    worker: Some(older.get_id()),
+                    rejected: false,
+                });
+            }
+            return After::Nothing;
+        }
         if self.dispatch(worker, node).await {
             let attempt = self.job.attempt;
             myself.send_after(WATCH_EVERY, move || SupervisorMsg::Watch(attempt));
@@ -90,6 +113,7 @@ impl SupervisorState {
             owner: self.owner.clone(),
             owner_http: self.owner_http.clone(),
         };
+        self.worker = Some(worker.get_id());
         if worker.cast(WorkerMsg::Assign(assignment)).is_err() {
             // The worker is gone; wait for another slot.
             self.release_slot();
@@ -118,6 +142,9 @@ impl SupervisorState {
         attempt: Attempt,
         report: AttemptReport,
     ) -> After {
+        if self.split.is_some() {
+            return self.on_piece_report(myself, attempt, report);
+        }
         if transitions::is_stale(attempt, self.job.attempt) {
             debug!(job_id = %self.job.id, attempt = attempt.get(), current = self.job.attempt.get(), "stale attempt report ignored");
             return After::Nothing;
@@ -157,7 +184,7 @@ impl SupervisorState {
     /// Takes the output of the current attempt as the result; the job is
     /// completed once the result is on the standby too
     /// ([`Self::copy_result`]).
-    fn complete(&mut self, myself: &ActorRef<SupervisorMsg>, result: Output) {
+    pub(super) fn complete(&mut self, myself: &ActorRef<SupervisorMsg>, result: Output) {
         let output = paths::result(&self.data_dir, self.job.id);
         let attempt_output = paths::attempt_output(&self.data_dir, self.job.id, self.job.attempt);
         if let Err(e) = std::fs::rename(attempt_output, &output) {
@@ -173,6 +200,9 @@ impl SupervisorState {
     /// `Watch`: checks the current attempt against its deadlines; watches
     /// again later while it keeps them.
     pub(super) fn on_watch(&mut self, myself: &ActorRef<SupervisorMsg>, attempt: Attempt) -> After {
+        if self.split.is_some() {
+            return self.on_piece_watch(myself, attempt);
+        }
         if attempt != self.job.attempt || !matches!(self.job.state, JobState::Running { .. }) {
             return After::Nothing;
         }
@@ -188,12 +218,34 @@ impl SupervisorState {
     /// `NodeLost`: if the lost node ran the current attempt, the job runs
     /// again elsewhere.
     pub(super) fn on_node_lost(&mut self, node: &NodeName) -> After {
+        if self.split.is_some() {
+            self.pieces_lost_with(Some(node), None, &format!("node {node} was lost"));
+            return After::Settle;
+        }
         if matches!(self.job.state, JobState::Running { .. })
             && self.job.node.as_ref() == Some(node)
         {
             self.retry(Loss::Interrupted, format!("node {node} was lost"));
         }
         After::Settle
+    }
+
+    /// `WorkerLost`: a worker holding a slot of this job died; the attempt
+    /// it ran is lost.
+    pub(super) fn on_worker_lost(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        worker: ActorId,
+        reason: String,
+    ) -> After {
+        if self.split.is_some() {
+            self.pieces_lost_with(None, Some(worker), &reason);
+            return After::Settle;
+        }
+        if self.worker != Some(worker) || !matches!(self.job.state, JobState::Running { .. }) {
+            return After::Nothing;
+        }
+        self.on_report(myself, self.job.attempt, AttemptReport::Lost(reason))
     }
 
     /// Runs the job again elsewhere after its attempt was lost, or fails it
@@ -250,6 +302,7 @@ impl SupervisorState {
     fn release(&self, rejected: bool) {
         let _ = self.gateway.cast(GatewayMsg::SlotFreed {
             job: self.job.id,
+            worker: None,
             rejected,
         });
     }

@@ -193,6 +193,7 @@ mod tests {
             },
             seq: Seq::default(),
             tenant: None,
+            segments: Vec::new(),
         });
         seqs.map(|seq| JobEvent::new(EventKind::Status, Seq::new(seq), job.clone()))
             .collect()

@@ -92,7 +92,9 @@ impl SupervisorState {
     /// worker slot), which reports back as `Probed`: once accepted, and
     /// again when an unfinished job comes back from disk or is taken over
     /// without its probe's findings or thumbnail.
-    pub(super) fn start_probe(&self, myself: &ActorRef<SupervisorMsg>) {
+    pub(super) fn start_probe(&mut self, myself: &ActorRef<SupervisorMsg>) {
+        // Until the media is known, whether the job is split is not.
+        self.preparing = self.job.input.media.is_none();
         let prober = self.prober.clone();
         let input = paths::input(&self.data_dir, self.job.id);
         let thumbnail = paths::thumbnail(&self.data_dir, self.job.id);
@@ -110,26 +112,47 @@ impl SupervisorState {
     /// nothing: a file that is not a readable video is left to the
     /// transcode, which fails with its own clear error). Kept in the
     /// record, so restarts and the standby's copy keep it; a worker that
-    /// probed first, or a job already over, leaves nothing to do.
-    pub(super) fn on_probed(&mut self, probe: Probe) -> After {
+    /// probed first, or a job already over, leaves nothing to do. A video
+    /// long enough to split is cut next; otherwise a slot held meanwhile
+    /// goes to the job's one pass.
+    pub(super) async fn on_probed(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        probe: Probe,
+    ) -> After {
         info!(job_id = %self.job.id, media = probe.media.is_some(), thumbnail = probe.thumbnail, "input probed");
-        let Some(media) = probe.media else {
-            return After::Nothing;
-        };
-        if self.job.input.media.is_some() || self.job.status().is_terminal() {
-            return After::Nothing;
+        let mut after = After::Nothing;
+        if let Some(media) = probe.media {
+            if self.job.input.media.is_none() && !self.job.status().is_terminal() {
+                self.job.input.media = Some(media.clone());
+                self.record.media = Some(media);
+                self.dirty = true;
+                self.publish(EventKind::Progress);
+                after = After::Settle;
+            }
         }
-        self.job.input.media = Some(media.clone());
-        self.record.media = Some(media);
-        self.dirty = true;
-        self.publish(EventKind::Progress);
-        After::Settle
+        if self.wants_plan() {
+            self.start_plan(myself);
+            return after;
+        }
+        self.preparing = false;
+        if self.held.is_some() {
+            self.use_held_slot(myself).await;
+            return After::Settle;
+        }
+        after
     }
 
     /// `Cancel`: cancels the job and answers with its snapshot, published
     /// first so that a poll after the answer sees it.
     pub(super) async fn on_cancel(&mut self, reply: RpcReplyPort<JobSnapshot>) -> After {
+        let running = matches!(self.job.state, JobState::Running { .. });
         match transitions::on_cancel(&self.job.state) {
+            // A split job's pieces are told to stop, and it ends now.
+            CancelStep::StopAttempt if running && self.split.is_some() => {
+                info!(job_id = %self.job.id, attempt = self.job.attempt.get(), "cancel requested: every piece stops");
+                self.end_split(JobState::Canceled);
+            }
             CancelStep::EndNow => {
                 let _ = self
                     .gateway
@@ -176,7 +199,9 @@ impl SupervisorState {
         }
         self.dirty = true;
         self.job.state = state;
-        // The input is no longer needed, nor any partial output.
+        self.release_held_slot();
+        // The input is no longer needed, nor any partial output or piece.
+        self.remove_pieces();
         let _ = std::fs::remove_file(paths::input(&self.data_dir, self.job.id));
         for attempt in (1..=self.job.attempt.get()).map(Attempt::new) {
             let _ =
@@ -206,8 +231,10 @@ impl SupervisorState {
     pub(super) fn drop_copy(&mut self, reply: RpcReplyPort<()>) -> After {
         if matches!(self.job.state, JobState::Running { .. }) {
             self.stop_attempt();
+            self.stop_pieces();
             self.release_slot();
         }
+        self.release_held_slot();
         self.replica = None;
         let _ = std::fs::remove_dir_all(paths::job_dir(&self.data_dir, self.job.id));
         let _ = reply.send(());

@@ -12,7 +12,7 @@
 //! | message | module |
 //! | --- | --- |
 //! | `Accept`, `Probed`, `Cancel`, `LingerOver`, `DropCopy` | `lifecycle`: accept (and the probe after it), finish, linger, hibernate |
-//! | `Dispatch`, `Report`, `Watch`, `NodeLost` | `attempts`: dispatch, reports, deadlines, lost attempts |
+//! | `Dispatch`, `Report`, `Watch`, `NodeLost`, `WorkerLost` | `attempts`: dispatch, reports, deadlines, lost attempts; a split job's (`Planned`, `Joined` too) in `pieces` |
 //! | `Subscribe` (and every event) | `events`: publish, history, subscribe with `since` |
 //! | `ResultCopied`, `Resync`, `RecordCopied` | `standby`: copies to the standby |
 //! | `GetSnapshot` | here |
@@ -28,8 +28,12 @@ mod durability;
 mod events;
 mod lifecycle;
 mod losses;
+mod pieces;
+mod split;
 mod standby;
 mod transitions;
+
+pub use split::SplitPolicy;
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -46,7 +50,7 @@ use crate::counters::Seq;
 use crate::job::{InputInfo, JobEvent, JobSnapshot};
 use crate::paths;
 use crate::probe::Prober;
-use crate::protocol::{GatewayMsg, SupervisorMsg};
+use crate::protocol::{GatewayMsg, SupervisorMsg, WorkerMsg};
 use crate::record::{self, JobRecord};
 use crate::replication;
 use crate::transfer::Transfer;
@@ -76,8 +80,10 @@ pub struct SupervisorArgs {
     pub board: Arc<Board>,
     /// A job being accepted: not published until it is acknowledged.
     pub fresh: bool,
-    /// Probes the input once the job is accepted.
+    /// Probes the input once the job is accepted; cuts and joins a long one.
     pub prober: Prober,
+    /// Which videos are split over many workers.
+    pub split: SplitPolicy,
 }
 
 pub struct SupervisorState {
@@ -106,6 +112,17 @@ pub struct SupervisorState {
     view: Option<watch::Receiver<Arc<ClusterView>>>,
     board: Arc<Board>,
     prober: Prober,
+    split_policy: SplitPolicy,
+    /// A long video's pieces, once it is cut.
+    split: Option<split::Split>,
+    /// The input is being probed or cut: a slot handed over meanwhile is
+    /// held (`held`) until it is known whether the job is split.
+    preparing: bool,
+    held: Option<(ActorRef<WorkerMsg>, NodeName)>,
+    /// One more slot is asked for (the job is in the gateway's queue).
+    asking: bool,
+    /// The worker holding the slot of a one-pass job's attempt.
+    worker: Option<ractor::ActorId>,
     /// Feeds the task that copies each new record to the standby, with the
     /// record's version.
     replica: Option<watch::Sender<(u64, JobRecord)>>,
@@ -159,7 +176,7 @@ impl Actor for JobSupervisor {
             tx
         });
         let created_at = record::from_ms(record.created_at_ms);
-        let state = SupervisorState {
+        let mut state = SupervisorState {
             job: JobSnapshot {
                 id: record.id,
                 state: transitions::state_of(&record, paths::result(&args.data_dir, record.id)),
@@ -174,6 +191,7 @@ impl Actor for JobSupervisor {
                 },
                 seq: Seq::default(),
                 tenant: record.tenant.clone(),
+                segments: Vec::new(),
             },
             losses: Losses {
                 worker: record.lost_attempts,
@@ -200,12 +218,26 @@ impl Actor for JobSupervisor {
             view: args.view,
             board: args.board,
             prober: args.prober,
+            split_policy: args.split,
+            split: None,
+            preparing: false,
+            held: None,
+            asking: false,
+            worker: None,
             attempt_started: None,
             last_progress_event: None,
             events: None,
             // Grows with the events, up to HISTORY.
             history: VecDeque::new(),
         };
+        if let Some(split) = &state.record.split {
+            if !state.job.status().is_terminal() {
+                let (data, id) = (&state.data_dir, state.job.id);
+                let kept = |piece| paths::piece(data, id, piece).exists();
+                state.split = Some(split::Split::new(split.plan.clone(), &split.done, kept));
+                state.show_segments();
+            }
+        }
         if !args.fresh {
             state.board.publish(&state.job);
             // Back from disk or taken over before its probe was done (or
@@ -215,6 +247,8 @@ impl Actor for JobSupervisor {
                 && (state.job.input.media.is_none() || !thumbnail.exists())
             {
                 state.start_probe(&myself);
+            } else if state.wants_plan() {
+                state.start_plan(&myself);
             }
         }
         Ok(state)
@@ -284,7 +318,13 @@ async fn handle_message(
         SupervisorMsg::RecordCopied(version) => state.on_record_copied(version),
         SupervisorMsg::DropCopy(reply) => state.drop_copy(reply),
         SupervisorMsg::LingerOver => state.on_linger_over(),
-        SupervisorMsg::Probed(probe) => state.on_probed(probe),
+        SupervisorMsg::Probed(probe) => state.on_probed(&myself, probe).await,
+        SupervisorMsg::WorkerLost { worker, reason } => {
+            state.on_worker_lost(&myself, worker, reason)
+        }
+        SupervisorMsg::Planned(plan) => state.on_planned(&myself, plan).await,
+        SupervisorMsg::HoldOver => state.on_hold_over(&myself).await,
+        SupervisorMsg::Joined { attempt, result } => state.on_joined(&myself, attempt, result),
     };
     if after == After::Settle {
         state.settle(&myself, was_terminal).await;

@@ -68,7 +68,7 @@ impl SupervisorState {
 
     /// Returns a check of whether the job's standby is down (or unknown) in
     /// the membership view; always false for a node on its own.
-    fn standby_down_check(&self) -> impl Fn() -> bool + Send + 'static {
+    pub(super) fn standby_down_check(&self) -> impl Fn() -> bool + Send + 'static {
         let (view, standby) = (self.view.clone(), self.record.standby.clone());
         move || {
             let (Some(view), Some(standby)) = (&view, &standby) else {

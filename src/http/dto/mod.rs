@@ -12,14 +12,14 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 use utoipa::ToSchema;
-use vidpress_actors::{JobEvent, JobSnapshot, JobState};
+use vidpress_actors::{JobEvent, JobSnapshot, JobState, SegmentView};
 use vidpress_cluster::{MemberState, NodeLoad, NodeName};
 use vidpress_transcode::{EncodeOptions, Format, Output, RateMode};
 
 pub use self::spec::{
     AudioBitrateRange, CodecName, CrfRange, EventName, FormatName, Jpeg, LimitRange,
-    MaxHeightRange, MinSsimRange, NodeStateName, PresetName, StatusName, SubmitForm,
-    TargetSizeRange, Video,
+    MaxHeightRange, MinSsimRange, NodeStateName, ParallelName, PresetName, SegmentStatusName,
+    StatusName, SubmitForm, TargetSizeRange, Video,
 };
 
 /// The range of a page's size in `GET /jobs` (`limit`).
@@ -56,7 +56,44 @@ pub struct JobDocument {
     /// Why the job failed, once it has.
     #[schema(required = true)]
     pub error: Option<ErrorDocument>,
+    /// A long video's segments, encoded on many nodes at once and joined;
+    /// empty for a job encoded in one pass (or not cut yet).
+    pub segments: Vec<SegmentDocument>,
     pub links: Links,
+}
+
+/// One segment of a job split over many workers.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SegmentDocument {
+    /// Its place in the video, from 0.
+    pub index: u32,
+    /// Where it starts in the input, in seconds from the input's start.
+    #[schema(minimum = 0)]
+    pub start_seconds: f64,
+    /// Where it ends.
+    #[schema(minimum = 0)]
+    pub end_seconds: f64,
+    #[schema(value_type = SegmentStatusName)]
+    pub state: &'static str,
+    /// The node encoding it, or that encoded it; `null` while pending.
+    #[schema(required = true)]
+    pub node: Option<String>,
+    /// Fraction of it encoded, from 0 to 1.
+    #[schema(minimum = 0, maximum = 1)]
+    pub progress: f64,
+}
+
+impl From<&SegmentView> for SegmentDocument {
+    fn from(s: &SegmentView) -> Self {
+        Self {
+            index: s.index,
+            start_seconds: (s.start_seconds * 1000.0).round() / 1000.0,
+            end_seconds: (s.end_seconds * 1000.0).round() / 1000.0,
+            state: s.status.as_str(),
+            node: s.node.as_ref().map(ToString::to_string),
+            progress: s.progress.clamp(0.0, 1.0),
+        }
+    }
 }
 
 /// The encode options of a job (the query of its `POST /jobs`, with the
@@ -81,6 +118,8 @@ pub struct OptionsDocument {
     pub max_height: Option<u32>,
     /// In kbit/s.
     pub audio_bitrate: u32,
+    #[schema(value_type = ParallelName)]
+    pub parallel: &'static str,
 }
 
 /// The uploaded video; the media fields are `null` until it is probed.
@@ -313,6 +352,7 @@ impl From<&EncodeOptions> for OptionsDocument {
             preset: o.preset.to_string(),
             max_height: o.max_height,
             audio_bitrate: o.audio_bitrate_kbps,
+            parallel: o.parallel.as_str(),
         }
     }
 }
@@ -358,6 +398,7 @@ impl From<&JobSnapshot> for JobDocument {
             },
             result,
             error,
+            segments: job.segments.iter().map(SegmentDocument::from).collect(),
             links: Links {
                 events: format!("{base}/events"),
                 result: format!("{base}/result"),

@@ -15,9 +15,9 @@ use utoipa::openapi::schema::{
 };
 use utoipa::openapi::RefOr;
 use utoipa::ToSchema;
-use vidpress_actors::{EventKind, JobStatus};
+use vidpress_actors::{EventKind, JobStatus, SegmentStatus};
 use vidpress_cluster::MemberState;
-use vidpress_transcode::{Codec, EncodeOptions, Format, Preset};
+use vidpress_transcode::{Codec, EncodeOptions, Format, Parallel, Preset};
 
 use super::{MAX_LIMIT, MIN_LIMIT};
 
@@ -80,6 +80,14 @@ string_enum!(
 string_enum!(
     /// An x264 preset in the spec.
     PresetName => "Preset", Preset::ALL.map(Preset::as_str)
+);
+string_enum!(
+    /// A segment's state in the spec.
+    SegmentStatusName => "SegmentState", SegmentStatus::ALL.map(SegmentStatus::as_str)
+);
+string_enum!(
+    /// A choice of `parallel` in the spec.
+    ParallelName => "Parallel", Parallel::ALL.map(Parallel::as_str)
 );
 string_enum!(
     /// A video codec in the spec.

@@ -22,7 +22,7 @@ mod segments;
 pub use codec::{Codec, Format};
 pub use error::{ErrorCode, TranscodeError};
 pub use limits::Limits;
-pub use options::{EncodeOptions, OptionsError, Preset, RateMode};
+pub use options::{EncodeOptions, OptionsError, Parallel, Preset, RateMode};
 pub use report::{Output, OutputReport, Quality, Timings};
 pub use segments::{JoinWork, Segment, SegmentPlan, SegmentWork, TimeBase, VideoRate};
 

@@ -80,6 +80,32 @@ impl Preset {
     }
 }
 
+/// Whether a long video may be cut into segments encoded on many nodes at
+/// once (and joined without encoding again), or must run as one pass.
+///
+/// Serialized, displayed and parsed as its lowercase name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[derive(IntoStaticStr, Display, EnumString)]
+#[strum(serialize_all = "lowercase")]
+pub enum Parallel {
+    /// Split when the video is long enough (the node's `--segment-min-secs`).
+    #[default]
+    Auto,
+    /// One pass on one worker, however long the video.
+    Off,
+}
+
+impl Parallel {
+    /// Both choices, the default first.
+    pub const ALL: [Parallel; 2] = [Parallel::Auto, Parallel::Off];
+
+    /// Returns the lowercase name, e.g. `"off"`.
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
 /// How a job spends bits: exactly one of these per job.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum RateMode {
@@ -118,6 +144,8 @@ pub struct EncodeOptions {
     pub max_height: Option<u32>,
     /// Audio bit rate in kbit/s (AAC or Opus), 8 to 512; default 96.
     pub audio_bitrate_kbps: u32,
+    /// Whether a long video may be split over many workers.
+    pub parallel: Parallel,
 }
 
 impl Default for EncodeOptions {
@@ -131,6 +159,7 @@ impl Default for EncodeOptions {
             preset: Preset::Veryfast,
             max_height: None,
             audio_bitrate_kbps: 96,
+            parallel: Parallel::Auto,
         }
     }
 }
