@@ -8,6 +8,7 @@
 //!
 //! Each test leaves a screenshot in `target/artifacts/web/`.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -22,6 +23,7 @@ use tokio::process::{Child, Command};
 use tower::ServiceExt;
 use vidpress::config::ServeConfig;
 
+use crate::cluster::NodeProc;
 use crate::support::{clip, eventually, ffprobe, long_clip, stream, Served, TestNode};
 
 /// How long chromedriver and chromium get to start.
@@ -1504,6 +1506,21 @@ struct Bar {
 /// The grey of a pending segment's slice.
 const PENDING_GREY: &str = "rgb(221, 226, 234)";
 
+/// The accent of the plain bar, which no node's slice may take.
+const ACCENT: &str = "rgb(37, 99, 235)";
+
+/// Returns the tint a running slice's rest takes of `colour`: a quarter of it.
+fn tint(colour: &str) -> String {
+    colour.replace("rgb(", "rgba(").replace(')', ", 0.25)")
+}
+
+/// Settings under which a node splits inputs longer than 4 s into segments
+/// of about 2 s.
+fn splitting(config: &mut ServeConfig) {
+    config.segment_secs = 2;
+    config.segment_min_secs = 4;
+}
+
 impl Browser {
     /// Reads the bar of job `id`'s card.
     async fn bar(&self, id: &str) -> Bar {
@@ -1675,7 +1692,6 @@ async fn the_segments_in_a_document_are_drawn_on_the_bar_in_their_nodes_colours(
         assert_ne!(colour, PENDING_GREY);
     }
     // A running slice's rest is a tint of its node's colour; a pending one is grey.
-    let tint = |colour: &str| colour.replace("rgb(", "rgba(").replace(')', ", 0.25)");
     assert_eq!(bar.slices[2].background, tint(b), "{bar:?}");
     assert_eq!(bar.slices[3].background, tint(c), "{bar:?}");
     assert_eq!(bar.slices[4].background, PENDING_GREY, "{bar:?}");
@@ -1755,7 +1771,8 @@ async fn the_segments_in_a_document_are_drawn_on_the_bar_in_their_nodes_colours(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_job_that_is_not_split_keeps_the_plain_bar() {
-    let node = TestNode::start().await.serve();
+    // A node that splits videos longer than 4 s, and a 3 s one.
+    let node = TestNode::start_with(splitting).await.serve();
     let browser = Browser::start().await;
     browser.open(&node.base).await;
     browser.select("#preset", "slow").await;
@@ -1793,4 +1810,298 @@ async fn a_job_that_is_not_split_keeps_the_plain_bar() {
     browser.screenshot("not-split").await;
     browser.close().await;
     node.stop().await;
+}
+
+/// What the page showed of a split job's bar, look after look, until the
+/// job completed.
+struct Watched {
+    /// The one colour of each node's slices.
+    colours: BTreeMap<String, String>,
+    /// How many slices the looks that showed slices had (all the same).
+    slices: usize,
+    /// Whether a look showed done slices beside unfinished ones.
+    mixed: bool,
+    /// The fullest a running slice was seen, in %.
+    running_fill: f64,
+    looks: usize,
+}
+
+/// Checks one look at a split job's bar: slices or the plain bar, never
+/// both; a pending slice grey and empty, unowned; a running or done slice
+/// filled in its node's colour (`colours` keeps the first seen for each
+/// node, and every later slice of that node must have it), a running one's
+/// rest tinted with it, a done one full; the legend in the same colours.
+fn check_look(bar: &Bar, colours: &mut BTreeMap<String, String>) {
+    assert_eq!(
+        bar.plain,
+        bar.slices.is_empty(),
+        "slices or the plain bar: {bar:?}"
+    );
+    assert_eq!(bar.role.as_deref(), Some("progressbar"));
+    for slice in &bar.slices {
+        match slice.state.as_str() {
+            "pending" => {
+                assert_eq!(slice.background, PENDING_GREY, "{slice:?}");
+                assert_eq!(slice.filled, 0.0, "{slice:?}");
+                assert_eq!(slice.node, "", "{slice:?}");
+            }
+            state @ ("running" | "done") => {
+                assert!(!slice.node.is_empty(), "a node: {slice:?}");
+                let colour = colours
+                    .entry(slice.node.clone())
+                    .or_insert_with(|| slice.fill_colour.clone());
+                assert_eq!(&slice.fill_colour, colour, "one colour per node: {bar:?}");
+                assert!(colour.starts_with("rgb("), "opaque: {slice:?}");
+                assert!(colour != PENDING_GREY && colour != ACCENT, "{slice:?}");
+                if state == "done" {
+                    assert_eq!(slice.filled, 100.0, "{slice:?}");
+                } else {
+                    assert_eq!(slice.background, tint(colour), "{slice:?}");
+                    assert!((0.0..=100.0).contains(&slice.filled), "{slice:?}");
+                }
+            }
+            other => panic!("a segment in state {other:?}: {slice:?}"),
+        }
+    }
+    assert_eq!(bar.legend_shown, !bar.slices.is_empty(), "{bar:?}");
+    for swatch in &bar.legend {
+        assert_eq!(
+            Some(&swatch.colour),
+            colours.get(&swatch.node),
+            "the legend's colour of {}: {bar:?}",
+            swatch.node
+        );
+    }
+}
+
+/// Follows job `id`'s card until it says completed (within
+/// [`ENCODE_LIMIT`]), checking every look at its bar with [`check_look`];
+/// leaves a screenshot named `name` of the first look that shows done
+/// slices beside unfinished ones.
+async fn watch_split(browser: &Browser, card: &Element, id: &str, name: &str) -> Watched {
+    let watched = std::cell::RefCell::new(Watched {
+        colours: BTreeMap::new(),
+        slices: 0,
+        mixed: false,
+        running_fill: 0.0,
+        looks: 0,
+    });
+    eventually(
+        "the split job's card to say completed",
+        ENCODE_LIMIT,
+        || async {
+            let status = card.attr("data-status").await.expect("data-status");
+            let bar = browser.bar(id).await;
+            let first_mix = {
+                let mut watched = watched.borrow_mut();
+                watched.looks += 1;
+                check_look(&bar, &mut watched.colours);
+                let count = bar.slices.len();
+                if count > 0 {
+                    assert!(
+                        watched.slices == 0 || watched.slices == count,
+                        "the plan's slices came and went: {} then {count}",
+                        watched.slices
+                    );
+                    watched.slices = count;
+                }
+                for slice in bar.slices.iter().filter(|s| s.state == "running") {
+                    watched.running_fill = watched.running_fill.max(slice.filled);
+                }
+                let done = bar.slices.iter().filter(|s| s.state == "done").count();
+                let mixed = done > 0 && done < count;
+                let first = mixed && !watched.mixed;
+                watched.mixed |= mixed;
+                first
+            };
+            if first_mix {
+                browser.screenshot(name).await;
+            }
+            if status.as_deref() == Some("completed") {
+                Ok(())
+            } else {
+                Err(format!("{status:?}: {bar:?}"))
+            }
+        },
+    )
+    .await;
+    watched.into_inner()
+}
+
+/// The start and end of each segment of a status document, in seconds.
+fn segment_durations(doc: &Value) -> Vec<f64> {
+    doc["segments"]
+        .as_array()
+        .expect("segments")
+        .iter()
+        .map(|s| {
+            s["end_seconds"].as_f64().expect("an end")
+                - s["start_seconds"].as_f64().expect("a start")
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_split_job_shows_its_segments_on_the_bar_in_its_nodes_colour() {
+    let node = TestNode::start_with(splitting).await.serve();
+    let browser = Browser::start().await;
+    browser.open(&node.base).await;
+    browser.select("#preset", "veryslow").await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = named_copy(&dir, &clip(10), "split.mp4");
+    browser.pick(&[&file]).await;
+    let card = browser.card(&file).await;
+    let id = card.attr("data-id").await.expect("id").expect("an id");
+    let watched = watch_split(&browser, &card, &id, "split-running").await;
+
+    let doc = document(&node.base, &id).await;
+    let durations = segment_durations(&doc);
+    assert!(durations.len() >= 3, "10 s in segments of about 2 s: {doc}");
+    assert_eq!(watched.slices, durations.len(), "one slice per segment");
+    // One node, one colour: the node's name in the documents.
+    let names: Vec<_> = watched.colours.keys().cloned().collect();
+    let ran: std::collections::BTreeSet<_> = doc["segments"]
+        .as_array()
+        .expect("segments")
+        .iter()
+        .map(|s| s["node"].as_str().expect("a node").to_owned())
+        .collect();
+    assert_eq!(names, ran.into_iter().collect::<Vec<_>>(), "{doc}");
+    assert_eq!(names.len(), 1, "{:?}", watched.colours);
+    eprintln!(
+        "{} looks, {} slices, done beside unfinished seen: {}, a running slice seen {} % full",
+        watched.looks, watched.slices, watched.mixed, watched.running_fill
+    );
+
+    // Completed: every slice full, in the node's colour.
+    let bar = browser.bar(&id).await;
+    browser.screenshot("split-completed").await;
+    assert_proportional(&bar, &durations);
+    let colour = &watched.colours[&names[0]];
+    for slice in &bar.slices {
+        assert_eq!(
+            (slice.state.as_str(), slice.filled, &slice.fill_colour),
+            ("done", 100.0, colour),
+            "{bar:?}"
+        );
+    }
+    assert_eq!(
+        bar.legend,
+        [Swatch {
+            node: names[0].clone(),
+            colour: colour.clone()
+        }]
+    );
+    let count = durations.len();
+    assert_eq!(bar.count, Some(format!("{count} of {count} segments done")));
+    assert_eq!(text_in(&card, ".where").await, format!("on {}", names[0]));
+    assert_eq!(
+        bar.text,
+        Some(format!("100 %, {count} of {count} segments done"))
+    );
+    browser.close().await;
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_split_over_two_nodes_shows_each_nodes_segments_in_its_own_colour() {
+    // Two nodes of one worker each: while one encodes a segment, the next
+    // goes to the other.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cookie = "web-segments-cookie";
+    let env = vec![
+        ("VIDPRESS_SEGMENT_SECS".to_owned(), "2".to_owned()),
+        ("VIDPRESS_SEGMENT_MIN_SECS".to_owned(), "4".to_owned()),
+    ];
+    let a = NodeProc::spawn_with("node-a", &dir, 1, vec![], cookie, env.clone());
+    let b = NodeProc::spawn_with("node-b", &dir, 1, vec![a.cluster], cookie, env);
+    eventually(
+        "node-a to see both nodes up",
+        Duration::from_secs(30),
+        || async {
+            let view = crate::support::get_json(&format!("{}/cluster", a.base())).await;
+            let up = view.as_ref().map_or(0, |(_, view)| {
+                view["nodes"]
+                    .as_array()
+                    .map_or(0, |n| n.iter().filter(|m| m["state"] == "up").count())
+            });
+            if up == 2 {
+                Ok(())
+            } else {
+                Err(format!("{view:?}\n{}\n{}", a.log(), b.log()))
+            }
+        },
+    )
+    .await;
+    let browser = Browser::start().await;
+    browser.open(&a.base()).await;
+    browser.select("#preset", "veryslow").await;
+    let file = named_copy(&dir, &clip(10), "split-two.mp4");
+    browser.pick(&[&file]).await;
+    let card = browser.card(&file).await;
+    let id = card.attr("data-id").await.expect("id").expect("an id");
+    let watched = watch_split(&browser, &card, &id, "split-two-nodes-running").await;
+
+    let doc = document(&a.base(), &id).await;
+    let durations = segment_durations(&doc);
+    assert_eq!(watched.slices, durations.len(), "one slice per segment");
+    let nodes: Vec<_> = doc["segments"]
+        .as_array()
+        .expect("segments")
+        .iter()
+        .map(|s| s["node"].as_str().expect("a node").to_owned())
+        .collect();
+    let ran: std::collections::BTreeSet<_> = nodes.iter().cloned().collect();
+    assert_eq!(
+        ran.iter().map(String::as_str).collect::<Vec<_>>(),
+        ["node-a", "node-b"],
+        "both nodes encoded segments: {doc}"
+    );
+    assert_eq!(
+        watched.colours.keys().collect::<Vec<_>>(),
+        ran.iter().collect::<Vec<_>>()
+    );
+    let (colour_a, colour_b) = (&watched.colours["node-a"], &watched.colours["node-b"]);
+    assert_ne!(colour_a, colour_b, "two nodes, two colours");
+    eprintln!(
+        "{} looks, segments on {nodes:?}, done beside unfinished seen: {}, a running slice seen {} % full",
+        watched.looks, watched.mixed, watched.running_fill
+    );
+
+    // Completed: each slice full, in the colour of the node that encoded it.
+    let bar = browser.bar(&id).await;
+    browser.screenshot("split-two-nodes").await;
+    assert_proportional(&bar, &durations);
+    for (slice, node) in bar.slices.iter().zip(&nodes) {
+        assert_eq!(
+            (slice.state.as_str(), slice.filled, &slice.node),
+            ("done", 100.0, node),
+            "{bar:?}"
+        );
+        assert_eq!(&slice.fill_colour, &watched.colours[node], "{bar:?}");
+        assert!(
+            slice.title.ends_with(&format!(": done on {node}")),
+            "{slice:?}"
+        );
+    }
+    assert_eq!(
+        bar.legend,
+        [
+            Swatch {
+                node: "node-a".into(),
+                colour: colour_a.clone()
+            },
+            Swatch {
+                node: "node-b".into(),
+                colour: colour_b.clone()
+            },
+        ]
+    );
+    assert_eq!(
+        text_in(&card, ".where").await,
+        "on node-a, node-b",
+        "the nodes that encoded it"
+    );
+    browser.close().await;
+    drop((a, b));
 }
