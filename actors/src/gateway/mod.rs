@@ -51,11 +51,11 @@ use vidpress_transcode::Limits;
 
 use crate::board::Board;
 use crate::counters::Epoch;
+use crate::inputs::FetchedInputs;
 use crate::job::{JobId, JobStatus};
 use crate::paths;
 use crate::protocol::{gateway_group, workers_group, GatewayMsg, SupervisorMsg, WorkerMsg};
 use crate::queue::JobQueue;
-use crate::inputs::FetchedInputs;
 use crate::supervisor::SplitPolicy;
 use crate::tenant::Tenant;
 use crate::transfer::Transfer;
@@ -175,7 +175,9 @@ impl Actor for Gateway {
             gateway_group(&args.node),
             vec![myself.get_cell()],
         );
-        let inputs = Arc::new(FetchedInputs::new(paths::fetched_inputs_dir(&args.data_dir)));
+        let inputs = Arc::new(FetchedInputs::new(paths::fetched_inputs_dir(
+            &args.data_dir,
+        )));
         for _ in 0..args.workers {
             spawn_worker(&myself, &args, &inputs).await?;
         }

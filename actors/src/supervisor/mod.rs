@@ -50,7 +50,7 @@ use crate::counters::Seq;
 use crate::job::{InputInfo, JobEvent, JobSnapshot};
 use crate::paths;
 use crate::probe::Prober;
-use crate::protocol::{GatewayMsg, SupervisorMsg, WorkerMsg};
+use crate::protocol::{GatewayMsg, SupervisorMsg};
 use crate::record::{self, JobRecord};
 use crate::replication;
 use crate::transfer::Transfer;
@@ -115,10 +115,8 @@ pub struct SupervisorState {
     split_policy: SplitPolicy,
     /// A long video's pieces, once it is cut.
     split: Option<split::Split>,
-    /// The input is being probed or cut: a slot handed over meanwhile is
-    /// held (`held`) until it is known whether the job is split.
-    preparing: bool,
-    held: Option<(ActorRef<WorkerMsg>, NodeName)>,
+    /// The input is being cut (a plan child runs).
+    planning: bool,
     /// One more slot is asked for (the job is in the gateway's queue).
     asking: bool,
     /// The worker holding the slot of a one-pass job's attempt.
@@ -220,8 +218,7 @@ impl Actor for JobSupervisor {
             prober: args.prober,
             split_policy: args.split,
             split: None,
-            preparing: false,
-            held: None,
+            planning: false,
             asking: false,
             worker: None,
             attempt_started: None,
@@ -231,12 +228,13 @@ impl Actor for JobSupervisor {
             history: VecDeque::new(),
         };
         if let Some(split) = &state.record.split {
-            if !state.job.status().is_terminal() {
-                let (data, id) = (&state.data_dir, state.job.id);
-                let kept = |piece| paths::piece(data, id, piece).exists();
-                state.split = Some(split::Split::new(split.plan.clone(), &split.done, kept));
-                state.show_segments();
-            }
+            // An ended job's pieces are gone with their files, but polls
+            // still show where each was encoded.
+            let ended = state.job.status().is_terminal();
+            let (data, id) = (&state.data_dir, state.job.id);
+            let kept = |piece| ended || paths::piece(data, id, piece).exists();
+            state.split = Some(split::Split::new(split.plan.clone(), &split.done, kept));
+            state.show_segments();
         }
         if !args.fresh {
             state.board.publish(&state.job);
@@ -318,12 +316,11 @@ async fn handle_message(
         SupervisorMsg::RecordCopied(version) => state.on_record_copied(version),
         SupervisorMsg::DropCopy(reply) => state.drop_copy(reply),
         SupervisorMsg::LingerOver => state.on_linger_over(),
-        SupervisorMsg::Probed(probe) => state.on_probed(&myself, probe).await,
+        SupervisorMsg::Probed(probe) => state.on_probed(&myself, probe),
         SupervisorMsg::WorkerLost { worker, reason } => {
             state.on_worker_lost(&myself, worker, reason)
         }
-        SupervisorMsg::Planned(plan) => state.on_planned(&myself, plan).await,
-        SupervisorMsg::HoldOver => state.on_hold_over(&myself).await,
+        SupervisorMsg::Planned(plan) => state.on_planned(plan),
         SupervisorMsg::Joined { attempt, result } => state.on_joined(&myself, attempt, result),
     };
     if after == After::Settle {

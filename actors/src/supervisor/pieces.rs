@@ -26,20 +26,29 @@ use crate::record::{DonePiece, SplitRecord};
 use crate::replication;
 
 impl SupervisorState {
-    /// Returns whether the job is to be cut before it runs: queued, long
-    /// enough, and not cut yet.
+    /// Returns whether the job is to be cut: long enough, not cut yet nor
+    /// being cut, and queued or in its one pass (which gives way to the
+    /// pieces; the plan is made as soon as the probe answers, so little of
+    /// it is lost) unless that pass has finished.
     pub(super) fn wants_plan(&self) -> bool {
-        self.split.is_none()
-            && matches!(self.job.state, JobState::Queued)
+        let open = match self.job.state {
+            JobState::Queued => true,
+            JobState::Running {
+                cancel_requested, ..
+            } => !cancel_requested && !paths::result(&self.data_dir, self.job.id).exists(),
+            _ => false,
+        };
+        open && self.split.is_none()
+            && !self.planning
             && self
                 .split_policy
                 .splits(&self.job.options, self.job.input.media.as_ref())
     }
 
     /// Cuts the input in a child (the node's prober), which reports back
-    /// with `Planned`; a slot handed over meanwhile is held until then.
+    /// with `Planned`.
     pub(super) fn start_plan(&mut self, myself: &ActorRef<SupervisorMsg>) {
-        self.preparing = true;
+        self.planning = true;
         let prober = self.prober.clone();
         let input = paths::input(&self.data_dir, self.job.id);
         let segment = self.split_policy.segment;
@@ -54,17 +63,18 @@ impl SupervisorState {
     }
 
     /// `Planned`: the job is split along `plan` (kept in the record), or,
-    /// with one segment or no plan, runs in one pass. A slot held
-    /// meanwhile is used now.
-    pub(super) async fn on_planned(
-        &mut self,
-        myself: &ActorRef<SupervisorMsg>,
-        plan: Result<SegmentPlan, TranscodeError>,
-    ) -> After {
-        self.preparing = false;
+    /// with one segment or no plan, runs in one pass. A one pass already
+    /// running is stopped, its slot freed, and the pieces ask for slots.
+    pub(super) fn on_planned(&mut self, plan: Result<SegmentPlan, TranscodeError>) -> After {
+        self.planning = false;
         match plan {
             Ok(plan) if plan.segments.len() > 1 && self.wants_plan() => {
-                info!(job_id = %self.job.id, segments = plan.segments.len(), has_audio = plan.has_audio, "job split");
+                let one_pass = matches!(self.job.state, JobState::Running { .. });
+                info!(job_id = %self.job.id, segments = plan.segments.len(), has_audio = plan.has_audio, one_pass, "job split");
+                if one_pass {
+                    self.stop_attempt();
+                    self.release_slot();
+                }
                 self.record.split = Some(SplitRecord {
                     plan: plan.clone(),
                     done: Vec::new(),
@@ -73,40 +83,16 @@ impl SupervisorState {
                 self.split = Some(Split::new(plan, &[], |_| false));
                 self.show_segments();
                 self.publish(EventKind::Progress);
+                if one_pass {
+                    self.ask_slot();
+                }
             }
             Ok(_) => {}
             Err(e) => {
                 warn!(job_id = %self.job.id, error = %e, "cannot cut the video: it runs in one pass")
             }
         }
-        self.use_held_slot(myself).await;
         After::Settle
-    }
-
-    /// Hands a slot held while the job was probed or cut to its dispatch.
-    pub(super) async fn use_held_slot(&mut self, myself: &ActorRef<SupervisorMsg>) {
-        if let Some((worker, node)) = self.held.take() {
-            self.on_dispatch(myself, worker, node).await;
-        }
-    }
-
-    /// `HoldOver`: a slot held this long for a probe that has not ended
-    /// goes to the job's one pass (a plan under way keeps it).
-    pub(super) async fn on_hold_over(&mut self, myself: &ActorRef<SupervisorMsg>) -> After {
-        if self.held.is_none() || self.job.input.media.is_some() {
-            return After::Nothing;
-        }
-        info!(job_id = %self.job.id, "the probe is slow: the job runs in one pass");
-        self.preparing = false;
-        self.use_held_slot(myself).await;
-        After::Settle
-    }
-
-    /// Gives back a slot held while the job was probed or cut.
-    pub(super) fn release_held_slot(&mut self) {
-        if let Some((worker, _)) = self.held.take() {
-            self.release_worker(worker.get_id(), false);
-        }
     }
 
     /// Dispatch of a split job: the next pending piece goes to `worker` as
@@ -436,7 +422,9 @@ impl SupervisorState {
         let (data, id) = (self.data_dir.clone(), self.job.id);
         let work = split.join_work(|piece| paths::piece(&data, id, piece));
         self.job.attempt = attempt;
+        self.job.node = Some(self.owner.clone());
         self.record.attempt = attempt;
+        self.record.node = Some(self.owner.clone());
         self.dirty = true;
         info!(job_id = %id, attempt = attempt.get(), segments = work.segments.len(), "joining");
         let (prober, options, myself) = (self.prober.clone(), self.job.options, myself.clone());
