@@ -12,7 +12,7 @@
 //! | message | module |
 //! | --- | --- |
 //! | `Accept`, `Probed`, `Cancel`, `LingerOver`, `DropCopy` | `lifecycle`: accept (and the probe after it), finish, linger, hibernate |
-//! | `Dispatch`, `Report`, `Watch`, `NodeLost`, `WorkerLost` | `attempts`: dispatch, reports, deadlines, lost attempts; a split job's (`Planned`, `Joined` too) in `pieces` |
+//! | `Dispatch`, `Report`, `Watch`, `NodeLost`, `WorkerLost` | `attempts`: dispatch, reports, deadlines, lost attempts; a split job's (`Planned`, `Joined` too) in `pieces`, the join in `join` |
 //! | `Subscribe` (and every event) | `events`: publish, history, subscribe with `since` |
 //! | `ResultCopied`, `Resync`, `RecordCopied` | `standby`: copies to the standby |
 //! | `GetSnapshot` | here |
@@ -26,6 +26,7 @@
 mod attempts;
 mod durability;
 mod events;
+mod join;
 mod lifecycle;
 mod losses;
 mod pieces;
