@@ -85,6 +85,9 @@ pub struct SupervisorArgs {
     pub prober: Prober,
     /// Which videos are split over many workers.
     pub split: SplitPolicy,
+    /// This node's worker slots (a split job's segments come in rounds of
+    /// the cluster's).
+    pub local_workers: usize,
 }
 
 pub struct SupervisorState {
@@ -114,6 +117,7 @@ pub struct SupervisorState {
     board: Arc<Board>,
     prober: Prober,
     split_policy: SplitPolicy,
+    local_workers: usize,
     /// A long video's pieces, once it is cut.
     split: Option<split::Split>,
     /// The input is being cut (a plan child runs).
@@ -218,6 +222,7 @@ impl Actor for JobSupervisor {
             board: args.board,
             prober: args.prober,
             split_policy: args.split,
+            local_workers: args.local_workers,
             split: None,
             planning: false,
             asking: false,

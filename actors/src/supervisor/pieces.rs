@@ -51,7 +51,16 @@ impl SupervisorState {
         self.planning = true;
         let prober = self.prober.clone();
         let input = paths::input(&self.data_dir, self.job.id);
-        let segment = self.split_policy.segment;
+        let duration = self
+            .job
+            .input
+            .media
+            .as_ref()
+            .and_then(|m| m.duration_seconds)
+            .unwrap_or(0.0);
+        let segment = self
+            .split_policy
+            .segment_for(duration, self.cluster_workers());
         let myself = myself.clone();
         tokio::spawn(
             async move {
@@ -60,6 +69,19 @@ impl SupervisorState {
             }
             .in_current_span(),
         );
+    }
+
+    /// Returns the worker slots of the cluster as far as this node sees:
+    /// its own, and those the other nodes that are up report.
+    fn cluster_workers(&self) -> usize {
+        let others = self.view.as_ref().map_or(0, |view| {
+            let view = view.borrow();
+            view.up()
+                .filter(|m| m.name != self.owner)
+                .map(|m| m.load.workers as usize)
+                .sum()
+        });
+        self.local_workers + others
     }
 
     /// `Planned`: the job is split along `plan` (kept in the record), or,
