@@ -141,7 +141,9 @@ impl SupervisorState {
             return After::Settle;
         }
         let Some((piece, work)) = next.and_then(|p| split.work(p).map(|w| (p, w))) else {
-            return After::Nothing;
+            // A piece the plan does not describe: nothing to hand out.
+            self.release_worker(worker.get_id(), false);
+            return After::Settle;
         };
         let previous = self.job.attempt;
         let attempt = previous.next();
