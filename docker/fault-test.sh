@@ -15,6 +15,17 @@
 #   partition        docker network disconnect of a node running a job, reconnect after FAULT_HOLD s
 #   restart          docker restart of a node running a job (SIGTERM: it drains first)
 #   rolling-restart  docker restart of node-a, node-b, node-c in turn, each back up before the next
+#   kill-segment     docker kill of a node (not the owner) running a segment (20-80 % encoded) of a
+#                    long job split into segments (issue 16), while others are done; started again
+#                    once the job has ended
+#   pause-segment    docker pause of such a node (preferably the job's standby) for FAULT_HOLD s
+#
+# The nodes split inputs longer than FAULT_SEGMENT_MIN_SECS (30) into segments
+# of about FAULT_SEGMENT_SECS (8): the 24 s clip of the other rounds runs in one
+# pass, a second, long clip (FAULT_LONG_CLIP_SECONDS, 60) is split. Before the
+# first split round the long clip runs once split and once with parallel=off,
+# without a fault; every long-clip output is checked frame by frame (frame
+# count, continuous timestamps, audio within one AAC frame of the video).
 #
 # killed nodes are started again before the next round; then a Jepsen-style
 # total-queue check of every accepted job on every node (lost, duplicated,
@@ -35,10 +46,15 @@
 # Settings (environment):
 #   FAULT_PORT_A/B/C       host ports of the nodes (default 18181-18183)
 #   FAULT_ROUNDS           comma-separated fault kinds, one round each
-#                          (default: each of the six kinds, twice)
+#                          (default: each of the six kinds, twice, then kill-segment and
+#                          pause-segment once each)
 #   FAULT_JOBS_PER_ROUND   jobs submitted at the start of a round (default 5)
 #   FAULT_PRESET           x264 preset of the jobs (default slow)
 #   FAULT_CLIP_SECONDS     length of the 640x360 test clip (default 24)
+#   FAULT_LONG_CLIP_SECONDS  length of the long clip, which is split (default 60)
+#   FAULT_SEGMENT_SECS     the nodes' VIDPRESS_SEGMENT_SECS (default 8)
+#   FAULT_SEGMENT_MIN_SECS the nodes' VIDPRESS_SEGMENT_MIN_SECS (default 30): at least
+#                          FAULT_CLIP_SECONDS, under FAULT_LONG_CLIP_SECONDS
 #   FAULT_HOLD             seconds a pause or a partition lasts (default 8)
 #   FAULT_BUDGET           seconds the whole run may take (default 1200)
 #   FAULT_STRICT=1         also fail when a job ended `failed`, a live node answered 404 for an
@@ -56,8 +72,13 @@ export VIDPRESS_PORT_C=${FAULT_PORT_C:-18183}
 export FAULT_HEARTBEAT_MS=${FAULT_HEARTBEAT_MS:-300}
 export FAULT_FAILURE_TIMEOUT_MS=${FAULT_FAILURE_TIMEOUT_MS:-2000}
 all_kinds=kill-worker,kill-accepter,pause,partition,restart,rolling-restart
-rounds=${FAULT_ROUNDS:-$all_kinds,$all_kinds}
+split_kinds=kill-segment,pause-segment
+rounds=${FAULT_ROUNDS:-$all_kinds,$all_kinds,$split_kinds}
 clip_seconds=${FAULT_CLIP_SECONDS:-24}
+long_clip_seconds=${FAULT_LONG_CLIP_SECONDS:-60}
+# Read by compose.override.yaml.
+export FAULT_SEGMENT_SECS=${FAULT_SEGMENT_SECS:-8}
+export FAULT_SEGMENT_MIN_SECS=${FAULT_SEGMENT_MIN_SECS:-30}
 # A fresh secret for this run.
 VIDPRESS_COOKIE=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
 export VIDPRESS_COOKIE
@@ -75,6 +96,8 @@ for tool in docker curl openssl ffmpeg ffprobe python3 timeout; do
     command -v "$tool" >/dev/null || fail "$tool is needed on the host"
 done
 python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || fail "python3 >= 3.11 is needed"
+((clip_seconds <= FAULT_SEGMENT_MIN_SECS && FAULT_SEGMENT_MIN_SECS < long_clip_seconds)) ||
+    fail "FAULT_SEGMENT_MIN_SECS ($FAULT_SEGMENT_MIN_SECS) must be at least FAULT_CLIP_SECONDS ($clip_seconds) and under FAULT_LONG_CLIP_SECONDS ($long_clip_seconds)"
 if docker compose version >/dev/null 2>&1; then
     compose=(docker compose)
 elif command -v docker-compose >/dev/null; then
@@ -139,19 +162,24 @@ say "image ready in $((SECONDS - t)) s"
 rm -rf "$VIDPRESS_SECRETS"
 docker/make-secrets.sh "$VIDPRESS_SECRETS" || fail "the certificates and keys could not be made"
 
-# The test clip, made once: 640x360 testsrc2 + a sine tone, long enough that
-# an encode with FAULT_PRESET takes several seconds.
+# The test clips, each made once: 640x360 testsrc2 + a sine tone, long enough
+# that an encode with FAULT_PRESET takes several seconds; the long one is split
+# by the nodes.
 clip_dir=target/fault-test-clip
 clip=$clip_dir/testsrc2-640x360-${clip_seconds}s.mp4
-if [[ ! -s $clip ]]; then
+long_clip=$clip_dir/testsrc2-640x360-${long_clip_seconds}s.mp4
+for seconds in "$clip_seconds" "$long_clip_seconds"; do
+    path=$clip_dir/testsrc2-640x360-${seconds}s.mp4
+    [[ ! -s $path ]] || continue
     mkdir -p "$clip_dir"
     ffmpeg -nostdin -loglevel error -y -f lavfi -i testsrc2=size=640x360:rate=25 \
-        -f lavfi -i sine=frequency=440:sample_rate=48000 -t "$clip_seconds" \
-        -c:v libx264 -preset ultrafast -pix_fmt yuv420p -c:a aac -b:a 96k "$clip.tmp.mp4" ||
-        fail "ffmpeg could not make the test clip"
-    mv "$clip.tmp.mp4" "$clip"
-fi
+        -f lavfi -i sine=frequency=440:sample_rate=48000 -t "$seconds" \
+        -c:v libx264 -preset ultrafast -pix_fmt yuv420p -c:a aac -b:a 96k "$path.tmp.mp4" ||
+        fail "ffmpeg could not make the $seconds s test clip"
+    mv "$path.tmp.mp4" "$path"
+done
 duration=$(ffprobe -v error -show_entries format=duration -of csv=p=0 "$clip")
+long_duration=$(ffprobe -v error -show_entries format=duration -of csv=p=0 "$long_clip")
 
 # A previous run that was killed hard may have left the project behind.
 "${compose[@]}" down -v --remove-orphans --timeout 5 >/dev/null 2>&1 || true
@@ -179,6 +207,8 @@ timeout --foreground -s TERM -k 15 "$limit" python3 docker/fault/faults.py \
     --containers "$(IFS=,; echo "${cids[*]}")" \
     --network "$network" \
     --clip "$clip" --clip-duration "$duration" \
+    --long-clip "$long_clip" --long-clip-duration "$long_duration" \
+    --segment-secs "$FAULT_SEGMENT_SECS" --segment-min-secs "$FAULT_SEGMENT_MIN_SECS" \
     --out "$out" \
     --rounds "$rounds" \
     --jobs-per-round "${FAULT_JOBS_PER_ROUND:-5}" \

@@ -2,7 +2,7 @@
 # Installs what is missing, then runs every test: the workspace's (nextest),
 # the OpenAPI conformance run against a live node (schemathesis, under a
 # minute), then the Docker suites, the three-node smoke test and the
-# fault-injection suite (about 7 minutes). Arguments are passed to nextest
+# fault-injection suite (about 10 minutes). Arguments are passed to nextest
 # and skip the rest (a filtered run); VIDPRESS_SKIP_DOCKER=1 skips the Docker
 # suites only.
 set -euo pipefail

@@ -42,7 +42,8 @@ pub struct ServeConfig {
     #[arg(long, env = "VIDPRESS_QUEUE_CAPACITY", default_value_t = 1000)]
     pub queue_capacity: usize,
     /// Seconds a video's segments aim at, when it is long enough to be split
-    /// over many workers (see --segment-min-secs).
+    /// over many workers (see --segment-min-secs); shortened so that their
+    /// count is a multiple of the cluster's workers.
     #[arg(long, env = "VIDPRESS_SEGMENT_SECS", default_value_t = 30)]
     pub segment_secs: u64,
     /// Videos longer than this many seconds are cut into segments encoded

@@ -30,6 +30,7 @@ pub mod board;
 pub mod counters;
 pub mod gateway;
 pub mod handle;
+pub mod inputs;
 pub mod job;
 pub mod paths;
 pub mod probe;

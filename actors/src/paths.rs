@@ -49,6 +49,12 @@ pub fn thumbnail(data: &Path, id: JobId) -> PathBuf {
     job_dir(data, id).join("thumbnail.jpg")
 }
 
+/// Where inputs of jobs owned elsewhere are kept for their pieces
+/// ([`crate::inputs`]); scratch space, like the attempts'.
+pub fn fetched_inputs_dir(data: &Path) -> PathBuf {
+    data.join("work").join("inputs")
+}
+
 /// Scratch space for an attempt this node runs for a job owned elsewhere.
 pub fn work_dir(data: &Path, id: JobId, attempt: Attempt) -> PathBuf {
     data.join("work").join(format!("{id}.{attempt}"))

@@ -23,6 +23,7 @@ use vidpress_transcode::driver::{self, ChildCommand};
 use vidpress_transcode::{ChildEvent, Limits, Output, Task, TranscodeError, TranscodeJob};
 
 use crate::counters::Attempt;
+use crate::inputs::FetchedInputs;
 use crate::job::JobId;
 use crate::paths;
 use crate::protocol::{
@@ -50,6 +51,9 @@ pub struct WorkerArgs {
     pub transfer: Arc<dyn Transfer>,
     /// This node's gateway, told when this worker is busy or free.
     pub gateway: ActorRef<GatewayMsg>,
+    /// The inputs of split jobs fetched for their pieces, shared by the
+    /// node's workers.
+    pub inputs: Arc<FetchedInputs>,
 }
 
 /// The attempt a worker is running.
@@ -260,6 +264,7 @@ impl WorkerState {
             limits: self.args.limits,
             transfer: self.args.transfer.clone(),
             owner: owner.clone(),
+            inputs: self.args.inputs.clone(),
             assignment: a,
             task,
         };
@@ -289,6 +294,7 @@ struct AttemptRun {
     limits: Limits,
     transfer: Arc<dyn Transfer>,
     owner: Owner,
+    inputs: Arc<FetchedInputs>,
     assignment: Assignment,
     /// What the child does with the input.
     task: Task,
@@ -323,19 +329,33 @@ impl AttemptRun {
         if let Err(e) = tokio::fs::create_dir_all(work).await {
             return AttemptReport::Lost(format!("cannot create a work folder: {e}"));
         }
-        let job = TranscodeJob {
+        let mut job = TranscodeJob {
             input: work.join("input"),
             output: work.join("output.mp4"),
             options: a.options,
             limits: self.limits,
             task: self.task.clone(),
         };
-        if let Err(e) = self
-            .transfer
-            .fetch_input(&a.owner_http, a.job, &job.input)
-            .await
-        {
-            return AttemptReport::Lost(format!("cannot fetch the input from {}: {e}", a.owner));
+        // A piece of a split job shares its input with the job's other
+        // pieces here; a whole job fetches its own.
+        let piece = matches!(self.task, Task::Segment(_) | Task::Audio);
+        let (transfer, owner_http, id) = (self.transfer.clone(), a.owner_http.clone(), a.job);
+        let fetch = |to: PathBuf| async move { transfer.fetch_input(&owner_http, id, &to).await };
+        let fetched = if piece {
+            self.keep_alive(self.inputs.lease(a.job, fetch))
+                .await
+                .map(Some)
+        } else {
+            fetch(job.input.clone()).await.map(|()| None)
+        };
+        let _lease = match fetched {
+            Ok(lease) => lease,
+            Err(e) => {
+                return AttemptReport::Lost(format!("cannot fetch the input from {}: {e}", a.owner))
+            }
+        };
+        if let Some(lease) = &_lease {
+            job.input = lease.path().to_owned();
         }
         let output = match self.transcode(&job).await {
             Ok(output) => output,

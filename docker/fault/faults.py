@@ -40,6 +40,25 @@ Writes <out>/summary.json, <out>/events.jsonl (every observation) and
 also a job that ended `failed` or a 404 from a live node), 2 when the harness
 itself could not run.
 
+Split jobs (issue 16): the nodes cut inputs longer than --segment-min-secs
+into segments of about --segment-secs, each encoded as a fenced attempt on
+any node's worker and joined by the owner. The kinds `kill-segment` and
+`pause-segment` submit a long clip (--long-clip) that is split, wait until
+some of its segments are done and one runs, 20-80 % encoded, on a node other
+than its owner (read from the status document's `segments`), then kill or
+pause that node.
+Before the first such round, the same clip runs once split without a fault
+(the unfaulted time) and once with parallel=off (the single pass's frame
+count and time), each alone in the cluster. Every long-clip job's output is
+checked frame by frame with ffprobe: as many decoded video frames as the
+input (and the single pass), each frame's timestamp one frame duration after
+the previous (within one tick), audio start and duration within one AAC
+frame (1024 samples) of the video's; a failed frame check makes the output
+invalid. Per faulted split job: the segments that were running on the hit
+node and where they were encoded again, the segments done before the fault
+(which must keep their node: a lost node costs only its segments), and its
+time against the unfaulted split job's (the issue's target: under 1.6x).
+
 Not counted as failures but reported (summary.json "anomalies"): a live node
 answering 404 for an accepted job for a while, stale reads (a node answering
 an older state after a newer one was seen), two live attempts of one job.
@@ -74,13 +93,21 @@ import time
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 NODES = ("node-a", "node-b", "node-c")
 # FAULT_STRICT=1 also fails on anomalies the default reports only.
 STRICT = os.environ.get("FAULT_STRICT") == "1"
 # Submissions alternate between these tenants; `admin` reads views and listings.
 TENANTS = ("acme", "globex")
-KINDS = ("kill-worker", "kill-accepter", "pause", "partition", "restart", "rolling-restart")
+KINDS = ("kill-worker", "kill-accepter", "pause", "partition", "restart", "rolling-restart",
+         "kill-segment", "pause-segment")
+# Kinds whose round runs one long job split into segments (issue 16).
+SPLIT_KINDS = ("kill-segment", "pause-segment")
+# The issue's bound on a split job that lost a node: its time against the unfaulted one's.
+SPLIT_SLOWDOWN_TARGET = 1.6
+# An AAC frame: the bound on audio/video drift.
+AAC_FRAME_SAMPLES = 1024
 TERMINAL = ("completed", "failed", "canceled")
 
 T0 = time.monotonic()
@@ -196,6 +223,90 @@ def error_code(doc) -> str | None:
 
 
 # --------------------------------------------------------------------------
+# Frame-by-frame facts of a file (issue 16's check of a joined output).
+
+
+def media_facts(path: str) -> dict:
+    """What ffprobe finds in `path`: the video decoded frame by frame (how
+    many, whether each timestamp is one frame duration after the previous
+    within one tick, decode errors) and where the audio and the video start
+    and how long each lasts."""
+    out: dict = {}
+    try:
+        p = subprocess.run(["ffprobe", "-v", "error", "-show_entries",
+                            "stream=index,codec_type,codec_name,time_base,r_frame_rate,start_time,duration,"
+                            "sample_rate", "-of", "json", path],
+                           capture_output=True, text=True, timeout=60)
+        streams = json.loads(p.stdout or "{}").get("streams", [])
+        v = next(s for s in streams if s.get("codec_type") == "video")
+        a = next((s for s in streams if s.get("codec_type") == "audio"), None)
+        tb = Fraction(v["time_base"])
+        rate = Fraction(v["r_frame_rate"])
+        tick = 1 / (rate * tb)  # one frame in time-base ticks
+        q = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
+                            "frame=pts,best_effort_timestamp", "-of", "csv=p=0", path],
+                           capture_output=True, text=True, timeout=300)
+    except (subprocess.TimeoutExpired, ValueError, StopIteration, OSError, KeyError, ZeroDivisionError) as e:
+        return {"error": f"ffprobe failed: {type(e).__name__}: {e}"}
+    pts = []
+    for line in q.stdout.split():
+        fields = [f for f in line.split(",") if f not in ("", "N/A")]
+        pts.append(int(fields[0]) if fields else None)
+    gaps = []
+    for i in range(1, len(pts)):
+        if pts[i] is None or pts[i - 1] is None or abs(pts[i] - pts[i - 1] - tick) > 1:
+            gaps.append((i, None if pts[i] is None or pts[i - 1] is None else pts[i] - pts[i - 1]))
+    out.update({
+        "video_frames": len(pts),
+        "frame_rate": str(rate),
+        "time_base": str(tb),
+        "frame_ticks": float(tick),
+        "timestamp_gaps": len(gaps),
+        "first_gaps": gaps[:5],
+        "decode_errors": [l for l in q.stderr.splitlines() if l.strip()][:5],
+        "video_start_s": round(float(pts[0] * tb), 6) if pts and pts[0] is not None else None,
+        "video_duration_s": round(float(len(pts) / rate), 6),
+    })
+    if a:
+        out.update({
+            "audio_start_s": float(a.get("start_time") or 0),
+            "audio_duration_s": float(a.get("duration") or 0),
+            "audio_sample_rate": int(a.get("sample_rate") or 0),
+        })
+    return out
+
+
+def frame_problems(facts: dict, ref: dict) -> list[str]:
+    """What is wrong with an output's `facts` against the input's `ref`: a
+    frame count or rate unlike the input's, a timestamp that is not one frame
+    after the previous, a frame that does not decode, audio that starts or
+    lasts more than one AAC frame off the video."""
+    if facts.get("error"):
+        return [facts["error"]]
+    why = []
+    if ref.get("video_frames") is not None and facts["video_frames"] != ref["video_frames"]:
+        why.append(f"{facts['video_frames']} video frames, the input has {ref['video_frames']}")
+    if ref.get("frame_rate") and facts["frame_rate"] != ref["frame_rate"]:
+        why.append(f"frame rate {facts['frame_rate']}, the input's is {ref['frame_rate']}")
+    if facts["timestamp_gaps"]:
+        why.append(f"{facts['timestamp_gaps']} timestamps not one frame ({facts['frame_ticks']:g} ticks) "
+                   f"after the previous, first (frame, step): {facts['first_gaps']}")
+    if facts["decode_errors"]:
+        why.append(f"decode errors: {facts['decode_errors']}")
+    if "audio_start_s" not in facts:
+        why.append("no audio stream")
+    else:
+        bound = AAC_FRAME_SAMPLES / (facts["audio_sample_rate"] or 48000)
+        if facts["video_start_s"] is None or abs(facts["audio_start_s"] - facts["video_start_s"]) > bound:
+            why.append(f"audio starts at {facts['audio_start_s']:.4f}s, video at {facts['video_start_s']}s "
+                       f"(more than one AAC frame, {bound * 1000:.1f} ms, apart)")
+        if abs(facts["audio_duration_s"] - facts["video_duration_s"]) > bound:
+            why.append(f"audio lasts {facts['audio_duration_s']:.4f}s, video {facts['video_duration_s']:.4f}s "
+                       f"(more than one AAC frame, {bound * 1000:.1f} ms, apart)")
+    return why
+
+
+# --------------------------------------------------------------------------
 # State
 
 
@@ -212,6 +323,8 @@ class Submission:
     error: str = ""
     job: str | None = None
     note: str = ""
+    clip: str = "short"  # "short" (--clip) or "long" (--long-clip, split by the nodes)
+    parallel: str = ""  # the parallel= query, when one was sent
 
 
 @dataclass
@@ -231,6 +344,9 @@ class Job:
     max_running_attempt: int = 0
     reexecuted: str = ""  # why the job counts as executed twice
     conflict: str = ""  # two different terminal answers
+    clip: str = "short"  # which clip it encodes
+    role: str = ""  # long-clip jobs: "unfaulted", "single-pass" or "faulted"
+    segments_seen: list = field(default_factory=list)  # the last non-empty `segments` seen
 
 
 @dataclass
@@ -327,6 +443,15 @@ class Harness:
         with open(args.clip, "rb") as f:
             self.clip = f.read()
         self.clip_duration = args.clip_duration
+        # The clip the nodes split (issue 16), and what ffprobe finds in it.
+        self.long_clip = b""
+        self.long_facts: dict = {}
+        if args.long_clip:
+            with open(args.long_clip, "rb") as f:
+                self.long_clip = f.read()
+            self.long_facts = media_facts(args.long_clip)
+        self.split_baseline_done = False
+        self.split_runs: list[dict] = []  # one per faulted split job: the fault, its segments, its time
         self.submissions: list[Submission] = []
         self.jobs: dict[str, Job] = {}
         self.faults: list[Fault] = []
@@ -340,25 +465,34 @@ class Harness:
 
     # ---- submissions ----------------------------------------------------
 
-    def body(self, index: int) -> bytes:
+    def body(self, index: int, clip: str = "short") -> bytes:
         # A top-level `free` box after the movie: ignored by demuxers, and
         # its size (8 + 64 + index bytes) makes every submission's length unique.
         label = f"vidpress-fault {self.run_id} #{index:05d}".encode()[:64]
         payload = label.ljust(64 + index, b".")
-        return self.clip + struct.pack(">I", 8 + len(payload)) + b"free" + payload
+        movie = self.long_clip if clip == "long" else self.clip
+        return movie + struct.pack(">I", 8 + len(payload)) + b"free" + payload
 
     def submission_of_size(self, size: int) -> int | None:
+        # The long clip is far longer than the short one plus any index.
+        if self.long_clip and size >= len(self.long_clip) + 8 + 64:
+            return size - len(self.long_clip) - 8 - 64
         extra = size - len(self.clip) - 8 - 64
         return extra if extra >= 0 else None
 
-    def submit(self, node: str, round_no: int, timeout: float = 30.0, note: str = "") -> Submission:
+    def submit(self, node: str, round_no: int, timeout: float = 30.0, note: str = "",
+               clip: str = "short", parallel: str = "", role: str = "") -> Submission:
         with LOCK:
             index = len(self.submissions)
-            body = self.body(index)
+            body = self.body(index, clip)
             tenant = TENANTS[index % len(TENANTS)]
-            sub = Submission(index, round_no, node, tenant, len(body), now(), note=note)
+            sub = Submission(index, round_no, node, tenant, len(body), now(), note=note, clip=clip,
+                             parallel=parallel)
             self.submissions.append(sub)
-        query = urllib.parse.urlencode({"preset": self.args.preset, "crf": 28})
+        params = {"preset": self.args.preset, "crf": 28}
+        if parallel:
+            params["parallel"] = parallel
+        query = urllib.parse.urlencode(params)
         code, resp, err = request(
             self.cluster.url[node], "POST", f"/jobs?{query}", body=body,
             headers={"Content-Type": "video/mp4", "Idempotency-Key": f"{self.run_id}-{index}"},
@@ -375,11 +509,13 @@ class Harness:
                         echo=True, job=jid)
                 else:
                     self.jobs[jid] = Job(jid, index, round_no, node, tenant, now(), owner_of(jid),
-                                         standby_of(jid), last=doc)
+                                         standby_of(jid), last=doc, clip=clip, role=role)
             LOG("accepted", f"#{index} -> {node}: 202 {jid} tenant={tenant} owner={owner_of(jid)} "
-                f"standby={standby_of(jid)} ({sub.t_end - sub.t_start:.2f}s){' ' + note if note else ''}",
+                f"standby={standby_of(jid)} ({sub.t_end - sub.t_start:.2f}s)"
+                f"{' clip=long' if clip == 'long' else ''}{' parallel=' + parallel if parallel else ''}"
+                f"{' ' + note if note else ''}",
                 submission=index, node=node, tenant=tenant, job=jid, owner=owner_of(jid),
-                standby=standby_of(jid))
+                standby=standby_of(jid), clip=clip, parallel=parallel, role=role)
         else:
             sub.error = sub.error or (error_code(doc) or resp[:200].decode("utf-8", "replace"))
             LOG("not-accepted", f"#{index} -> {node}: {code or 'no answer'} {sub.error} "
@@ -460,6 +596,8 @@ class Harness:
             if st in TERMINAL and not first:
                 job.terminal_seen = {"status": st, "result": result, "node": node, "t": now(),
                                      "error": error_code(doc), "attempt": attempt}
+            if doc.get("segments"):
+                job.segments_seen = doc["segments"]
             if key != job.last_key:
                 job.last_key = key
                 job.last = doc
@@ -573,9 +711,22 @@ class Harness:
                 st, attempt, on = doc.get("status"), doc.get("attempt") or 0, doc.get("node")
                 a0 = f.affected[jid]["attempt"]
                 healed = f.t_heal is not None
+                lost = f.affected[jid].get("lost_segments")
                 how = None
                 if st in TERMINAL:
                     how = st
+                elif lost is not None:
+                    # A split job: every piece dispatch raises the attempt, so
+                    # it has recovered once each segment that ran on the
+                    # faulted node runs again (or is done) elsewhere.
+                    segs = {s.get("index"): s for s in doc.get("segments") or []}
+                    again = {i: segs[i].get("node") for i in lost
+                             if i in segs and segs[i].get("state") in ("running", "done")
+                             and (segs[i].get("node") != f.target
+                                  or (healed and segs[i].get("state") == "done"))}
+                    if len(again) == len(lost):
+                        how = "segments " + ", ".join(f"{i} {segs[i].get('state')} on {n}"
+                                                      for i, n in sorted(again.items()))
                 elif st == "running" and attempt > a0 and (on != f.target or healed):
                     how = f"running attempt {attempt} on {on}"
                 if how:
@@ -647,9 +798,11 @@ class Harness:
         c, per = self.cluster, self.args.jobs_per_round
         LOG("ROUND", f"round {round_no}: {kind}", echo=True, round=round_no, kind=kind)
         c.wait_whole(60)
-        batch = per - 1 if kind == "kill-accepter" else per
-        jids = self.submit_batch(round_no, batch, offset=round_no)
-        docs = self.running_jobs(jids, self.args.trigger_progress, 90)
+        if kind not in SPLIT_KINDS:
+            # (A split round submits its one long job itself.)
+            batch = per - 1 if kind == "kill-accepter" else per
+            jids = self.submit_batch(round_no, batch, offset=round_no)
+            docs = self.running_jobs(jids, self.args.trigger_progress, 90)
 
         if kind == "kill-worker":
             target = self.choose_target(docs, round_no, remote_worker=True)
@@ -713,6 +866,9 @@ class Harness:
             f.notes.append(f"docker restart {'returned' if ok else 'FAILED'} after {now() - f.t0:.1f}s")
             self.heal(f)
 
+        elif kind in SPLIT_KINDS:
+            self.split_round(round_no, kind)
+
         elif kind == "rolling-restart":
             for i, target in enumerate(NODES):
                 if i:
@@ -739,6 +895,168 @@ class Harness:
                 break
             time.sleep(0.5)
         self.rounds_done.append(kind)
+
+    # ---- split jobs (issue 16) -------------------------------------------
+
+    def wait_terminal(self, jid: str, timeout: float, exclude: tuple = ()) -> dict | None:
+        """Polls `jid` every 200 ms on the live nodes until it is terminal;
+        returns its last document (the time it was first seen terminal is
+        the job's `terminal_seen`)."""
+        deadline = now() + timeout
+        doc = None
+        while now() < deadline and not STOP.is_set():
+            node = self.cluster.pick(exclude)
+            if node:
+                code, d, _ = self.status(jid, node, 2.0)
+                if d and code in (200, 202, 400) and d.get("id") == jid:
+                    doc = d
+                    if d.get("status") in TERMINAL:
+                        return d
+            time.sleep(0.2)
+        LOG("not-terminal", f"{jid} not terminal within {timeout:.0f}s", echo=True, job=jid)
+        return doc
+
+    def wait_quiet(self, timeout: float) -> None:
+        """Waits until no accepted job is running or queued (as last seen),
+        so that a split job's time is its own."""
+        deadline = now() + timeout
+        while now() < deadline and not STOP.is_set():
+            with LOCK:
+                busy = [j.id for j in self.jobs.values() if not j.terminal_seen]
+            if not busy:
+                return
+            time.sleep(0.5)
+        LOG("not-quiet", f"jobs still unfinished after {timeout:.0f}s: {busy}", echo=True)
+
+    def job_seconds(self, jid: str | None) -> float | None:
+        """From the 202 to the first terminal answer seen."""
+        job = self.jobs.get(jid) if jid else None
+        if not job or not job.terminal_seen:
+            return None
+        return round(job.terminal_seen["t"] - job.t_accepted, 3)
+
+    def split_baseline(self, round_no: int) -> None:
+        """Once, before the first split round: the long clip split without a
+        fault (the unfaulted time), then with parallel=off (the single
+        pass's frame count and time), each alone in the cluster."""
+        if self.split_baseline_done:
+            return
+        self.split_baseline_done = True
+        for role, parallel in (("unfaulted", ""), ("single-pass", "off")):
+            self.wait_quiet(60)
+            self.cluster.wait_whole(60)
+            node = self.cluster.pick() or NODES[0]
+            sub = self.submit(node, round_no, 60.0, f"(the long clip, {role}, no fault)",
+                              clip="long", parallel=parallel, role=role)
+            if not sub.job:
+                continue
+            doc = self.wait_terminal(sub.job, 240)
+            segments = len((doc or {}).get("segments") or [])
+            LOG("split-ref", f"{role} job {sub.job}: {(doc or {}).get('status')} after "
+                f"{self.job_seconds(sub.job)}s, {segments} segments", echo=True, job=sub.job, role=role,
+                seconds=self.job_seconds(sub.job), segments=segments)
+
+    def segment_target(self, jid: str, kind: str, timeout: float) -> tuple[dict | None, str | None]:
+        """Polls the split job every 200 ms until at least one of its
+        segments is done and one runs on a node other than its owner,
+        between 20 % and 80 % encoded (any progress after half the
+        timeout); returns the document and that node (for kill-segment
+        preferably neither the owner nor the standby, for pause-segment
+        preferably the standby)."""
+        job = self.jobs[jid]
+        deadline = now() + timeout
+        midway_until = now() + timeout / 2
+        doc = None
+        while now() < deadline and not STOP.is_set():
+            node = self.cluster.pick()
+            code, d, _ = self.status(jid, node, 2.0) if node else (0, None, "")
+            if d and code in (200, 202, 400) and d.get("id") == jid:
+                doc = d
+                if d.get("status") in TERMINAL:
+                    return d, None
+                segs = d.get("segments") or []
+                midway = now() < midway_until
+                running = [s.get("node") for s in segs if s.get("state") == "running"
+                           and s.get("node") and s.get("node") != job.owner
+                           and (not midway or 0.2 <= (s.get("progress") or 0) <= 0.8)]
+                if running and any(s.get("state") == "done" for s in segs):
+                    prefer = job.standby if kind == "pause-segment" else None
+                    if prefer not in running:
+                        prefer = next((n for n in running if n != job.standby), running[0])
+                    return d, prefer
+            time.sleep(0.2)
+        return doc, None
+
+    def split_round(self, round_no: int, kind: str) -> None:
+        """kill-segment / pause-segment: one long job, split; the node running
+        one of its segments (not its owner) is killed (started again once
+        the job has ended) or paused for --hold seconds."""
+        c = self.cluster
+        if not self.long_clip:
+            raise RuntimeError(f"{kind} needs --long-clip")
+        self.split_baseline(round_no)
+        self.wait_quiet(60)
+        c.wait_whole(60)
+        node = NODES[round_no % len(NODES)]
+        if node in c.faulted:
+            node = c.pick() or node
+        sub = self.submit(node, round_no, 60.0, f"(the long clip, for {kind})", clip="long", role="faulted")
+        run = {"kind": kind, "round": round_no, "job": sub.job, "submitted_to": node,
+               "owner": self.jobs[sub.job].owner if sub.job else None,
+               "standby": self.jobs[sub.job].standby if sub.job else None}
+        with LOCK:
+            self.split_runs.append(run)
+        if not sub.job:
+            run["note"] = f"not accepted: {sub.code} {sub.error}"
+            return
+        jid = sub.job
+        doc, target = self.segment_target(jid, kind, 120)
+        if not target:
+            run["note"] = (f"no fault: no segment ran on a node other than the owner while another was done "
+                           f"(status {(doc or {}).get('status')})")
+            LOG("no-trigger", f"{kind}: {run['note']}", echo=True, job=jid)
+            self.wait_terminal(jid, 240)
+            return
+        segs = doc.get("segments") or []
+        at_fault = [{"index": s.get("index"), "state": s.get("state"), "node": s.get("node"),
+                     "progress": round(s.get("progress") or 0, 3)} for s in segs]
+        lost = [s["index"] for s in at_fault if s["state"] == "running" and s["node"] == target]
+        job = self.jobs[jid]
+        role = "standby" if target == job.standby else "third node"
+        run.update({"target": target, "target_role": role, "segments_at_fault": at_fault,
+                    "lost_segments": lost,
+                    "done_before_fault": {str(s["index"]): s["node"] for s in at_fault if s["state"] == "done"},
+                    "fault_after_s": round(now() - job.t_accepted, 3)})
+        docs = self.snapshot_all()
+        docs[jid] = doc
+        affected = self.affected_by(target, docs)
+        affected[jid] = {"status": doc.get("status"), "attempt": doc.get("attempt") or 0,
+                         "node": doc.get("node"), "progress": doc.get("progress"),
+                         "owner": job.owner, "standby": job.standby, "lost_segments": lost,
+                         "segments_at_fault": " ".join(f"{s['index']}:{s['state']}@{s['node']}"
+                                                       for s in at_fault)}
+        if kind == "kill-segment":
+            c.faulted[target] = "killed"
+            c.docker("kill", c.cid[target])
+        else:
+            c.faulted[target] = "paused"
+            c.docker("pause", c.cid[target])
+        f = self.start_fault(kind, round_no, target, affected)
+        f.notes.append(f"split job {jid}: segments {lost} were running on {target} ({role}); "
+                       f"done before: {run['done_before_fault']}")
+        if kind == "pause-segment":
+            time.sleep(self.args.hold)
+            self.heal(f)
+            self.wait_terminal(jid, 240)
+        else:
+            # Dead until the job has ended: the lost segments must run elsewhere.
+            self.wait_terminal(jid, 240, exclude=(target,))
+            self.wait_tracked(f, 5)
+            self.heal(f)
+        run["seconds"] = self.job_seconds(jid)
+        LOG("split-run", f"{kind} of {target} ({role}) during {jid}: lost segments {lost}; job "
+            f"{(self.jobs[jid].terminal_seen or {}).get('status')} after {run['seconds']}s", echo=True,
+            job=jid, **{k: v for k, v in run.items() if k not in ("job",)})
 
     # ---- the checker ----------------------------------------------------
 
@@ -848,8 +1166,17 @@ class Harness:
                         path = os.path.join(out_dir, f"{jid}.mp4")
                         with open(path, "wb") as fh:
                             fh.write(body)
-                        valid, why = self.probe(path)
+                        long = job.clip == "long"
+                        valid, why = self.probe(path, self.args.long_clip_duration if long else None)
                         entry["probe"] = why
+                        if long:
+                            # Frame by frame (issue 16): count, timestamps, A/V sync.
+                            facts = media_facts(path)
+                            entry["frames"] = facts
+                            why = frame_problems(facts, self.long_facts)
+                            if why:
+                                valid = False
+                                entry["probe"] += "; frame check: " + "; ".join(why)
                         if valid:
                             os.remove(path)
                 if len(set(digests.values())) > 1:
@@ -861,11 +1188,26 @@ class Harness:
                 elif valid is None:
                     problems.append("no result could be downloaded")
                     entry["invalid"] = True
+            if job.clip == "long":
+                self.split_entry(job, entry, seen, live, problems)
             entry["state"] = state
             entry["problems"] = problems
             entry["duplicates"] = dup
             entry["passed"] = state == "ok" and not problems
             per_job[jid] = entry
+
+        # Every long-clip output has as many frames as the single pass's.
+        single = next((e for e in per_job.values() if e.get("role") == "single-pass"
+                       and (e.get("frames") or {}).get("video_frames")), None)
+        for jid, e in per_job.items():
+            frames = (e.get("frames") or {}).get("video_frames")
+            if single is None or frames is None or e is single:
+                continue
+            if frames != single["frames"]["video_frames"]:
+                e["invalid"] = True
+                e["problems"].append(f"frame check: {frames} video frames, the single pass has "
+                                     f"{single['frames']['video_frames']}")
+                e["passed"] = False
 
         # Jobs the cluster holds that no 202 announced: trace them back to
         # their submission through the size of the input.
@@ -924,7 +1266,43 @@ class Harness:
             + (f"NOT 404: {leaks}" if leaks else "404 everywhere"), echo=True, answers=out)
         return out
 
-    def probe(self, path: str) -> tuple[bool, str]:
+    def split_entry(self, job: Job, entry: dict, seen: dict, live: list[str], problems: list[str]) -> None:
+        """What the check says of a long-clip job: its segments as the nodes
+        last answered (index:state@node), and for a faulted one, where the
+        segments that ran on the faulted node were encoded again and whether
+        the segments done before the fault kept their node."""
+        entry["clip"] = "long"
+        entry["role"] = job.role
+        doc = next((seen[n][1] for n in live if seen.get(n) and seen[n][1]
+                    and (seen[n][1].get("segments"))), None) or job.last or {}
+        segs = doc.get("segments") or []
+        if not segs and job.segments_seen:
+            # Not a failure of the job, but of its status document: reported.
+            entry["segments_note"] = ("the final answers have no segments: those shown are the last "
+                                      "seen while it ran")
+            segs = job.segments_seen
+        entry["segments"] = [f"{s.get('index')}:{s.get('state')}@{s.get('node')}" for s in segs]
+        entry["split"] = bool(segs)
+        if entry["status"] == "completed" and job.role in ("unfaulted", "faulted") and not segs:
+            problems.append("ran in one pass: the long clip was not split")
+        if entry["status"] == "completed" and job.role == "single-pass" and segs:
+            problems.append(f"parallel=off, yet split into {len(segs)} segments")
+        run = next((r for r in self.split_runs if r.get("job") == job.id), None)
+        if not run or not run.get("target"):
+            return
+        final = {s.get("index"): s.get("node") for s in segs}
+        run["redone"] = {str(i): final.get(i) for i in run["lost_segments"]}
+        run["finished_on_target"] = [i for i in run["lost_segments"] if final.get(i) == run["target"]]
+        moved = {i: (n, final.get(int(i))) for i, n in run["done_before_fault"].items()
+                 if final.get(int(i)) != n}
+        run["done_before_fault_moved"] = moved
+        entry["fault"] = {k: run.get(k) for k in ("kind", "target", "target_role", "lost_segments", "redone",
+                                                  "done_before_fault", "done_before_fault_moved")}
+        if segs and moved:
+            problems.append("segments done before the fault were encoded again: "
+                            + ", ".join(f"{i} ({a} -> {b})" for i, (a, b) in moved.items()))
+
+    def probe(self, path: str, expected: float | None = None) -> tuple[bool, str]:
         try:
             p = subprocess.run(["ffprobe", "-v", "error", "-show_entries",
                                 "stream=codec_type,codec_name:format=duration", "-of", "json", path],
@@ -934,9 +1312,10 @@ class Harness:
             return False, f"ffprobe failed: {e}"
         streams = sorted((s.get("codec_type"), s.get("codec_name")) for s in doc.get("streams", []))
         duration = float((doc.get("format") or {}).get("duration") or 0)
-        tolerance = max(0.5, 0.03 * self.clip_duration)
-        why = f"streams {streams}, duration {duration:.2f}s (input {self.clip_duration:.2f}s)"
-        ok = streams == [("audio", "aac"), ("video", "h264")] and abs(duration - self.clip_duration) <= tolerance
+        expected = self.clip_duration if expected is None else expected
+        tolerance = max(0.5, 0.03 * expected)
+        why = f"streams {streams}, duration {duration:.2f}s (input {expected:.2f}s)"
+        ok = streams == [("audio", "aac"), ("video", "h264")] and abs(duration - expected) <= tolerance
         return ok, why
 
 
@@ -1035,7 +1414,58 @@ def summarize(h: Harness, check: dict | None, started: float) -> dict:
                            for k in sorted({a["kind"] for a in h.anomalies})},
         "anomalies": h.anomalies,
         "config": {k: v for k, v in vars(h.args).items() if k not in ("containers",)},
+        "split": summarize_split(h, jobs, lost, duplicated),
         "jobs": jobs,
+    }
+
+
+def summarize_split(h: Harness, jobs: dict, lost: list[str], duplicated: list[str]) -> dict:
+    """The long-clip jobs (issue 16): how many were split, lost, duplicated,
+    how many outputs passed the frame-by-frame check, and each faulted split
+    job's time against the unfaulted split job's."""
+    long_jobs = [j for j in h.jobs.values() if j.clip == "long"]
+    if not long_jobs:
+        return {}
+    split_jobs = [j for j in long_jobs if j.role != "single-pass"]
+    checked = [j for j in long_jobs if (jobs.get(j.id) or {}).get("frames")]
+    failed = [j.id for j in checked if jobs[j.id].get("invalid")]
+    by_role = {r: next((j for j in long_jobs if j.role == r), None) for r in ("unfaulted", "single-pass")}
+    unfaulted = h.job_seconds(by_role["unfaulted"].id) if by_role["unfaulted"] else None
+
+    def ref(job: Job | None) -> dict | None:
+        if not job:
+            return None
+        e = jobs.get(job.id) or {}
+        return {"job": job.id, "status": e.get("status"), "seconds": h.job_seconds(job.id),
+                "segments": len(e.get("segments") or []),
+                "video_frames": (e.get("frames") or {}).get("video_frames")}
+
+    runs = []
+    for r in h.split_runs:
+        secs = h.job_seconds(r.get("job"))
+        ratio = round(secs / unfaulted, 3) if secs and unfaulted else None
+        runs.append({**r, "status": (jobs.get(r.get("job")) or {}).get("status"), "seconds": secs,
+                     "unfaulted_seconds": unfaulted, "ratio_to_unfaulted": ratio,
+                     "within_target": ratio is not None and ratio < SPLIT_SLOWDOWN_TARGET,
+                     "frame_check": "passed" if (jobs.get(r.get("job")) or {}).get("frames")
+                     and not (jobs.get(r.get("job")) or {}).get("invalid") else "failed or none"})
+    return {
+        "segment_secs": h.args.segment_secs,
+        "segment_min_secs": h.args.segment_min_secs,
+        "input": {"seconds": h.args.long_clip_duration, **{k: h.long_facts.get(k) for k in (
+            "video_frames", "frame_rate", "video_duration_s", "audio_duration_s")}},
+        "split_jobs": len(split_jobs),
+        "split_jobs_split": sum(1 for j in split_jobs if (jobs.get(j.id) or {}).get("split")),
+        "lost": sum(1 for j in long_jobs if j.id in lost),
+        "duplicated": sum(1 for j in long_jobs if j.id in duplicated),
+        "frame_checks": {"passed": len(checked) - len(failed), "failed": len(failed), "failed_jobs": failed},
+        # Split jobs whose final status documents had an empty `segments`.
+        "final_answers_without_segments": [j.id for j in split_jobs
+                                           if (jobs.get(j.id) or {}).get("segments_note")],
+        "unfaulted": ref(by_role["unfaulted"]),
+        "single_pass": ref(by_role["single-pass"]),
+        "slowdown_target": SPLIT_SLOWDOWN_TARGET,
+        "faulted": runs,
     }
 
 
@@ -1049,6 +1479,11 @@ def main() -> int:
                    help="folder of API tokens, one file each: admin, " + ", ".join(TENANTS))
     p.add_argument("--clip", required=True)
     p.add_argument("--clip-duration", type=float, required=True)
+    p.add_argument("--long-clip", help="the clip the nodes split (the kinds " + ", ".join(SPLIT_KINDS) + ")")
+    p.add_argument("--long-clip-duration", type=float, default=0.0)
+    p.add_argument("--segment-secs", type=float, default=0.0, help="the nodes' VIDPRESS_SEGMENT_SECS (reported)")
+    p.add_argument("--segment-min-secs", type=float, default=0.0,
+                   help="the nodes' VIDPRESS_SEGMENT_MIN_SECS: the long clip must be longer, the clip not")
     p.add_argument("--out", required=True)
     p.add_argument("--rounds", default=",".join(KINDS))
     p.add_argument("--jobs-per-round", type=int, default=6)
@@ -1063,6 +1498,12 @@ def main() -> int:
     for k in kinds:
         if k not in KINDS:
             p.error(f"unknown fault kind {k}; kinds are {', '.join(KINDS)}")
+        if k in SPLIT_KINDS and not args.long_clip:
+            p.error(f"{k} needs --long-clip")
+    if args.long_clip and args.segment_min_secs and not (
+            args.clip_duration <= args.segment_min_secs < args.long_clip_duration):
+        p.error(f"--segment-min-secs {args.segment_min_secs:g} must be at least the clip's "
+                f"{args.clip_duration:g}s and under the long clip's {args.long_clip_duration:g}s")
     os.makedirs(args.out, exist_ok=True)
     global LOG, TLS
     LOG = Log(args.out)
@@ -1085,7 +1526,10 @@ def main() -> int:
     try:
         LOG("start", f"{len(kinds)} rounds ({', '.join(kinds)}), {args.jobs_per_round} jobs each, "
             f"preset {args.preset}, clip {len(h.clip)} bytes / {args.clip_duration:.1f}s; "
-            f"aliases {h.cluster.aliases}", echo=True)
+            + (f"long clip {len(h.long_clip)} bytes / {args.long_clip_duration:.1f}s "
+               f"({h.long_facts.get('video_frames')} frames; segments of {args.segment_secs:g}s "
+               f"above {args.segment_min_secs:g}s); " if h.long_clip else "")
+            + f"aliases {h.cluster.aliases}", echo=True)
         if not h.cluster.wait_whole(90):
             raise RuntimeError("the cluster is not whole at the start")
         threading.Thread(target=h.monitor, daemon=True).start()
@@ -1093,6 +1537,9 @@ def main() -> int:
         for r, kind in enumerate(kinds):
             left = args.deadline - time.time() - 150
             need = 150 if kind == "rolling-restart" else 90
+            if kind in SPLIT_KINDS:
+                # The long job, and before the first the unfaulted and single-pass ones.
+                need = 120 if h.split_baseline_done else 200
             if left < need:
                 LOG("skip", f"round {r} ({kind}) skipped: {left:.0f}s left before the check", echo=True)
                 h.rounds_skipped.append(kind)
@@ -1137,6 +1584,17 @@ def main() -> int:
     print(f"isolation: {isolated} of {len(c['isolation'])} sampled jobs answered 404 to the other tenant "
           f"on every live node")
     print(f"recovery: {rec}")
+    sp = c["split"]
+    if sp:
+        fc = sp["frame_checks"]
+        unf = sp["unfaulted"] or {}
+        times = "; ".join(f"{r['kind']} of {r.get('target') or 'no node'} ({r.get('target_role', '-')}): "
+                          f"{r['seconds']}s = {r['ratio_to_unfaulted']}x, segments {r.get('lost_segments')} "
+                          f"redone on {r.get('redone')}" for r in sp["faulted"])
+        print(f"split: {sp['split_jobs']} split jobs ({sp['split_jobs_split']} split), lost {sp['lost']}, "
+              f"duplicated {sp['duplicated']}, frame checks {fc['passed']} passed {fc['failed']} failed; "
+              f"unfaulted {unf.get('seconds')}s ({unf.get('segments')} segments), single pass "
+              f"{(sp['single_pass'] or {}).get('seconds')}s; {times or 'no faulted split job'}")
     return 0 if c["ok"] else 1
 
 

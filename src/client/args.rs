@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use vidpress_transcode::{Codec, EncodeOptions, Format, Preset};
+use vidpress_transcode::{Codec, EncodeOptions, Format, Parallel, Preset};
 
 /// Where the server is, and how to be let in.
 #[derive(clap::Args, Clone, Debug)]
@@ -57,6 +57,10 @@ pub struct SubmitArgs {
     /// AAC bitrate in kbit/s.
     #[arg(long)]
     pub audio_bitrate: Option<u32>,
+    /// `off`: encode in one pass on one worker, however long the video
+    /// (`auto`, the default, splits a long one over the cluster's workers).
+    #[arg(long, value_name = "auto|off")]
+    pub parallel: Option<Parallel>,
     /// Follow the job to its end, then download the result.
     #[arg(long)]
     pub wait: bool,

@@ -53,6 +53,9 @@ pub async fn submit(args: SubmitArgs) -> Result<(), ClientError> {
     if let Some(b) = args.audio_bitrate {
         query.push(("audio_bitrate", b.to_string()));
     }
+    if let Some(parallel) = args.parallel {
+        query.push(("parallel", parallel.to_string()));
+    }
     let bar = ProgressBar::new(size).with_style(bar_style("uploading"));
     let uploaded = bar.clone();
     let body = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024)

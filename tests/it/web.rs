@@ -3,10 +3,12 @@
 //! `scripts/deps.sh`). The page is loaded from a node on a loopback port and
 //! used as a person would: pick files, watch the bars, cancel, download.
 //! On a node with API keys the page asks for one, and shows a tenant its
-//! own jobs only.
+//! own jobs only. A job split into segments (issue 16) has its segments
+//! drawn on its bar, each in the colour of its node.
 //!
 //! Each test leaves a screenshot in `target/artifacts/web/`.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -21,6 +23,7 @@ use tokio::process::{Child, Command};
 use tower::ServiceExt;
 use vidpress::config::ServeConfig;
 
+use crate::cluster::NodeProc;
 use crate::support::{clip, eventually, ffprobe, long_clip, stream, Served, TestNode};
 
 /// How long chromedriver and chromium get to start.
@@ -1458,4 +1461,647 @@ async fn a_card_shows_the_thumbnail_while_the_job_runs_fetched_with_the_key() {
     cancel(&card).await;
     browser.close().await;
     node.stop().await;
+}
+
+/// One segment's slice on a card's bar, as the page draws it.
+#[derive(Debug, serde::Deserialize)]
+struct Slice {
+    index: String,
+    state: String,
+    node: String,
+    title: String,
+    /// Its width on screen, in pixels (its border included).
+    width: f64,
+    /// How far it is filled, in % of its width (the fill's own style; the
+    /// drawn width glides there over 0.2 s).
+    filled: f64,
+    fill_colour: String,
+    background: String,
+}
+
+/// One node in a card's legend: its name and its swatch's colour.
+#[derive(Debug, PartialEq, serde::Deserialize)]
+struct Swatch {
+    node: String,
+    colour: String,
+}
+
+/// What a card's progress bar shows.
+#[derive(Debug, serde::Deserialize)]
+struct Bar {
+    role: Option<String>,
+    /// The whole job's progress, in % (`aria-valuenow`).
+    now: u32,
+    text: Option<String>,
+    /// Whether the plain bar is shown, and its width (in %).
+    plain: bool,
+    plain_width: String,
+    track_width: f64,
+    slices: Vec<Slice>,
+    legend_shown: bool,
+    count: Option<String>,
+    legend: Vec<Swatch>,
+}
+
+/// The grey of a pending segment's slice.
+const PENDING_GREY: &str = "rgb(221, 226, 234)";
+
+/// The accent of the plain bar, which no node's slice may take.
+const ACCENT: &str = "rgb(37, 99, 235)";
+
+/// Returns the tint a running slice's rest takes of `colour`: a quarter of it.
+fn tint(colour: &str) -> String {
+    colour.replace("rgb(", "rgba(").replace(')', ", 0.25)")
+}
+
+/// Settings under which a node splits inputs longer than 4 s into segments
+/// of about 2 s.
+fn splitting(config: &mut ServeConfig) {
+    config.segment_secs = 2;
+    config.segment_min_secs = 4;
+}
+
+impl Browser {
+    /// Reads the bar of job `id`'s card.
+    async fn bar(&self, id: &str) -> Bar {
+        let bar = self
+            .client
+            .execute(
+                r#"const card = document.querySelector(`.job[data-id="${arguments[0]}"]`);
+                const track = card.querySelector(".track");
+                const bar = track.querySelector(".bar");
+                const legend = card.querySelector(".legend");
+                const shown = (e) => e.getClientRects().length > 0;
+                const colour = (e) => getComputedStyle(e).backgroundColor;
+                return {
+                  role: track.getAttribute("role"),
+                  now: Number(track.getAttribute("aria-valuenow")),
+                  text: track.getAttribute("aria-valuetext"),
+                  plain: shown(bar),
+                  plain_width: bar.style.width,
+                  track_width: track.getBoundingClientRect().width,
+                  slices: [...track.querySelectorAll(".segment")].map((s) => {
+                    const fill = s.querySelector(".fill");
+                    return {
+                      index: s.dataset.index, state: s.dataset.state, node: s.dataset.node,
+                      title: s.title, width: s.getBoundingClientRect().width,
+                      filled: parseFloat(fill.style.width), fill_colour: colour(fill),
+                      background: colour(s),
+                    };
+                  }),
+                  legend_shown: shown(legend),
+                  count: legend.querySelector(".count")?.textContent ?? null,
+                  legend: [...legend.querySelectorAll("li[data-node]")].map((li) => ({
+                    node: li.dataset.node, colour: colour(li.querySelector(".swatch")),
+                  })),
+                };"#,
+                vec![json!(id)],
+            )
+            .await
+            .expect("the bar answers");
+        serde_json::from_value(bar.clone()).unwrap_or_else(|e| panic!("{e}: {bar}"))
+    }
+
+    /// From now on, gives every status document the page receives over a
+    /// WebSocket the `segments` of `window.segments` while that is set, as
+    /// a node that splits jobs would send them.
+    async fn give_documents_segments(&self) {
+        self.client
+            .execute(
+                r#"window.segments = null;
+                const Real = window.WebSocket;
+                window.WebSocket = class extends Real {
+                  set onmessage(handler) {
+                    super.onmessage = (message) => {
+                      const event = JSON.parse(message.data);
+                      if (window.segments) event.job.segments = window.segments;
+                      handler({data: JSON.stringify(event)});
+                    };
+                  }
+                };"#,
+                vec![],
+            )
+            .await
+            .expect("the rewrite is installed");
+    }
+
+    /// Sets the segments [`Browser::give_documents_segments`] adds, and
+    /// waits (up to 30 s) until job `id`'s card has drawn them, as told by
+    /// `drawn`.
+    async fn show_segments(&self, id: &str, segments: Value, drawn: impl Fn(&Bar) -> bool) -> Bar {
+        self.client
+            .execute("window.segments = arguments[0];", vec![segments.clone()])
+            .await
+            .expect("segments set");
+        let awaited = format!("the card to draw {segments}");
+        eventually(awaited, Duration::from_secs(30), || async {
+            let bar = self.bar(id).await;
+            if drawn(&bar) {
+                Ok(bar)
+            } else {
+                Err(format!("{bar:?}"))
+            }
+        })
+        .await
+    }
+}
+
+/// A segment of the status document (issue 16's `segments`).
+fn segment(
+    index: u32,
+    start: f64,
+    end: f64,
+    state: &str,
+    node: Option<&str>,
+    progress: f64,
+) -> Value {
+    json!({
+        "index": index, "start_seconds": start, "end_seconds": end,
+        "state": state, "node": node, "progress": progress,
+    })
+}
+
+/// Checks that the slices are as wide as their segments' shares of
+/// `durations` (in seconds) of a track `track_width` wide, within a pixel.
+fn assert_proportional(bar: &Bar, durations: &[f64]) {
+    let total: f64 = durations.iter().sum();
+    assert_eq!(bar.slices.len(), durations.len(), "{bar:?}");
+    for (slice, duration) in bar.slices.iter().zip(durations) {
+        let expected = duration / total * bar.track_width;
+        assert!(
+            (slice.width - expected).abs() <= 1.0,
+            "slice {} is {} px wide, not {expected} px: {bar:?}",
+            slice.index,
+            slice.width
+        );
+    }
+}
+
+/// Checks that a card shows the plain bar of a job that is not split: no
+/// slice, no legend, the bar as wide as the job's progress.
+fn assert_plain(bar: &Bar) {
+    assert!(bar.plain, "the plain bar shows: {bar:?}");
+    assert!(bar.slices.is_empty(), "no slices: {bar:?}");
+    assert!(!bar.legend_shown, "no legend: {bar:?}");
+    assert_eq!(bar.text, None, "{bar:?}");
+    assert_eq!(bar.plain_width, format!("{}%", bar.now), "{bar:?}");
+    assert_eq!(bar.role.as_deref(), Some("progressbar"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_segments_in_a_document_are_drawn_on_the_bar_in_their_nodes_colours() {
+    // The page draws what the status documents say: here a real running
+    // job's documents are given segments on their way to the page, in every
+    // state and on three nodes, which one real node cannot show at will.
+    let node = TestNode::start().await.serve();
+    let browser = Browser::start().await;
+    browser.open(&node.base).await;
+    browser.give_documents_segments().await;
+    browser.select("#preset", "veryslow").await;
+    let card = browser.run(&long_clip()).await;
+    let id = card.attr("data-id").await.expect("id").expect("an id");
+    let durations = [2.04, 1.96, 2.0, 2.0, 4.0];
+    let segments = json!([
+        segment(0, 0.0, 2.04, "done", Some("node-a"), 1.0),
+        segment(1, 2.04, 4.0, "done", Some("node-b"), 1.0),
+        segment(2, 4.0, 6.0, "running", Some("node-b"), 0.4),
+        segment(3, 6.0, 8.0, "running", Some("node-c"), 0.1),
+        segment(4, 8.0, 12.0, "pending", None, 0.0),
+    ]);
+    let bar = browser
+        .show_segments(&id, segments, |bar| bar.slices.len() == 5)
+        .await;
+    browser.screenshot("segments-by-node").await;
+
+    assert!(!bar.plain, "the plain bar gives way to the slices: {bar:?}");
+    assert_proportional(&bar, &durations);
+    let states: Vec<_> = bar.slices.iter().map(|s| s.state.as_str()).collect();
+    assert_eq!(states, ["done", "done", "running", "running", "pending"]);
+    let filled: Vec<_> = bar.slices.iter().map(|s| s.filled).collect();
+    assert_eq!(filled, [100.0, 100.0, 40.0, 10.0, 0.0]);
+    // One colour per node, a different one for each.
+    let colours: Vec<_> = bar.slices.iter().map(|s| s.fill_colour.as_str()).collect();
+    let (a, b, c) = (colours[0], colours[1], colours[3]);
+    assert_eq!(colours[2], b, "both of node-b's slices: {bar:?}");
+    assert!(
+        a != b && b != c && a != c,
+        "three nodes, three colours: {bar:?}"
+    );
+    for colour in [a, b, c] {
+        assert!(colour.starts_with("rgb("), "opaque: {colour}");
+        assert_ne!(colour, PENDING_GREY);
+    }
+    // A running slice's rest is a tint of its node's colour; a pending one is grey.
+    assert_eq!(bar.slices[2].background, tint(b), "{bar:?}");
+    assert_eq!(bar.slices[3].background, tint(c), "{bar:?}");
+    assert_eq!(bar.slices[4].background, PENDING_GREY, "{bar:?}");
+    assert_eq!(bar.slices[4].node, "");
+    // Pointing at a slice says which segment, where and how far.
+    let titles: Vec<_> = bar.slices.iter().map(|s| s.title.as_str()).collect();
+    assert_eq!(
+        titles,
+        [
+            "segment 1 of 5, 0:00.0–0:02.0: done on node-a",
+            "segment 2 of 5, 0:02.0–0:04.0: done on node-b",
+            "segment 3 of 5, 0:04.0–0:06.0: running on node-b, 40 %",
+            "segment 4 of 5, 0:06.0–0:08.0: running on node-c, 10 %",
+            "segment 5 of 5, 0:08.0–0:12.0: pending",
+        ]
+    );
+    // The legend names each node in its colour.
+    assert!(bar.legend_shown);
+    assert_eq!(bar.count.as_deref(), Some("2 of 5 segments done"));
+    let swatch = |node: &str, colour: &str| Swatch {
+        node: node.into(),
+        colour: colour.into(),
+    };
+    assert_eq!(
+        bar.legend,
+        [
+            swatch("node-a", a),
+            swatch("node-b", b),
+            swatch("node-c", c)
+        ]
+    );
+    // The bar is still the whole job's progress bar.
+    assert_eq!(bar.role.as_deref(), Some("progressbar"));
+    assert_eq!(
+        bar.text,
+        Some(format!("{} %, 2 of 5 segments done", bar.now)),
+        "{bar:?}"
+    );
+    assert_eq!(
+        text_in(&card, ".where").await,
+        "on node-b, node-c",
+        "the nodes running its segments"
+    );
+
+    // Later: node-c is gone, its segment pending again; node-a runs the last.
+    let segments = json!([
+        segment(0, 0.0, 2.04, "done", Some("node-a"), 1.0),
+        segment(1, 2.04, 4.0, "done", Some("node-b"), 1.0),
+        segment(2, 4.0, 6.0, "done", Some("node-b"), 1.0),
+        segment(3, 6.0, 8.0, "pending", None, 0.0),
+        segment(4, 8.0, 12.0, "running", Some("node-a"), 0.5),
+    ]);
+    let bar = browser
+        .show_segments(&id, segments, |bar| {
+            bar.slices.get(4).is_some_and(|s| s.state == "running")
+        })
+        .await;
+    let colours: Vec<_> = bar.slices.iter().map(|s| s.fill_colour.as_str()).collect();
+    assert_eq!(colours[..3], [a, b, b], "a node keeps its colour: {bar:?}");
+    assert_eq!(colours[4], a, "{bar:?}");
+    assert_eq!(bar.slices[4].background, tint(a), "{bar:?}");
+    assert_eq!(bar.slices[3].background, PENDING_GREY, "{bar:?}");
+    assert_eq!(bar.slices[3].filled, 0.0, "{bar:?}");
+    assert_eq!(bar.count.as_deref(), Some("3 of 5 segments done"));
+    assert_eq!(bar.legend, [swatch("node-a", a), swatch("node-b", b)]);
+    assert_eq!(text_in(&card, ".where").await, "on node-a");
+
+    // A document without segments brings the plain bar back.
+    let bar = browser
+        .show_segments(&id, json!([]), |bar| bar.slices.is_empty())
+        .await;
+    assert_plain(&bar);
+    cancel(&card).await;
+    browser.close().await;
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_that_is_not_split_keeps_the_plain_bar() {
+    // A node that splits videos longer than 4 s, and a 3 s one.
+    let node = TestNode::start_with(splitting).await.serve();
+    let browser = Browser::start().await;
+    browser.open(&node.base).await;
+    browser.select("#preset", "slow").await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = named_copy(&dir, &clip(3), "whole.mp4");
+    browser.pick(&[&file]).await;
+    let card = browser.card(&file).await;
+    let id = card.attr("data-id").await.expect("id").expect("an id");
+    // Every look at the card, from its acceptance to its end, shows the
+    // plain bar.
+    let mut looks = 0;
+    eventually("the card to say completed", ENCODE_LIMIT, || {
+        looks += 1;
+        let (browser, card, id) = (&browser, &card, &id);
+        async move {
+            let status = card.attr("data-status").await.expect("data-status");
+            assert_plain(&browser.bar(id).await);
+            if status.as_deref() == Some("completed") {
+                Ok(())
+            } else {
+                Err(format!("{status:?}"))
+            }
+        }
+    })
+    .await;
+    let bar = browser.bar(&id).await;
+    assert_eq!(bar.now, 100, "{bar:?}");
+    let doc = document(&node.base, &id).await;
+    assert_eq!(
+        doc.get("segments").unwrap_or(&json!([])),
+        &json!([]),
+        "{doc}"
+    );
+    eprintln!("the plain bar in all of {looks} looks");
+    browser.screenshot("not-split").await;
+    browser.close().await;
+    node.stop().await;
+}
+
+/// What the page showed of a split job's bar, look after look, until the
+/// job completed.
+struct Watched {
+    /// The one colour of each node's slices.
+    colours: BTreeMap<String, String>,
+    /// How many slices the looks that showed slices had (all the same).
+    slices: usize,
+    /// Whether a look showed done slices beside unfinished ones.
+    mixed: bool,
+    /// The fullest a running slice was seen, in %.
+    running_fill: f64,
+    looks: usize,
+}
+
+/// Checks one look at a split job's bar: slices or the plain bar, never
+/// both; a pending slice grey and empty, unowned; a running or done slice
+/// filled in its node's colour (`colours` keeps the first seen for each
+/// node, and every later slice of that node must have it), a running one's
+/// rest tinted with it, a done one full; the legend in the same colours.
+fn check_look(bar: &Bar, colours: &mut BTreeMap<String, String>) {
+    assert_eq!(
+        bar.plain,
+        bar.slices.is_empty(),
+        "slices or the plain bar: {bar:?}"
+    );
+    assert_eq!(bar.role.as_deref(), Some("progressbar"));
+    for slice in &bar.slices {
+        match slice.state.as_str() {
+            "pending" => {
+                assert_eq!(slice.background, PENDING_GREY, "{slice:?}");
+                assert_eq!(slice.filled, 0.0, "{slice:?}");
+                assert_eq!(slice.node, "", "{slice:?}");
+            }
+            state @ ("running" | "done") => {
+                assert!(!slice.node.is_empty(), "a node: {slice:?}");
+                let colour = colours
+                    .entry(slice.node.clone())
+                    .or_insert_with(|| slice.fill_colour.clone());
+                assert_eq!(&slice.fill_colour, colour, "one colour per node: {bar:?}");
+                assert!(colour.starts_with("rgb("), "opaque: {slice:?}");
+                assert!(colour != PENDING_GREY && colour != ACCENT, "{slice:?}");
+                if state == "done" {
+                    assert_eq!(slice.filled, 100.0, "{slice:?}");
+                } else {
+                    assert_eq!(slice.background, tint(colour), "{slice:?}");
+                    assert!((0.0..=100.0).contains(&slice.filled), "{slice:?}");
+                }
+            }
+            other => panic!("a segment in state {other:?}: {slice:?}"),
+        }
+    }
+    assert_eq!(bar.legend_shown, !bar.slices.is_empty(), "{bar:?}");
+    for swatch in &bar.legend {
+        assert_eq!(
+            Some(&swatch.colour),
+            colours.get(&swatch.node),
+            "the legend's colour of {}: {bar:?}",
+            swatch.node
+        );
+    }
+}
+
+/// Follows job `id`'s card until it says completed (within
+/// [`ENCODE_LIMIT`]), checking every look at its bar with [`check_look`];
+/// leaves a screenshot named `name` of the first look that shows done
+/// slices beside unfinished ones.
+async fn watch_split(browser: &Browser, card: &Element, id: &str, name: &str) -> Watched {
+    let watched = std::cell::RefCell::new(Watched {
+        colours: BTreeMap::new(),
+        slices: 0,
+        mixed: false,
+        running_fill: 0.0,
+        looks: 0,
+    });
+    eventually(
+        "the split job's card to say completed",
+        ENCODE_LIMIT,
+        || async {
+            let status = card.attr("data-status").await.expect("data-status");
+            let bar = browser.bar(id).await;
+            let first_mix = {
+                let mut watched = watched.borrow_mut();
+                watched.looks += 1;
+                check_look(&bar, &mut watched.colours);
+                let count = bar.slices.len();
+                if count > 0 {
+                    assert!(
+                        watched.slices == 0 || watched.slices == count,
+                        "the plan's slices came and went: {} then {count}",
+                        watched.slices
+                    );
+                    watched.slices = count;
+                }
+                for slice in bar.slices.iter().filter(|s| s.state == "running") {
+                    watched.running_fill = watched.running_fill.max(slice.filled);
+                }
+                let done = bar.slices.iter().filter(|s| s.state == "done").count();
+                let mixed = done > 0 && done < count;
+                let first = mixed && !watched.mixed;
+                watched.mixed |= mixed;
+                first
+            };
+            if first_mix {
+                browser.screenshot(name).await;
+            }
+            if status.as_deref() == Some("completed") {
+                Ok(())
+            } else {
+                Err(format!("{status:?}: {bar:?}"))
+            }
+        },
+    )
+    .await;
+    watched.into_inner()
+}
+
+/// The start and end of each segment of a status document, in seconds.
+fn segment_durations(doc: &Value) -> Vec<f64> {
+    doc["segments"]
+        .as_array()
+        .expect("segments")
+        .iter()
+        .map(|s| {
+            s["end_seconds"].as_f64().expect("an end")
+                - s["start_seconds"].as_f64().expect("a start")
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_split_job_shows_its_segments_on_the_bar_in_its_nodes_colour() {
+    let node = TestNode::start_with(splitting).await.serve();
+    let browser = Browser::start().await;
+    browser.open(&node.base).await;
+    browser.select("#preset", "veryslow").await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = named_copy(&dir, &clip(10), "split.mp4");
+    browser.pick(&[&file]).await;
+    let card = browser.card(&file).await;
+    let id = card.attr("data-id").await.expect("id").expect("an id");
+    let watched = watch_split(&browser, &card, &id, "split-running").await;
+
+    let doc = document(&node.base, &id).await;
+    let durations = segment_durations(&doc);
+    assert!(durations.len() >= 3, "10 s in segments of about 2 s: {doc}");
+    assert_eq!(watched.slices, durations.len(), "one slice per segment");
+    // One node, one colour: the node's name in the documents.
+    let names: Vec<_> = watched.colours.keys().cloned().collect();
+    let ran: std::collections::BTreeSet<_> = doc["segments"]
+        .as_array()
+        .expect("segments")
+        .iter()
+        .map(|s| s["node"].as_str().expect("a node").to_owned())
+        .collect();
+    assert_eq!(names, ran.into_iter().collect::<Vec<_>>(), "{doc}");
+    assert_eq!(names.len(), 1, "{:?}", watched.colours);
+    eprintln!(
+        "{} looks, {} slices, done beside unfinished seen: {}, a running slice seen {} % full",
+        watched.looks, watched.slices, watched.mixed, watched.running_fill
+    );
+
+    // Completed: every slice full, in the node's colour.
+    let bar = browser.bar(&id).await;
+    browser.screenshot("split-completed").await;
+    assert_proportional(&bar, &durations);
+    let colour = &watched.colours[&names[0]];
+    for slice in &bar.slices {
+        assert_eq!(
+            (slice.state.as_str(), slice.filled, &slice.fill_colour),
+            ("done", 100.0, colour),
+            "{bar:?}"
+        );
+    }
+    assert_eq!(
+        bar.legend,
+        [Swatch {
+            node: names[0].clone(),
+            colour: colour.clone()
+        }]
+    );
+    let count = durations.len();
+    assert_eq!(bar.count, Some(format!("{count} of {count} segments done")));
+    assert_eq!(text_in(&card, ".where").await, format!("on {}", names[0]));
+    assert_eq!(
+        bar.text,
+        Some(format!("100 %, {count} of {count} segments done"))
+    );
+    browser.close().await;
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_split_over_two_nodes_shows_each_nodes_segments_in_its_own_colour() {
+    // Two nodes of one worker each: while one encodes a segment, the next
+    // goes to the other.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cookie = "web-segments-cookie";
+    let env = vec![
+        ("VIDPRESS_SEGMENT_SECS".to_owned(), "2".to_owned()),
+        ("VIDPRESS_SEGMENT_MIN_SECS".to_owned(), "4".to_owned()),
+    ];
+    let a = NodeProc::spawn_with("node-a", &dir, 1, vec![], cookie, env.clone());
+    let b = NodeProc::spawn_with("node-b", &dir, 1, vec![a.cluster], cookie, env);
+    eventually(
+        "node-a to see both nodes up",
+        Duration::from_secs(30),
+        || async {
+            let view = crate::support::get_json(&format!("{}/cluster", a.base())).await;
+            let up = view.as_ref().map_or(0, |(_, view)| {
+                view["nodes"]
+                    .as_array()
+                    .map_or(0, |n| n.iter().filter(|m| m["state"] == "up").count())
+            });
+            if up == 2 {
+                Ok(())
+            } else {
+                Err(format!("{view:?}\n{}\n{}", a.log(), b.log()))
+            }
+        },
+    )
+    .await;
+    let browser = Browser::start().await;
+    browser.open(&a.base()).await;
+    browser.select("#preset", "veryslow").await;
+    let file = named_copy(&dir, &clip(10), "split-two.mp4");
+    browser.pick(&[&file]).await;
+    let card = browser.card(&file).await;
+    let id = card.attr("data-id").await.expect("id").expect("an id");
+    let watched = watch_split(&browser, &card, &id, "split-two-nodes-running").await;
+
+    let doc = document(&a.base(), &id).await;
+    let durations = segment_durations(&doc);
+    assert_eq!(watched.slices, durations.len(), "one slice per segment");
+    let nodes: Vec<_> = doc["segments"]
+        .as_array()
+        .expect("segments")
+        .iter()
+        .map(|s| s["node"].as_str().expect("a node").to_owned())
+        .collect();
+    let ran: std::collections::BTreeSet<_> = nodes.iter().cloned().collect();
+    assert_eq!(
+        ran.iter().map(String::as_str).collect::<Vec<_>>(),
+        ["node-a", "node-b"],
+        "both nodes encoded segments: {doc}"
+    );
+    assert_eq!(
+        watched.colours.keys().collect::<Vec<_>>(),
+        ran.iter().collect::<Vec<_>>()
+    );
+    let (colour_a, colour_b) = (&watched.colours["node-a"], &watched.colours["node-b"]);
+    assert_ne!(colour_a, colour_b, "two nodes, two colours");
+    eprintln!(
+        "{} looks, segments on {nodes:?}, done beside unfinished seen: {}, a running slice seen {} % full",
+        watched.looks, watched.mixed, watched.running_fill
+    );
+
+    // Completed: each slice full, in the colour of the node that encoded it.
+    let bar = browser.bar(&id).await;
+    browser.screenshot("split-two-nodes").await;
+    assert_proportional(&bar, &durations);
+    for (slice, node) in bar.slices.iter().zip(&nodes) {
+        assert_eq!(
+            (slice.state.as_str(), slice.filled, &slice.node),
+            ("done", 100.0, node),
+            "{bar:?}"
+        );
+        assert_eq!(&slice.fill_colour, &watched.colours[node], "{bar:?}");
+        assert!(
+            slice.title.ends_with(&format!(": done on {node}")),
+            "{slice:?}"
+        );
+    }
+    assert_eq!(
+        bar.legend,
+        [
+            Swatch {
+                node: "node-a".into(),
+                colour: colour_a.clone()
+            },
+            Swatch {
+                node: "node-b".into(),
+                colour: colour_b.clone()
+            },
+        ]
+    );
+    assert_eq!(
+        text_in(&card, ".where").await,
+        "on node-a, node-b",
+        "the nodes that encoded it"
+    );
+    browser.close().await;
+    drop((a, b));
 }

@@ -236,6 +236,7 @@ impl GatewayState {
             scope: self.args.scope.clone(),
             prober: self.prober.clone(),
             split: self.args.split,
+            local_workers: self.args.workers,
         };
         let (supervisor, _) = Actor::spawn_linked(
             Some(id.actor_name()),

@@ -51,6 +51,7 @@ use vidpress_transcode::Limits;
 
 use crate::board::Board;
 use crate::counters::Epoch;
+use crate::inputs::FetchedInputs;
 use crate::job::{JobId, JobStatus};
 use crate::paths;
 use crate::protocol::{gateway_group, workers_group, GatewayMsg, SupervisorMsg, WorkerMsg};
@@ -126,6 +127,8 @@ pub struct GatewayState {
     args: GatewayArgs,
     /// Probes the inputs of new jobs, a few at a time.
     prober: Prober,
+    /// Inputs of other nodes' split jobs, fetched for their pieces.
+    inputs: Arc<FetchedInputs>,
     /// Where supervisors publish their snapshots.
     board: Arc<Board>,
     jobs: BTreeMap<JobId, JobEntry>,
@@ -172,13 +175,17 @@ impl Actor for Gateway {
             gateway_group(&args.node),
             vec![myself.get_cell()],
         );
+        let inputs = Arc::new(FetchedInputs::new(paths::fetched_inputs_dir(
+            &args.data_dir,
+        )));
         for _ in 0..args.workers {
-            spawn_worker(&myself, &args).await?;
+            spawn_worker(&myself, &args, &inputs).await?;
         }
         myself.send_interval(scheduler::PUMP_EVERY, || GatewayMsg::Tick);
         info!(node = %args.node, workers = args.workers, "gateway started");
         let mut state = GatewayState {
             prober: Prober::new(args.command.clone(), args.limits, args.stall_timeout),
+            inputs,
             args,
             board,
             jobs: BTreeMap::new(),
@@ -268,6 +275,7 @@ impl Actor for Gateway {
 async fn spawn_worker(
     myself: &ActorRef<GatewayMsg>,
     args: &GatewayArgs,
+    inputs: &Arc<FetchedInputs>,
 ) -> Result<ActorRef<WorkerMsg>, ractor::SpawnErr> {
     let worker_args = WorkerArgs {
         node: args.node.clone(),
@@ -278,6 +286,7 @@ async fn spawn_worker(
         scope: args.scope.clone(),
         transfer: args.transfer.clone(),
         gateway: myself.clone(),
+        inputs: inputs.clone(),
     };
     let (worker, _) =
         Actor::spawn_linked(None, WorkerActor, worker_args, myself.get_cell()).await?;

@@ -107,7 +107,7 @@ impl GatewayState {
             // Shutting down: the slot is not needed any more.
             return;
         }
-        match spawn_worker(myself, &self.args).await {
+        match spawn_worker(myself, &self.args, &self.inputs).await {
             Ok(worker) => {
                 info!(node = %self.args.node, worker = %worker.get_id(), "worker started again")
             }

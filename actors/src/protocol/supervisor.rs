@@ -77,9 +77,6 @@ pub enum SupervisorMsg {
     /// Sent to itself by the plan of a long video: where it is cut, or why
     /// it could not be (the job then runs in one pass).
     Planned(Result<SegmentPlan, TranscodeError>),
-    /// Sent to itself a moment after a slot was held for a job being
-    /// probed: a probe that takes longer does not hold the job back.
-    HoldOver,
     /// Sent to itself by the join of a split job's pieces, attempt
     /// `attempt`: the output, or why there is none.
     Joined {

@@ -26,11 +26,6 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// this node any more, though its node may look alive. Workers report at
 /// least every few seconds, transfers included.
 const REPORT_TIMEOUT: Duration = Duration::from_secs(30);
-/// The longest a slot is held for a job whose input is still being probed
-/// (a probe takes a fraction of a second; one that hangs must not hold
-/// the job back). Once the probe found a video to cut, the slot is held
-/// until the plan is made.
-const HOLD_AT_MOST: Duration = Duration::from_secs(2);
 /// How often a running attempt is checked against those deadlines.
 pub(super) const WATCH_EVERY: Duration = Duration::from_secs(2);
 
@@ -54,8 +49,7 @@ impl SupervisorState {
     /// `Dispatch`: sends the next attempt to the slot's worker and, if it
     /// went, starts watching it.
     ///
-    /// While the input is probed or cut, the slot is held until it is
-    /// known whether the job is split; a split job's slot takes a piece.
+    /// A split job's slot takes a piece.
     pub(super) async fn on_dispatch(
         &mut self,
         myself: &ActorRef<SupervisorMsg>,
@@ -65,17 +59,6 @@ impl SupervisorState {
         self.asking = false;
         if self.split.is_some() {
             return self.dispatch_piece(myself, worker, node).await;
-        }
-        if self.preparing && matches!(self.job.state, JobState::Queued) {
-            myself.send_after(HOLD_AT_MOST, || SupervisorMsg::HoldOver);
-            if let Some((older, _)) = self.held.replace((worker, node)) {
-                let _ = self.gateway.cast(GatewayMsg::SlotFreed {
-                    job: self.job.id,
-                    worker: Some(older.get_id()),
-                    rejected: false,
-                });
-            }
-            return After::Nothing;
         }
         if self.dispatch(worker, node).await {
             let attempt = self.job.attempt;

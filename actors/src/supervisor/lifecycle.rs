@@ -93,8 +93,6 @@ impl SupervisorState {
     /// again when an unfinished job comes back from disk or is taken over
     /// without its probe's findings or thumbnail.
     pub(super) fn start_probe(&mut self, myself: &ActorRef<SupervisorMsg>) {
-        // Until the media is known, whether the job is split is not.
-        self.preparing = self.job.input.media.is_none();
         let prober = self.prober.clone();
         let input = paths::input(&self.data_dir, self.job.id);
         let thumbnail = paths::thumbnail(&self.data_dir, self.job.id);
@@ -113,13 +111,8 @@ impl SupervisorState {
     /// transcode, which fails with its own clear error). Kept in the
     /// record, so restarts and the standby's copy keep it; a worker that
     /// probed first, or a job already over, leaves nothing to do. A video
-    /// long enough to split is cut next; otherwise a slot held meanwhile
-    /// goes to the job's one pass.
-    pub(super) async fn on_probed(
-        &mut self,
-        myself: &ActorRef<SupervisorMsg>,
-        probe: Probe,
-    ) -> After {
+    /// long enough to split is cut next.
+    pub(super) fn on_probed(&mut self, myself: &ActorRef<SupervisorMsg>, probe: Probe) -> After {
         info!(job_id = %self.job.id, media = probe.media.is_some(), thumbnail = probe.thumbnail, "input probed");
         let mut after = After::Nothing;
         if let Some(media) = probe.media {
@@ -133,12 +126,6 @@ impl SupervisorState {
         }
         if self.wants_plan() {
             self.start_plan(myself);
-            return after;
-        }
-        self.preparing = false;
-        if self.held.is_some() {
-            self.use_held_slot(myself).await;
-            return After::Settle;
         }
         after
     }
@@ -199,7 +186,6 @@ impl SupervisorState {
         }
         self.dirty = true;
         self.job.state = state;
-        self.release_held_slot();
         // The input is no longer needed, nor any partial output or piece.
         self.remove_pieces();
         let _ = std::fs::remove_file(paths::input(&self.data_dir, self.job.id));
@@ -234,7 +220,6 @@ impl SupervisorState {
             self.stop_pieces();
             self.release_slot();
         }
-        self.release_held_slot();
         self.replica = None;
         let _ = std::fs::remove_dir_all(paths::job_dir(&self.data_dir, self.job.id));
         let _ = reply.send(());

@@ -12,7 +12,7 @@
 //! | message | module |
 //! | --- | --- |
 //! | `Accept`, `Probed`, `Cancel`, `LingerOver`, `DropCopy` | `lifecycle`: accept (and the probe after it), finish, linger, hibernate |
-//! | `Dispatch`, `Report`, `Watch`, `NodeLost`, `WorkerLost` | `attempts`: dispatch, reports, deadlines, lost attempts; a split job's (`Planned`, `Joined` too) in `pieces` |
+//! | `Dispatch`, `Report`, `Watch`, `NodeLost`, `WorkerLost` | `attempts`: dispatch, reports, deadlines, lost attempts; a split job's (`Planned`, `Joined` too) in `pieces`, the join in `join` |
 //! | `Subscribe` (and every event) | `events`: publish, history, subscribe with `since` |
 //! | `ResultCopied`, `Resync`, `RecordCopied` | `standby`: copies to the standby |
 //! | `GetSnapshot` | here |
@@ -26,6 +26,7 @@
 mod attempts;
 mod durability;
 mod events;
+mod join;
 mod lifecycle;
 mod losses;
 mod pieces;
@@ -50,7 +51,7 @@ use crate::counters::Seq;
 use crate::job::{InputInfo, JobEvent, JobSnapshot};
 use crate::paths;
 use crate::probe::Prober;
-use crate::protocol::{GatewayMsg, SupervisorMsg, WorkerMsg};
+use crate::protocol::{GatewayMsg, SupervisorMsg};
 use crate::record::{self, JobRecord};
 use crate::replication;
 use crate::transfer::Transfer;
@@ -84,6 +85,9 @@ pub struct SupervisorArgs {
     pub prober: Prober,
     /// Which videos are split over many workers.
     pub split: SplitPolicy,
+    /// This node's worker slots (a split job's segments come in rounds of
+    /// the cluster's).
+    pub local_workers: usize,
 }
 
 pub struct SupervisorState {
@@ -113,12 +117,11 @@ pub struct SupervisorState {
     board: Arc<Board>,
     prober: Prober,
     split_policy: SplitPolicy,
+    local_workers: usize,
     /// A long video's pieces, once it is cut.
     split: Option<split::Split>,
-    /// The input is being probed or cut: a slot handed over meanwhile is
-    /// held (`held`) until it is known whether the job is split.
-    preparing: bool,
-    held: Option<(ActorRef<WorkerMsg>, NodeName)>,
+    /// The input is being cut (a plan child runs).
+    planning: bool,
     /// One more slot is asked for (the job is in the gateway's queue).
     asking: bool,
     /// The worker holding the slot of a one-pass job's attempt.
@@ -219,9 +222,9 @@ impl Actor for JobSupervisor {
             board: args.board,
             prober: args.prober,
             split_policy: args.split,
+            local_workers: args.local_workers,
             split: None,
-            preparing: false,
-            held: None,
+            planning: false,
             asking: false,
             worker: None,
             attempt_started: None,
@@ -231,12 +234,13 @@ impl Actor for JobSupervisor {
             history: VecDeque::new(),
         };
         if let Some(split) = &state.record.split {
-            if !state.job.status().is_terminal() {
-                let (data, id) = (&state.data_dir, state.job.id);
-                let kept = |piece| paths::piece(data, id, piece).exists();
-                state.split = Some(split::Split::new(split.plan.clone(), &split.done, kept));
-                state.show_segments();
-            }
+            // An ended job's pieces are gone with their files, but polls
+            // still show where each was encoded.
+            let ended = state.job.status().is_terminal();
+            let (data, id) = (&state.data_dir, state.job.id);
+            let kept = |piece| ended || paths::piece(data, id, piece).exists();
+            state.split = Some(split::Split::new(split.plan.clone(), &split.done, kept));
+            state.show_segments();
         }
         if !args.fresh {
             state.board.publish(&state.job);
@@ -318,12 +322,11 @@ async fn handle_message(
         SupervisorMsg::RecordCopied(version) => state.on_record_copied(version),
         SupervisorMsg::DropCopy(reply) => state.drop_copy(reply),
         SupervisorMsg::LingerOver => state.on_linger_over(),
-        SupervisorMsg::Probed(probe) => state.on_probed(&myself, probe).await,
+        SupervisorMsg::Probed(probe) => state.on_probed(&myself, probe),
         SupervisorMsg::WorkerLost { worker, reason } => {
             state.on_worker_lost(&myself, worker, reason)
         }
-        SupervisorMsg::Planned(plan) => state.on_planned(&myself, plan).await,
-        SupervisorMsg::HoldOver => state.on_hold_over(&myself).await,
+        SupervisorMsg::Planned(plan) => state.on_planned(plan),
         SupervisorMsg::Joined { attempt, result } => state.on_joined(&myself, attempt, result),
     };
     if after == After::Settle {

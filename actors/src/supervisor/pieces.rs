@@ -2,8 +2,8 @@
 //! piece (a segment, or the audio) dispatched as a fenced attempt of its
 //! own to whichever worker the gateway hands over, the pieces' reports,
 //! deadlines and losses (a lost piece alone runs again), each finished
-//! piece kept and copied to the standby, then the join on this node and
-//! the usual completion. The pieces' state is `split`'s.
+//! piece kept and copied to the standby; then `join`. The pieces' state is
+//! `split`'s.
 
 use std::time::Instant;
 
@@ -26,23 +26,41 @@ use crate::record::{DonePiece, SplitRecord};
 use crate::replication;
 
 impl SupervisorState {
-    /// Returns whether the job is to be cut before it runs: queued, long
-    /// enough, and not cut yet.
+    /// Returns whether the job is to be cut: long enough, not cut yet nor
+    /// being cut, and queued or in its one pass (which gives way to the
+    /// pieces; the plan is made as soon as the probe answers, so little of
+    /// it is lost) unless that pass has finished.
     pub(super) fn wants_plan(&self) -> bool {
-        self.split.is_none()
-            && matches!(self.job.state, JobState::Queued)
+        let open = match self.job.state {
+            JobState::Queued => true,
+            JobState::Running {
+                cancel_requested, ..
+            } => !cancel_requested && !paths::result(&self.data_dir, self.job.id).exists(),
+            _ => false,
+        };
+        open && self.split.is_none()
+            && !self.planning
             && self
                 .split_policy
                 .splits(&self.job.options, self.job.input.media.as_ref())
     }
 
     /// Cuts the input in a child (the node's prober), which reports back
-    /// with `Planned`; a slot handed over meanwhile is held until then.
+    /// with `Planned`.
     pub(super) fn start_plan(&mut self, myself: &ActorRef<SupervisorMsg>) {
-        self.preparing = true;
+        self.planning = true;
         let prober = self.prober.clone();
         let input = paths::input(&self.data_dir, self.job.id);
-        let segment = self.split_policy.segment;
+        let duration = self
+            .job
+            .input
+            .media
+            .as_ref()
+            .and_then(|m| m.duration_seconds)
+            .unwrap_or(0.0);
+        let segment = self
+            .split_policy
+            .segment_for(duration, self.cluster_workers());
         let myself = myself.clone();
         tokio::spawn(
             async move {
@@ -53,18 +71,32 @@ impl SupervisorState {
         );
     }
 
+    /// Returns the worker slots of the cluster as far as this node sees:
+    /// its own, and those the other nodes that are up report.
+    fn cluster_workers(&self) -> usize {
+        let others = self.view.as_ref().map_or(0, |view| {
+            let view = view.borrow();
+            view.up()
+                .filter(|m| m.name != self.owner)
+                .map(|m| m.load.workers as usize)
+                .sum()
+        });
+        self.local_workers + others
+    }
+
     /// `Planned`: the job is split along `plan` (kept in the record), or,
-    /// with one segment or no plan, runs in one pass. A slot held
-    /// meanwhile is used now.
-    pub(super) async fn on_planned(
-        &mut self,
-        myself: &ActorRef<SupervisorMsg>,
-        plan: Result<SegmentPlan, TranscodeError>,
-    ) -> After {
-        self.preparing = false;
+    /// with one segment or no plan, runs in one pass. A one pass already
+    /// running is stopped, its slot freed, and the pieces ask for slots.
+    pub(super) fn on_planned(&mut self, plan: Result<SegmentPlan, TranscodeError>) -> After {
+        self.planning = false;
         match plan {
             Ok(plan) if plan.segments.len() > 1 && self.wants_plan() => {
-                info!(job_id = %self.job.id, segments = plan.segments.len(), has_audio = plan.has_audio, "job split");
+                let one_pass = matches!(self.job.state, JobState::Running { .. });
+                info!(job_id = %self.job.id, segments = plan.segments.len(), has_audio = plan.has_audio, one_pass, "job split");
+                if one_pass {
+                    self.stop_attempt();
+                    self.release_slot();
+                }
                 self.record.split = Some(SplitRecord {
                     plan: plan.clone(),
                     done: Vec::new(),
@@ -73,40 +105,16 @@ impl SupervisorState {
                 self.split = Some(Split::new(plan, &[], |_| false));
                 self.show_segments();
                 self.publish(EventKind::Progress);
+                if one_pass {
+                    self.ask_slot();
+                }
             }
             Ok(_) => {}
             Err(e) => {
                 warn!(job_id = %self.job.id, error = %e, "cannot cut the video: it runs in one pass")
             }
         }
-        self.use_held_slot(myself).await;
         After::Settle
-    }
-
-    /// Hands a slot held while the job was probed or cut to its dispatch.
-    pub(super) async fn use_held_slot(&mut self, myself: &ActorRef<SupervisorMsg>) {
-        if let Some((worker, node)) = self.held.take() {
-            self.on_dispatch(myself, worker, node).await;
-        }
-    }
-
-    /// `HoldOver`: a slot held this long for a probe that has not ended
-    /// goes to the job's one pass (a plan under way keeps it).
-    pub(super) async fn on_hold_over(&mut self, myself: &ActorRef<SupervisorMsg>) -> After {
-        if self.held.is_none() || self.job.input.media.is_some() {
-            return After::Nothing;
-        }
-        info!(job_id = %self.job.id, "the probe is slow: the job runs in one pass");
-        self.preparing = false;
-        self.use_held_slot(myself).await;
-        After::Settle
-    }
-
-    /// Gives back a slot held while the job was probed or cut.
-    pub(super) fn release_held_slot(&mut self) {
-        if let Some((worker, _)) = self.held.take() {
-            self.release_worker(worker.get_id(), false);
-        }
     }
 
     /// Dispatch of a split job: the next pending piece goes to `worker` as
@@ -133,7 +141,9 @@ impl SupervisorState {
             return After::Settle;
         }
         let Some((piece, work)) = next.and_then(|p| split.work(p).map(|w| (p, w))) else {
-            return After::Nothing;
+            // A piece the plan does not describe: nothing to hand out.
+            self.release_worker(worker.get_id(), false);
+            return After::Settle;
         };
         let previous = self.job.attempt;
         let attempt = previous.next();
@@ -425,64 +435,8 @@ impl SupervisorState {
         }
     }
 
-    /// Joins the pieces on this node, in a task that reports back with
-    /// `Joined`, under an attempt number of its own.
-    fn start_join(&mut self, myself: &ActorRef<SupervisorMsg>) {
-        let Some(split) = &mut self.split else {
-            return;
-        };
-        let attempt = self.job.attempt.next();
-        split.joining = Some(attempt);
-        let (data, id) = (self.data_dir.clone(), self.job.id);
-        let work = split.join_work(|piece| paths::piece(&data, id, piece));
-        self.job.attempt = attempt;
-        self.record.attempt = attempt;
-        self.dirty = true;
-        info!(job_id = %id, attempt = attempt.get(), segments = work.segments.len(), "joining");
-        let (prober, options, myself) = (self.prober.clone(), self.job.options, myself.clone());
-        let output = paths::attempt_output(&data, id, attempt);
-        tokio::spawn(
-            async move {
-                let started = Instant::now();
-                let result = prober.join(work, options, output).await;
-                info!(job_id = %id, attempt = attempt.get(), seconds = started.elapsed().as_secs_f64(), ok = result.is_ok(), "joined");
-                let _ = myself.cast(SupervisorMsg::Joined { attempt, result });
-            }
-            .in_current_span(),
-        );
-    }
-
-    /// `Joined`: the joined file is the job's result, with the segments'
-    /// quality as the whole's and their times added up (the time all the
-    /// workers spent), completed as any result is; or the job fails with
-    /// the join's error.
-    pub(super) fn on_joined(
-        &mut self,
-        myself: &ActorRef<SupervisorMsg>,
-        attempt: Attempt,
-        result: Result<Output, TranscodeError>,
-    ) -> After {
-        let joining = self.split.as_ref().and_then(|s| s.joining);
-        if joining != Some(attempt) || !matches!(self.job.state, JobState::Running { .. }) {
-            return After::Nothing;
-        }
-        match result {
-            Ok(mut output) => {
-                if let (Some(report), Some(split)) = (&mut output.report, &self.split) {
-                    report.quality = split.quality();
-                    let join = report.timings.encode_seconds;
-                    report.timings = split.timings();
-                    report.timings.encode_seconds += join;
-                }
-                self.complete(myself, output);
-            }
-            Err(e) => self.finish(JobState::Failed(e)),
-        }
-        After::Settle
-    }
-
     /// Asks the gateway for one more slot, once at a time.
-    fn ask_slot(&mut self) {
+    pub(super) fn ask_slot(&mut self) {
         if !self.asking {
             self.asking = true;
             let _ = self.gateway.cast(GatewayMsg::DispatchFailed(self.job.id));
@@ -504,7 +458,7 @@ impl SupervisorState {
     }
 
     /// Moves the job's progress to the pieces' (never back).
-    fn show_progress(&mut self) {
+    pub(super) fn show_progress(&mut self) {
         if let Some(fraction) = self.split.as_ref().map(Split::fraction) {
             self.show_segments();
             self.progress(fraction);

@@ -62,6 +62,26 @@ impl SplitPolicy {
     }
 }
 
+impl SplitPolicy {
+    /// Returns the length to cut a video of `duration` seconds into, for a
+    /// cluster of `workers` worker slots: about [`Self::segment`], as many
+    /// segments as a multiple of the workers (rounded up), so that the last
+    /// round of segments keeps every worker busy: 150 s in segments of 30 s
+    /// is 5 segments, which two workers finish in three rounds; 6 of 25 s
+    /// take them two.
+    pub fn segment_for(&self, duration: f64, workers: usize) -> Duration {
+        let aimed = self.segment.as_secs_f64();
+        if duration <= 0.0 || aimed <= 0.0 {
+            return self.segment;
+        }
+        // The plan makes round(duration / segment) segments.
+        let count = (duration / aimed).round().max(1.0) as u64;
+        let workers = workers.max(1) as u64;
+        let count = count.div_ceil(workers) * workers;
+        Duration::from_secs_f64(duration / count as f64)
+    }
+}
+
 /// A piece being encoded.
 #[derive(Clone, Debug)]
 pub(super) struct Run {
@@ -356,6 +376,24 @@ mod tests {
             ..crf
         };
         assert!(!policy.splits(&sized, Some(&media(600.0))));
+    }
+
+    #[test]
+    fn segments_come_in_rounds_of_the_clusters_workers() {
+        let policy = SplitPolicy::default();
+        let seconds = |d: Duration| (d.as_secs_f64() * 1000.0).round() / 1000.0;
+        assert_eq!(seconds(policy.segment_for(150.0, 1)), 30.0);
+        assert_eq!(seconds(policy.segment_for(150.0, 2)), 25.0);
+        assert_eq!(seconds(policy.segment_for(150.0, 3)), 25.0);
+        assert_eq!(seconds(policy.segment_for(150.0, 4)), 18.75);
+        assert_eq!(seconds(policy.segment_for(600.0, 3)), 28.571);
+        // Shorter than a segment: one round of the workers.
+        assert_eq!(seconds(policy.segment_for(20.0, 2)), 10.0);
+        for (duration, workers) in [(150.0, 2), (151.3, 3), (3600.0, 7), (125.0, 1)] {
+            let segment = policy.segment_for(duration, workers).as_secs_f64();
+            let count = (duration / segment).round() as usize;
+            assert_eq!(count % workers, 0, "{duration} s on {workers}");
+        }
     }
 
     #[test]
