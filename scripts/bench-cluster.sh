@@ -34,8 +34,13 @@
 # within +3 %). Plain text on stdout, and target/bench/split.json.
 # Nodes take the default --segment-secs and --segment-min-secs unless
 # SEGMENT_SECS or SEGMENT_MIN_SECS are set; SPLIT_INPUT=FILE runs another
-# input (a quick check of the script on a short clip); JOB_TIMEOUT (default
-# 1800 s) bounds each job, 60 s each cluster's forming.
+# input (a quick check of the script on a short clip); REPEATS=N (default
+# 1) runs each job N times on its cluster and reports the median; JOB_TIMEOUT
+# (default 1800 s) bounds each job, 60 s each cluster's forming. As a
+# reference for the machine itself, the ffmpeg CLI encodes 30 s of the input
+# alone on core 0, then as n copies at once on cores 0..n-1: n times the
+# first time over the mean of the others is the most n one-core nodes can
+# gain on this machine (shared caches, memory, a hypervisor's other guests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -290,13 +295,24 @@ def log_phases(lines):
 def report(out_path, targets_path, *runs_paths):
     runs = [json.load(open(p)) for p in runs_paths]
     targets = json.load(open(targets_path))
-    split = {r["nodes"]: r for r in runs if r["kind"] == "split"}
-    single = next((r for r in runs if r["kind"] == "single"), None)
+    def median(group):
+        """The run of median time (the lower of two middles)."""
+        group = sorted(group, key=lambda r: r["seconds"])
+        return group[(len(group) - 1) // 2]
+
+    all_seconds = {}
+    for r in runs:
+        all_seconds.setdefault((r["kind"], r["nodes"]), []).append(r["seconds"])
+    split = {n: median([r for r in runs if r["kind"] == "split" and r["nodes"] == n])
+             for n in {r["nodes"] for r in runs if r["kind"] == "split"}}
+    singles = [r for r in runs if r["kind"] == "single"]
+    single = median(singles) if singles else None
     one = split.get(1)
     rows = []
     for n in sorted(split):
         r = split[n]
         row = {"nodes": n, "seconds": r["seconds"],
+               "all_seconds": sorted(all_seconds[("split", n)]),
                "accepted_to_completed_seconds": round(r["seconds"] - r["accepted_seconds"], 3),
                "upload_and_accept_seconds": r["accepted_seconds"],
                "segments": r["segments"], "attempts": r["attempt"],
@@ -344,6 +360,7 @@ def report(out_path, targets_path, *runs_paths):
         rows.append(row)
     doc = {"targets": targets, "single_pass": single and {
         "seconds": single["seconds"], "bytes": single["bytes"],
+        "all_seconds": sorted(all_seconds[("single", 1)]),
         "accepted_seconds": single["accepted_seconds"],
         "cpu_seconds": single.get("cpu_seconds"), "load_before": single.get("load_before")},
         "clusters": rows}
@@ -357,9 +374,16 @@ def report(out_path, targets_path, *runs_paths):
     print(f"input: {targets['input']}")
     print(f"segment_secs {targets['segment_secs']}, segment_min_secs "
           f"{targets['segment_min_secs']}, one worker a node, each node on its own core")
+    print(f"{targets['repeats']} run(s) of each job; the median run is reported")
     if single:
         print(f"single pass (parallel=off, 1 node): {single['seconds']:.1f} s, "
-              f"{single['bytes']} bytes")
+              f"{single['bytes']} bytes (runs: {doc['single_pass']['all_seconds']})")
+    machine = targets["machine"]
+    print(f"the machine (ffmpeg CLI, 30 s of the input; medians): alone on core 0 "
+          f"{machine['alone_seconds']:.2f} s; " + "; ".join(
+              f"{k} at once {v} s (mean of the copies, by run), ceiling "
+              f"{machine['ceiling'][k]:.2f}x"
+              for k, v in machine["together_seconds"].items()))
     print()
     print(f"{'nodes':>5} {'wall s':>8} {'202->done s':>11} {'speed-up':>8} {'effic.':>7} "
           f"{'size pen.':>9} {'segs':>4} {'plan s (share)':>16} {'join s (share)':>16}")
@@ -408,6 +432,11 @@ def report(out_path, targets_path, *runs_paths):
         ok = row["speedup"] >= target
         verdicts.append(ok)
         print(f"  {n} nodes >= {target}x: {row['speedup']:.2f}x {'MET' if ok else 'MISSED'}")
+    for row in rows:
+        ceiling = machine["ceiling"].get(str(row["nodes"]))
+        if row["nodes"] > 1 and ceiling and row.get("speedup"):
+            print(f"  {row['nodes']} nodes against the machine's own ceiling {ceiling:.2f}x: "
+                  f"{row['speedup'] / ceiling * 100:.0f} % of it (runs: {row['all_seconds']})")
     for row in rows:
         if row["nodes"] > 1 and row.get("size_penalty") is not None:
             ok = row["size_penalty"] <= 0.03
@@ -542,6 +571,40 @@ for line in run["log_lines"]:
 PY
 }
 
+# The machine's own scaling: the ffmpeg CLI on 30 s of the input alone on
+# core 0, then as k copies at once on cores 0..k-1 for each cluster size k
+# > 1; writes "copies wall-seconds" lines to $tmp/machine.txt.
+split_machine_reference() {
+    local k core pids_ref=() start
+    echo "== the machine: the ffmpeg CLI alone, then on ${*:2} cores at once =="
+    encode_slice() { # core out
+        local t0 t1
+        t0=$(date +%s.%N)
+        timeout 600 taskset -c "$1" ffmpeg -hide_banner -loglevel error -nostdin -y -ss 20 -t 30 \
+            -i "$input" -c:v libx264 -preset veryfast -crf 28 -an -f null - </dev/null
+        t1=$(date +%s.%N)
+        echo "$t0 $t1" | awk '{printf "%.3f\n", $2 - $1}' >"$2"
+    }
+    : >"$tmp/machine.txt"
+    local rep
+    for rep in $(seq "${REPEATS:-1}"); do
+        encode_slice 0 "$tmp/machine-alone"
+        echo "$rep 1 $(cat "$tmp/machine-alone")" >>"$tmp/machine.txt"
+        for k in "${@:2}"; do
+            pids_ref=()
+            for core in $(seq 0 $((k - 1))); do
+                encode_slice "$core" "$tmp/machine-$k-$core" &
+                pids_ref+=($!)
+            done
+            for start in "${pids_ref[@]}"; do wait "$start"; done
+            for core in $(seq 0 $((k - 1))); do
+                echo "$rep $k $(cat "$tmp/machine-$k-$core")" >>"$tmp/machine.txt"
+            done
+        done
+    done
+    awk '{print "   run " $1 ", " $2 " at once: " $3 " s"}' "$tmp/machine.txt"
+}
+
 split_bench() {
     command -v taskset >/dev/null || { echo "taskset (util-linux) is needed" >&2; exit 1; }
     command -v python3 >/dev/null || { echo "python3 is needed" >&2; exit 1; }
@@ -558,27 +621,45 @@ split_bench() {
     [ "$cores" -ge 3 ] && sizes+=(3)
     echo "== commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(git status --porcelain 2>/dev/null | wc -l) changed files in the work tree =="
     echo "== input $(du -h "$input" | cut -f1) $input; nproc $cores; sizes ${sizes[*]} =="
-    local n runs=()
+    local n rep repeats=${REPEATS:-1} runs=()
     for n in "${sizes[@]}"; do
         run_name=cluster-$n
         echo "== $n node(s) =="
         start_split_cluster "$n"
-        split_job "" "split-$n" split "$n"
-        runs+=("$tmp/runs/split-$n.json")
-        if [ "$n" = 1 ]; then
-            split_job "?parallel=off" "single-1" single 1
-            runs+=("$tmp/runs/single-1.json")
-        fi
+        for rep in $(seq "$repeats"); do
+            split_job "" "split-$n-$rep" split "$n"
+            runs+=("$tmp/runs/split-$n-$rep.json")
+            if [ "$n" = 1 ]; then
+                split_job "?parallel=off" "single-1-$rep" single 1
+                runs+=("$tmp/runs/single-1-$rep.json")
+            fi
+        done
         stop_split_nodes
     done
-    python3 - "$tmp/targets.json" "$input" "$cores" <<'PY'
-import json, sys
-path, source, cores = sys.argv[1:]
-import os
-json.dump({"input": source, "nproc": int(cores),
+    split_machine_reference "${sizes[@]}"
+    python3 - "$tmp/targets.json" "$input" "$cores" "$repeats" "$tmp/machine.txt" <<'PY'
+import json, os, sys
+path, source, cores, repeats, machine = sys.argv[1:]
+# Per run: the time alone, and the mean time of k copies at once; the
+# medians over the runs.
+walls = {}
+for line in open(machine):
+    rep, copies, wall = line.split()
+    walls.setdefault(int(copies), {}).setdefault(int(rep), []).append(float(wall))
+def median(values):
+    values = sorted(values)
+    middle = len(values) // 2
+    return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
+alone = median([w[0] for w in walls.pop(1).values()])
+walls = {k: [round(sum(w) / len(w), 3) for w in reps.values()] for k, reps in walls.items()}
+json.dump({"input": source, "nproc": int(cores), "repeats": int(repeats),
            "segment_secs": os.environ.get("SEGMENT_SECS") or "default (30)",
            "segment_min_secs": os.environ.get("SEGMENT_MIN_SECS") or "default (120)",
-           "speedup_2_nodes": 1.7, "speedup_3_nodes": 2.4, "size_penalty_max": 0.03},
+           "speedup_2_nodes": 1.7, "speedup_3_nodes": 2.4, "size_penalty_max": 0.03,
+           "machine": {"alone_seconds": alone,
+                       "together_seconds": {str(k): v for k, v in walls.items()},
+                       "ceiling": {str(k): round(k * alone / median(v), 3)
+                                   for k, v in walls.items()}}},
           open(path, "w"))
 PY
     python3 "$tmp/split_bench.py" report "$root/target/bench/split.json" "$tmp/targets.json" "${runs[@]}"
