@@ -94,7 +94,8 @@ struct Cluster {
 }
 
 impl Cluster {
-    async fn start(segmenting: Segmenting) -> Self {
+    /// Starts node-a, node-b and node-c with `workers` workers each.
+    async fn start(segmenting: Segmenting, workers: [u32; 3]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let env = vec![
             (
@@ -108,10 +109,11 @@ impl Cluster {
             // Read by `one_pass_gave_way`.
             ("VIDPRESS_LOG_FORMAT".to_owned(), "json".to_owned()),
         ];
-        let a = NodeProc::spawn_with("node-a", &dir, 1, vec![], COOKIE, env.clone());
+        let [wa, wb, wc] = workers;
+        let a = NodeProc::spawn_with("node-a", &dir, wa, vec![], COOKIE, env.clone());
         let seed = a.cluster;
-        let b = NodeProc::spawn_with("node-b", &dir, 1, vec![seed], COOKIE, env.clone());
-        let c = NodeProc::spawn_with("node-c", &dir, 1, vec![seed], COOKIE, env);
+        let b = NodeProc::spawn_with("node-b", &dir, wb, vec![seed], COOKIE, env.clone());
+        let c = NodeProc::spawn_with("node-c", &dir, wc, vec![seed], COOKIE, env);
         let cluster = Self {
             nodes: vec![a, b, c],
             dir,
@@ -642,7 +644,7 @@ fn assert_continuous(label: &str, video: &Video, fps: f64) {
 /// split result frame by frame to the single pass and the input.
 async fn split_joins_like_a_single_pass(input: PathBuf, query: &str, ext: &str, label: &str) {
     let _turn = take_turn(false);
-    let cluster = Cluster::start(SEGMENTS).await;
+    let cluster = Cluster::start(SEGMENTS, [1, 1, 1]).await;
     let owner = cluster.owner();
 
     let split = completed(&cluster, &input, query, JOB_LIMIT).await;
@@ -795,7 +797,7 @@ fn assert_one_pass(label: &str, run: &Run) {
 #[tokio::test]
 async fn parallel_off_runs_a_long_input_as_one_pass() {
     let _turn = take_turn(false);
-    let cluster = Cluster::start(SEGMENTS).await;
+    let cluster = Cluster::start(SEGMENTS, [1, 1, 1]).await;
     let input = pattern(12);
     let run = completed(&cluster, &input, "?parallel=off", JOB_LIMIT).await;
     assert_eq!(run.last()["options"]["parallel"], "off");
@@ -828,7 +830,7 @@ async fn parallel_off_runs_a_long_input_as_one_pass() {
 #[tokio::test]
 async fn a_clip_shorter_than_segment_min_secs_is_not_split() {
     let _turn = take_turn(false);
-    let cluster = Cluster::start(SEGMENTS).await;
+    let cluster = Cluster::start(SEGMENTS, [1, 1, 1]).await;
     // 3 s, under the 4 s of VIDPRESS_SEGMENT_MIN_SECS (a 2 s segment's
     // worth more than one).
     let run = completed(&cluster, &pattern(3), "", JOB_LIMIT).await;
@@ -882,7 +884,9 @@ const FAULT_SEGMENTS: Segmenting = Segmenting {
 async fn a_node_killed_while_it_runs_a_segment_costs_only_that_segment() {
     let _turn = take_turn(true);
     let input = fault_input();
-    let mut cluster = Cluster::start(FAULT_SEGMENTS).await;
+    // node-c has two workers: its loss costs the job the pieces both ran,
+    // and counts as one interruption.
+    let mut cluster = Cluster::start(FAULT_SEGMENTS, [1, 1, 2]).await;
 
     // The same job unfaulted, for its time and its count of attempts.
     let calm = completed(&cluster, &input, FAULT_QUERY, Duration::from_secs(150)).await;
@@ -986,14 +990,21 @@ async fn a_node_killed_while_it_runs_a_segment_costs_only_that_segment() {
         );
     }
     // Only what the dead node was running was dispatched again: its
-    // segment (one worker: nothing else ran there).
+    // segments, and the audio if it ran there (the document does not list
+    // the audio).
     let attempts = doc["attempt"].as_u64().expect("an attempt count");
     let unfaulted = unfaulted_attempts(cluster.owner(), &id, after.len());
     assert!(
-        attempts <= unfaulted + lost.len() as u64,
+        attempts <= unfaulted + lost.len() as u64 + 1,
         "{attempts} attempts against {unfaulted} without a loss, {} lost on {victim}: {doc}",
         lost.len()
     );
+    // However many pieces it ran, the node's loss is one interruption of
+    // the job (ten fail it).
+    let record = cluster.owner().data.join("jobs").join(&id).join("job.json");
+    let record: Value =
+        serde_json::from_slice(&std::fs::read(&record).expect("the job's record")).expect("json");
+    assert_eq!(record["interrupted"], 1, "{record}");
     assert_progress_never_decreases("faulted", &run);
 
     // The time lost is about one segment and the failure detection.

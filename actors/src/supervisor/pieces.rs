@@ -331,15 +331,29 @@ impl SupervisorState {
     /// freed, its attempt told to stop wherever it still runs), or the job
     /// fails once too many were lost.
     fn piece_lost(&mut self, piece: Piece, loss: Loss, reason: String) {
+        if self.requeue_piece(piece, &reason) {
+            self.count_piece_loss(loss, reason);
+        }
+    }
+
+    /// Puts a running piece back in line (its slot freed, its attempt told
+    /// to stop wherever it still runs); returns whether it was running.
+    fn requeue_piece(&mut self, piece: Piece, reason: &str) -> bool {
         let Some(run) = self.split.as_mut().and_then(|s| s.run_mut(piece)).cloned() else {
-            return;
+            return false;
         };
         if let Some(split) = &mut self.split {
             split.pieces.insert(piece, PieceState::Pending);
         }
         self.release_worker(run.worker, false);
         self.stop_piece(&run);
-        warn!(job_id = %self.job.id, node = %run.node, attempt = run.attempt.get(), ?piece, ?loss, reason = %reason, "piece lost");
+        warn!(job_id = %self.job.id, node = %run.node, attempt = run.attempt.get(), ?piece, reason = %reason, "piece lost");
+        true
+    }
+
+    /// Counts one loss of the job (however many pieces it cost): the job
+    /// fails once too many were lost, else its pending pieces ask for slots.
+    fn count_piece_loss(&mut self, loss: Loss, reason: String) {
         if let Some(error) = count_loss(&mut self.losses, loss, &reason) {
             self.end_split(JobState::Failed(error));
             return;
@@ -375,7 +389,7 @@ impl SupervisorState {
     }
 
     /// The pieces running on `node` (lost), or by `worker` (dead), run
-    /// again elsewhere; the others go on.
+    /// again elsewhere, counted as one loss; the others go on.
     pub(super) fn pieces_lost_with(
         &mut self,
         node: Option<&NodeName>,
@@ -389,8 +403,14 @@ impl SupervisorState {
             .filter(|(_, run)| node == Some(&run.node) || worker == Some(run.worker))
             .map(|(piece, _)| piece)
             .collect();
+        // One node lost, or one worker dead, is one interruption of the
+        // job, however many of its pieces ran there.
+        let mut requeued = false;
         for piece in lost {
-            self.piece_lost(piece, Loss::Interrupted, reason.to_owned());
+            requeued |= self.requeue_piece(piece, reason);
+        }
+        if requeued {
+            self.count_piece_loss(Loss::Interrupted, reason.to_owned());
         }
     }
 
