@@ -147,7 +147,7 @@ async fn ten_jobs_at_once_all_complete() {
 }
 
 /// Returns the pids of transcoder children working on job `id`.
-fn transcoders_of(id: &str) -> Vec<u32> {
+pub(crate) fn transcoders_of(id: &str) -> Vec<u32> {
     let mut pids = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {

@@ -21,6 +21,7 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 use crate::cluster::NodeProc;
+use crate::jobs::transcoders_of;
 use crate::support::{eventually, get_json};
 
 const COOKIE: &str = "split-test-cookie";
@@ -1032,4 +1033,71 @@ async fn a_node_killed_while_it_runs_a_segment_costs_only_that_segment() {
         "frame count against the unfaulted run"
     );
     assert_continuous("faulted", &faulted_video, frame_rate(&input));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancel_stops_every_segment_on_every_node() {
+    let _turn = take_turn(true);
+    let input = fault_input();
+    let cluster = Cluster::start(FAULT_SEGMENTS, [1, 1, 1]).await;
+    let owner = cluster.owner();
+    let (id, _) = submit(owner, &input, FAULT_QUERY).await;
+    let url = format!("{}/jobs/{id}", owner.base());
+
+    // Segments encoding on at least two nodes at once.
+    let awaited = format!("segments of job {id} to run on two nodes");
+    let job = id.as_str();
+    eventually(awaited, Duration::from_secs(60), || {
+        let url = url.clone();
+        async move {
+            let (_, doc) = get_json(&url).await.ok_or("no answer".to_owned())?;
+            let running: BTreeSet<String> = segments(&doc)
+                .into_iter()
+                .filter(|s| s.state == "running")
+                .filter_map(|s| s.node)
+                .collect();
+            if running.len() >= 2 && transcoders_of(job).len() >= 2 {
+                Ok(())
+            } else {
+                Err(doc.to_string())
+            }
+        }
+    })
+    .await;
+
+    let response = reqwest::Client::new()
+        .delete(&url)
+        .send()
+        .await
+        .expect("the cancel is answered");
+    assert!(response.status().is_success(), "{}", response.status());
+    let doc: Value = response.json().await.expect("a status document");
+    assert_eq!(doc["status"], "canceled", "{doc}");
+
+    // Every encoder of the job, on every node, stops within two seconds.
+    let awaited = format!("every encoder of job {id} to stop");
+    eventually(awaited, Duration::from_secs(2), || {
+        let pids = transcoders_of(&id);
+        std::future::ready(if pids.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("encoder pids {pids:?}"))
+        })
+    })
+    .await;
+
+    // It stays canceled: nothing is dispatched again, on any node.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for node in &cluster.nodes {
+        let (_, doc) = get_json(&format!("{}/jobs/{id}", node.base()))
+            .await
+            .expect("the node answers");
+        assert_eq!(doc["status"], "canceled", "{}: {doc}", node.name);
+        assert!(
+            segments(&doc).iter().all(|s| s.state != "running"),
+            "{}: {doc}",
+            node.name
+        );
+    }
+    assert!(transcoders_of(&id).is_empty(), "an encoder started again");
 }

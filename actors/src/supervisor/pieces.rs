@@ -419,6 +419,7 @@ impl SupervisorState {
     /// queue.
     pub(super) fn end_split(&mut self, state: JobState) {
         self.stop_pieces();
+        self.show_segments();
         self.release_slot();
         let _ = self
             .gateway
