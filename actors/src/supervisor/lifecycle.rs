@@ -92,7 +92,7 @@ impl SupervisorState {
     /// worker slot), which reports back as `Probed`: once accepted, and
     /// again when an unfinished job comes back from disk or is taken over
     /// without its probe's findings or thumbnail.
-    pub(super) fn start_probe(&mut self, myself: &ActorRef<SupervisorMsg>) {
+    pub(super) fn start_probe(&self, myself: &ActorRef<SupervisorMsg>) {
         let prober = self.prober.clone();
         let input = paths::input(&self.data_dir, self.job.id);
         let thumbnail = paths::thumbnail(&self.data_dir, self.job.id);
