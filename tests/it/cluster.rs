@@ -196,7 +196,7 @@ impl Trio {
 }
 
 /// Waits until `node` sees `count` nodes up (itself included).
-async fn wait_members_up(node: &NodeProc, count: usize, limit: Duration) {
+pub(crate) async fn wait_members_up(node: &NodeProc, count: usize, limit: Duration) {
     let url = format!("{}/cluster", node.base());
     let awaited = format!("{} to see {count} nodes up", node.name);
     eventually(awaited, limit, || async {

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::cluster::NodeProc;
+use crate::cluster::{wait_members_up, NodeProc};
 use crate::jobs::transcoders_of;
 use crate::support::{eventually, get_json};
 
@@ -120,7 +120,7 @@ impl Cluster {
             dir,
         };
         for node in &cluster.nodes {
-            wait_members_up(node, 3).await;
+            wait_members_up(node, 3, Duration::from_secs(30)).await;
         }
         cluster
     }
@@ -141,26 +141,6 @@ impl Cluster {
             .collect::<Vec<_>>()
             .join("\n")
     }
-}
-
-/// Waits (30 s at most) until `node` sees `count` nodes up.
-async fn wait_members_up(node: &NodeProc, count: usize) {
-    let url = format!("{}/cluster", node.base());
-    let awaited = format!("{} to see {count} nodes up", node.name);
-    eventually(awaited, Duration::from_secs(30), || async {
-        let view = get_json(&url).await;
-        let up = view.as_ref().map_or(0, |(_, view)| {
-            view["nodes"]
-                .as_array()
-                .map_or(0, |n| n.iter().filter(|m| m["state"] == "up").count())
-        });
-        if up >= count {
-            Ok(())
-        } else {
-            Err(format!("{view:?}\n{}", node.log()))
-        }
-    })
-    .await
 }
 
 // ---------------------------------------------------------------------------
