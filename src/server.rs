@@ -22,6 +22,9 @@ use crate::signing::Verifier;
 use crate::tls::{self, ClusterIdentity, PeerTls, TlsError};
 use crate::transfer::HttpTransfer;
 
+/// How long a takeover takes once the owner is marked down, at most, as
+/// measured on loopback and in the Docker fault suite (well under a second).
+const TAKEOVER: Duration = Duration::from_secs(1);
 /// The process-group scope shared by the nodes of a cluster.
 const CLUSTER_SCOPE: &str = "vidpress";
 
@@ -125,7 +128,10 @@ impl Server {
             .map(ClusterIdentity::cluster_tls)
             .transpose()?;
 
-        let (cluster, link, scope) = match config.cluster(local, cluster_tls) {
+        let cluster_config = config.cluster(local, cluster_tls);
+        let cluster_address = cluster_config.as_ref().map(|c| c.advertise.clone());
+        let http_url = http.clone();
+        let (cluster, link, scope) = match cluster_config {
             Some(cluster_config) => {
                 let (load_tx, load_rx) = watch::channel(NodeLoad::default());
                 let cluster = Cluster::join(cluster_config, load_rx).await?;
@@ -181,11 +187,8 @@ impl Server {
         let state = AppState::new(App {
             jobs: node.jobs(),
             node: config.node_name(),
-            address: config
-                .advertise
-                .clone()
-                .unwrap_or_else(|| local.to_string())
-                .into(),
+            cluster_address: cluster_address.map(Into::into),
+            http_url: http_url.into(),
             uploads_dir: Arc::new(uploads_dir),
             data_dir: Arc::new(config.data_dir.clone()),
             max_upload_bytes: config.max_upload_bytes,
@@ -205,6 +208,7 @@ impl Server {
                 .pool_idle_timeout(pool_idle)
                 .build()
                 .map_err(ServeError::PeerClient)?,
+            takeover_within: Duration::from_millis(config.failure_timeout_ms) + TAKEOVER,
         });
         Ok(Self {
             node,

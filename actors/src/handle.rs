@@ -1,6 +1,7 @@
 //! [`Jobs`]: the typed, timeout-bounded API over a node's actors that the
 //! HTTP layer and tests use. Every call has a deadline.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +14,11 @@ use crate::job::{EventKind, JobEvent, JobId, JobSnapshot, JobStatus};
 use crate::protocol::{
     GatewayMsg, NodeStats, SubmitError, SubmitRequest, Submitted, Subscription, SupervisorMsg,
 };
+use crate::record::JobRecord;
+use crate::supervisor::transitions;
 use crate::tenant::Tenant;
+use crate::transfer::ReplicaFile;
+use crate::{paths, replicas};
 
 /// How long a call to an actor may take before the caller gives up.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -46,11 +51,20 @@ impl<T> From<MessagingErr<T>> for ServiceError {
 pub struct Jobs {
     gateway: ActorRef<GatewayMsg>,
     board: Arc<Board>,
+    data_dir: Arc<PathBuf>,
 }
 
 impl Jobs {
-    pub(crate) fn new(gateway: ActorRef<GatewayMsg>, board: Arc<Board>) -> Self {
-        Self { gateway, board }
+    pub(crate) fn new(
+        gateway: ActorRef<GatewayMsg>,
+        board: Arc<Board>,
+        data_dir: Arc<PathBuf>,
+    ) -> Self {
+        Self {
+            gateway,
+            board,
+            data_dir,
+        }
     }
 
     /// Accepts an upload as a job.
@@ -159,6 +173,66 @@ impl Jobs {
         self.board.get(id).is_some()
     }
 
+    /// Returns the job as this node's copy of it tells it, when this node is
+    /// its standby and has not taken it over (see DESIGN.md, invariant 7):
+    /// what the owner last copied here, before any event of this node. `None`
+    /// for a job this node holds no copy of, and while this node is cut off
+    /// (a majority elsewhere may have taken the job over).
+    pub fn standby_copy(&self, id: JobId) -> Option<Arc<Published>> {
+        if self.board.cut_off() {
+            return None;
+        }
+        let data = self.data_dir.as_path();
+        // The copy, or, while the takeover moves it to this node's jobs and
+        // before its supervisor publishes it, the job's record there.
+        let places = [
+            (
+                replicas::record_path(data, id),
+                replicas::file_path(data, id, ReplicaFile::Result),
+            ),
+            (paths::record(data, id), paths::result(data, id)),
+        ];
+        places.into_iter().find_map(|(record, result)| {
+            let record = JobRecord::read(&record).ok()?;
+            // A record names the job it is of; one that does not is not this job's.
+            (record.id == id)
+                .then(|| Arc::new(Published::from(transitions::snapshot_of(&record, result))))
+        })
+    }
+
+    /// Cancels a job this node holds a copy of and has not taken over: the
+    /// request is written (durably) beside the copy, and the job is canceled
+    /// as soon as this node takes it over. Returns the copy's state; a copy
+    /// that is already terminal stays as it is.
+    pub async fn cancel_copy(&self, id: JobId) -> Result<JobSnapshot, ServiceError> {
+        let copy = self.standby_copy(id).ok_or(ServiceError::NotFound)?;
+        if copy.status().is_terminal() {
+            return Ok(JobSnapshot::clone(&copy));
+        }
+        let copy_folder = replicas::dir(&self.data_dir, id);
+        let folder = if copy_folder.exists() {
+            copy_folder
+        } else {
+            // Being taken over: moved to this node's jobs.
+            paths::job_dir(&self.data_dir, id)
+        };
+        let marker = paths::cancel_requested(&folder);
+        tokio::task::spawn_blocking(move || write_durably(&marker))
+            .await
+            .map_err(|_| ServiceError::Unavailable)?
+            .map_err(|e| {
+                tracing::error!(job_id = %id, error = %e, "cannot keep a cancel for after the takeover");
+                ServiceError::Unavailable
+            })?;
+        if self.is_local(id) {
+            // Taken over meanwhile, maybe after its supervisor looked for
+            // the mark: canceled as any job of this node's.
+            return self.cancel(id).await;
+        }
+        tracing::info!(job_id = %id, "cancel requested during a failover: kept for after the takeover");
+        Ok(JobSnapshot::clone(&copy))
+    }
+
     /// Tells the gateway a node is down, so attempts running there move.
     pub fn node_down(&self, node: NodeName) {
         let _ = self.gateway.cast(GatewayMsg::NodeDown(node));
@@ -195,6 +269,16 @@ impl Jobs {
     /// Returns this node's load.
     pub async fn stats(&self) -> Result<NodeStats, ServiceError> {
         call(&self.gateway, GatewayMsg::Stats).await
+    }
+}
+
+/// Creates the empty file `path` and makes it and its entry in its folder
+/// durable.
+fn write_durably(path: &std::path::Path) -> std::io::Result<()> {
+    std::fs::File::create(path)?.sync_all()?;
+    match path.parent() {
+        Some(folder) => std::fs::File::open(folder)?.sync_all(),
+        None => Ok(()),
     }
 }
 

@@ -56,6 +56,7 @@ pub use supervisor::SplitPolicy;
 pub use tenant::Tenant;
 pub use transfer::{Relinquished, ReplicaFile, Transfer, TransferError, TransferFuture};
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use ractor::{Actor, ActorRef};
@@ -69,6 +70,8 @@ use crate::protocol::GatewayMsg;
 pub struct Node {
     gateway: ActorRef<GatewayMsg>,
     board: Arc<Board>,
+    /// The data directory, where a standby's copies are read.
+    data_dir: Arc<PathBuf>,
     task: JoinHandle<()>,
 }
 
@@ -80,12 +83,14 @@ pub struct StartError(String);
 /// Starts a node's gateway and workers.
 pub async fn start(args: GatewayArgs) -> Result<Node, StartError> {
     let board = Arc::new(Board::default());
+    let data_dir = Arc::new(args.data_dir.clone());
     let (gateway, task) = Actor::spawn(None, Gateway, (args, board.clone()))
         .await
         .map_err(|e| StartError(e.to_string()))?;
     Ok(Node {
         gateway,
         board,
+        data_dir,
         task,
     })
 }
@@ -93,7 +98,11 @@ pub async fn start(args: GatewayArgs) -> Result<Node, StartError> {
 impl Node {
     /// Returns the handle callers use.
     pub fn jobs(&self) -> Jobs {
-        Jobs::new(self.gateway.clone(), self.board.clone())
+        Jobs::new(
+            self.gateway.clone(),
+            self.board.clone(),
+            self.data_dir.clone(),
+        )
     }
 
     /// Stops the gateway and everything it started, and waits for it.

@@ -49,6 +49,13 @@ pub fn thumbnail(data: &Path, id: JobId) -> PathBuf {
     job_dir(data, id).join("thumbnail.jpg")
 }
 
+/// The mark of a cancel asked of a job's standby before it took the job
+/// over, in the job's folder (`job_dir`) or its copy's folder, which a
+/// takeover moves to `job_dir` with it.
+pub fn cancel_requested(job_folder: &Path) -> PathBuf {
+    job_folder.join("cancel-requested")
+}
+
 /// Where inputs of jobs owned elsewhere are kept for their pieces
 /// ([`crate::inputs`]); scratch space, like the attempts'.
 pub fn fetched_inputs_dir(data: &Path) -> PathBuf {

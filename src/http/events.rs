@@ -24,6 +24,7 @@ use super::auth::Caller;
 use super::dto::{ErrorBody, EventDocument};
 use super::error::{ApiError, Unavailable, UnknownJob};
 use super::extract::{Explained, JobPath, Params};
+use super::jobs::{held, Held};
 use super::ws::{bounded, Beat, Liveness, ReadError, TOO_BIG};
 use super::AppState;
 
@@ -31,6 +32,15 @@ use super::AppState;
 const NORMAL: u16 = 1000;
 /// Close code when the node goes away before the job ends.
 const GOING_AWAY: u16 = 1001;
+/// Close code when the job is moving to another node (its owner lost, the
+/// takeover not done in time): RFC 6455's "service restart", which asks the
+/// client to reconnect (with `since`).
+pub const MOVING: u16 = 1012;
+/// A subscriber to a job whose takeover is under way waits for it up to
+/// this many times the expected takeover time.
+const TAKEOVER_WAITS: u32 = 3;
+/// How often a subscriber waiting for a takeover looks for it.
+const TAKEOVER_POLL: Duration = Duration::from_millis(100);
 /// Pause between the terminal event and the close. A close costs more than
 /// an event (a frame, the client's answer, two FINs); closing each of ten
 /// thousand streams right after its terminal event delayed the terminal event
@@ -69,11 +79,17 @@ pub async fn events(
     Params(EventsQuery { since, .. }): Params<EventsQuery>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    caller.check(app.jobs.get(id)?)?;
     let since = since.map(Seq::new);
-    let subscription = app.jobs.subscribe(id, since).await?;
+    let subscription = match held(&app, &caller, id)? {
+        Held::Here(_) => Some(app.jobs.subscribe(id, since).await?),
+        // The owner is lost and this node is taking the job over: the stream
+        // starts once it has, after `since` (see `taken_over`).
+        Held::Copy(_) => None,
+    };
     let upgrade = upgrade?;
     let jobs = app.jobs.clone();
+    let takeover_within = app.takeover_within;
+    let local = app.jobs.clone();
     let resubscribe = move |since| {
         let jobs = jobs.clone();
         async move {
@@ -85,7 +101,20 @@ pub async fn events(
     };
     let idle = app.idle_timeout;
     Ok(
-        bounded(upgrade).on_upgrade(move |socket: WebSocket| async move {
+        bounded(upgrade).on_upgrade(move |mut socket: WebSocket| async move {
+            let subscription = match subscription {
+                Some(subscription) => subscription,
+                None => match taken_over(&local, id, since, TAKEOVER_WAITS * takeover_within).await
+                {
+                    Some(subscription) => subscription,
+                    None => {
+                        // Not taken over (its owner is back, or still to be
+                        // marked down): the client asks again, with `since`.
+                        close(&mut socket, MOVING).await;
+                        return;
+                    }
+                },
+            };
             let subscribers = metrics::gauge!("vidpress_ws_subscribers");
             subscribers.increment(1);
             let (sink, stream) = socket.split();
@@ -94,6 +123,28 @@ pub async fn events(
             subscribers.decrement(1);
         }),
     )
+}
+
+/// Waits (at most `limit`) for this node to take over a job it holds a copy
+/// of, then subscribes to it after `since`.
+async fn taken_over(
+    jobs: &vidpress_actors::Jobs,
+    id: vidpress_actors::JobId,
+    since: Option<Seq>,
+    limit: Duration,
+) -> Option<Subscription> {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !jobs.is_local(id) {
+        if tokio::time::Instant::now() >= deadline {
+            debug!(job_id = %id, "not taken over in time; the subscriber asks again");
+            return None;
+        }
+        tokio::time::sleep(TAKEOVER_POLL).await;
+    }
+    jobs.subscribe(id, since)
+        .await
+        .inspect_err(|e| debug!(job_id = %id, error = %e, "subscribe after the takeover failed"))
+        .ok()
 }
 
 /// The query of `GET /jobs/{id}/events`. Other parameters are ignored, not

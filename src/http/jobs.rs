@@ -1,6 +1,7 @@
 //! The job endpoints: submit, poll, list, cancel; the files of a job
 //! (result, thumbnail) are served by `files`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -11,7 +12,7 @@ use axum::Json;
 use futures::TryStreamExt;
 use tracing::error;
 use vidpress_actors::board::Published;
-use vidpress_actors::{JobStatus, SubmitRequest};
+use vidpress_actors::{JobId, JobStatus, ServiceError, SubmitRequest};
 use vidpress_cluster::MemberState;
 
 use super::auth::Caller;
@@ -209,7 +210,12 @@ pub async fn status(
     JobPath(id): JobPath,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let job = caller.check(app.jobs.get(id)?)?;
+    let job = match held(&app, &caller, id)? {
+        Held::Here(job) => job,
+        // Its owner is lost and this node is taking it over: the copy says
+        // where it stood, and the client comes back once the takeover is done.
+        Held::Copy(copy) => return Ok(copy_response(&copy, app.takeover_within)),
+    };
     let Some(wait) = preferred_wait(&headers) else {
         return Ok(status_response(&job));
     };
@@ -257,6 +263,42 @@ pub fn status_response(job: &Published) -> Response {
     response
 }
 
+/// Where a node found a job it was asked about.
+pub enum Held {
+    /// Its supervisor runs here: the job as it is.
+    Here(Arc<Published>),
+    /// This node is its standby, its owner is lost and the takeover is not
+    /// done: the job as the owner last copied it here.
+    Copy(Arc<Published>),
+}
+
+/// Finds a job the caller may see: here, else in this node's copies (a
+/// request reaches the standby's handlers for a job it does not hold only
+/// while its owner is lost: see `route::to_owner`).
+pub fn held(app: &AppState, caller: &Caller, id: JobId) -> Result<Held, ApiError> {
+    match app.jobs.get(id) {
+        Err(ServiceError::NotFound) => match app.jobs.standby_copy(id) {
+            Some(copy) => Ok(Held::Copy(caller.check(copy)?)),
+            None => Err(ApiError::NotFound),
+        },
+        found => Ok(Held::Here(caller.check(found?)?)),
+    }
+}
+
+/// Answers a poll from a standby's copy: as from the job, but asking the
+/// client back once the takeover is done (`takeover_within`), not after an
+/// estimate the copy does not have.
+fn copy_response(copy: &Published, takeover_within: Duration) -> Response {
+    let mut response = status_response(copy);
+    if response.status() == StatusCode::ACCEPTED {
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(retry_after_secs(takeover_within)),
+        );
+    }
+    response
+}
+
 /// `DELETE /jobs/{id}`: 200 once terminal, 202 while the encode is stopping.
 #[utoipa::path(
     delete,
@@ -280,8 +322,11 @@ pub async fn cancel(
     caller: Caller,
     JobPath(id): JobPath,
 ) -> Result<Response, ApiError> {
-    caller.check(app.jobs.get(id)?)?;
-    let job = app.jobs.cancel(id).await?;
+    let job = match held(&app, &caller, id)? {
+        Held::Here(_) => app.jobs.cancel(id).await?,
+        // Carried out once this node has taken the job over.
+        Held::Copy(_) => app.jobs.cancel_copy(id).await?,
+    };
     let code = if job.status().is_terminal() {
         StatusCode::OK
     } else {

@@ -20,6 +20,7 @@
 //! - [`openapi`]: `GET /openapi.json`, generated from the handlers' annotations.
 
 pub mod auth;
+pub mod bridge;
 pub mod dto;
 pub mod error;
 pub mod events;
@@ -76,8 +77,11 @@ impl std::ops::Deref for AppState {
 pub struct App {
     pub jobs: Jobs,
     pub node: NodeName,
-    /// The address other nodes and clients know this node by.
-    pub address: Arc<str>,
+    /// `HOST:PORT` other nodes reach this node's cluster listener at;
+    /// `None` for a node on its own.
+    pub cluster_address: Option<Arc<str>>,
+    /// Base URL of this node's HTTP API, as other nodes reach it.
+    pub http_url: Arc<str>,
     /// Where uploads are written while they arrive.
     pub uploads_dir: Arc<PathBuf>,
     /// The node's data directory.
@@ -101,6 +105,10 @@ pub struct App {
     pub view_settles_at: std::time::Instant,
     /// Client for requests forwarded to other nodes.
     pub proxy: reqwest::Client,
+    /// How long a lost node's jobs take to be taken over, at most: the
+    /// failure detector's timeout and the takeover. A standby answering from
+    /// its copy asks the client back after it.
+    pub takeover_within: std::time::Duration,
 }
 
 impl App {
@@ -249,7 +257,8 @@ pub async fn cluster(
     let stats = app.jobs.stats().await?;
     let mut nodes = vec![NodeDocument::new(
         &stats.node,
-        &app.address,
+        app.cluster_address.as_deref(),
+        &app.http_url,
         MemberState::Up,
         stats.load(),
     )];
@@ -258,7 +267,8 @@ pub async fn cluster(
         for member in view.members.values().filter(|m| m.name != app.node) {
             nodes.push(NodeDocument::new(
                 &member.name,
-                &member.address,
+                Some(&member.address),
+                &member.http,
                 member.state,
                 member.load,
             ));

@@ -1,28 +1,26 @@
 //! Any node answers for any job: requests about a job this node does not own
 //! are forwarded to its owner, found from the tag in the job ID and the
-//! membership view (no node is asked who owns what). HTTP requests are
-//! streamed through; a WebSocket is bridged frame by frame, over TLS (wss,
-//! trusting the cluster's CA) when the owner's URL is https.
+//! membership view (no node is asked who owns what), or to its standby
+//! while the owner is lost. HTTP requests are streamed through; a WebSocket
+//! is bridged frame by frame (`bridge`).
 
-use std::time::Duration;
+use std::future::Future;
+use std::sync::Arc;
 
-use axum::body::{Body, Bytes};
-use axum::extract::ws::{CloseFrame, Message as AxumMessage, WebSocket, WebSocketUpgrade};
-use axum::extract::{FromRequestParts, Request, State};
-use axum::http::{header, HeaderName, HeaderValue, StatusCode};
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderName, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use futures::{SinkExt, StreamExt};
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame as TungsteniteClose, WebSocketConfig};
-use tokio_tungstenite::tungstenite::Message as TungsteniteMessage;
+use tokio::sync::watch;
 use tracing::debug;
 use vidpress_actors::job::node_tag;
 use vidpress_actors::JobId;
-use vidpress_cluster::{ClusterView, Member, MemberState};
+use vidpress_cluster::{ClusterView, Member, MemberState, NodeName};
 
+use super::bridge;
 use super::error::ApiError;
-use super::ws::{self, Beat, Liveness, ReadError};
 use super::AppState;
 
 /// Marks a forwarded request, which is never forwarded again: its value is
@@ -39,7 +37,9 @@ const HOP_BY_HOP: [HeaderName; 5] = [
 ];
 
 /// Middleware on `/jobs/{id}…`: serves jobs held here, forwards the others
-/// to the node that holds them.
+/// to the node that holds them. When their owner does not answer (it is
+/// lost, or cut off) the request goes on to their standby, which answers
+/// from its copy until it has taken the job over (DESIGN.md, invariant 7).
 pub async fn to_owner(State(app): State<AppState>, request: Request, next: Next) -> Response {
     let Some(cluster) = &app.cluster else {
         return next.run(request).await;
@@ -58,40 +58,72 @@ pub async fn to_owner(State(app): State<AppState>, request: Request, next: Next)
     }
     let view = cluster.borrow().clone();
     let settled = std::time::Instant::now() >= app.view_settles_at;
-    let http = match holder(&view, id, hops, settled) {
-        Holder::Here => return next.run(request).await,
-        Holder::Unreachable => {
-            debug!(job_id = %id, "no reachable node holds the job");
-            return ApiError::OwnerUnavailable.into_response();
-        }
-        Holder::At(http) => http,
-    };
+    let stops = stops(&view, id, hops, settled);
     let is_websocket = request
         .headers()
         .get(header::UPGRADE)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
-    let hops = hops + 1;
-    let result = if is_websocket {
-        bridge_websocket(app.clone(), &http, request, hops).await
-    } else {
-        forward_http(&app.proxy, &http, request, hops).await
-    };
-    result.unwrap_or_else(IntoResponse::into_response)
+    if is_websocket && stops.iter().any(|s| matches!(s, Stop::At(_))) {
+        return bridge::bridge(app.clone(), id, request, hops + 1)
+            .await
+            .unwrap_or_else(IntoResponse::into_response);
+    }
+    let (parts, body) = request.into_parts();
+    let mut body = Some(body);
+    let mut refused = None;
+    for stop in stops {
+        match stop {
+            Stop::Here => {
+                let body = body.take().unwrap_or_else(Body::empty);
+                return next.run(Request::from_parts(parts, body)).await;
+            }
+            Stop::Copy if app.jobs.standby_copy(id).is_some() => {
+                let body = body.take().unwrap_or_else(Body::empty);
+                return next.run(Request::from_parts(parts, body)).await;
+            }
+            Stop::Copy => {}
+            Stop::At(target) => {
+                let forwarded = forward_http(&app, &target, &parts, body.take(), hops + 1);
+                match until_lost(cluster, &target.node, forwarded).await {
+                    Some(Ok(response)) if response.status() != StatusCode::SERVICE_UNAVAILABLE => {
+                        return response
+                    }
+                    // Cut off, or draining: the next stop may answer.
+                    Some(Ok(response)) => refused = Some(response),
+                    Some(Err(_)) => {}
+                    None => {
+                        debug!(job_id = %id, node = %target.node, "no answer before it was suspected")
+                    }
+                }
+            }
+        }
+    }
+    debug!(job_id = %id, "no reachable node holds the job");
+    refused.unwrap_or_else(|| ApiError::OwnerUnavailable.into_response())
 }
 
 /// A request is forwarded at most this many times: a node to the owner,
 /// the owner (which gave the job up) to the standby.
-const MAX_HOPS: u8 = 2;
+pub const MAX_HOPS: u8 = 2;
 
-/// Where a request about a job should go.
+/// A node a request can be forwarded to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    pub node: NodeName,
+    /// Its HTTP base URL.
+    pub http: String,
+}
+
+/// Where a request about a job not held here may be answered, in order.
 #[derive(Debug, PartialEq, Eq)]
-enum Holder {
-    /// Answer here (the job is unknown, or this node is its last resort).
+pub enum Stop {
+    /// Here: the job is unknown, or this node is its last resort.
     Here,
-    /// Forward to this HTTP base URL.
-    At(String),
-    /// The nodes that may hold it are down (a takeover is under way).
-    Unreachable,
+    /// From this node's copy, if it has one: it is the standby and the
+    /// owner does not answer.
+    Copy,
+    /// Forwarded to this node.
+    At(Target),
 }
 
 /// Returns the job ID in a `/jobs/{id}…` path.
@@ -99,58 +131,93 @@ fn job_id(path: &str) -> Option<JobId> {
     path.strip_prefix("/jobs/")?.split('/').next()?.parse().ok()
 }
 
-/// Finds who holds a job this node does not: its owner (tag in the ID),
-/// or its standby (second tag) once the owner is down or has given it up.
-/// An owner or standby missing from a view that has not `settled` yet (this
-/// node just joined) may well exist: the job is then unreachable, not unknown.
-fn holder(view: &ClusterView, id: JobId, hops: u8, settled: bool) -> Holder {
+/// Finds who may answer for a job this node does not hold, in order: its
+/// owner (tag in the ID) while it is not down, then its standby (second
+/// tag), which holds a copy and takes the job over once the owner is down
+/// or gave it up. An owner or standby missing from a view that has not
+/// `settled` yet (this node just joined) may well exist: the job is then
+/// unreachable, not unknown. No stop at all: unreachable.
+pub fn stops(view: &ClusterView, id: JobId, hops: u8, settled: bool) -> Vec<Stop> {
     let tagged = |tag: u16| view.members.values().find(|m| node_tag(&m.name) == tag);
+    let at = |m: &Member| {
+        Stop::At(Target {
+            node: m.name.clone(),
+            http: m.http.clone(),
+        })
+    };
     let Some(owner) = tagged(id.owner_tag()) else {
         return if settled {
-            Holder::Here
+            vec![Stop::Here]
         } else {
-            Holder::Unreachable
+            Vec::new()
         };
     };
     let reachable = |m: &Member| m.state != MemberState::Down;
-    if owner.name != view.me && reachable(owner) && hops == 0 {
-        return Holder::At(owner.http.clone());
-    }
     let standby = match id.standby_tag() {
         None => None,
         Some(tag) => match tagged(tag) {
             Some(standby) => Some(standby),
             // Not heard of yet, but it may hold the job.
-            None if !settled => return Holder::Unreachable,
+            None if !settled => return Vec::new(),
             None => None,
         },
     };
+    let mut stops = Vec::new();
+    if owner.name != view.me && reachable(owner) && hops == 0 {
+        stops.push(at(owner));
+    }
     match standby {
-        Some(s) if s.name == view.me => {
-            if owner.name == view.me {
-                Holder::Here
-            } else {
-                // The owner is down and this node is taking the job over.
-                Holder::Unreachable
-            }
+        Some(s) if s.name == view.me => stops.push(if owner.name == view.me {
+            Stop::Here
+        } else {
+            Stop::Copy
+        }),
+        Some(s) if reachable(s) => stops.push(at(s)),
+        Some(_) => {}
+        None if owner.name == view.me => stops.push(Stop::Here),
+        None => {}
+    }
+    stops
+}
+
+/// Runs `work` until it is done, or until `node` is no longer up in the
+/// cluster's view (suspected or down: a frozen node answers nothing), which
+/// gives `None`.
+pub async fn until_lost<T>(
+    view: &watch::Receiver<Arc<ClusterView>>,
+    node: &NodeName,
+    work: impl Future<Output = T>,
+) -> Option<T> {
+    let mut view = view.clone();
+    let lost = async move {
+        let up = |v: &Arc<ClusterView>| {
+            v.members
+                .get(node)
+                .is_some_and(|m| m.state == MemberState::Up)
+        };
+        if view.wait_for(|v| !up(v)).await.is_err() {
+            // No view any more: the node is stopping; let the work finish.
+            std::future::pending::<()>().await;
         }
-        Some(s) if reachable(s) => Holder::At(s.http.clone()),
-        Some(_) => Holder::Unreachable,
-        None if owner.name == view.me => Holder::Here,
-        None => Holder::Unreachable,
+    };
+    tokio::select! {
+        done = work => Some(done),
+        () = lost => None,
     }
 }
 
 async fn forward_http(
-    client: &reqwest::Client,
-    http: &str,
-    request: Request,
+    app: &AppState,
+    target: &Target,
+    parts: &Parts,
+    body: Option<Body>,
     hops: u8,
 ) -> Result<Response, ApiError> {
-    let (parts, body) = request.into_parts();
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let mut outgoing = client
-        .request(parts.method.clone(), format!("{http}{path}"))
+    let body = body.unwrap_or_else(Body::empty);
+    let mut outgoing = app
+        .proxy
+        .request(parts.method.clone(), format!("{}{path}", target.http))
         .body(reqwest::Body::wrap_stream(body.into_data_stream()));
     for (name, value) in &parts.headers {
         if !HOP_BY_HOP.contains(name) && *name != FORWARDED {
@@ -163,7 +230,7 @@ async fn forward_http(
         .await
         .map_err(|e| {
             // Without the URL: its query may hold a token.
-            debug!(error = %e.without_url(), "forward to owner failed");
+            debug!(node = %target.node, error = %e.without_url(), "forward failed");
             ApiError::OwnerUnavailable
         })?;
     let mut builder = Response::builder().status(response.status());
@@ -175,154 +242,6 @@ async fn forward_http(
     builder
         .body(Body::from_stream(response.bytes_stream()))
         .map_err(|e| ApiError::Internal(format!("cannot build forwarded response: {e}")))
-}
-
-/// Connects to the owner's event stream first (so an unknown job is a 404
-/// before the upgrade), then upgrades the client and pipes frames.
-async fn bridge_websocket(
-    app: AppState,
-    http: &str,
-    request: Request,
-    hops: u8,
-) -> Result<Response, ApiError> {
-    let (mut parts, _) = request.into_parts();
-    let path = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_owned();
-    let upgrade = ws::bounded(WebSocketUpgrade::from_request_parts(&mut parts, &app).await?);
-    let ws_url = format!("{}{path}", websocket_base(http));
-    let connector = Some(tokio_tungstenite::Connector::Rustls(app.peer_tls.0.clone()));
-    let mut owner_request =
-        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(ws_url)
-            .map_err(|e| ApiError::Internal(format!("bad owner url: {e}")))?;
-    owner_request
-        .headers_mut()
-        .insert(FORWARDED, HeaderValue::from(u16::from(hops)));
-    // The owner judges the client's token as if asked directly, as it does
-    // for a forwarded HTTP request (whose headers all pass on).
-    if let Some(token) = parts.headers.get(header::AUTHORIZATION) {
-        owner_request
-            .headers_mut()
-            .insert(header::AUTHORIZATION, token.clone());
-    }
-    // The owner sends only event documents; a bound keeps a peer from
-    // making this node buffer more.
-    let config = WebSocketConfig::default()
-        .read_buffer_size(ws::SUBSCRIBER_READ_BUFFER)
-        .max_message_size(Some(MAX_OWNER_MESSAGE))
-        .max_frame_size(Some(MAX_OWNER_MESSAGE));
-    let connected = tokio_tungstenite::connect_async_tls_with_config(
-        owner_request,
-        Some(config),
-        true,
-        connector,
-    )
-    .await;
-    let (owner, _) = match connected {
-        Ok(connected) => connected,
-        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
-            let status =
-                StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-            let body = response.into_body().unwrap_or_default();
-            return Ok((status, [(header::CONTENT_TYPE, "application/json")], body).into_response());
-        }
-        Err(e) => {
-            debug!(error = %e, "websocket to owner failed");
-            return Err(ApiError::OwnerUnavailable);
-        }
-    };
-    let idle = app.idle_timeout;
-    Ok(upgrade.on_upgrade(move |client: WebSocket| pipe(client, owner, idle)))
-}
-
-/// Returns the WebSocket base URL of a node's HTTP base URL: `wss://` for
-/// `https://`, `ws://` for `http://`.
-fn websocket_base(http: &str) -> String {
-    if let Some(rest) = http.strip_prefix("https://") {
-        format!("wss://{rest}")
-    } else if let Some(rest) = http.strip_prefix("http://") {
-        format!("ws://{rest}")
-    } else {
-        http.to_owned()
-    }
-}
-
-/// Largest message taken from the owner of a bridged subscription: an event
-/// document is a few hundred bytes.
-const MAX_OWNER_MESSAGE: usize = 64 * 1024;
-
-type OwnerSocket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// Copies the owner's frames to the client, keeping the close code, until
-/// either side ends. The client is held to the same limits as a local
-/// subscriber: 1009 for a message over the limit, pinged, and dropped after
-/// `idle` without a word (the owner pings this node in turn, answered by
-/// tungstenite while the owner's side is read).
-async fn pipe(client: WebSocket, owner: OwnerSocket, idle: Duration) {
-    let (mut client_tx, mut client_rx) = client.split();
-    let (mut owner_tx, mut owner_rx) = owner.split();
-    let mut liveness = Liveness::new(idle);
-    let close_client = |code: u16, reason: &'static str| {
-        AxumMessage::Close(Some(CloseFrame {
-            code,
-            reason: reason.into(),
-        }))
-    };
-    let client_gone = loop {
-        tokio::select! {
-            from_owner = owner_rx.next() => match from_owner {
-                Some(Ok(TungsteniteMessage::Text(text))) => {
-                    let sent = client_tx.send(AxumMessage::Text(text.as_str().into()));
-                    if !matches!(tokio::time::timeout(idle, sent).await, Ok(Ok(()))) {
-                        break true;
-                    }
-                }
-                Some(Ok(TungsteniteMessage::Close(frame))) => {
-                    let frame = frame.map(|f| CloseFrame { code: f.code.into(), reason: f.reason.as_str().into() });
-                    let _ = client_tx.send(AxumMessage::Close(frame)).await;
-                    return;
-                }
-                Some(Ok(_)) => {}
-                None | Some(Err(_)) => {
-                    let _ = client_tx.send(close_client(1001, "the job's owner went away")).await;
-                    return;
-                }
-            },
-            from_client = client_rx.next() => match from_client {
-                None | Some(Ok(AxumMessage::Close(_))) => break true,
-                Some(Err(e)) => {
-                    if ReadError::from_axum(e) == ReadError::TooBig {
-                        let _ = client_tx.send(close_client(ws::TOO_BIG, "message too big")).await;
-                    }
-                    break true;
-                }
-                Some(Ok(_)) => liveness.heard(),
-            },
-            beat = liveness.beat() => match beat {
-                Beat::Ping => {
-                    let ping = client_tx.send(AxumMessage::Ping(Bytes::new()));
-                    if !matches!(tokio::time::timeout(idle, ping).await, Ok(Ok(()))) {
-                        break true;
-                    }
-                }
-                Beat::Expired => {
-                    let _ = client_tx.send(close_client(1001, "idle")).await;
-                    break true;
-                }
-            },
-        }
-    };
-    if client_gone {
-        let _ = owner_tx
-            .send(TungsteniteMessage::Close(Some(TungsteniteClose {
-                code: CloseCode::Normal,
-                reason: "".into(),
-            })))
-            .await;
-    }
 }
 
 #[cfg(test)]
@@ -364,52 +283,47 @@ mod tests {
 
     const ALL_UP: [MemberState; 3] = [MemberState::Up; 3];
 
-    #[test]
-    fn a_websocket_to_an_https_owner_is_wss() {
-        assert_eq!(websocket_base("https://node-a:8443"), "wss://node-a:8443");
-        assert_eq!(
-            websocket_base("http://127.0.0.1:8080"),
-            "ws://127.0.0.1:8080"
-        );
+    fn at(name: &str) -> Stop {
+        Stop::At(Target {
+            node: node(name),
+            http: format!("http://{name}"),
+        })
     }
 
     #[test]
     fn a_job_goes_to_its_owner_then_to_its_standby() {
         let id = JobId::with_standby(&node("a"), Some(&node("b")));
+        // The owner first; its standby if it does not answer.
+        assert_eq!(stops(&view("c", ALL_UP), id, 0, true), [at("a"), at("b")]);
+        // On the standby: its copy if the owner does not answer.
         assert_eq!(
-            holder(&view("c", ALL_UP), id, 0, true),
-            Holder::At("http://a".into())
+            stops(&view("b", ALL_UP), id, 0, true),
+            [at("a"), Stop::Copy]
         );
         // The owner gave the job up (it forwards with one hop): the standby.
-        assert_eq!(
-            holder(&view("a", ALL_UP), id, 1, true),
-            Holder::At("http://b".into())
-        );
+        assert_eq!(stops(&view("a", ALL_UP), id, 1, true), [at("b")]);
         let owner_down = [MemberState::Down, MemberState::Up, MemberState::Up];
-        assert_eq!(
-            holder(&view("c", owner_down), id, 0, true),
-            Holder::At("http://b".into())
-        );
-        // On the standby, the owner down: the takeover is under way.
-        assert_eq!(
-            holder(&view("b", owner_down), id, 0, true),
-            Holder::Unreachable
-        );
+        assert_eq!(stops(&view("c", owner_down), id, 0, true), [at("b")]);
+        // On the standby, the owner down: the takeover is under way, and
+        // the copy answers meanwhile.
+        assert_eq!(stops(&view("b", owner_down), id, 0, true), [Stop::Copy]);
+        // Asked by a node whose owner did not answer: the copy.
+        assert_eq!(stops(&view("b", ALL_UP), id, 1, true), [Stop::Copy]);
         let both_down = [MemberState::Down, MemberState::Down, MemberState::Up];
+        assert_eq!(stops(&view("c", both_down), id, 0, true), []);
+        // A suspect owner is still tried first: it may only be slow.
+        let owner_suspect = [MemberState::Suspect, MemberState::Up, MemberState::Up];
         assert_eq!(
-            holder(&view("c", both_down), id, 0, true),
-            Holder::Unreachable
+            stops(&view("c", owner_suspect), id, 0, true),
+            [at("a"), at("b")]
         );
     }
 
     #[test]
     fn an_owner_missing_from_the_view_is_unknown_only_once_the_view_settled() {
         let id = JobId::with_standby(&node("z"), Some(&node("y")));
-        assert_eq!(
-            holder(&view("a", ALL_UP), id, 0, false),
-            Holder::Unreachable
-        );
-        assert_eq!(holder(&view("a", ALL_UP), id, 0, true), Holder::Here);
+        assert_eq!(stops(&view("a", ALL_UP), id, 0, false), []);
+        assert_eq!(stops(&view("a", ALL_UP), id, 0, true), [Stop::Here]);
     }
 
     #[test]
@@ -419,8 +333,17 @@ mod tests {
         let id = JobId::with_standby(&node("a"), Some(&node("c")));
         let mut restarted = view("a", ALL_UP);
         restarted.members.remove(&node("c"));
-        assert_eq!(holder(&restarted, id, 0, false), Holder::Unreachable);
-        assert_eq!(holder(&restarted, id, 1, false), Holder::Unreachable);
-        assert_eq!(holder(&restarted, id, 0, true), Holder::Here);
+        assert_eq!(stops(&restarted, id, 0, false), []);
+        assert_eq!(stops(&restarted, id, 1, false), []);
+        assert_eq!(stops(&restarted, id, 0, true), [Stop::Here]);
+    }
+
+    #[test]
+    fn a_job_without_a_standby_has_only_its_owner() {
+        let id = JobId::with_standby(&node("a"), None);
+        assert_eq!(stops(&view("c", ALL_UP), id, 0, true), [at("a")]);
+        assert_eq!(stops(&view("a", ALL_UP), id, 0, true), [Stop::Here]);
+        let owner_down = [MemberState::Down, MemberState::Up, MemberState::Up];
+        assert_eq!(stops(&view("c", owner_down), id, 0, true), []);
     }
 }

@@ -209,6 +209,10 @@ async fn health_readiness_and_cluster_answer() {
     assert_eq!(nodes[0]["state"], "up");
     assert_eq!(nodes[0]["workers"], 2);
     assert_eq!(nodes[0]["busy"], 0);
+    // Alone, a node has no cluster address; its HTTP URL is where it answers.
+    assert_eq!(nodes[0]["address"], serde_json::Value::Null);
+    let http = format!("http://{}", node.server.local_addr());
+    assert_eq!(nodes[0]["http"], http.as_str());
 }
 
 #[tokio::test]

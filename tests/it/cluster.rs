@@ -16,6 +16,9 @@ use crate::support::{
 
 const COOKIE: &str = "cluster-test-cookie";
 
+/// Starts of a node whose ports were taken meanwhile, before giving up.
+const PORT_TRIES: u32 = 3;
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -63,8 +66,46 @@ impl NodeProc {
             child: None,
             log: dir.path().join(format!("{name}.log")),
         };
-        node.start();
-        node
+        // A port found free may be taken before the node binds it (by any
+        // process's outgoing connection): then the node exits at once, and
+        // it starts again on other ports.
+        for _ in 0..PORT_TRIES {
+            node.start();
+            if node.listening() {
+                return node;
+            }
+            node.kill();
+            let log = node.log();
+            assert!(
+                log.contains("in use"),
+                "{} exited at start:\n{log}",
+                node.name
+            );
+            node.http = free_port();
+            node.cluster = free_port();
+        }
+        panic!("{} found no free ports in {PORT_TRIES} tries", node.name);
+    }
+
+    /// Waits (at most 30 s) until the node answers on its HTTP port; returns
+    /// `false` if it exits first.
+    fn listening(&mut self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let address = std::net::SocketAddr::from(([127, 0, 0, 1], self.http));
+        while Instant::now() < deadline {
+            let exited = self
+                .child
+                .as_mut()
+                .is_none_or(|c| c.try_wait().ok().flatten().is_some());
+            if exited {
+                return false;
+            }
+            if std::net::TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_ok() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("{} did not listen within 30 s:\n{}", self.name, self.log());
     }
 
     fn start(&mut self) {
@@ -345,18 +386,25 @@ async fn any_node_answers_any_job_and_events_cross_nodes() {
         "already completed: cancel is a no-op"
     );
 
-    // GET /cluster on every node lists all three, up.
+    // GET /cluster on every node lists all three, up, each with its
+    // cluster address and its HTTP URL, the same seen from any node.
     for node in [a, b, c] {
         let (_, view) = get_json(&format!("{}/cluster", node.base())).await.unwrap();
         assert_eq!(view["self"], node.name.as_str());
-        let names: Vec<&str> = view["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|n| n["name"].as_str().unwrap())
-            .collect();
-        for name in ["node-a", "node-b", "node-c"] {
-            assert!(names.contains(&name), "{} lists {names:?}", node.name);
+        let listed = view["nodes"].as_array().unwrap();
+        for expected in [a, b, c] {
+            let shown = listed
+                .iter()
+                .find(|n| n["name"] == expected.name.as_str())
+                .unwrap_or_else(|| panic!("{} lists {listed:?}", node.name));
+            assert_eq!(
+                shown["address"],
+                format!("127.0.0.1:{}", expected.cluster).as_str(),
+                "{} shows {}: {shown}",
+                node.name,
+                expected.name
+            );
+            assert_eq!(shown["http"], expected.base().as_str(), "{shown}");
         }
     }
 }

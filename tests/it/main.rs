@@ -7,6 +7,7 @@ mod cluster;
 mod compression;
 mod corpus;
 mod events;
+mod failover;
 mod jobs;
 mod limits;
 mod metrics;

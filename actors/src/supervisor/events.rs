@@ -40,6 +40,18 @@ pub(super) fn replay(
     (!missed.is_empty()).then_some(missed)
 }
 
+/// How far ahead of a job's numbering a subscriber's `since` may be and
+/// still be taken as numbered by an earlier holder of the job: more events
+/// than a job publishes in weeks (progress at most every 250 ms), so that a
+/// bogus `since` cannot push a job's numbering to its end.
+const AHEAD_AT_MOST: u64 = 1 << 24;
+
+/// Returns whether a subscriber's `since` is ahead of this supervisor's
+/// numbering (`last`) by a plausible number of events, numbered elsewhere.
+pub(super) fn numbered_elsewhere(last: Seq, since: Seq) -> bool {
+    since > last && since.get() - last.get() <= AHEAD_AT_MOST
+}
+
 /// Moves `progress` on to `fraction` (clamped to 0–1) if that is ahead,
 /// and, once past 1 % and with the attempt's `elapsed` seconds known,
 /// estimates the seconds left into `eta_seconds`. Returns whether progress
@@ -79,6 +91,19 @@ impl SupervisorState {
     }
 
     fn subscribe(&mut self, since: Option<Seq>) -> Subscription {
+        if let Some(since) = since.filter(|&since| numbered_elsewhere(self.job.seq, since)) {
+            // The subscriber was told of events this supervisor did not
+            // number: its job's former owner's, before a takeover, or this
+            // node's before a restart. Numbering goes on after the last it
+            // saw, with the whole job, so that its `seq` never goes back and
+            // nothing is missed.
+            self.job.seq = since;
+            if self.job.status().is_terminal() {
+                self.job.seq = since.next();
+            } else {
+                self.publish(EventKind::Snapshot);
+            }
+        }
         let live = (!self.job.status().is_terminal()).then(|| {
             self.events
                 .get_or_insert_with(|| broadcast::channel(CHANNEL).0)
@@ -232,6 +257,22 @@ mod tests {
         assert!(replay(&held, Seq::new(7), Some(Seq::new(8))).is_none());
         // A job recovered from disk holds no history at all.
         assert!(replay(&VecDeque::new(), Seq::new(0), Some(Seq::new(0))).is_none());
+    }
+
+    #[test]
+    fn a_since_ahead_of_the_numbering_is_taken_only_within_reason() {
+        // A takeover: the former owner numbered up to 40, this node to 3.
+        assert!(numbered_elsewhere(Seq::new(3), Seq::new(40)));
+        // Not ahead: a plain resume.
+        assert!(!numbered_elsewhere(Seq::new(40), Seq::new(40)));
+        assert!(!numbered_elsewhere(Seq::new(40), Seq::new(3)));
+        // Ahead by more than a job publishes: a bogus since.
+        assert!(numbered_elsewhere(Seq::new(0), Seq::new(AHEAD_AT_MOST)));
+        assert!(!numbered_elsewhere(
+            Seq::new(0),
+            Seq::new(AHEAD_AT_MOST + 1)
+        ));
+        assert!(!numbered_elsewhere(Seq::new(5), Seq::new(u64::MAX)));
     }
 
     #[test]

@@ -32,7 +32,7 @@ mod losses;
 mod pieces;
 mod split;
 mod standby;
-mod transitions;
+pub(crate) mod transitions;
 
 pub use split::SplitPolicy;
 
@@ -43,16 +43,15 @@ use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::{broadcast, watch};
-use tracing::{error, info_span, Instrument};
+use tracing::{error, info, info_span, Instrument};
 use vidpress_cluster::{ClusterView, NodeName};
 
 use crate::board::Board;
-use crate::counters::Seq;
-use crate::job::{InputInfo, JobEvent, JobSnapshot};
+use crate::job::{JobEvent, JobSnapshot};
 use crate::paths;
 use crate::probe::Prober;
 use crate::protocol::{GatewayMsg, SupervisorMsg};
-use crate::record::{self, JobRecord};
+use crate::record::JobRecord;
 use crate::replication;
 use crate::transfer::Transfer;
 
@@ -178,24 +177,8 @@ impl Actor for JobSupervisor {
             );
             tx
         });
-        let created_at = record::from_ms(record.created_at_ms);
         let mut state = SupervisorState {
-            job: JobSnapshot {
-                id: record.id,
-                state: transitions::state_of(&record, paths::result(&args.data_dir, record.id)),
-                attempt: record.attempt,
-                node: record.node.clone(),
-                created_at,
-                updated_at: record.finished_at_ms.map_or(created_at, record::from_ms),
-                options: record.options,
-                input: InputInfo {
-                    bytes: record.input_bytes,
-                    media: record.media.clone(),
-                },
-                seq: Seq::default(),
-                tenant: record.tenant.clone(),
-                segments: Vec::new(),
-            },
+            job: transitions::snapshot_of(&record, paths::result(&args.data_dir, record.id)),
             losses: Losses {
                 worker: record.lost_attempts,
                 interrupted: record.interrupted,
@@ -253,6 +236,14 @@ impl Actor for JobSupervisor {
                 state.start_probe(&myself);
             } else if state.wants_plan() {
                 state.start_plan(&myself);
+            }
+            let job_folder = paths::job_dir(&state.data_dir, state.job.id);
+            if !state.job.status().is_terminal() && paths::cancel_requested(&job_folder).exists() {
+                // Asked of this node while it was the standby: carried out
+                // now that it holds the job (the answer goes nowhere).
+                info!(job_id = %state.job.id, "canceling as asked during the failover");
+                let (reply, _) = ractor::concurrency::oneshot();
+                myself.send_message(SupervisorMsg::Cancel(reply.into()))?;
             }
         }
         Ok(state)

@@ -9,8 +9,8 @@ use vidpress_cluster::NodeName;
 use vidpress_transcode::{MediaInfo, Output};
 
 use super::losses::{Loss, Losses};
-use crate::counters::Attempt;
-use crate::job::JobState;
+use crate::counters::{Attempt, Seq};
+use crate::job::{InputInfo, JobSnapshot, JobState};
 use crate::protocol::AttemptReport;
 use crate::record::{self, JobRecord, Outcome};
 
@@ -118,6 +118,29 @@ pub(super) fn outcome_of(state: &JobState) -> Option<Outcome> {
         }),
         JobState::Canceled => Some(Outcome::Canceled),
         JobState::Queued | JobState::Running { .. } => None,
+    }
+}
+
+/// Returns the snapshot of a job as its `record` tells it (see [`state_of`]),
+/// before any event: what a supervisor starts from, and what a standby
+/// answers from its copy until it takes the job over.
+pub(crate) fn snapshot_of(record: &JobRecord, result: PathBuf) -> JobSnapshot {
+    let created_at = record::from_ms(record.created_at_ms);
+    JobSnapshot {
+        id: record.id,
+        state: state_of(record, result),
+        attempt: record.attempt,
+        node: record.node.clone(),
+        created_at,
+        updated_at: record.finished_at_ms.map_or(created_at, record::from_ms),
+        options: record.options,
+        input: InputInfo {
+            bytes: record.input_bytes,
+            media: record.media.clone(),
+        },
+        seq: Seq::default(),
+        tenant: record.tenant.clone(),
+        segments: Vec::new(),
     }
 }
 

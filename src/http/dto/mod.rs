@@ -289,8 +289,13 @@ pub struct ClusterDocument {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct NodeDocument {
     pub name: String,
-    /// Its cluster address, `HOST:PORT`.
-    pub address: String,
+    /// Its cluster address, `HOST:PORT`: where the other nodes reach its
+    /// cluster listener (`--advertise`, else `--cluster-listen`); null for a
+    /// node that is not in a cluster.
+    pub address: Option<String>,
+    /// The base URL of its HTTP API, where clients and the other nodes
+    /// reach it (`--advertise-http`, else made from its address).
+    pub http: String,
     #[schema(value_type = NodeStateName)]
     pub state: &'static str,
     /// Worker slots.
@@ -322,10 +327,17 @@ pub fn one_of<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
 }
 
 impl NodeDocument {
-    pub fn new(name: &NodeName, address: &str, state: MemberState, load: NodeLoad) -> Self {
+    pub fn new(
+        name: &NodeName,
+        address: Option<&str>,
+        http: &str,
+        state: MemberState,
+        load: NodeLoad,
+    ) -> Self {
         Self {
             name: name.to_string(),
-            address: address.to_owned(),
+            address: address.map(str::to_owned),
+            http: http.to_owned(),
             state: state.as_str(),
             workers: load.workers,
             busy: load.busy,
