@@ -15,6 +15,7 @@ use super::auth::Caller;
 use super::dto::{ErrorBody, JobDocument, Jpeg, Video};
 use super::error::{ApiError, Unavailable, UnknownJob};
 use super::extract::JobPath;
+use super::jobs::held;
 use super::AppState;
 
 /// `GET /jobs/{id}/result`: the video, with Range support; 409 until completed.
@@ -69,7 +70,8 @@ pub async fn result(
     JobPath(id): JobPath,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let job = caller.check(app.jobs.get(id)?)?;
+    // A standby's copy of a completed job holds its result too.
+    let job = held(&app, &caller, id)?.into_job();
     let JobState::Completed { output, result } = &job.state else {
         return Ok((StatusCode::CONFLICT, Json(JobDocument::from(&**job))).into_response());
     };
@@ -141,7 +143,7 @@ pub async fn thumbnail(
     caller: Caller,
     JobPath(id): JobPath,
 ) -> Result<Response, ApiError> {
-    let job = caller.check(app.jobs.get(id)?)?;
+    let job = held(&app, &caller, id)?.into_job();
     let path = paths::thumbnail(&app.data_dir, job.id);
     let jpeg = match tokio::fs::read(&path).await {
         Ok(jpeg) => jpeg,

@@ -272,6 +272,15 @@ pub enum Held {
     Copy(Arc<Published>),
 }
 
+impl Held {
+    /// The job, wherever it was found.
+    pub fn into_job(self) -> Arc<Published> {
+        match self {
+            Self::Here(job) | Self::Copy(job) => job,
+        }
+    }
+}
+
 /// Finds a job the caller may see: here, else in this node's copies (a
 /// request reaches the standby's handlers for a job it does not hold only
 /// while its owner is lost: see `route::to_owner`).
