@@ -311,7 +311,8 @@ mod tests {
         assert_eq!(stops(&view("b", ALL_UP), id, 1, true), [Stop::Copy]);
         let both_down = [MemberState::Down, MemberState::Down, MemberState::Up];
         assert_eq!(stops(&view("c", both_down), id, 0, true), []);
-        // A suspect owner is still tried first: it may only be slow.
+        // A suspect owner is not down yet: it stays first (`until_lost`
+        // gives up waiting for it at once, so the standby answers).
         let owner_suspect = [MemberState::Suspect, MemberState::Up, MemberState::Up];
         assert_eq!(
             stops(&view("c", owner_suspect), id, 0, true),
