@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -22,7 +22,7 @@ use tempfile::TempDir;
 
 use crate::cluster::{wait_members_up, NodeProc};
 use crate::jobs::transcoders_of;
-use crate::support::{eventually, get_json};
+use crate::support::{eventually, fixture, get_json, run_cli};
 
 const COOKIE: &str = "split-test-cookie";
 
@@ -364,56 +364,6 @@ fn assert_split_done(label: &str, run: &Run) -> Vec<Segment> {
 
 // ---------------------------------------------------------------------------
 // The ffmpeg CLI, bounded
-
-/// Runs `command` within `limit`; returns its standard output. Panics,
-/// naming `what`, when it fails or overruns (then it is killed).
-fn run_cli(what: &str, command: &mut Command, limit: Duration) -> Vec<u8> {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let (out, err) = (dir.path().join("stdout"), dir.path().join("stderr"));
-    command
-        .stdin(Stdio::null())
-        .stdout(File::create(&out).expect("stdout file"))
-        .stderr(File::create(&err).expect("stderr file"));
-    let mut child = command.spawn().unwrap_or_else(|e| panic!("{what}: {e}"));
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for the CLI") {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{what} took more than {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let stderr = std::fs::read_to_string(&err).unwrap_or_default();
-    assert!(status.success(), "{what} failed ({status}): {stderr}");
-    std::fs::read(&out).expect("the CLI's output")
-}
-
-/// Returns an input made by the `ffmpeg` CLI with `args` (the output
-/// path appended), cached by name beside the other fixtures.
-fn fixture(name: &str, args: &[&str]) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fixtures");
-    std::fs::create_dir_all(&dir).expect("fixture dir");
-    let path = dir.join(name);
-    if path.exists() {
-        return path;
-    }
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("bin");
-    let tmp = dir.join(format!("{name}.{}.tmp.{ext}", std::process::id()));
-    run_cli(
-        &format!("ffmpeg making {name}"),
-        Command::new("ffmpeg")
-            .args(["-hide_banner", "-loglevel", "error", "-y"])
-            .args(args)
-            .arg(&tmp),
-        Duration::from_secs(300),
-    );
-    std::fs::rename(&tmp, &path).expect("fixture rename");
-    path
-}
 
 /// A moving pattern, 320x240 at 30 fps, with a 440 Hz tone at 48 kHz,
 /// `seconds` long; H.264 with B-frames and a keyframe every 2.5 s, so some

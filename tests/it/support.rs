@@ -3,15 +3,46 @@
 //! [`wait_for_terminal`]).
 
 use std::fmt::Display;
+use std::fs::File;
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tempfile::TempDir;
 use vidpress::config::ServeConfig;
 use vidpress::server::Server;
+
+/// The longest an `ffmpeg` CLI run making a fixture may take.
+const FIXTURE_LIMIT: Duration = Duration::from_secs(300);
+
+/// Runs `command` within `limit`; returns its standard output. Panics,
+/// naming `what`, when it fails or overruns (then it is killed).
+pub fn run_cli(what: &str, command: &mut Command, limit: Duration) -> Vec<u8> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (out, err) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    command
+        .stdin(Stdio::null())
+        .stdout(File::create(&out).expect("stdout file"))
+        .stderr(File::create(&err).expect("stderr file"));
+    let mut child = command.spawn().unwrap_or_else(|e| panic!("{what}: {e}"));
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the CLI") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} took more than {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stderr = std::fs::read_to_string(&err).unwrap_or_default();
+    assert!(status.success(), "{what} failed ({status}): {stderr}");
+    std::fs::read(&out).expect("the CLI's output")
+}
 
 /// Returns a fixture made by the `ffmpeg` CLI with `args` (inputs and
 /// codec settings; the output path is appended), cached by name.
@@ -25,13 +56,14 @@ pub fn fixture(name: &str, args: &[&str]) -> PathBuf {
     // Tests run in parallel processes: write aside, then rename atomically.
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("bin");
     let tmp = dir.join(format!("{}.{}.tmp.{ext}", name, std::process::id()));
-    let status = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-y"])
-        .args(args)
-        .arg(&tmp)
-        .status()
-        .expect("the ffmpeg CLI runs");
-    assert!(status.success(), "ffmpeg failed to make fixture {name}");
+    run_cli(
+        &format!("ffmpeg making {name}"),
+        Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-y"])
+            .args(args)
+            .arg(&tmp),
+        FIXTURE_LIMIT,
+    );
     std::fs::rename(&tmp, &path).expect("fixture rename");
     path
 }
