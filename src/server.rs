@@ -153,6 +153,10 @@ impl Server {
         // timeout (the same as this node's, in one deployment): a client
         // here lets go of it well before.
         let pool_idle = config.header_timeout() / 2;
+        let transfer = Arc::new(
+            HttpTransfer::new(&cookie, peer_tls.clone(), pool_idle)
+                .map_err(ServeError::PeerClient)?,
+        );
         let node = vidpress_actors::start(GatewayArgs {
             node: config.node_name(),
             data_dir: config.data_dir.clone(),
@@ -173,10 +177,7 @@ impl Server {
             scope,
             retention: Duration::from_secs(config.retention_secs),
             http,
-            transfer: Arc::new(
-                HttpTransfer::new(&cookie, peer_tls.clone(), pool_idle)
-                    .map_err(ServeError::PeerClient)?,
-            ),
+            transfer: transfer.clone(),
             cluster: link.clone(),
             split: config.split(),
         })
@@ -209,6 +210,7 @@ impl Server {
                 .build()
                 .map_err(ServeError::PeerClient)?,
             takeover_within: Duration::from_millis(config.failure_timeout_ms) + TAKEOVER,
+            transfer,
         });
         Ok(Self {
             node,

@@ -105,6 +105,46 @@ impl HttpTransfer {
     }
 }
 
+impl HttpTransfer {
+    /// Streams a new job's input to its standby at `standby_http` as it is
+    /// uploaded: `body` yields the upload's bytes, and an error to abort
+    /// the copy (the standby then keeps nothing). No deadline of its own:
+    /// it lasts as long as the upload, whose sender gives up on a standby
+    /// that stops reading. Returns once the copy is durable there.
+    pub async fn stream_input<S>(
+        &self,
+        standby_http: &str,
+        job: JobId,
+        body: S,
+    ) -> Result<(), TransferError>
+    where
+        S: futures::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static,
+    {
+        let url = format!(
+            "{standby_http}/internal/replicas/{job}/{}",
+            ReplicaFile::Input.name()
+        );
+        let request = self.client.put(url).body(reqwest::Body::wrap_stream(body));
+        let response = self.send(request).await?;
+        expect_success(&response)
+    }
+
+    /// Asks the standby at `standby_http` to drop an input streamed to it
+    /// for a job that was not accepted after all (a copy without a record).
+    pub async fn drop_unaccepted(
+        &self,
+        standby_http: &str,
+        job: JobId,
+    ) -> Result<(), TransferError> {
+        let request = self
+            .client
+            .delete(format!("{standby_http}/internal/replicas/{job}"))
+            .timeout(SMALL_REQUEST);
+        let response = self.send(request).await?;
+        expect_success(&response)
+    }
+}
+
 impl Transfer for HttpTransfer {
     fn fetch_input<'a>(
         &'a self,

@@ -45,13 +45,13 @@ pub mod transfer;
 pub mod worker;
 
 pub use counters::{Attempt, Epoch, Seq};
-pub use gateway::{ClusterLink, GatewayArgs};
+pub use gateway::{standby_among, ClusterLink, GatewayArgs};
 pub use handle::{Jobs, ServiceError};
 pub use job::{
     EventKind, InputInfo, JobEvent, JobId, JobSnapshot, JobState, JobStatus, SegmentStatus,
     SegmentView,
 };
-pub use protocol::{NodeStats, SubmitError, SubmitRequest, Submitted, Subscription};
+pub use protocol::{CopiedInput, NodeStats, SubmitError, SubmitRequest, Submitted, Subscription};
 pub use supervisor::SplitPolicy;
 pub use tenant::Tenant;
 pub use transfer::{Relinquished, ReplicaFile, Transfer, TransferError, TransferFuture};

@@ -84,6 +84,22 @@ where
         .map_err(|source| ReplicaError::File { path, source })
 }
 
+/// Drops the copy of `id` if it has no record: an input streamed here for
+/// a job its owner did not accept after all. A copy with a record is a
+/// promised job's and stays. Returns whether a copy was dropped.
+pub async fn drop_unaccepted(data: &Path, id: JobId) -> std::io::Result<bool> {
+    let data = data.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let folder = dir(&data, id);
+        if record_path(&data, id).exists() || !folder.exists() {
+            return Ok(false);
+        }
+        std::fs::remove_dir_all(&folder).map(|()| true)
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}
+
 /// Returns whether a record of `incoming` epoch may replace the copy held
 /// (of epoch `held`, if any), when this node owns the job itself under
 /// epoch `owned`, if it does: not if either is newer (a copy from a former

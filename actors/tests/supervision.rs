@@ -129,6 +129,7 @@ impl TestNode {
                 options: Default::default(),
                 idempotency_key: None,
                 tenant: None,
+                copied: None,
             })
             .await
             .expect("the job is accepted");

@@ -124,6 +124,20 @@ pub async fn replica_file(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// `DELETE /internal/replicas/{id}`: drops an input streamed here for a
+/// job its owner did not accept (a copy without a record); a copy with a
+/// record stays.
+pub async fn drop_unaccepted(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    replicas::drop_unaccepted(&app.data_dir, id)
+        .await
+        .map_err(|e| ApiError::Internal(format!("cannot drop the copy of {id}: {e}")))?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
 /// `PUT /internal/replicas/{id}/record`: the job's record, durable on this
 /// node before the answer. A record older than what is held is refused (409).
 pub async fn replica_record(

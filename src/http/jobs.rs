@@ -10,7 +10,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::TryStreamExt;
-use tracing::error;
+use tracing::{error, warn};
 use vidpress_actors::board::Published;
 use vidpress_actors::{JobId, JobStatus, ServiceError, SubmitRequest};
 use vidpress_cluster::MemberState;
@@ -22,6 +22,7 @@ use super::extract::{JobPath, ListQuery, Params, SubmitQuery};
 use super::long_poll::{preferred_wait, wait_for_end};
 use super::multipart;
 use super::route;
+use super::standby_copy::StandbyCopy;
 use super::upload::{self, Upload};
 use super::AppState;
 
@@ -116,6 +117,9 @@ pub async fn submit(
     limits.check_room(&app.uploads_dir, declared.unwrap_or(0))?;
     // A retried submission is told from a different one by its digest.
     let hash = idempotency_key.is_some();
+    // The input goes to the standby as it arrives, so the 202 does not
+    // wait for a second copy after the upload.
+    let mut copy = StandbyCopy::open(&app);
     let upload = if is_multipart(&headers) {
         multipart::receive(
             &app.uploads_dir,
@@ -123,6 +127,7 @@ pub async fn submit(
             &headers,
             request.into_body(),
             hash,
+            copy.as_mut(),
         )
         .await?
     } else {
@@ -130,13 +135,25 @@ pub async fn submit(
             .into_body()
             .into_data_stream()
             .map_err(|e| limits.body_error(&e));
-        upload::receive(&app.uploads_dir, limits, hash, body).await?
+        upload::receive(&app.uploads_dir, limits, hash, copy.as_mut(), body).await?
     };
     let Upload {
         file,
         bytes,
         digest,
     } = upload;
+    let copied = match &mut copy {
+        None => None,
+        Some(copy) => match copy.finish().await {
+            Ok(copied) => Some(copied),
+            Err(e) => {
+                // The supervisor copies the input after the upload, to
+                // whichever standby is up then, or the job is refused.
+                warn!(job_id = %copy.id(), error = %e, "the input's copy streamed to the standby failed: copying it after the upload");
+                None
+            }
+        },
+    };
     let submitted = app
         .jobs
         .submit(SubmitRequest {
@@ -146,8 +163,17 @@ pub async fn submit(
             options,
             idempotency_key,
             tenant: caller.tenant().cloned(),
+            copied,
         })
-        .await?;
+        .await;
+    if let Some(copy) = copy {
+        if submitted.as_ref().map_or(true, |s| s.job.id != copy.id()) {
+            // Refused, answered with an earlier job, or accepted under
+            // another ID: the copy has no job.
+            copy.discard();
+        }
+    }
+    let submitted = submitted?;
     let mut response = (
         StatusCode::ACCEPTED,
         Json(JobDocument::from(&submitted.job)),

@@ -12,6 +12,8 @@
 //! - [`multipart`]: the guard on multipart part headers.
 //! - [`listen`]: the accept loop and its connection limits.
 //! - [`route`]: forwarding requests about jobs owned by other nodes.
+//! - [`standby_copy`]: a new job's input streamed to its standby during
+//!   the upload.
 //! - [`internal`]: node-to-node byte transfers.
 //! - [`dto`]: the JSON documents.
 //! - [`web`]: the web page at `/`.
@@ -34,6 +36,7 @@ pub mod metrics;
 pub mod multipart;
 pub mod openapi;
 pub mod route;
+pub mod standby_copy;
 pub mod upload;
 pub mod web;
 pub mod ws;
@@ -43,7 +46,7 @@ use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::{middleware, Json, Router};
 use tokio::sync::watch;
 use tower_http::timeout::RequestBodyTimeoutLayer;
@@ -105,6 +108,8 @@ pub struct App {
     pub view_settles_at: std::time::Instant,
     /// Client for requests forwarded to other nodes.
     pub proxy: reqwest::Client,
+    /// Node-to-node transfers: a new job's input streamed to its standby.
+    pub transfer: Arc<crate::transfer::HttpTransfer>,
     /// How long a lost node's jobs take to be taken over, at most: the
     /// failure detector's timeout and the takeover. A standby answering from
     /// its copy asks the client back after it.
@@ -167,6 +172,7 @@ pub fn router(state: AppState) -> Router {
                 put(internal::output).layer(DefaultBodyLimit::disable()),
             )
             .route("/internal/jobs/{id}/relinquish", post(internal::relinquish))
+            .route("/internal/replicas/{id}", delete(internal::drop_unaccepted))
             .route(
                 "/internal/replicas/{id}/record",
                 put(internal::replica_record),

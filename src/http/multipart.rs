@@ -15,6 +15,7 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use memchr::memmem;
 
 use super::error::{ApiError, PartHeadersTooLarge, MAX_PART_HEADERS};
+use super::standby_copy::StandbyCopy;
 use super::upload::{self, Upload, UploadLimits};
 
 /// Where the guard is in the body.
@@ -112,6 +113,7 @@ pub async fn receive(
     headers: &HeaderMap,
     body: Body,
     hash: bool,
+    copy: Option<&mut StandbyCopy>,
 ) -> Result<Upload, ApiError> {
     let boundary = headers
         .get(header::CONTENT_TYPE)
@@ -133,7 +135,7 @@ pub async fn receive(
     while let Some(field) = form.next_field().await.map_err(failed)? {
         if field.name() == Some("file") {
             let body = field.map_err(failed);
-            return upload::receive(dir, limits, hash, Box::pin(body)).await;
+            return upload::receive(dir, limits, hash, copy, Box::pin(body)).await;
         }
     }
     Err(ApiError::BadRequest(

@@ -16,6 +16,7 @@ use futures::{FutureExt, Stream, StreamExt};
 use sha2::{Digest, Sha256};
 
 use super::error::ApiError;
+use super::standby_copy::StandbyCopy;
 
 /// Bytes needed to recognise a container.
 const SNIFF_LEN: usize = 189;
@@ -119,13 +120,15 @@ const SPOOL_WAIT: Duration = Duration::from_millis(5);
 /// Writes `body` to a new file in `dir`, refusing more than the limit's
 /// bytes, more than the disk can spare, and anything whose first bytes are
 /// not a known video container; hashes it when `hash` is set (only an
-/// idempotent submission needs the digest). The file's contents are on disk
+/// idempotent submission needs the digest), and sends each chunk on to the
+/// standby through `copy` if given. The file's contents are on disk
 /// (fdatasync) when this returns; its folder entry is made durable where it
 /// ends up, in the job's folder.
 pub async fn receive<S>(
     dir: &Path,
     limits: UploadLimits,
     hash: bool,
+    mut copy: Option<&mut StandbyCopy>,
     body: S,
 ) -> Result<Upload, ApiError>
 where
@@ -169,6 +172,9 @@ where
         }
         if let Some(hasher) = &mut hasher {
             hasher.update(&chunk);
+        }
+        if let Some(copy) = copy.as_deref_mut() {
+            copy.send(&chunk).await;
         }
         spool.push(chunk).await?;
     }

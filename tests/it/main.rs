@@ -13,6 +13,7 @@ mod limits;
 mod metrics;
 mod openapi;
 mod probe;
+mod replication;
 mod split;
 mod support;
 mod tenants;

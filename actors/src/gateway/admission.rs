@@ -61,7 +61,7 @@ pub(super) fn over_quota<'a>(
 
 /// Picks the standby of a new job owned by `me` among the nodes `up`: the
 /// next node after `me` by name, wrapping around; none when `me` is alone.
-pub(super) fn standby_among<'a>(
+pub fn standby_among<'a>(
     me: &NodeName,
     up: impl IntoIterator<Item = &'a NodeName>,
 ) -> Option<NodeName> {
@@ -157,8 +157,20 @@ impl GatewayState {
             return Err((refused, reply));
         }
 
-        let standby = self.pick_standby();
-        let id = JobId::with_standby(&self.args.node, standby.as_ref());
+        // An input streamed to its standby keeps the ID minted for that
+        // copy while the standby is up; else another is picked, and the
+        // supervisor copies the input before the 202.
+        let copied = request.copied.filter(|c| self.is_up(&c.standby));
+        let (id, standby) = match &copied {
+            Some(copied) => (copied.id, Some(copied.standby.clone())),
+            None => {
+                let standby = self.pick_standby();
+                (
+                    JobId::with_standby(&self.args.node, standby.as_ref()),
+                    standby,
+                )
+            }
+        };
         let record = JobRecord {
             id,
             options: request.options,
@@ -195,6 +207,7 @@ impl GatewayState {
         info!(job_id = %id, node = %self.args.node, attempt = 0, bytes = request.bytes, "job accepted");
         let _ = supervisor.cast(SupervisorMsg::Accept {
             upload: request.upload,
+            input_copied: copied.is_some(),
             reply,
             estimate,
         });
@@ -257,6 +270,14 @@ impl GatewayState {
             },
         );
         Ok(supervisor)
+    }
+
+    /// Returns whether `node` is up in this node's view.
+    fn is_up(&self, node: &NodeName) -> bool {
+        self.args
+            .cluster
+            .as_ref()
+            .is_some_and(|cluster| cluster.view.borrow().up().any(|m| &m.name == node))
     }
 
     /// Picks the standby of a new job among the nodes up.

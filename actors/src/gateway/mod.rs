@@ -35,6 +35,8 @@ mod retention;
 mod scheduler;
 mod supervision;
 
+pub use admission::standby_among;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -29,6 +29,19 @@ pub struct SubmitRequest {
     pub idempotency_key: Option<String>,
     /// Who submits it; `None` on a node without API keys.
     pub tenant: Option<Tenant>,
+    /// The copy of the input its standby already holds, streamed there
+    /// during the upload; `None` when it was not (the input is then copied
+    /// after the upload, before the 202).
+    pub copied: Option<CopiedInput>,
+}
+
+/// An input copied to a standby while it was uploaded: durable there,
+/// under the job ID minted for it before the upload, whose standby tag
+/// names that node.
+#[derive(Clone, Debug)]
+pub struct CopiedInput {
+    pub id: JobId,
+    pub standby: NodeName,
 }
 
 /// An accepted job.

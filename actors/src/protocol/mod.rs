@@ -14,7 +14,7 @@ pub mod gateway;
 pub mod supervisor;
 pub mod worker;
 
-pub use gateway::{GatewayMsg, NodeStats, SubmitError, SubmitRequest, Submitted};
+pub use gateway::{CopiedInput, GatewayMsg, NodeStats, SubmitError, SubmitRequest, Submitted};
 pub use supervisor::{Subscription, SupervisorMsg};
 pub use worker::{Assignment, AttemptReport, PieceWork, WorkerMsg};
 

@@ -29,6 +29,9 @@ pub enum SupervisorMsg {
     Accept {
         /// The uploaded file, moved into the job's folder here.
         upload: PathBuf,
+        /// Whether the standby holds the input already (streamed to it
+        /// during the upload): only the record is copied then.
+        input_copied: bool,
         reply: RpcReplyPort<Result<Submitted, SubmitError>>,
         estimate: Duration,
     },

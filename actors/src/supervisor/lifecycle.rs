@@ -49,13 +49,15 @@ pub(super) fn may_hibernate(exit: Exit) -> bool {
 impl SupervisorState {
     /// `Accept`: makes the new job durable, here and on the standby, then
     /// answers the submitter. Both copies exist before the 202: the
-    /// standby's, answered once durable there, and this node's, fsynced.
+    /// standby's, answered once durable there (its input streamed during
+    /// the upload when `input_copied`), and this node's, fsynced.
     /// Without both there is no promise to make: the client is told to
     /// retry. The record goes last: a record on disk is a promised job.
     pub(super) async fn accept(
         &mut self,
         myself: &ActorRef<SupervisorMsg>,
         upload: PathBuf,
+        input_copied: bool,
         reply: RpcReplyPort<Result<Submitted, SubmitError>>,
         estimate: Duration,
     ) -> After {
@@ -66,7 +68,7 @@ impl SupervisorState {
         };
         let refused = match self.place_input(upload).await {
             Err(e) => Some(storage(e)),
-            Ok(()) => match self.replicate_input_and_record().await {
+            Ok(()) => match self.replicate_new(input_copied).await {
                 Err(e) => Some(SubmitError::Replication(e.to_string())),
                 Ok(()) => self.persist_new().await.err().map(storage),
             },

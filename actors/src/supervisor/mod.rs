@@ -295,9 +295,14 @@ async fn handle_message(
     let after = match message {
         SupervisorMsg::Accept {
             upload,
+            input_copied,
             reply,
             estimate,
-        } => state.accept(&myself, upload, reply, estimate).await,
+        } => {
+            state
+                .accept(&myself, upload, input_copied, reply, estimate)
+                .await
+        }
         SupervisorMsg::GetSnapshot(reply) => {
             let _ = reply.send(state.job.clone());
             After::Settle

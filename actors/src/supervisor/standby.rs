@@ -126,20 +126,25 @@ impl SupervisorState {
         }
     }
 
-    /// Copies the new job's input, then its record, to the standby.
-    pub(super) async fn replicate_input_and_record(&self) -> Result<(), TransferError> {
+    /// Copies the new job's input (unless `input_copied`: the standby has
+    /// it already), then its record, to the standby.
+    pub(super) async fn replicate_new(&self, input_copied: bool) -> Result<(), TransferError> {
         let Some(standby) = &self.standby_http else {
             return Ok(());
         };
-        let input = paths::input(&self.data_dir, self.job.id);
-        let copied = replication::copy_file_and_record(
-            &*self.transfer,
-            standby,
-            ReplicaFile::Input,
-            &input,
-            &self.record,
-        )
-        .await;
+        let copied = if input_copied {
+            self.transfer.replicate_record(standby, &self.record).await
+        } else {
+            let input = paths::input(&self.data_dir, self.job.id);
+            replication::copy_file_and_record(
+                &*self.transfer,
+                standby,
+                ReplicaFile::Input,
+                &input,
+                &self.record,
+            )
+            .await
+        };
         if let Err(e) = &copied {
             warn!(job_id = %self.job.id, standby = %standby, error = %e, "cannot copy the new job to its standby: refused");
         }
