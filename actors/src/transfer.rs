@@ -9,8 +9,8 @@ use std::path::Path;
 use std::pin::Pin;
 
 use bytes::Bytes;
-use futures::{Stream, StreamExt};
-use tokio::io::AsyncWriteExt;
+use futures::{FutureExt, Stream, StreamExt};
+use std::io::Write;
 
 use crate::counters::{Attempt, Epoch};
 use crate::job::{JobId, Piece};
@@ -111,9 +111,16 @@ pub trait Transfer: Send + Sync + 'static {
     ) -> TransferFuture<'a>;
 }
 
+/// Bytes of a transferred file gathered before they go to disk in one
+/// blocking write; the next batch is received while one is written.
+const BATCH_BYTES: usize = 1024 * 1024;
+
+/// How long the sender may pause before what it has sent is written out.
+const PAUSE: std::time::Duration = std::time::Duration::from_millis(5);
+
 /// Streams a transferred file's `body` to `path` durably: into a `.part`
-/// file beside it, fsynced, then renamed over `path`; the partial file is
-/// removed if anything fails. The receiving end of a [`Transfer`].
+/// file beside it, fdatasynced, then renamed over `path`; the partial file
+/// is removed if anything fails. The receiving end of a [`Transfer`].
 pub async fn receive<S, E>(body: S, path: &Path) -> std::io::Result<()>
 where
     S: Stream<Item = Result<Bytes, E>>,
@@ -121,14 +128,24 @@ where
 {
     let partial = path.with_extension("part");
     let written = async {
-        let mut file = tokio::fs::File::create(&partial).await?;
+        let mut out = Batches::new(tokio::fs::File::create(&partial).await?.into_std().await);
         let mut body = std::pin::pin!(body);
-        while let Some(chunk) = body.next().await {
-            file.write_all(&chunk.map_err(std::io::Error::other)?)
-                .await?;
+        loop {
+            // What a sender that pauses has sent goes to disk within PAUSE.
+            let next = match body.next().now_or_never() {
+                Some(next) => next,
+                None => match tokio::time::timeout(PAUSE, body.next()).await {
+                    Ok(next) => next,
+                    Err(_) => {
+                        out.write().await?;
+                        body.next().await
+                    }
+                },
+            };
+            let Some(chunk) = next else { break };
+            out.push(chunk.map_err(std::io::Error::other)?).await?;
         }
-        file.flush().await?;
-        file.sync_all().await?;
+        out.finish().await?;
         tokio::fs::rename(&partial, path).await
     }
     .await;
@@ -136,4 +153,67 @@ where
         let _ = tokio::fs::remove_file(&partial).await;
     }
     written
+}
+
+/// A file written from blocking threads in batches of chunks, one batch
+/// in flight while the next is gathered.
+struct Batches {
+    file: std::sync::Arc<std::fs::File>,
+    writing: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    batch: Vec<Bytes>,
+    batched: usize,
+}
+
+impl Batches {
+    fn new(file: std::fs::File) -> Self {
+        Self {
+            file: std::sync::Arc::new(file),
+            writing: None,
+            batch: Vec::new(),
+            batched: 0,
+        }
+    }
+
+    /// Keeps `chunk`; writes the batch out once it is large enough.
+    async fn push(&mut self, chunk: Bytes) -> std::io::Result<()> {
+        self.batched += chunk.len();
+        self.batch.push(chunk);
+        if self.batched >= BATCH_BYTES {
+            self.write().await?;
+        }
+        Ok(())
+    }
+
+    /// Starts writing what is gathered, once the batch before is written.
+    async fn write(&mut self) -> std::io::Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        self.wait().await?;
+        let (file, chunks) = (self.file.clone(), std::mem::take(&mut self.batch));
+        self.batched = 0;
+        self.writing = Some(tokio::task::spawn_blocking(move || {
+            let mut out = &*file;
+            chunks.iter().try_for_each(|c| out.write_all(c))
+        }));
+        Ok(())
+    }
+
+    /// Waits for the batch being written, if any.
+    async fn wait(&mut self) -> std::io::Result<()> {
+        match self.writing.take() {
+            Some(writing) => writing.await.map_err(std::io::Error::other)?,
+            None => Ok(()),
+        }
+    }
+
+    /// Writes the rest and flushes the file's data to the disk.
+    async fn finish(mut self) -> std::io::Result<()> {
+        self.write().await?;
+        self.wait().await?;
+        let file = self.file.clone();
+        tokio::task::spawn_blocking(move || file.sync_data())
+            .await
+            .map_err(std::io::Error::other)?
+    }
 }

@@ -22,6 +22,7 @@ mod baseline;
 mod codecs;
 mod fairness;
 mod node;
+mod replicated;
 mod report;
 mod secure;
 mod wrk;
@@ -71,7 +72,13 @@ struct Cli {
     /// Finished job records the scale benchmark fills a node with.
     #[arg(long, default_value_t = 100_000)]
     records: usize,
-    /// Benchmarks to run (submit, poll, secure, events, fanout, scale, fairness, transcode, codecs); all by default.
+    /// Size of the replicated submit benchmark's upload, in MB.
+    #[arg(long, default_value_t = 500)]
+    replicated_mb: u64,
+    /// Runs of each side of the replicated submit benchmark.
+    #[arg(long, default_value_t = 3)]
+    replicated_runs: usize,
+    /// Benchmarks to run (submit, replicated, poll, secure, events, fanout, scale, fairness, transcode, codecs); all by default.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
@@ -123,6 +130,13 @@ async fn main() -> anyhow::Result<()> {
     let mut entries = Vec::new();
     if wanted("submit") {
         entries.extend(bench.submit().await?);
+    }
+    if wanted("replicated") {
+        entries.push(
+            bench
+                .replicated(cli.replicated_mb, cli.replicated_runs)
+                .await?,
+        );
     }
     if wanted("poll") {
         entries.extend(bench.poll().await?);

@@ -2,7 +2,7 @@
 //! client uploads it, so that the 202 does not wait for a second full copy
 //! after the upload (DESIGN.md, replication).
 //!
-//! The bytes go through a bounded channel: a standby that reads slower than
+//! The bytes go in batches through a bounded channel: a standby that reads slower than
 //! the client sends slows the upload down (the upload waits for room), and
 //! one that stops reading for [`STALL_LIMIT`] is given up on. A copy given
 //! up on, or that fails, costs nothing but time: the upload goes on to this
@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::warn;
@@ -24,9 +24,12 @@ use vidpress_actors::{standby_among, CopiedInput, JobId};
 use super::App;
 use crate::transfer::HttpTransfer;
 
-/// Chunks in flight to the standby at most (each up to the size the
-/// client's connection delivers, tens of KiB).
-const BUFFER_CHUNKS: usize = 32;
+/// Bytes gathered before they go on to the standby: one write to its
+/// socket for many of the client's chunks (tens of KiB each).
+const BATCH_BYTES: usize = 256 * 1024;
+
+/// Batches in flight to the standby at most.
+const BUFFER_BATCHES: usize = 8;
 
 /// How long the standby may leave the buffer full before the copy is
 /// given up on.
@@ -43,6 +46,8 @@ pub struct StandbyCopy {
     transfer: Arc<HttpTransfer>,
     /// `None` once given up on (or finished).
     sender: Option<mpsc::Sender<Bytes>>,
+    /// Bytes not sent on yet.
+    pending: BytesMut,
     /// Set before the sender is dropped by [`Self::finish`]: the end of the
     /// bytes is then the end of the input, not an upload that broke off.
     complete: Arc<AtomicBool>,
@@ -63,7 +68,7 @@ impl StandbyCopy {
             (standby, http)
         };
         let id = JobId::with_standby(&app.node, Some(&standby));
-        let (sender, receiver) = mpsc::channel(BUFFER_CHUNKS);
+        let (sender, receiver) = mpsc::channel(BUFFER_BATCHES);
         let complete = Arc::new(AtomicBool::new(false));
         let body = input_stream(receiver, complete.clone());
         let transfer = app.transfer.clone();
@@ -79,17 +84,35 @@ impl StandbyCopy {
             standby_http,
             transfer: app.transfer.clone(),
             sender: Some(sender),
+            pending: BytesMut::new(),
             complete,
             request,
             failed: None,
         })
     }
 
-    /// Sends `chunk` on to the standby, waiting while its buffer is full;
-    /// gives the copy up if the standby failed or stopped reading.
+    /// Sends `chunk` on to the standby in batches of [`BATCH_BYTES`],
+    /// waiting while its buffer is full; gives the copy up if the standby
+    /// failed or stopped reading.
     pub async fn send(&mut self, chunk: &Bytes) {
+        if self.sender.is_none() {
+            return;
+        }
+        self.pending.extend_from_slice(chunk);
+        if self.pending.len() >= BATCH_BYTES {
+            self.flush().await;
+        }
+    }
+
+    /// Sends what is gathered, if anything: at a pause of the upload and
+    /// after its last byte.
+    pub async fn flush(&mut self) {
         let Some(sender) = &self.sender else { return };
-        match tokio::time::timeout(STALL_LIMIT, sender.send(chunk.clone())).await {
+        if self.pending.is_empty() {
+            return;
+        }
+        let batch = self.pending.split().freeze();
+        match tokio::time::timeout(STALL_LIMIT, sender.send(batch)).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => self.give_up("the standby's request ended early".into()),
             Err(_) => self.give_up(format!(
@@ -109,6 +132,7 @@ impl StandbyCopy {
     /// standby to answer that the input is durable there. Returns the copy
     /// to submit the job with, or why there is none.
     pub async fn finish(&mut self) -> Result<CopiedInput, String> {
+        self.flush().await;
         if let Some(why) = self.failed.take() {
             return Err(why);
         }

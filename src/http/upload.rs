@@ -153,6 +153,9 @@ where
                 Ok(next) => next,
                 Err(_) => {
                     spool.write_pending().await?;
+                    if let Some(copy) = copy.as_deref_mut() {
+                        copy.flush().await;
+                    }
                     body.next().await
                 }
             },

@@ -1,0 +1,142 @@
+//! The replicated submit of a large upload: the time from the request's
+//! first byte to its 202 on a cluster of two (the owner streams the input
+//! to its standby while it arrives) against one node alone, which keeps a
+//! single copy. Both sides run in turn (A B B A ...), each run after the
+//! page cache's dirty pages are flushed; medians are compared.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+use crate::node::Node;
+use crate::report::{Entry, Goal};
+use crate::{flush_dirty_pages, Bench};
+
+/// The most a cluster's 202 may come later than one node's (issue 17).
+const TARGET: f64 = 1.2;
+
+impl Bench {
+    pub(crate) async fn replicated(&self, megabytes: u64, repeats: usize) -> anyhow::Result<Entry> {
+        let input = self.large_input(megabytes)?;
+        let body = bytes::Bytes::from(std::fs::read(&input)?);
+        let solo = self.solo("replicated-one", 0)?;
+        let (owner, standby) = self.pair("replicated-two", [0, 0]).await?;
+        let (mut one, mut two) = (Side::default(), Side::default());
+        for round in 0..repeats {
+            let sides: [(Vec<&Node>, &mut Side); 2] =
+                [(vec![&solo], &mut one), (vec![&owner, &standby], &mut two)];
+            let ordered: Vec<_> = if round % 2 == 0 {
+                sides.into_iter().collect()
+            } else {
+                sides.into_iter().rev().collect()
+            };
+            for (nodes, side) in ordered {
+                flush_dirty_pages();
+                let cpu = |nodes: &[&Node]| -> anyhow::Result<f64> {
+                    nodes.iter().map(|n| n.cpu_seconds()).sum()
+                };
+                let before = cpu(&nodes)?;
+                side.seconds.push(
+                    self.time_to_202(nodes[0], body.clone())
+                        .await?
+                        .as_secs_f64(),
+                );
+                side.cpu.push(cpu(&nodes)? - before);
+                if let [owner, standby] = nodes[..] {
+                    side.owner_cpu.push(owner.cpu_seconds()?);
+                    side.standby_cpu.push(standby.cpu_seconds()?);
+                }
+            }
+        }
+        let (one_median, two_median) = (median(&mut one.seconds), median(&mut two.seconds));
+        let note = format!(
+            "{megabytes} MB raw body on loopback, {repeats} runs each (medians), s: one node {}, \
+             two nodes {}; CPU s of the nodes per upload: one node {}, owner and standby {} \
+             (owner's in all {}, standby's {})",
+            list(&one.seconds),
+            list(&two.seconds),
+            list(&one.cpu),
+            list(&two.cpu),
+            list(&two.owner_cpu),
+            list(&two.standby_cpu)
+        );
+        Ok(Entry::new(
+            &format!("replicated submit of {megabytes} MB: time to 202, 2 nodes vs 1"),
+            "s",
+            two_median,
+            one_median,
+            Goal::AtMost(TARGET),
+            note,
+        ))
+    }
+
+    /// A file of `megabytes` that starts like an MP4 (so it is taken), made
+    /// once under the output folder.
+    fn large_input(&self, megabytes: u64) -> anyhow::Result<PathBuf> {
+        let path = self.out.join(format!("large-{megabytes}mb.mp4"));
+        let size = megabytes * 1_000_000;
+        if std::fs::metadata(&path).is_ok_and(|m| m.len() == size) {
+            return Ok(path);
+        }
+        let mut bytes = vec![0u8; size as usize];
+        bytes[..16].copy_from_slice(b"\0\0\0\x10ftypisom\0\0\0\0");
+        // Not all zeros: a pattern no file system stores sparsely.
+        for (i, b) in bytes.iter_mut().enumerate().skip(16) {
+            *b = (i.wrapping_mul(2_654_435_761) >> 13) as u8;
+        }
+        write_new(&path, &bytes)?;
+        Ok(path)
+    }
+
+    /// Submits `body` to `node` and returns how long its 202 took.
+    async fn time_to_202(&self, node: &Node, body: bytes::Bytes) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        let response = self
+            .client
+            .post(format!("{}/jobs", node.base()))
+            .body(body)
+            .send()
+            .await
+            .context("the large upload")?;
+        let took = started.elapsed();
+        if response.status() != 202 {
+            bail!(
+                "the large upload was answered {}: {}",
+                response.status(),
+                response.text().await.unwrap_or_default()
+            );
+        }
+        Ok(took)
+    }
+}
+
+/// The times to 202 of one side, and the CPU its nodes spent on each.
+#[derive(Default)]
+struct Side {
+    seconds: Vec<f64>,
+    cpu: Vec<f64>,
+    /// The owner's and the standby's CPU seconds so far, after each run.
+    owner_cpu: Vec<f64>,
+    standby_cpu: Vec<f64>,
+}
+
+fn write_new(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+fn list(values: &[f64]) -> String {
+    values
+        .iter()
+        .map(|v| format!("{v:.2}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
