@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
-use crate::node::Node;
+use crate::node::{self, Node};
 use crate::report::{Entry, Goal};
 use crate::{flush_dirty_pages, Bench};
 
@@ -22,6 +22,15 @@ impl Bench {
         let body = bytes::Bytes::from(std::fs::read(&input)?);
         let solo = self.solo("replicated-one", 0)?;
         let (owner, standby) = self.pair("replicated-two", [0, 0]).await?;
+        // As on machines of their own: the owner (and the node alone) on
+        // one core, the standby on the other, with the client.
+        let pinned = std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2);
+        if pinned {
+            solo.pin(Some(0))?;
+            owner.pin(Some(0))?;
+            standby.pin(Some(1))?;
+            pin_self(1)?;
+        }
         let (mut one, mut two) = (Side::default(), Side::default());
         for round in 0..repeats {
             let sides: [(Vec<&Node>, &mut Side); 2] =
@@ -50,8 +59,16 @@ impl Bench {
             }
         }
         let (one_median, two_median) = (median(&mut one.seconds), median(&mut two.seconds));
+        if pinned {
+            pin_self_anywhere()?;
+        }
+        let placement = if pinned {
+            "the node alone and the owner on core 0, the standby and the client on core 1"
+        } else {
+            "not pinned (one core)"
+        };
         let note = format!(
-            "{megabytes} MB raw body on loopback, {repeats} runs each (medians), s: one node {}, \
+            "{megabytes} MB raw body on loopback, {placement}, {repeats} runs each (medians), s: one node {}, \
              two nodes {}; CPU s of the nodes per upload: one node {}, owner and standby {} \
              (owner's in all {}, standby's {})",
             list(&one.seconds),
@@ -119,6 +136,26 @@ struct Side {
     /// The owner's and the standby's CPU seconds so far, after each run.
     owner_cpu: Vec<f64>,
     standby_cpu: Vec<f64>,
+}
+
+/// Keeps every thread of this process to `core`.
+fn pin_self(core: usize) -> anyhow::Result<()> {
+    for_own_threads(|tid| node::set_affinity(tid, Some(core)))
+}
+
+/// Lets every thread of this process run anywhere again.
+fn pin_self_anywhere() -> anyhow::Result<()> {
+    for_own_threads(|tid| node::set_affinity(tid, None))
+}
+
+fn for_own_threads(set: impl Fn(libc::pid_t) -> std::io::Result<()>) -> anyhow::Result<()> {
+    for task in std::fs::read_dir("/proc/self/task")? {
+        if let Some(tid) = task?.file_name().to_str().and_then(|n| n.parse().ok()) {
+            // A thread that has ended since the listing is no matter.
+            let _ = set(tid);
+        }
+    }
+    Ok(())
 }
 
 fn write_new(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
