@@ -15,6 +15,8 @@
 //! - `queue`: the gateway's line of jobs waiting for a worker slot.
 //! - [`handle`]: [`Jobs`], the typed API with deadlines that callers use.
 //! - [`board`]: the snapshots supervisors publish, which polls read.
+//! - [`commit`]: [`commit::Committer`], group commit: one thread a node
+//!   that makes the files and folder entries of many callers durable at once.
 //! - [`paths`]: where a job's files live in the data directory.
 //! - [`probe`]: [`probe::Prober`], the probe and thumbnail of an input at
 //!   acceptance, in a bounded number of child processes.
@@ -27,6 +29,7 @@
 //! [`start`] brings a node's actors up.
 
 pub mod board;
+pub mod commit;
 pub mod counters;
 pub mod gateway;
 pub mod handle;

@@ -5,7 +5,7 @@
 //! It is a storage format, separate from the supervisor's state.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -98,6 +98,11 @@ pub struct JobRecord {
     pub split: Option<SplitRecord>,
 }
 
+/// Returns where a record at `path` is written before it is renamed there.
+pub fn temporary(path: &Path) -> PathBuf {
+    path.with_extension("json.tmp")
+}
+
 /// Returns milliseconds since the Unix epoch.
 pub fn to_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
@@ -113,16 +118,23 @@ impl JobRecord {
     /// Writes the record to `path` atomically and durably: a temporary file,
     /// fsynced, renamed over the old one, and the folder fsynced.
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
-        let json = serde_json::to_vec(self).map_err(std::io::Error::other)?;
-        let tmp = path.with_extension("json.tmp");
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(&json)?;
-        file.sync_all()?;
+        let tmp = self.write_temporary(path)?;
+        std::fs::File::open(&tmp)?.sync_all()?;
         std::fs::rename(&tmp, path)?;
         if let Some(dir) = path.parent() {
             std::fs::File::open(dir)?.sync_all()?;
         }
         Ok(())
+    }
+
+    /// Writes the record to the temporary file beside `path`, unsynced, and
+    /// returns its path: the caller syncs it and renames it over `path`
+    /// (a group commit does both for many records at once).
+    pub fn write_temporary(&self, path: &Path) -> std::io::Result<PathBuf> {
+        let json = serde_json::to_vec(self).map_err(std::io::Error::other)?;
+        let tmp = temporary(path);
+        std::fs::File::create(&tmp)?.write_all(&json)?;
+        Ok(tmp)
     }
 
     /// Reads a record written by [`JobRecord::write`].

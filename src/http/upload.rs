@@ -121,9 +121,10 @@ const SPOOL_WAIT: Duration = Duration::from_millis(5);
 /// bytes, more than the disk can spare, and anything whose first bytes are
 /// not a known video container; hashes it when `hash` is set (only an
 /// idempotent submission needs the digest), and sends each chunk on to the
-/// standby through `copy` if given. The file's contents are on disk
-/// (fdatasync) when this returns; its folder entry is made durable where it
-/// ends up, in the job's folder.
+/// standby through `copy` if given. The file is written but not synced
+/// when this returns: its contents and its entry are made durable where it
+/// ends up, in the job's folder, by the group commit that stores the job
+/// before its 202 (so many uploads share one sync).
 pub async fn receive<S>(
     dir: &Path,
     limits: UploadLimits,
@@ -187,7 +188,6 @@ where
     if head.len() < SNIFF_LEN {
         check_container(&head)?;
     }
-    // Durable before the 202 that promises the job.
     spool.finish().await?;
     Ok(Upload {
         file: upload,
@@ -223,7 +223,7 @@ impl Spool {
         self.pending_bytes += chunk.len();
         self.pending.push(chunk);
         if self.pending_bytes >= SPOOL_BYTES {
-            self.write(false).await?;
+            self.write().await?;
         }
         Ok(())
     }
@@ -233,15 +233,15 @@ impl Spool {
         if self.pending.is_empty() {
             return Ok(());
         }
-        self.write(false).await
+        self.write().await
     }
 
-    /// Writes what is pending and flushes the file's data to the disk.
+    /// Writes what is pending (the job's group commit syncs it).
     async fn finish(mut self) -> Result<(), ApiError> {
-        self.write(true).await
+        self.write_pending().await
     }
 
-    async fn write(&mut self, sync: bool) -> Result<(), ApiError> {
+    async fn write(&mut self) -> Result<(), ApiError> {
         let (file, path) = (self.file.take(), self.path.clone());
         let chunks = std::mem::take(&mut self.pending);
         let batch = std::mem::take(&mut self.pending_bytes) as u64;
@@ -257,9 +257,6 @@ impl Spool {
             };
             for chunk in &chunks {
                 file.write_all(chunk)?;
-            }
-            if sync {
-                file.sync_data()?;
             }
             Ok::<_, std::io::Error>(file)
         })

@@ -248,6 +248,7 @@ impl GatewayState {
             http: self.args.http.clone(),
             scope: self.args.scope.clone(),
             prober: self.prober.clone(),
+            committer: self.committer.clone(),
             split: self.args.split,
             local_workers: self.args.workers,
         };

@@ -52,6 +52,7 @@ use crate::probe::Prober;
 use vidpress_transcode::Limits;
 
 use crate::board::Board;
+use crate::commit::Committer;
 use crate::counters::Epoch;
 use crate::inputs::FetchedInputs;
 use crate::job::{JobId, JobStatus};
@@ -129,6 +130,8 @@ pub struct GatewayState {
     args: GatewayArgs,
     /// Probes the inputs of new jobs, a few at a time.
     prober: Prober,
+    /// Makes new jobs durable, many at once (shared by the supervisors).
+    committer: Committer,
     /// Inputs of other nodes' split jobs, fetched for their pieces.
     inputs: Arc<FetchedInputs>,
     /// Where supervisors publish their snapshots.
@@ -187,6 +190,7 @@ impl Actor for Gateway {
         info!(node = %args.node, workers = args.workers, "gateway started");
         let mut state = GatewayState {
             prober: Prober::new(args.command.clone(), args.limits, args.stall_timeout),
+            committer: Committer::start(),
             inputs,
             args,
             board,

@@ -1,10 +1,11 @@
 //! Durability: the job's folder and record on this node's disk, written off
-//! the runtime's threads, and each saved record handed to the task that
-//! keeps the standby's copy current.
+//! the runtime's threads (a new job's in the node's group commit), and each
+//! saved record handed to the task that keeps the standby's copy current.
 
 use std::path::PathBuf;
 
 use super::SupervisorState;
+use crate::commit::Commit;
 use crate::paths;
 
 impl SupervisorState {
@@ -19,8 +20,8 @@ impl SupervisorState {
         Ok(())
     }
 
-    /// Moves a new job's upload into its folder (made durable with the
-    /// record, by [`Self::persist_new`]).
+    /// Moves a new job's upload into its folder (its data and its entry
+    /// made durable with the record, by [`Self::persist_new`]).
     pub(super) async fn place_input(&self, upload: PathBuf) -> std::io::Result<()> {
         let (dir, input) = (
             paths::job_dir(&self.data_dir, self.job.id),
@@ -38,34 +39,39 @@ impl SupervisorState {
         .map_err(std::io::Error::other)?
     }
 
-    /// Writes a new job's record, which also makes its folder's entries (the
-    /// input, the record) durable, then fsyncs the jobs folder, whose entry
-    /// for the job's new folder a crash could otherwise lose with the job:
-    /// a 202 is answered only after both.
+    /// Makes a new job durable in one group commit with the other jobs
+    /// being accepted: the input's data and the record's (written to its
+    /// temporary file first), then the record's rename, then the job's
+    /// folder (the input's and the record's entries) and the jobs folder
+    /// (the job folder's entry, which a crash could otherwise lose with the
+    /// job). A 202 is answered only after all of it; until the rename there
+    /// is no record, and a folder without one is removed at start-up.
     pub(super) async fn persist_new(&mut self) -> std::io::Result<()> {
-        self.write_record(Some(paths::jobs_dir(&self.data_dir)))
+        let record = self.record.clone();
+        let (data, id) = (&self.data_dir, self.job.id);
+        let path = paths::record(data, id);
+        let written = path.clone();
+        let tmp = tokio::task::spawn_blocking(move || record.write_temporary(&written))
             .await
+            .map_err(std::io::Error::other)??;
+        self.committer
+            .commit(Commit {
+                sync: vec![paths::input(data, id), tmp.clone()],
+                renames: vec![(tmp, path)],
+                folders: vec![paths::job_dir(data, id), paths::jobs_dir(data)],
+            })
+            .await?;
+        self.dirty = false;
+        Ok(())
     }
 
     /// Writes the record to disk, off the runtime's threads.
     async fn persist(&mut self) -> std::io::Result<()> {
-        self.write_record(None).await
-    }
-
-    /// Writes the record, then fsyncs `parent` (a folder whose entries
-    /// changed) if given, in one trip to a blocking thread.
-    async fn write_record(&mut self, parent: Option<PathBuf>) -> std::io::Result<()> {
         let record = self.record.clone();
         let path = paths::record(&self.data_dir, self.job.id);
-        tokio::task::spawn_blocking(move || {
-            record.write(&path)?;
-            match parent {
-                Some(parent) => std::fs::File::open(parent)?.sync_all(),
-                None => Ok(()),
-            }
-        })
-        .await
-        .map_err(std::io::Error::other)??;
+        tokio::task::spawn_blocking(move || record.write(&path))
+            .await
+            .map_err(std::io::Error::other)??;
         self.dirty = false;
         Ok(())
     }

@@ -47,6 +47,7 @@ use tracing::{error, info, info_span, Instrument};
 use vidpress_cluster::{ClusterView, NodeName};
 
 use crate::board::Board;
+use crate::commit::Committer;
 use crate::job::{JobEvent, JobSnapshot};
 use crate::paths;
 use crate::probe::Prober;
@@ -82,6 +83,8 @@ pub struct SupervisorArgs {
     pub fresh: bool,
     /// Probes the input once the job is accepted; cuts and joins a long one.
     pub prober: Prober,
+    /// This node's group commit, which makes a new job durable.
+    pub committer: Committer,
     /// Which videos are split over many workers.
     pub split: SplitPolicy,
     /// This node's worker slots (a split job's segments come in rounds of
@@ -115,6 +118,7 @@ pub struct SupervisorState {
     view: Option<watch::Receiver<Arc<ClusterView>>>,
     board: Arc<Board>,
     prober: Prober,
+    committer: Committer,
     split_policy: SplitPolicy,
     local_workers: usize,
     /// A long video's pieces, once it is cut.
@@ -204,6 +208,7 @@ impl Actor for JobSupervisor {
             view: args.view,
             board: args.board,
             prober: args.prober,
+            committer: args.committer,
             split_policy: args.split,
             local_workers: args.local_workers,
             split: None,
