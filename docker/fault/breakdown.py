@@ -112,6 +112,6 @@ def breakdown(lines: list[dict], t0: float, target: str, job: str, attempt0: int
         if t is None or t < last - 0.001:
             out[step] = None
             continue
-        out[step] = round(t - last, 3)
+        out[step] = max(0.0, round(t - last, 3))
         last = t
     return out
