@@ -11,6 +11,9 @@ the first line about it (in any node's log) after the fault:
   input fetch  the worker's `attempt input fetched` (or its `attempt
                started`, on the owner itself: the input is on its disk)
 
+and `waited_for_slot`: whether the worker the job went to had ended another
+attempt within the second before (every slot was busy until then).
+
 Each step is given in seconds from the previous one (from the fault for
 detection); a step whose line is missing is None, and the next one is then
 counted from the last step found. Log lines are `docker logs --timestamps`
@@ -21,8 +24,11 @@ RFC 3339 time docker received the line.
 from __future__ import annotations
 
 import datetime as dt
+import json
+import os
 import re
 import subprocess
+import sys
 
 STEPS = ("detection", "takeover", "re-dispatch", "input fetch")
 
@@ -30,6 +36,9 @@ _FIELD = re.compile(r"(\w+)=(\"[^\"]*\"|\S+)")
 # tracing's text format: "<time>  LEVEL spans: target: message fields".
 _MESSAGE = re.compile(r"^\S+\s+(?:TRACE|DEBUG|INFO|WARN|ERROR)\s+.*?\b[\w:]+: ([a-z][^=]*?)(?: \w+=|$)")
 
+# A worker's lines when its attempt ends, freeing its slot.
+SLOT_FREED = ("attempt finished", "attempt failed", "attempt lost", "attempt canceled",
+              "attempt interrupted")
 TAKEOVER = ("job taken over from a lost owner", "attempt lost", "job resumed from disk")
 
 
@@ -54,6 +63,17 @@ def parse_line(node: str, line: str) -> dict | None:
         return None
     fields = {k: v.strip('"') for k, v in _FIELD.findall(rest[m.end(1):])}
     return {"t": t, "node": node, "msg": m.group(1).strip(), "fields": fields}
+
+
+def read_log_files(folder: str) -> list[dict]:
+    """Every parsed line of the logs a run saved (`<folder>/node-*.log`)."""
+    lines = []
+    for name in sorted(os.listdir(folder)):
+        if name.startswith("node-") and name.endswith(".log"):
+            with open(os.path.join(folder, name), encoding="utf-8", errors="replace") as fh:
+                lines += [p for p in (parse_line(name[:-4], raw.rstrip("\n")) for raw in fh) if p]
+    lines.sort(key=lambda p: p["t"])
+    return lines
 
 
 def read_logs(containers: dict[str, str]) -> list[dict]:
@@ -114,4 +134,32 @@ def breakdown(lines: list[dict], t0: float, target: str, job: str, attempt0: int
             continue
         out[step] = max(0.0, round(t - last, 3))
         last = t
+    # Whether the re-dispatch waited for a worker slot: the worker it went to
+    # ended another attempt just before (every slot was busy until then).
+    out["waited_for_slot"] = None
+    if dispatched_line:
+        worker = dispatched_line["fields"].get("node")
+        out["waited_for_slot"] = any(
+            p["node"] == worker and p["msg"] in SLOT_FREED and p["fields"].get("job_id") != job
+            and dispatched - 1.0 <= p["t"] <= dispatched for p in scoped)
     return out
+
+
+def main(out: str) -> None:
+    """Prints the breakdown of every recovery of a saved run (its
+    summary.json and logs/), e.g. `python3 docker/fault/breakdown.py target/fault-test`."""
+    with open(os.path.join(out, "summary.json"), encoding="utf-8") as fh:
+        summary = json.load(fh)
+    lines = read_log_files(os.path.join(out, "logs"))
+    day = dt.datetime.fromtimestamp(lines[0]["t"], dt.timezone.utc).strftime("%Y-%m-%d") if lines else ""
+    for f in summary["fault_events"]:
+        t0 = parse_time(f"{day}T{f['utc']}Z")
+        for job, r in f["recovered"].items():
+            a = f["affected"][job]
+            steps = breakdown(lines, t0, f["target"], job, a.get("attempt") or 0, until=t0 + r["seconds"])
+            print(f"{f['kind']:<16} {f['target']} {job} ({a['status']}, owner {a['owner']}): "
+                  f"{r['seconds']}s, {r['how']}; " + ", ".join(f"{k} {v}" for k, v in steps.items()))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "target/fault-test")

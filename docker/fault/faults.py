@@ -1389,6 +1389,7 @@ def summarize(h: Harness, check: dict | None, started: float) -> dict:
                 "samples": sorted(samples),
             },
             "breakdown_s": step_medians(fs_steps),
+            "redispatch_waited_for_slot": sum(1 for b in fs_steps if b.get("waited_for_slot")),
             "owned_jobs_answerable_again_s": {
                 "median": round(statistics.median(owned), 3) if owned else None,
                 "worst": round(max(owned), 3) if owned else None,
@@ -1612,7 +1613,8 @@ def main() -> int:
     for k, v in c["faults"].items():
         b = v.get("breakdown_s") or {}
         print(f"  {k} median breakdown: " + ", ".join(
-            f"{step} {b[step]['median']}s" for step in breakdown.STEPS if step in b))
+            f"{step} {b[step]['median']}s" for step in breakdown.STEPS if step in b)
+            + f"; {v['redispatch_waited_for_slot']} of {v['recovered_jobs']} waited for a worker slot")
     sp = c["split"]
     if sp:
         fc = sp["frame_checks"]
