@@ -117,7 +117,8 @@ def breakdown(lines: list[dict], t0: float, target: str, job: str, attempt0: int
                       and p["msg"] in ("cluster member down", "cluster member restarted")
                       and p["fields"].get("node") == target)
     mine = [p for p in scoped if p["fields"].get("job_id") == job]
-    taken = _first(mine, t0, lambda p: p["msg"] in TAKEOVER)
+    # After the detection: a cut-off target's own `attempt lost` comes before.
+    taken = _first(mine, detected or t0, lambda p: p["msg"] in TAKEOVER)
     dispatched_line = next((p for p in mine if p["msg"] == "job dispatched"
                             and attempt_of(p) > attempt0), None)
     dispatched = dispatched_line["t"] if dispatched_line else None
