@@ -45,6 +45,8 @@
 # openssl, ffmpeg, ffprobe, python3 >= 3.11 (standard library only).
 # Settings (environment):
 #   FAULT_PORT_A/B/C       host ports of the nodes (default 18181-18183)
+#   FAULT_PROJECT          compose project name (default vidpress-fault), so that two
+#                          checkouts can run the suite at once (with other ports and VIDPRESS_IMAGE)
 #   FAULT_ROUNDS           comma-separated fault kinds, one round each
 #                          (default: each of the six kinds, twice, then kill-segment and
 #                          pause-segment once each)
@@ -64,13 +66,13 @@ cd "$(dirname "$0")/.."
 
 started=$SECONDS
 budget=${FAULT_BUDGET:-1200}
-project=vidpress-fault
+project=${FAULT_PROJECT:-vidpress-fault}
 out=target/fault-test
 export VIDPRESS_PORT_A=${FAULT_PORT_A:-18181}
 export VIDPRESS_PORT_B=${FAULT_PORT_B:-18182}
 export VIDPRESS_PORT_C=${FAULT_PORT_C:-18183}
 export FAULT_HEARTBEAT_MS=${FAULT_HEARTBEAT_MS:-300}
-export FAULT_FAILURE_TIMEOUT_MS=${FAULT_FAILURE_TIMEOUT_MS:-2000}
+export FAULT_FAILURE_TIMEOUT_MS=${FAULT_FAILURE_TIMEOUT_MS:-1500}
 all_kinds=kill-worker,kill-accepter,pause,partition,restart,rolling-restart
 split_kinds=kill-segment,pause-segment
 rounds=${FAULT_ROUNDS:-$all_kinds,$all_kinds,$split_kinds}

@@ -257,6 +257,7 @@ impl WorkerState {
         self.tell_busy(&myself, true);
         let (job, attempt) = (a.job, a.attempt);
         let run = AttemptRun {
+            node: self.args.node.clone(),
             local: a.owner == self.args.node,
             data_dir: self.args.data_dir.clone(),
             command: self.args.command.clone(),
@@ -287,6 +288,8 @@ impl WorkerState {
 
 /// Everything one attempt needs, moved into its task.
 struct AttemptRun {
+    /// The node this worker runs on, for its logs.
+    node: NodeName,
     local: bool,
     data_dir: PathBuf,
     command: ChildCommand,
@@ -357,6 +360,8 @@ impl AttemptRun {
         if let Some(lease) = &_lease {
             job.input = lease.path().to_owned();
         }
+        // The fault suite's breakdown of a recovery reads this line (input fetch).
+        info!(job_id = %a.job, node = %self.node, attempt = a.attempt.get(), owner = %a.owner, "attempt input fetched");
         let output = match self.transcode(&job).await {
             Ok(output) => output,
             Err(e) => return AttemptReport::Ended(Err(e)),

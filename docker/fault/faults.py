@@ -95,6 +95,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fractions import Fraction
 
+import breakdown
+
 NODES = ("node-a", "node-b", "node-c")
 # FAULT_STRICT=1 also fails on anomalies the default reports only.
 STRICT = os.environ.get("FAULT_STRICT") == "1"
@@ -111,6 +113,8 @@ AAC_FRAME_SAMPLES = 1024
 TERMINAL = ("completed", "failed", "canceled")
 
 T0 = time.monotonic()
+# now() + EPOCH0: the epoch time of a moment, to match against the nodes' logs.
+EPOCH0 = time.time() - (time.monotonic() - T0)
 LOCK = threading.RLock()
 STOP = threading.Event()
 
@@ -1340,11 +1344,29 @@ def summarize(h: Harness, check: dict | None, started: float) -> dict:
             key = str(s.code) if s.code else "no answer"
             not_accepted[key] = not_accepted.get(key, 0) + 1
 
+    # Each recovered job's recovery in steps, from the nodes' logs (breakdown.py).
+    lines = breakdown.read_logs(h.cluster.cid)
+    steps: dict[tuple[int, str], dict] = {}
+    for i, f in enumerate(h.faults):
+        for jid, r in f.recovered.items():
+            steps[(i, jid)] = breakdown.breakdown(lines, EPOCH0 + f.t0, f.target, jid,
+                                                  f.affected[jid].get("attempt") or 0,
+                                                  until=EPOCH0 + f.t0 + r[0])
+
+    def step_medians(fs_steps: list[dict]) -> dict:
+        out = {}
+        for step in breakdown.STEPS:
+            xs = [b[step] for b in fs_steps if b.get(step) is not None]
+            out[step] = {"median": round(statistics.median(xs), 3) if xs else None,
+                         "worst": round(max(xs), 3) if xs else None, "samples": len(xs)}
+        return out
+
     kinds = {}
     for k in KINDS:
         fs = [f for f in h.faults if f.kind == k]
         if not fs:
             continue
+        fs_steps = [b for (i, _), b in steps.items() if h.faults[i].kind == k]
         samples = [r[0] for f in fs for r in f.recovered.values()]
         per_fault = [max((r[0] for r in f.recovered.values()), default=None) for f in fs]
         # Jobs the faulted node owned: how long until a live node answered
@@ -1366,6 +1388,8 @@ def summarize(h: Harness, check: dict | None, started: float) -> dict:
                 "per_fault_worst": per_fault,
                 "samples": sorted(samples),
             },
+            "breakdown_s": step_medians(fs_steps),
+            "redispatch_waited_for_slot": sum(1 for b in fs_steps if b.get("waited_for_slot")),
             "owned_jobs_answerable_again_s": {
                 "median": round(statistics.median(owned), 3) if owned else None,
                 "worst": round(max(owned), 3) if owned else None,
@@ -1407,9 +1431,11 @@ def summarize(h: Harness, check: dict | None, started: float) -> dict:
         "fault_events": [
             {"kind": f.kind, "round": f.round, "target": f.target, "utc": f.utc0, "t": round(f.t0, 3),
              "healed_after_s": round(f.t_heal - f.t0, 3) if f.t_heal is not None else None,
-             "affected": f.affected, "recovered": {j: {"seconds": r[0], "how": r[1]} for j, r in f.recovered.items()},
+             "affected": f.affected,
+             "recovered": {j: {"seconds": r[0], "how": r[1], "breakdown_s": steps.get((i, j))}
+                           for j, r in f.recovered.items()},
              "answerable_again_s": f.answerable, "poll_answers": f.answers, "notes": f.notes}
-            for f in h.faults],
+            for i, f in enumerate(h.faults)],
         "anomaly_counts": {k: sum(1 for a in h.anomalies if a["kind"] == k)
                            for k in sorted({a["kind"] for a in h.anomalies})},
         "anomalies": h.anomalies,
@@ -1584,6 +1610,11 @@ def main() -> int:
     print(f"isolation: {isolated} of {len(c['isolation'])} sampled jobs answered 404 to the other tenant "
           f"on every live node")
     print(f"recovery: {rec}")
+    for k, v in c["faults"].items():
+        b = v.get("breakdown_s") or {}
+        print(f"  {k} median breakdown: " + ", ".join(
+            f"{step} {b[step]['median']}s" for step in breakdown.STEPS if step in b)
+            + f"; {v['redispatch_waited_for_slot']} of {v['recovered_jobs']} waited for a worker slot")
     sp = c["split"]
     if sp:
         fc = sp["frame_checks"]

@@ -156,6 +156,8 @@ impl GatewayState {
             }
             warn!(job_id = %id, owner = %owner, node = %self.args.node, attempt = attempt.get(), epoch = epoch.get(), "job taken over from a lost owner");
         }
+        // Dispatches the jobs taken over now rather than at the next tick.
+        self.pump();
     }
 
     /// Stops this node's attempts and its dispatching when it is cut off

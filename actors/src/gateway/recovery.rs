@@ -53,6 +53,7 @@ impl GatewayState {
             if unfinished {
                 self.queue.push_back(id, bytes, tenant);
                 resumed += 1;
+                info!(job_id = %id, node = %self.args.node, attempt = attempt.get(), "job resumed from disk");
             } else {
                 finished += 1;
             }
