@@ -132,15 +132,12 @@ where
         let mut body = std::pin::pin!(body);
         loop {
             // What a sender that pauses has sent goes to disk within PAUSE.
-            let next = match body.next().now_or_never() {
+            let next = match next_within(&mut body, PAUSE).await {
                 Some(next) => next,
-                None => match tokio::time::timeout(PAUSE, body.next()).await {
-                    Ok(next) => next,
-                    Err(_) => {
-                        out.write().await?;
-                        body.next().await
-                    }
-                },
+                None => {
+                    out.write().await?;
+                    body.next().await
+                }
             };
             let Some(chunk) = next else { break };
             out.push(chunk.map_err(std::io::Error::other)?).await?;
@@ -153,6 +150,20 @@ where
         let _ = tokio::fs::remove_file(&partial).await;
     }
     written
+}
+
+/// Returns the next item of `body` if it comes within `pause` (`Some(None)`
+/// at its end), or `None` when the sender paused: the caller then writes
+/// out what it gathered before it waits on. Items already there are taken
+/// at once, so a sender that keeps sending fills whole batches.
+pub async fn next_within<S: Stream + Unpin>(
+    body: &mut S,
+    pause: std::time::Duration,
+) -> Option<Option<S::Item>> {
+    match body.next().now_or_never() {
+        Some(next) => Some(next),
+        None => tokio::time::timeout(pause, body.next()).await.ok(),
+    }
 }
 
 /// A file written from blocking threads in batches of chunks, one batch

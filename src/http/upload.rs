@@ -12,8 +12,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::{FutureExt, Stream, StreamExt};
+use futures::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
+use vidpress_actors::transfer::next_within;
 
 use super::error::ApiError;
 use super::standby_copy::StandbyCopy;
@@ -148,18 +149,15 @@ where
         // client that keeps sending fills whole batches, each one hop to a
         // blocking thread, where writing whenever the socket ran dry cost
         // a hop per few kilobytes.
-        let next = match body.next().now_or_never() {
+        let next = match next_within(&mut body, SPOOL_WAIT).await {
             Some(next) => next,
-            None => match tokio::time::timeout(SPOOL_WAIT, body.next()).await {
-                Ok(next) => next,
-                Err(_) => {
-                    spool.write_pending().await?;
-                    if let Some(copy) = copy.as_deref_mut() {
-                        copy.flush().await;
-                    }
-                    body.next().await
+            None => {
+                spool.write_pending().await?;
+                if let Some(copy) = copy.as_deref_mut() {
+                    copy.flush().await;
                 }
-            },
+                body.next().await
+            }
         };
         let Some(chunk) = next else { break };
         let chunk = chunk?;
