@@ -1,7 +1,7 @@
 //! A subscription to a job held by another node, bridged frame by frame to
 //! the node that holds it (over wss, trusting the cluster's CA, when its URL
 //! is https): its owner, or its standby while the owner is lost (see
-//! [`route::stops`]).
+//! [`stops::stops`]).
 //!
 //! The client sees one stream across a failover: when the node bridged to
 //! goes away before the job ends (killed, frozen until suspected, shutting
@@ -30,7 +30,7 @@ use vidpress_actors::JobId;
 
 use super::error::ApiError;
 use super::events::MOVING;
-use super::route::{self, Stop, Target, FORWARDED, MAX_HOPS};
+use super::stops::{self, Stop, Target, FORWARDED, MAX_HOPS};
 use super::ws::{self, Beat, Liveness, ReadError};
 use super::AppState;
 
@@ -130,7 +130,7 @@ impl Dial {
             vec![Stop::Here]
         } else {
             let settled = std::time::Instant::now() >= self.app.view_settles_at;
-            route::stops(&view, self.id, self.hops_in, settled)
+            stops::stops(&view, self.id, self.hops_in, settled)
         };
         let mut refused = None;
         for stop in stops {
@@ -141,7 +141,7 @@ impl Dial {
                 Stop::Here | Stop::Copy => (here.clone(), MAX_HOPS),
             };
             let dialed = self.dial(&target, hops, query);
-            match route::until_lost(cluster, &target.node, dialed).await {
+            match stops::until_lost(cluster, &target.node, dialed).await {
                 Some(Ok(socket)) => return Dialed::Socket(Box::new(socket)),
                 Some(Err(Some(response)))
                     if response.status() != StatusCode::SERVICE_UNAVAILABLE =>

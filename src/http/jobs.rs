@@ -21,8 +21,8 @@ use super::error::{retry_after_secs, ApiError, Unavailable, UnknownJob};
 use super::extract::{JobPath, ListQuery, Params, SubmitQuery};
 use super::long_poll::{preferred_wait, wait_for_end};
 use super::multipart;
-use super::route;
 use super::standby_copy::StandbyCopy;
+use super::stops;
 use super::upload::{self, Upload};
 use super::AppState;
 
@@ -408,7 +408,7 @@ pub async fn list(
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ApiError::Internal(format!("cannot render the job list: {e}")))?;
     let mut unreachable = Vec::new();
-    if !headers.contains_key(route::FORWARDED) {
+    if !headers.contains_key(stops::FORWARDED) {
         let (others, missing) = list_elsewhere(&app, &query, &headers).await;
         docs.extend(others);
         unreachable = missing;
@@ -455,7 +455,7 @@ async fn list_elsewhere(
                 .proxy
                 .get(format!("{}/jobs", member.http))
                 .query(query)
-                .header(route::FORWARDED, "1");
+                .header(stops::FORWARDED, "1");
             if let Some(authorization) = authorization {
                 ask = ask.header(header::AUTHORIZATION, authorization);
             }

@@ -12,6 +12,7 @@
 //! - [`multipart`]: the guard on multipart part headers.
 //! - [`listen`]: the accept loop and its connection limits.
 //! - [`route`]: forwarding requests about jobs owned by other nodes.
+//! - [`stops`]: where a request about a job not held here may be answered.
 //! - [`standby_copy`]: a new job's input streamed to its standby during
 //!   the upload.
 //! - [`internal`]: node-to-node byte transfers.
@@ -37,6 +38,7 @@ pub mod multipart;
 pub mod openapi;
 pub mod route;
 pub mod standby_copy;
+pub mod stops;
 pub mod upload;
 pub mod web;
 pub mod ws;
