@@ -12,7 +12,8 @@ use crate::board::{Board, Published};
 use crate::counters::{Epoch, Seq};
 use crate::job::{EventKind, JobEvent, JobId, JobSnapshot, JobStatus};
 use crate::protocol::{
-    GatewayMsg, NodeStats, SubmitError, SubmitRequest, Submitted, Subscription, SupervisorMsg,
+    GatewayMsg, KeptCancel, NodeStats, SubmitError, SubmitRequest, Submitted, Subscription,
+    SupervisorMsg,
 };
 use crate::record::JobRecord;
 use crate::supervisor::transitions;
@@ -209,25 +210,17 @@ impl Jobs {
         if copy.status().is_terminal() {
             return Ok(JobSnapshot::clone(&copy));
         }
-        let copy_folder = replicas::dir(&self.data_dir, id);
-        let folder = if copy_folder.exists() {
-            copy_folder
-        } else {
-            // Being taken over: moved to this node's jobs.
-            paths::job_dir(&self.data_dir, id)
-        };
-        let marker = paths::cancel_requested(&folder);
-        tokio::task::spawn_blocking(move || write_durably(&marker))
-            .await
-            .map_err(|_| ServiceError::Unavailable)?
-            .map_err(|e| {
+        // In turn with the gateway's takeovers: a cancel never falls
+        // between a copy's promotion and its supervisor's start.
+        let keep = |reply| GatewayMsg::KeepCancel(id, reply);
+        match call_within(&self.gateway, keep, CALL_TIMEOUT).await? {
+            KeptCancel::Kept => {}
+            KeptCancel::TakenOver => return self.cancel(id).await,
+            KeptCancel::NoCopy => return Err(ServiceError::NotFound),
+            KeptCancel::Failed(e) => {
                 tracing::error!(job_id = %id, error = %e, "cannot keep a cancel for after the takeover");
-                ServiceError::Unavailable
-            })?;
-        if self.is_local(id) {
-            // Taken over meanwhile, maybe after its supervisor looked for
-            // the mark: canceled as any job of this node's.
-            return self.cancel(id).await;
+                return Err(ServiceError::Unavailable);
+            }
         }
         tracing::info!(job_id = %id, "cancel requested during a failover: kept for after the takeover");
         Ok(JobSnapshot::clone(&copy))
@@ -269,16 +262,6 @@ impl Jobs {
     /// Returns this node's load.
     pub async fn stats(&self) -> Result<NodeStats, ServiceError> {
         call(&self.gateway, GatewayMsg::Stats).await
-    }
-}
-
-/// Creates the empty file `path` and makes it and its entry in its folder
-/// durable.
-fn write_durably(path: &std::path::Path) -> std::io::Result<()> {
-    std::fs::File::create(path)?.sync_all()?;
-    match path.parent() {
-        Some(folder) => std::fs::File::open(folder)?.sync_all(),
-        None => Ok(()),
     }
 }
 

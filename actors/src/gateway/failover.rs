@@ -14,7 +14,7 @@ use super::GatewayState;
 use crate::counters::Epoch;
 use crate::job::JobId;
 use crate::paths;
-use crate::protocol::{GatewayMsg, SupervisorMsg, WorkerMsg};
+use crate::protocol::{GatewayMsg, KeptCancel, SupervisorMsg, WorkerMsg};
 use crate::record::{JobRecord, Outcome};
 use crate::replicas;
 use crate::replication;
@@ -102,6 +102,33 @@ impl GatewayState {
         // Once the nodes that took this node's jobs over in its
         // absence had the rejoin window to give them back.
         self.fence();
+    }
+
+    /// Keeps a cancel asked of this node's copy of `id` beside it, durably:
+    /// handled in turn with takeovers, so the copy is either still a copy
+    /// (the marker moves with it into the job's folder, where the
+    /// supervisor that takes it over finds it) or taken over already (then
+    /// the caller cancels the job as this node's).
+    pub(super) async fn keep_cancel(&mut self, id: JobId) -> KeptCancel {
+        if self.jobs.contains_key(&id) {
+            return KeptCancel::TakenOver;
+        }
+        let folder = replicas::dir(&self.args.data_dir, id);
+        if !folder.is_dir() {
+            return KeptCancel::NoCopy;
+        }
+        let marker = paths::cancel_requested(&folder);
+        let written = tokio::task::spawn_blocking(move || {
+            std::fs::File::create(&marker)?.sync_all()?;
+            std::fs::File::open(&folder)?.sync_all()
+        })
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|written| written);
+        match written {
+            Ok(()) => KeptCancel::Kept,
+            Err(e) => KeptCancel::Failed(e.to_string()),
+        }
     }
 
     /// Takes over the jobs `owner` held and this node stands by for: their

@@ -220,6 +220,9 @@ impl Actor for Gateway {
         match message {
             GatewayMsg::Submit(request, reply) => state.on_submit(&myself, *request, reply).await,
             GatewayMsg::DropUnaccepted(id) => state.forget(id),
+            GatewayMsg::KeepCancel(id, reply) => {
+                let _ = reply.send(state.keep_cancel(id).await);
+            }
             GatewayMsg::List {
                 status,
                 tenant,

@@ -187,9 +187,27 @@ pub enum GatewayMsg {
     CanceledWhileQueued(JobId),
     /// A job could not be stored and was never accepted: drop every trace.
     DropUnaccepted(JobId),
+    /// A cancel asked of this node's copy of a job (its owner lost, the
+    /// takeover not done): kept beside the copy, in turn with takeovers,
+    /// so that the takeover carries it out. Replies how it went.
+    KeepCancel(JobId, RpcReplyPort<KeptCancel>),
     /// A job's dispatch failed, or a split job has more pieces to run than
     /// slots: put it back at the head of the queue (for one more slot).
     DispatchFailed(JobId),
+}
+
+/// What became of a cancel asked of a job's copy ([`GatewayMsg::KeepCancel`]).
+#[derive(Debug)]
+pub enum KeptCancel {
+    /// Kept durably beside the copy: the supervisor that takes the job
+    /// over cancels it.
+    Kept,
+    /// The job was taken over already: it is canceled as this node's own.
+    TakenOver,
+    /// No copy of the job is here any more.
+    NoCopy,
+    /// It could not be written.
+    Failed(String),
 }
 
 /// The variants other nodes may send, in their wire form. Append only: a

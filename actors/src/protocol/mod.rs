@@ -14,7 +14,9 @@ pub mod gateway;
 pub mod supervisor;
 pub mod worker;
 
-pub use gateway::{CopiedInput, GatewayMsg, NodeStats, SubmitError, SubmitRequest, Submitted};
+pub use gateway::{
+    CopiedInput, GatewayMsg, KeptCancel, NodeStats, SubmitError, SubmitRequest, Submitted,
+};
 pub use supervisor::{Subscription, SupervisorMsg};
 pub use worker::{Assignment, AttemptReport, PieceWork, WorkerMsg};
 
