@@ -16,16 +16,11 @@ pub(crate) struct Timing {
     pub suspect_after: Duration,
     /// Silence after which a member is `Down`.
     pub failure_timeout: Duration,
-    /// Silence after which a member this node cannot reach (no session to
-    /// it, and its last dial failed) is `Down`.
-    pub unreachable_after: Duration,
 }
 
 impl Timing {
     /// Suspects after three missed heartbeats, or half the failure timeout
-    /// when three intervals would not come before it; gives up on an
-    /// unreachable member after two missed heartbeats (never later than
-    /// the failure timeout).
+    /// when three intervals would not come before it.
     pub fn new(heartbeat_interval: Duration, failure_timeout: Duration) -> Self {
         let three = heartbeat_interval.saturating_mul(3);
         let suspect_after = if three < failure_timeout {
@@ -36,7 +31,6 @@ impl Timing {
         Self {
             suspect_after,
             failure_timeout,
-            unreachable_after: heartbeat_interval.saturating_mul(2).min(failure_timeout),
         }
     }
 }
@@ -164,23 +158,14 @@ impl MemberTable {
 
     /// Runs the failure detector at `now`; returns the transitions, in name
     /// order. A member silent past the failure timeout goes straight to
-    /// `Down`, even if it was never seen `Suspect`; so does one silent for
-    /// two heartbeats that `unreachable` says this node cannot reach (no
-    /// session to it, and the last dial failed: a process that died, whose
-    /// host refuses or no longer resolves, is not waited for).
-    pub fn check(
-        &mut self,
-        now: Instant,
-        unreachable: impl Fn(&NodeName) -> bool,
-    ) -> Vec<MemberEvent> {
+    /// `Down`, even if it was never seen `Suspect`.
+    pub fn check(&mut self, now: Instant) -> Vec<MemberEvent> {
         let mut events = Vec::new();
         for member in self.others.values_mut() {
             let silence = member
                 .last_seen
                 .map_or(Duration::MAX, |seen| now.saturating_duration_since(seen));
-            let gone = silence >= self.timing.failure_timeout
-                || (silence >= self.timing.unreachable_after && unreachable(&member.name));
-            let next = if gone {
+            let next = if silence >= self.timing.failure_timeout {
                 MemberState::Down
             } else if silence >= self.timing.suspect_after && member.state == MemberState::Up {
                 MemberState::Suspect
@@ -282,52 +267,6 @@ mod tests {
         Duration::from_millis(n)
     }
 
-    impl MemberTable {
-        /// Runs the detector with every member reachable.
-        fn check_reachable(&mut self, now: Instant) -> Vec<MemberEvent> {
-            self.check(now, |_| false)
-        }
-    }
-
-    #[test]
-    fn an_unreachable_member_is_down_after_two_missed_heartbeats() {
-        let mut t = table();
-        let t0 = Instant::now();
-        t.heard(from("b", 5), t0);
-        t.heard(from("c", 5), t0);
-        let unreachable = |n: &NodeName| n.as_str() == "b";
-        assert!(t.check(t0 + ms(399), unreachable).is_empty());
-        // b cannot be reached: down at two intervals; c, as silent but with
-        // a session (a frozen or cut-off node keeps it), waits the timeout.
-        assert_eq!(
-            t.check(t0 + ms(400), unreachable),
-            vec![MemberEvent::Down(name("b"))]
-        );
-        assert_eq!(
-            t.check(t0 + ms(600), unreachable),
-            vec![MemberEvent::Suspect(name("c"))]
-        );
-        assert_eq!(
-            t.check(t0 + ms(1500), unreachable),
-            vec![MemberEvent::Down(name("c"))]
-        );
-        // A heartbeat readmits it as any other.
-        let change = t.heard(from("b", 5), t0 + ms(2000));
-        assert_eq!(change.events, vec![MemberEvent::Up(name("b"))]);
-    }
-
-    #[test]
-    fn an_unreachable_member_heard_within_two_intervals_stays() {
-        let mut t = table();
-        let t0 = Instant::now();
-        t.heard(from("b", 5), t0);
-        // Unreachable, but heard within two intervals: the dial may have
-        // raced a restart.
-        assert!(t.check(t0 + ms(399), |_| true).is_empty());
-        assert_eq!(Timing::new(ms(500), ms(800)).unreachable_after, ms(800));
-        assert_eq!(Timing::new(ms(300), ms(1500)).unreachable_after, ms(600));
-    }
-
     #[test]
     fn timing_suspects_before_the_timeout() {
         let t = Timing::new(ms(500), ms(3000));
@@ -358,17 +297,11 @@ mod tests {
         let mut t = table();
         let t0 = Instant::now();
         t.heard(from("b", 5), t0);
-        assert!(t.check_reachable(t0 + ms(599)).is_empty());
-        assert_eq!(
-            t.check_reachable(t0 + ms(600)),
-            vec![MemberEvent::Suspect(name("b"))]
-        );
-        assert!(t.check_reachable(t0 + ms(1499)).is_empty());
-        assert_eq!(
-            t.check_reachable(t0 + ms(1500)),
-            vec![MemberEvent::Down(name("b"))]
-        );
-        assert!(t.check_reachable(t0 + ms(60_000)).is_empty());
+        assert!(t.check(t0 + ms(599)).is_empty());
+        assert_eq!(t.check(t0 + ms(600)), vec![MemberEvent::Suspect(name("b"))]);
+        assert!(t.check(t0 + ms(1499)).is_empty());
+        assert_eq!(t.check(t0 + ms(1500)), vec![MemberEvent::Down(name("b"))]);
+        assert!(t.check(t0 + ms(60_000)).is_empty());
         assert_eq!(t.view().up().count(), 1);
 
         let change = t.heard(from("b", 5), t0 + ms(61_000));
@@ -381,10 +314,7 @@ mod tests {
         let mut t = table();
         let t0 = Instant::now();
         t.heard(from("b", 5), t0);
-        assert_eq!(
-            t.check_reachable(t0 + ms(5000)),
-            vec![MemberEvent::Down(name("b"))]
-        );
+        assert_eq!(t.check(t0 + ms(5000)), vec![MemberEvent::Down(name("b"))]);
     }
 
     #[test]
@@ -404,7 +334,7 @@ mod tests {
 
         // A late heartbeat of the previous life neither counts as life nor
         // rolls the incarnation back.
-        t.check_reachable(t0 + ms(2000));
+        t.check(t0 + ms(2000));
         let change = t.heard(from("b", 5), t0 + ms(2100));
         assert_eq!(change, Change::default());
         let b = t.get(&name("b")).unwrap();
@@ -428,7 +358,7 @@ mod tests {
         let mut t = table();
         let t0 = Instant::now();
         t.heard(from("b", 5), t0);
-        t.check_reachable(t0 + ms(700));
+        t.check(t0 + ms(700));
         let change = t.acked(&name("b"), 5, ms(3), t0 + ms(700));
         assert_eq!(change.events, vec![MemberEvent::Up(name("b"))]);
         assert_eq!(t.get(&name("b")).unwrap().rtt, Some(ms(3)));
@@ -451,7 +381,7 @@ mod tests {
         // This node froze for 10 s right after the heartbeat.
         let now = t0 + ms(10_100);
         t.forgive(ms(10_000), now);
-        assert!(t.check_reachable(now).is_empty());
+        assert!(t.check(now).is_empty());
         assert_eq!(t.get(&name("b")).unwrap().state, MemberState::Up);
     }
 

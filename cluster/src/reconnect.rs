@@ -223,15 +223,6 @@ impl Targets {
         Some(t.backoff.failed(now))
     }
 
-    /// Returns whether the last dial of an address of `node` failed (and
-    /// none reached it since): the node is not answering, as opposed to
-    /// silent over a session that is still open.
-    pub fn last_dial_failed(&self, node: &NodeName) -> bool {
-        self.by_address
-            .values()
-            .any(|t| t.peer.as_ref() == Some(node) && t.backoff.failures() > 0)
-    }
-
     /// Marks `address` as this node itself: never dialed again.
     pub fn mark_self(&mut self, address: &str) {
         if let Some(t) = self.by_address.get_mut(address) {
@@ -364,21 +355,6 @@ mod tests {
         assert_eq!(target.peer.as_ref(), Some(&b));
         assert_eq!(target.dial, Dial::Idle);
         assert_eq!(target.backoff.failures(), 0);
-    }
-
-    #[test]
-    fn a_failed_dial_says_its_node_is_unreachable_until_reached() {
-        let now = Instant::now();
-        let b: NodeName = "b".parse().unwrap();
-        let mut t = Targets::default();
-        t.ensure("b:7000", Some(&b), false);
-        assert!(!t.last_dial_failed(&b));
-        t.start("b:7000", now);
-        t.failed("b:7000", now);
-        assert!(t.last_dial_failed(&b));
-        assert!(!t.last_dial_failed(&"c".parse().unwrap()));
-        t.reached(Some("b:7000"), None, &b);
-        assert!(!t.last_dial_failed(&b));
     }
 
     #[test]

@@ -28,10 +28,7 @@ impl MembershipState {
             let load = *self.load.borrow_and_update();
             change.visible |= self.table.set_own_load(load);
         }
-        let (sessions, targets) = (&self.sessions, &self.targets);
-        change.events = self.table.check(now, |node| {
-            !sessions.reaches(node) && targets.last_dial_failed(node)
-        });
+        change.events = self.table.check(now);
         self.apply(change);
 
         self.drop_sessions_to_down_members(now);
