@@ -94,6 +94,30 @@ async fn run(mut waiting: mpsc::UnboundedReceiver<Pending>, batches: Arc<AtomicU
     }
 }
 
+/// How much of a file [`sync_path`] flushes.
+#[derive(Clone, Copy)]
+enum Flush {
+    /// Its data (fdatasync): an upload or a record.
+    Data,
+    /// Everything (fsync): a folder's entries.
+    All,
+}
+
+/// Flushes the file or folder at `path` to the disk, off the runtime's
+/// threads; an error names the path.
+async fn sync_path(path: PathBuf, flush: Flush) -> io::Result<()> {
+    blocking(move || {
+        let file = File::open(&path).map_err(|e| named(e, &path))?;
+        match flush {
+            Flush::Data => file.sync_data(),
+            Flush::All => file.sync_all(),
+        }
+        .map_err(|e| named(e, &path))
+    })
+    .await
+    .and_then(|synced| synced)
+}
+
 /// Makes a batch of commits durable; returns each one's outcome, in order.
 async fn commit_batch(commits: &[&Commit]) -> Vec<io::Result<()>> {
     let mut outcomes: Vec<io::Result<()>> = commits.iter().map(|_| Ok(())).collect();
@@ -101,15 +125,7 @@ async fn commit_batch(commits: &[&Commit]) -> Vec<io::Result<()>> {
     let syncs = commits.iter().enumerate().flat_map(|(i, commit)| {
         commit.sync.iter().map(move |path| {
             let path = path.clone();
-            async move {
-                let synced = blocking(move || {
-                    File::open(&path)
-                        .and_then(|f| f.sync_data())
-                        .map_err(|e| named(e, &path))
-                })
-                .await;
-                (i, synced.and_then(|named| named))
-            }
+            async move { (i, sync_path(path, Flush::Data).await) }
         })
     });
     for (i, synced) in join_all(syncs).await {
@@ -161,15 +177,7 @@ async fn commit_batch(commits: &[&Commit]) -> Vec<io::Result<()>> {
     }
     let syncs = folders.into_iter().map(|(folder, waiters)| {
         let folder = folder.to_path_buf();
-        async move {
-            let synced = blocking(move || {
-                File::open(&folder)
-                    .and_then(|f| f.sync_all())
-                    .map_err(|e| named(e, &folder))
-            })
-            .await;
-            (waiters, synced.and_then(|named| named))
-        }
+        async move { (waiters, sync_path(folder, Flush::All).await) }
     });
     for (waiters, synced) in join_all(syncs).await {
         if let Err(e) = synced {
