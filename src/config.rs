@@ -35,6 +35,11 @@ pub struct ServeConfig {
     /// Transcodes this node runs at once [default: half the CPU cores, at least 1].
     #[arg(long, env = "VIDPRESS_WORKERS")]
     pub workers: Option<usize>,
+    /// Spare workers held back for jobs whose attempt was lost (their node
+    /// died, froze, was cut off or restarted): such a job runs again on one
+    /// at once when every other worker is busy, instead of behind the queue.
+    #[arg(long, env = "VIDPRESS_SPARE_WORKERS", default_value_t = 1)]
+    pub spare_workers: usize,
     /// Largest upload accepted, in bytes.
     #[arg(long, env = "VIDPRESS_MAX_UPLOAD_BYTES", default_value_t = 4 << 30)]
     pub max_upload_bytes: u64,

@@ -7,6 +7,10 @@
 //! most the job already running, not by a hundred. The sum of the queued
 //! input sizes is kept as jobs come and go (estimates read it at every
 //! submission, so it must not cost a walk of the queue).
+//!
+//! Jobs whose attempt was lost (a node died, froze, was cut off or
+//! restarted under them) wait in a line of their own, ahead of every
+//! tenant's: they were running, and their clients see them resume first.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -32,6 +36,8 @@ struct Line {
 #[derive(Default)]
 pub(crate) struct JobQueue {
     lines: HashMap<Lane, Line>,
+    /// Jobs whose attempt was lost, served before any line, in order.
+    recovering: VecDeque<(JobId, u64)>,
     /// Pops so far, and lines opened so far: the queue's clocks.
     pops: u64,
     arrivals: u64,
@@ -57,14 +63,34 @@ impl JobQueue {
         self.add(bytes);
     }
 
+    /// Puts a job whose attempt was lost at the end of the line of such
+    /// jobs, which goes before every tenant's.
+    pub fn push_recovering(&mut self, id: JobId, bytes: u64) {
+        self.recovering.push_back((id, bytes));
+        self.add(bytes);
+    }
+
     /// Returns the job whose turn is next.
     pub fn front(&self) -> Option<JobId> {
+        if let Some((id, _)) = self.recovering.front() {
+            return Some(*id);
+        }
         let lane = self.next_lane()?;
         self.lines.get(lane)?.jobs.front().map(|(id, _)| *id)
     }
 
+    /// Returns whether the job whose turn is next lost its attempt.
+    pub fn front_is_recovering(&self) -> bool {
+        !self.recovering.is_empty()
+    }
+
     /// Takes the job whose turn is next out.
     pub fn pop_front(&mut self) -> Option<JobId> {
+        if let Some((id, bytes)) = self.recovering.pop_front() {
+            self.len -= 1;
+            self.bytes -= bytes;
+            return Some(id);
+        }
         let lane = self.next_lane()?.clone();
         self.pops += 1;
         let pops = self.pops;
@@ -82,6 +108,13 @@ impl JobQueue {
 
     /// Takes a job out wherever it is in line.
     pub fn remove(&mut self, id: JobId) {
+        if let Some(at) = self.recovering.iter().position(|(queued, _)| *queued == id) {
+            if let Some((_, bytes)) = self.recovering.remove(at) {
+                self.len -= 1;
+                self.bytes -= bytes;
+            }
+            return;
+        }
         let Some((lane, at)) = self.lines.iter().find_map(|(lane, line)| {
             let at = line.jobs.iter().position(|(queued, _)| *queued == id)?;
             Some((lane.clone(), at))
@@ -172,6 +205,27 @@ mod tests {
         assert_eq!(queue.pop_front(), Some(a));
         assert!(queue.is_empty());
         assert_eq!((queue.pop_front(), queue.bytes()), (None, 0));
+    }
+
+    #[test]
+    fn a_job_whose_attempt_was_lost_goes_before_every_tenants_line() {
+        let node = node();
+        let mut queue = JobQueue::default();
+        let (a, b) = (JobId::new(&node), JobId::new(&node));
+        let (lost, lost_later) = (JobId::new(&node), JobId::new(&node));
+        queue.push_back(a, 1, tenant("acme"));
+        queue.push_front(b, 1, tenant("globex"));
+        queue.push_recovering(lost, 7);
+        queue.push_recovering(lost_later, 3);
+        assert!(queue.front_is_recovering());
+        assert_eq!((queue.len(), queue.bytes()), (4, 12));
+        assert_eq!(queue.pop_front(), Some(lost));
+        queue.remove(lost_later);
+        assert!(!queue.front_is_recovering());
+        assert_eq!((queue.len(), queue.bytes()), (2, 2));
+        let rest = [queue.pop_front(), queue.pop_front()];
+        assert!(rest.contains(&Some(a)) && rest.contains(&Some(b)));
+        assert!(queue.is_empty());
     }
 
     #[test]

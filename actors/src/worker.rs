@@ -2,7 +2,9 @@
 //! reports to the gateway of the node that owns the job.
 //!
 //! Workers join the process group `vidpress.workers.<node>`, so a gateway on
-//! any node can find them and knows which node each runs on. An attempt for
+//! any node can find them and knows which node each runs on; a node's
+//! spare workers, the same actor, join `vidpress.spares.<node>` instead,
+//! and gateways hand them only to jobs whose attempt was lost. An attempt for
 //! a job owned by another node first fetches the input from that node and
 //! finally pushes the output back (through [`Transfer`]); a piece of a split
 //! job (one segment, or the audio) runs the same way, its output the
@@ -26,9 +28,7 @@ use crate::counters::Attempt;
 use crate::inputs::FetchedInputs;
 use crate::job::JobId;
 use crate::paths;
-use crate::protocol::{
-    gateway_of, workers_group, Assignment, AttemptReport, GatewayMsg, PieceWork, WorkerMsg,
-};
+use crate::protocol::{gateway_of, Assignment, AttemptReport, GatewayMsg, PieceWork, WorkerMsg};
 use crate::transfer::Transfer;
 
 /// How often an attempt moving bytes tells its owner it is alive.
@@ -47,6 +47,9 @@ pub struct WorkerArgs {
     pub limits: Limits,
     /// The process-group scope of the cluster this worker serves.
     pub scope: String,
+    /// The process group it joins: its node's workers, or its node's
+    /// spares (held back for jobs whose attempt was lost).
+    pub group: String,
     /// Moves bytes for jobs owned by other nodes.
     pub transfer: Arc<dyn Transfer>,
     /// This node's gateway, told when this worker is busy or free.
@@ -119,7 +122,7 @@ impl Actor for WorkerActor {
     ) -> Result<Self::State, ActorProcessingErr> {
         ractor::pg::join_scoped(
             args.scope.clone(),
-            workers_group(&args.node),
+            args.group.clone(),
             vec![myself.get_cell()],
         );
         Ok(WorkerState {
@@ -160,7 +163,7 @@ impl Actor for WorkerActor {
                 state.draining = true;
                 ractor::pg::leave_scoped(
                     state.args.scope.clone(),
-                    workers_group(&state.args.node),
+                    state.args.group.clone(),
                     vec![myself.get_cell()],
                 );
             }

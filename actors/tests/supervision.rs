@@ -85,6 +85,7 @@ async fn start(test: &str) -> TestNode {
         node: name.clone(),
         data_dir: data.path().to_owned(),
         workers: 1,
+        spare_workers: 0,
         tenant_max_active: 0,
         queue_capacity: 8,
         command: ChildCommand {

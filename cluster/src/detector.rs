@@ -393,12 +393,14 @@ mod tests {
         assert!(t.set_own_load(NodeLoad {
             workers: 2,
             busy: 1,
-            queued: 0
+            queued: 0,
+            spare: 0,
         }));
         assert!(!t.set_own_load(NodeLoad {
             workers: 2,
             busy: 1,
-            queued: 0
+            queued: 0,
+            spare: 0,
         }));
         assert_eq!(t.view().get(&name("a")).unwrap().load.workers, 2);
     }

@@ -241,6 +241,7 @@ mod tests {
             workers: 2,
             busy: 0,
             queued: 0,
+            spare: 0,
         });
         let cluster = Cluster::join(c, load).await.unwrap();
         let view = cluster.view().borrow().clone();

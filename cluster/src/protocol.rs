@@ -210,6 +210,7 @@ mod tests {
                 workers: 4,
                 busy: 1,
                 queued: 2,
+                spare: 0,
             },
             sent_at_ms: 12_345,
         }

@@ -18,6 +18,9 @@ pub struct NodeLoad {
     pub busy: u32,
     /// Jobs waiting for a worker on the node.
     pub queued: u32,
+    /// Spare workers free: held back for jobs whose attempt was lost, not
+    /// counted in `workers`.
+    pub spare: u32,
 }
 
 /// A member's state as seen by this node's failure detector.

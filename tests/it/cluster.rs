@@ -471,6 +471,84 @@ async fn sigkill_of_the_worker_node_reruns_the_job_elsewhere() {
 }
 
 #[tokio::test]
+async fn a_job_whose_worker_node_dies_runs_again_at_once_on_a_spare_while_every_slot_is_busy() {
+    // One worker and one spare (the default) a node: three jobs fill the
+    // three slots and a fourth waits in the queue.
+    let mut trio = Trio::start([1, 1, 1]).await;
+    let a = &trio.nodes[0];
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        ids.push(submit(a, &long_clip(), "?preset=veryfast").await);
+    }
+    let status = |doc: &Value| doc["status"].as_str().unwrap_or_default().to_owned();
+    let (running, waiting) = eventually(
+        "three jobs running, one queued",
+        Duration::from_secs(30),
+        || async {
+            let mut docs = Vec::new();
+            for id in &ids {
+                docs.push(
+                    get_json(&format!("{}/jobs/{id}", a.base()))
+                        .await
+                        .map(|(_, d)| d),
+                );
+            }
+            let docs: Vec<Value> = docs.into_iter().flatten().collect();
+            let running: Vec<&Value> = docs.iter().filter(|d| status(d) == "running").collect();
+            let queued: Vec<&Value> = docs.iter().filter(|d| status(d) == "queued").collect();
+            match (running.as_slice(), queued.as_slice()) {
+                ([_, _, _], [waiting]) => {
+                    let on_other = running
+                        .iter()
+                        .find(|d| d["node"] != "node-a")
+                        .copied()
+                        .cloned();
+                    on_other
+                        .map(|r| (r, (*waiting).clone()))
+                        .ok_or_else(|| format!("{docs:?}"))
+                }
+                _ => Err(format!("{docs:?}")),
+            }
+        },
+    )
+    .await;
+    let (id, victim) = (
+        running["id"].as_str().unwrap().to_owned(),
+        running["node"].as_str().unwrap().to_owned(),
+    );
+    let index = trio.nodes.iter().position(|n| n.name == victim).unwrap();
+    let hit = Instant::now();
+    trio.nodes[index].kill();
+    let a = &trio.nodes[0];
+    let moved = poll_until(a, &id, Duration::from_secs(30), |_, d| {
+        d["status"] == "running" && d["attempt"] == 2
+    })
+    .await;
+    let recovery = hit.elapsed();
+    eprintln!("recovery on a spare: {recovery:?}, on {}", moved["node"]);
+    assert_ne!(moved["node"], victim.as_str());
+    // It did not wait for a slot: the job queued before the loss still waits.
+    let queued = get_json(&format!(
+        "{}/jobs/{}",
+        a.base(),
+        waiting["id"].as_str().unwrap()
+    ))
+    .await
+    .expect("an answer")
+    .1;
+    assert_eq!(queued["status"], "queued", "{queued}");
+    assert!(
+        recovery < Duration::from_secs(5),
+        "recovered in {recovery:?}"
+    );
+    let doc = wait_for_terminal(&a.base(), &id, Duration::from_secs(240))
+        .await
+        .1;
+    assert_eq!(doc["status"], "completed", "{doc}");
+    assert_eq!(doc["attempt"], 2);
+}
+
+#[tokio::test]
 async fn sigstop_of_the_worker_node_reruns_the_job_and_sigcont_changes_nothing() {
     let (moved, recovery, trio, id) = fault_running_node(libc::SIGSTOP).await;
     eprintln!("sigstop recovery: {recovery:?}");

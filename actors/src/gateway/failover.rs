@@ -165,12 +165,11 @@ impl GatewayState {
                 error!(job_id = %id, node = %self.args.node, attempt = record.attempt.get(), owner = %owner, error = %e, "cannot take the job over");
                 continue;
             }
-            let (epoch, unfinished, bytes, attempt, tenant) = (
+            let (epoch, unfinished, bytes, attempt) = (
                 record.epoch,
                 record.outcome.is_none(),
                 record.input_bytes,
                 record.attempt,
-                record.tenant.clone(),
             );
             if let Err(e) = self.spawn_supervisor(myself, record, false).await {
                 error!(job_id = %id, node = %self.args.node, attempt = attempt.get(), error = %e, "cannot start the taken-over job");
@@ -178,8 +177,10 @@ impl GatewayState {
             }
             self.taken_over.insert(id, (owner.clone(), epoch));
             if unfinished {
-                // Accepted before anything queued here since: first in line.
-                self.queue.push_front(id, bytes, tenant);
+                // Its owner is lost, and it was accepted before anything
+                // queued here since: first in line, with the spares.
+                self.recovering.insert(id);
+                self.queue.push_recovering(id, bytes);
             }
             warn!(job_id = %id, owner = %owner, node = %self.args.node, attempt = attempt.get(), epoch = epoch.get(), "job taken over from a lost owner");
         }
@@ -214,7 +215,7 @@ impl GatewayState {
     /// Tells this node's workers to stop their attempts for jobs of `owner`
     /// (of any owner with `None`).
     fn interrupt_local(&self, owner: Option<&NodeName>, reason: String) {
-        for cell in self.workers_of(&self.args.node) {
+        for cell in self.local_workers() {
             let _ = ActorRef::<WorkerMsg>::from(cell).cast(WorkerMsg::Interrupt {
                 owner: owner.cloned(),
                 reason: reason.clone(),

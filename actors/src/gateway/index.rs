@@ -92,6 +92,7 @@ impl GatewayState {
         if let Some(entry) = self.jobs.get_mut(&id) {
             if !entry.status.is_terminal() && status.is_terminal() {
                 entry.finished = Some(Instant::now());
+                self.recovering.remove(&id);
             }
             entry.status = next_status(entry.status, status);
         }
@@ -118,6 +119,7 @@ impl GatewayState {
         self.idempotency.retain(|_, (_, id)| *id != job);
         self.taken_over.remove(&job);
         self.unsynced.remove(&job);
+        self.recovering.remove(&job);
     }
 
     /// Returns a job's snapshot: from the board, or, for a job still being
@@ -139,12 +141,13 @@ impl GatewayState {
 
     fn stats(&self) -> NodeStats {
         let jobs = count_by_status(self.jobs.values().map(|e: &JobEntry| e.status));
-        let (workers, busy, queued) = self.load();
+        let load = self.load();
         NodeStats {
             node: self.args.node.clone(),
-            workers,
-            busy,
-            queued,
+            workers: load.workers,
+            busy: load.busy,
+            queued: load.queued,
+            spare: load.spare,
             active: jobs
                 .iter()
                 .filter(|(status, _)| !status.is_terminal())

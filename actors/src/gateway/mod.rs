@@ -19,7 +19,7 @@
 //! | --- | --- |
 //! | `Submit` | `admission` |
 //! | `List`, `Stats`, `StatusChanged`, `Report`, `Synced`, `DropUnaccepted` | `index` |
-//! | `SlotFreed`, `WorkerBusy`, `DispatchFailed`, `CanceledWhileQueued`, `Drain`, `Tick` | `scheduler` (`Tick` also `retention`) |
+//! | `SlotFreed`, `WorkerBusy`, `DispatchFailed`, `AttemptLost`, `CanceledWhileQueued`, `Drain`, `Tick` | `scheduler` (`Tick` also `retention`) |
 //! | `NodeDown`, `NodeUp`, `TakeOverDown`, `CompareCopies`, `FormerOwnerKept` | `failover` |
 //! | children's ends (supervision events) | `supervision` |
 //!
@@ -57,7 +57,10 @@ use crate::counters::Epoch;
 use crate::inputs::FetchedInputs;
 use crate::job::{JobId, JobStatus};
 use crate::paths;
-use crate::protocol::{gateway_group, workers_group, GatewayMsg, SupervisorMsg, WorkerMsg};
+use crate::protocol::{
+    all_workers_of, gateway_group, spares_group, workers_group, GatewayMsg, SupervisorMsg,
+    WorkerMsg,
+};
 use crate::queue::JobQueue;
 use crate::supervisor::SplitPolicy;
 use crate::tenant::Tenant;
@@ -84,6 +87,10 @@ pub struct GatewayArgs {
     pub data_dir: PathBuf,
     /// Worker actors to start on this node.
     pub workers: usize,
+    /// Spare workers to start on this node besides: they run only the jobs
+    /// whose attempt was lost, when every other slot is busy, so such a job
+    /// runs again at once, as it ran before its node failed.
+    pub spare_workers: usize,
     /// Jobs that may wait for a slot before submissions get 503.
     pub queue_capacity: usize,
     /// Jobs one tenant may have queued or running here at once (0: no limit).
@@ -145,6 +152,12 @@ pub struct GatewayState {
     busy: HashSet<ActorId>,
     /// This node's workers running an attempt for any node.
     local_busy: HashSet<ActorId>,
+    /// This node's spare workers.
+    spares: HashSet<ActorId>,
+    /// Jobs owned here whose attempt was lost, until an attempt of theirs
+    /// ends or is lost again: when queued, they wait in the line before
+    /// every tenant's, and may take a spare worker.
+    recovering: HashSet<JobId>,
     /// Workers that refused an assignment, until when they are skipped.
     cooldown: HashMap<ActorId, Instant>,
     /// Shutting down: no new jobs, no new attempts here.
@@ -184,10 +197,15 @@ impl Actor for Gateway {
             &args.data_dir,
         )));
         for _ in 0..args.workers {
-            spawn_worker(&myself, &args, &inputs).await?;
+            spawn_worker(&myself, &args, &inputs, WorkerKind::Regular).await?;
+        }
+        let mut spares = HashSet::new();
+        for _ in 0..args.spare_workers {
+            let spare = spawn_worker(&myself, &args, &inputs, WorkerKind::Spare).await?;
+            spares.insert(spare.get_id());
         }
         myself.send_interval(scheduler::PUMP_EVERY, || GatewayMsg::Tick);
-        info!(node = %args.node, workers = args.workers, "gateway started");
+        info!(node = %args.node, workers = args.workers, spare_workers = args.spare_workers, "gateway started");
         let mut state = GatewayState {
             prober: Prober::new(args.command.clone(), args.limits, args.stall_timeout),
             committer: Committer::start(),
@@ -199,6 +217,8 @@ impl Actor for Gateway {
             running: HashMap::new(),
             busy: HashSet::new(),
             local_busy: HashSet::new(),
+            spares,
+            recovering: HashSet::new(),
             cooldown: HashMap::new(),
             draining: false,
             taken_over: HashMap::new(),
@@ -244,6 +264,7 @@ impl Actor for Gateway {
             } => state.slot_freed(job, worker, rejected),
             GatewayMsg::WorkerBusy { worker, busy } => state.worker_busy(worker, busy),
             GatewayMsg::DispatchFailed(id) => state.dispatch_failed(id),
+            GatewayMsg::AttemptLost(id) => state.attempt_lost(id),
             GatewayMsg::CanceledWhileQueued(id) => state.canceled_while_queued(id),
             GatewayMsg::Drain => state.drain(),
             GatewayMsg::Tick => state.tick(),
@@ -280,12 +301,26 @@ impl Actor for Gateway {
     }
 }
 
+/// Which of a node's workers one is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum WorkerKind {
+    /// One of the node's slots, for any job.
+    Regular,
+    /// Held back for jobs whose attempt was lost.
+    Spare,
+}
+
 /// Starts one of this node's workers, linked to the gateway.
 async fn spawn_worker(
     myself: &ActorRef<GatewayMsg>,
     args: &GatewayArgs,
     inputs: &Arc<FetchedInputs>,
+    kind: WorkerKind,
 ) -> Result<ActorRef<WorkerMsg>, ractor::SpawnErr> {
+    let group = match kind {
+        WorkerKind::Regular => workers_group(&args.node),
+        WorkerKind::Spare => spares_group(&args.node),
+    };
     let worker_args = WorkerArgs {
         node: args.node.clone(),
         data_dir: args.data_dir.clone(),
@@ -293,6 +328,7 @@ async fn spawn_worker(
         stall_timeout: args.stall_timeout,
         limits: args.limits,
         scope: args.scope.clone(),
+        group,
         transfer: args.transfer.clone(),
         gateway: myself.clone(),
         inputs: inputs.clone(),
@@ -308,9 +344,21 @@ impl GatewayState {
         self.jobs.get(&id)?.supervisor.clone()
     }
 
-    /// Returns the workers of `node`, as its process group has them now.
+    /// Returns the workers of `node`, as its process group has them now
+    /// (spares aside).
     fn workers_of(&self, node: &NodeName) -> Vec<ActorCell> {
         ractor::pg::get_scoped_members(&self.args.scope, &workers_group(node))
+    }
+
+    /// Returns every worker of this node, spares too.
+    fn local_workers(&self) -> Vec<ActorCell> {
+        all_workers_of(&self.args.scope, &self.args.node)
+    }
+
+    /// Returns the spare workers of `node`, as their process group has
+    /// them now.
+    fn spares_of(&self, node: &NodeName) -> Vec<ActorCell> {
+        ractor::pg::get_scoped_members(&self.args.scope, &spares_group(node))
     }
 
     /// Returns the base URL of a member's HTTP API, if it is known.

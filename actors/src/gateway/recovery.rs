@@ -1,12 +1,14 @@
 //! Recovery: at start, the jobs of a previous run come back from the data
 //! directory, finished ones to answer for, unfinished ones queued for a new
-//! attempt, with their idempotency keys.
+//! attempt, with their idempotency keys; those that had an attempt running
+//! go first in line, with the spare workers.
 
 use hex::FromHex;
 use ractor::ActorRef;
 use tracing::{error, info, warn};
 
 use super::GatewayState;
+use crate::counters::Attempt;
 use crate::paths;
 use crate::protocol::GatewayMsg;
 use crate::record::JobRecord;
@@ -51,7 +53,14 @@ impl GatewayState {
                 }
             }
             if unfinished {
-                self.queue.push_back(id, bytes, tenant);
+                if attempt > Attempt::default() {
+                    // It ran when the node stopped: first in line, with the
+                    // spares.
+                    self.recovering.insert(id);
+                    self.queue.push_recovering(id, bytes);
+                } else {
+                    self.queue.push_back(id, bytes, tenant);
+                }
                 resumed += 1;
                 info!(job_id = %id, node = %self.args.node, attempt = attempt.get(), "job resumed from disk");
             } else {

@@ -1,15 +1,22 @@
 //! The scheduler: the queue of jobs waiting for a worker slot, the slots
 //! free on each node, the pump that hands them out, and this node's load.
+//!
+//! A job whose attempt was lost (its node died, froze, was cut off or
+//! restarted) waits first in line, and when no slot is free anywhere it
+//! takes a spare worker: each node holds some back (`--spare-workers`), so
+//! a failover costs such a job the time to notice the loss, not the time
+//! until another job ends.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use ractor::{ActorCell, ActorId, ActorRef};
 use tracing::{info, warn};
-use vidpress_cluster::NodeName;
+use vidpress_cluster::{NodeLoad, NodeName};
 
 use super::{GatewayState, Slot};
 use crate::job::JobId;
+use crate::protocol::gateway::node_load;
 use crate::protocol::{SupervisorMsg, WorkerMsg};
 use crate::queue::JobQueue;
 
@@ -26,6 +33,26 @@ pub(super) struct NodeSlots<W> {
     pub free: usize,
     /// The workers this gateway may hand out there.
     pub workers: Vec<W>,
+    /// How many spare workers the node has free (for another node, at most
+    /// what its heartbeats report).
+    pub spare: usize,
+    /// The spare workers this gateway may hand out there.
+    pub spares: Vec<W>,
+}
+
+/// A node's load, as this gateway counts it.
+pub(super) struct Load {
+    pub workers: usize,
+    pub busy: usize,
+    pub queued: usize,
+    pub spare: usize,
+}
+
+impl Load {
+    /// Returns the load in its wire form, as heartbeats carry it.
+    pub fn wire(&self) -> NodeLoad {
+        node_load(self.workers, self.busy, self.queued, self.spare)
+    }
 }
 
 /// What the gateway knows of a job in its queue.
@@ -50,6 +77,51 @@ pub(super) fn pick_node<W>(nodes: &[NodeSlots<W>]) -> Option<usize> {
         .map(|(i, _)| i)
 }
 
+/// Returns the node the next spare worker comes from, for a job whose
+/// attempt was lost: the one with the most spares free that has one to
+/// hand out, the first listed on a tie.
+pub(super) fn pick_spare<W>(nodes: &[NodeSlots<W>]) -> Option<usize> {
+    nodes
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| n.spare > 0 && !n.spares.is_empty())
+        .max_by_key(|(i, n)| (n.spare, std::cmp::Reverse(*i)))
+        .map(|(i, _)| i)
+}
+
+/// Takes a worker for the job at the head of the queue out of `nodes`: a
+/// slot of the node `pick_node` chooses, or, for a job whose attempt was
+/// lost (`recovering`) when no slot is free, a spare of the node
+/// `pick_spare` chooses. Returns the node's index, the worker and whether
+/// it is a spare.
+fn take_worker<W>(nodes: &mut [NodeSlots<W>], recovering: bool) -> Option<(usize, W, bool)> {
+    if let Some(i) = pick_node(nodes) {
+        let slots = &mut nodes[i];
+        let worker = slots.workers.pop()?;
+        slots.free -= 1;
+        return Some((i, worker, false));
+    }
+    if !recovering {
+        return None;
+    }
+    let i = pick_spare(nodes)?;
+    let slots = &mut nodes[i];
+    let worker = slots.spares.pop()?;
+    slots.spare -= 1;
+    Some((i, worker, true))
+}
+
+/// Gives a worker `take_worker` took back to its node.
+fn give_back<W>(slots: &mut NodeSlots<W>, worker: W, spare: bool) {
+    if spare {
+        slots.spares.push(worker);
+        slots.spare += 1;
+    } else {
+        slots.workers.push(worker);
+        slots.free += 1;
+    }
+}
+
 /// Returns whether a worker may be handed out: it holds no slot of this
 /// gateway, runs no attempt here, and has not just refused one.
 pub(super) fn usable(
@@ -72,7 +144,8 @@ pub(super) fn free_on(usable: usize, reported: Option<(u32, u32)>) -> usize {
 }
 
 /// Walks the queue from its head, handing each job a worker of the node
-/// `pick_node` chooses, until the queue or the slots run out. `job` tells
+/// `pick_node` chooses (or a spare, `take_worker`), until the queue or the
+/// slots run out. `job` tells
 /// what is known of a queued job; `dispatch` sends it its slot, or gives
 /// the worker back when it could not. A job whose supervisor is gone (or
 /// not indexed) leaves the queue without taking a slot; each job leaves
@@ -88,19 +161,14 @@ pub(super) fn walk<W, S>(
             queue.pop_front();
             continue;
         };
-        let Some(i) = pick_node(nodes) else {
+        let Some((i, worker, spare)) = take_worker(nodes, queue.front_is_recovering()) else {
             break;
         };
-        let slots = &mut nodes[i];
-        let Some(worker) = slots.workers.pop() else {
-            break;
-        };
-        slots.free -= 1;
         queue.pop_front();
-        if let Err(worker) = dispatch(id, supervisor, &slots.node, worker) {
-            // The supervisor stopped meanwhile: the slot goes to the next job.
-            slots.workers.push(worker);
-            slots.free += 1;
+        if let Err(worker) = dispatch(id, supervisor, &nodes[i].node, worker) {
+            // The supervisor stopped meanwhile: the worker goes to the next
+            // job that may take it.
+            give_back(&mut nodes[i], worker, spare);
         }
     }
 }
@@ -120,6 +188,10 @@ impl GatewayState {
     /// A worker slot of the job is free again: `worker`'s, or every one it
     /// holds; a worker that refused it is skipped for a while.
     pub(super) fn slot_freed(&mut self, job: JobId, worker: Option<ActorId>, rejected: bool) {
+        if !rejected {
+            // Its attempt ran and ended: a job that lost it again says so.
+            self.recovering.remove(&job);
+        }
         let freed = match self.running.get_mut(&job) {
             None => Vec::new(),
             Some(slots) => {
@@ -154,17 +226,32 @@ impl GatewayState {
         self.pump();
     }
 
-    /// Puts a job whose dispatch failed back at the head of the queue.
+    /// Puts a job whose dispatch failed back at the head of the queue (of
+    /// its tenant's line, or of the recovering jobs' when it is one).
     pub(super) fn dispatch_failed(&mut self, id: JobId) {
         let (bytes, tenant) = self
             .jobs
             .get(&id)
             .map_or((0, None), |e| (e.bytes, e.tenant.clone()));
-        self.queue.push_front(id, bytes, tenant);
+        if self.recovering.contains(&id) {
+            self.queue.push_recovering(id, bytes);
+        } else {
+            self.queue.push_front(id, bytes, tenant);
+        }
+        self.pump();
+    }
+
+    /// Puts a job whose attempt was lost in line before every tenant's,
+    /// where it may take a spare worker.
+    pub(super) fn attempt_lost(&mut self, id: JobId) {
+        let bytes = self.jobs.get(&id).map_or(0, |e| e.bytes);
+        self.recovering.insert(id);
+        self.queue.push_recovering(id, bytes);
         self.pump();
     }
 
     pub(super) fn canceled_while_queued(&mut self, id: JobId) {
+        self.recovering.remove(&id);
         self.queue.remove(id);
         self.publish_load();
     }
@@ -173,7 +260,7 @@ impl GatewayState {
     pub(super) fn drain(&mut self) {
         info!(node = %self.args.node, "draining: no new jobs, no new attempts here");
         self.draining = true;
-        for cell in self.workers_of(&self.args.node) {
+        for cell in self.local_workers() {
             let _ = ActorRef::<WorkerMsg>::from(cell).cast(WorkerMsg::Drain);
         }
         self.pump();
@@ -187,13 +274,25 @@ impl GatewayState {
         self.pump();
     }
 
-    /// Returns this node's worker slots, the busy ones and the queue length.
-    pub(super) fn load(&self) -> (usize, usize, usize) {
-        (
-            self.workers_of(&self.args.node).len(),
-            self.local_busy.len(),
-            self.queue.len(),
-        )
+    /// Returns this node's load: its worker slots, the busy ones, the
+    /// queue's length and the spare workers free.
+    pub(super) fn load(&self) -> Load {
+        let me = &self.args.node;
+        let spare = self
+            .spares_of(me)
+            .iter()
+            .filter(|w| !self.local_busy.contains(&w.get_id()))
+            .count();
+        Load {
+            workers: self.workers_of(me).len(),
+            busy: self
+                .local_busy
+                .iter()
+                .filter(|w| !self.spares.contains(w))
+                .count(),
+            queued: self.queue.len(),
+            spare,
+        }
     }
 
     /// Publishes this node's load for the heartbeats, when it changed.
@@ -203,8 +302,7 @@ impl GatewayState {
         };
         // Not `stats()`, which goes over every job: this runs at every
         // dispatch and dequeue.
-        let (workers, busy, queued) = self.load();
-        let load = crate::protocol::gateway::node_load(workers, busy, queued);
+        let load = self.load().wire();
         cluster.load.send_if_modified(|current| {
             let changed = *current != load;
             *current = load;
@@ -224,20 +322,26 @@ impl GatewayState {
         };
         let me = &self.args.node;
         let local = usable(self.workers_of(me));
+        let spares = usable(self.spares_of(me));
         let mut nodes = vec![NodeSlots {
             node: me.clone(),
             free: free_on(local.len(), None),
             workers: local,
+            spare: spares.len(),
+            spares,
         }];
         if let Some(cluster) = &self.args.cluster {
             let view = cluster.view.borrow().clone();
             for member in view.up().filter(|m| &m.name != me) {
                 let workers = usable(self.workers_of(&member.name));
+                let spares = usable(self.spares_of(&member.name));
                 let reported = (member.load.workers, member.load.busy);
                 nodes.push(NodeSlots {
                     node: member.name.clone(),
                     free: free_on(workers.len(), Some(reported)),
                     workers,
+                    spare: spares.len().min(member.load.spare as usize),
+                    spares,
                 });
             }
         }
@@ -302,7 +406,108 @@ mod tests {
             node: name(node),
             free,
             workers: workers.to_vec(),
+            spare: 0,
+            spares: Vec::new(),
         }
+    }
+
+    fn with_spares(
+        mut slots: NodeSlots<&'static str>,
+        spares: &[&'static str],
+    ) -> NodeSlots<&'static str> {
+        slots.spare = spares.len();
+        slots.spares = spares.to_vec();
+        slots
+    }
+
+    /// Walks a queue of `lost` (recovering) then `queued` jobs over
+    /// `nodes`, and returns what was sent where.
+    fn walk_recovering(
+        lost: &[JobId],
+        queued: &[JobId],
+        nodes: &mut [NodeSlots<&'static str>],
+    ) -> (Vec<(JobId, NodeName, &'static str)>, JobQueue) {
+        let mut queue = queue_of(queued);
+        for id in lost {
+            queue.push_recovering(*id, 10);
+        }
+        let mut sent = Vec::new();
+        walk(
+            &mut queue,
+            nodes,
+            |_| Queued::Live(()),
+            |id, (), node, w| {
+                sent.push((id, node.clone(), w));
+                Ok(())
+            },
+        );
+        (sent, queue)
+    }
+
+    #[test]
+    fn a_job_whose_attempt_was_lost_takes_a_spare_when_every_slot_is_busy() {
+        let ids = ids(3);
+        let (lost, queued) = (ids[0], &ids[1..]);
+        let mut nodes = [
+            with_spares(slots("a", 0, &[]), &["a-spare"]),
+            with_spares(slots("b", 0, &[]), &["b-spare"]),
+        ];
+        let (sent, queue) = walk_recovering(&[lost], queued, &mut nodes);
+        assert_eq!(sent, vec![(lost, name("a"), "a-spare")]);
+        // The jobs queued before the loss wait for a slot; no spare for them.
+        assert_eq!(queue.len(), 2);
+        assert_eq!(nodes[1].spares, vec!["b-spare"]);
+    }
+
+    #[test]
+    fn a_job_whose_attempt_was_lost_takes_a_free_slot_before_a_spare() {
+        let ids = ids(2);
+        let mut nodes = [
+            with_spares(slots("a", 0, &[]), &["a-spare"]),
+            with_spares(slots("b", 1, &["b1"]), &["b-spare"]),
+        ];
+        let (sent, queue) = walk_recovering(&ids, &[], &mut nodes);
+        assert_eq!(
+            sent,
+            vec![(ids[0], name("b"), "b1"), (ids[1], name("a"), "a-spare")]
+        );
+        assert!(queue.is_empty());
+    }
+
+    #[test]
+    fn a_spare_another_node_reports_busy_is_not_handed_out() {
+        let ids = ids(1);
+        let mut busy_b = with_spares(slots("b", 0, &[]), &["b-spare"]);
+        busy_b.spare = 0;
+        let mut nodes = [slots("a", 0, &[]), busy_b];
+        let (sent, queue) = walk_recovering(&ids, &[], &mut nodes);
+        assert!(sent.is_empty());
+        assert_eq!(queue.len(), 1);
+    }
+
+    #[test]
+    fn a_spare_whose_dispatch_could_not_be_sent_stays_a_spare() {
+        let ids = ids(2);
+        let (gone, lost) = (ids[0], ids[1]);
+        let mut queue = JobQueue::default();
+        queue.push_recovering(gone, 10);
+        queue.push_recovering(lost, 10);
+        let mut nodes = [with_spares(slots("a", 0, &[]), &["a-spare"])];
+        let mut sent = Vec::new();
+        walk(
+            &mut queue,
+            &mut nodes,
+            |_| Queued::Live(()),
+            |id, (), _, w| {
+                if id == gone {
+                    return Err(w);
+                }
+                sent.push((id, w));
+                Ok(())
+            },
+        );
+        assert_eq!(sent, vec![(lost, "a-spare")]);
+        assert_eq!((nodes[0].free, nodes[0].spare), (0, 0));
     }
 
     #[test]

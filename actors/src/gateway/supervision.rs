@@ -16,7 +16,7 @@ use tracing::{error, info};
 use vidpress_transcode::{ErrorCode, TranscodeError};
 
 use super::scheduler::take_slots;
-use super::{spawn_worker, GatewayState};
+use super::{spawn_worker, GatewayState, WorkerKind};
 use crate::job::{JobId, JobSnapshot, JobState, JobStatus};
 use crate::paths;
 use crate::protocol::{GatewayMsg, SupervisorMsg, WorkerMsg};
@@ -107,9 +107,17 @@ impl GatewayState {
             // Shutting down: the slot is not needed any more.
             return;
         }
-        match spawn_worker(myself, &self.args, &self.inputs).await {
+        let kind = if self.spares.remove(&id) {
+            WorkerKind::Spare
+        } else {
+            WorkerKind::Regular
+        };
+        match spawn_worker(myself, &self.args, &self.inputs, kind).await {
             Ok(worker) => {
-                info!(node = %self.args.node, worker = %worker.get_id(), "worker started again")
+                if kind == WorkerKind::Spare {
+                    self.spares.insert(worker.get_id());
+                }
+                info!(node = %self.args.node, worker = %worker.get_id(), ?kind, "worker started again")
             }
             Err(e) => error!(node = %self.args.node, error = %e, "cannot start a worker again"),
         }

@@ -82,6 +82,8 @@ pub struct NodeStats {
     pub workers: usize,
     pub busy: usize,
     pub queued: usize,
+    /// Spare workers free (held back for jobs whose attempt was lost).
+    pub spare: usize,
     /// Jobs owned here that are not terminal yet.
     pub active: usize,
     /// The node is shutting down and takes no new work.
@@ -95,17 +97,18 @@ pub struct NodeStats {
 impl NodeStats {
     /// Returns the load figures as heartbeats carry them.
     pub fn load(&self) -> NodeLoad {
-        node_load(self.workers, self.busy, self.queued)
+        node_load(self.workers, self.busy, self.queued, self.spare)
     }
 }
 
 /// Returns a node's load in its wire form (counts saturate at `u32::MAX`).
-pub(crate) fn node_load(workers: usize, busy: usize, queued: usize) -> NodeLoad {
+pub(crate) fn node_load(workers: usize, busy: usize, queued: usize, spare: usize) -> NodeLoad {
     let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
     NodeLoad {
         workers: count(workers),
         busy: count(busy),
         queued: count(queued),
+        spare: count(spare),
     }
 }
 
@@ -194,6 +197,10 @@ pub enum GatewayMsg {
     /// A job's dispatch failed, or a split job has more pieces to run than
     /// slots: put it back at the head of the queue (for one more slot).
     DispatchFailed(JobId),
+    /// A job's attempt was lost (its worker's node died, froze, was cut off
+    /// or shut down): it goes first in line, and may run on a spare worker
+    /// when every other slot is busy.
+    AttemptLost(JobId),
 }
 
 /// What became of a cancel asked of a job's copy ([`GatewayMsg::KeepCancel`]).

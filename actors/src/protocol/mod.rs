@@ -20,7 +20,7 @@ pub use gateway::{
 pub use supervisor::{Subscription, SupervisorMsg};
 pub use worker::{Assignment, AttemptReport, PieceWork, WorkerMsg};
 
-use ractor::ActorRef;
+use ractor::{ActorCell, ActorRef};
 use vidpress_cluster::NodeName;
 
 /// Returns the process group of the gateway of `node`.
@@ -39,4 +39,20 @@ pub fn gateway_of(scope: &str, node: &NodeName) -> Option<ActorRef<GatewayMsg>> 
 /// Returns the process group of the workers of `node`.
 pub fn workers_group(node: &NodeName) -> String {
     format!("vidpress.workers.{node}")
+}
+
+/// Returns the process group of the spare workers of `node`: held back for
+/// jobs whose attempt was lost, so they run again at once instead of
+/// behind the queue.
+pub fn spares_group(node: &NodeName) -> String {
+    format!("vidpress.spares.{node}")
+}
+
+/// Returns every worker of `node`, spares too: the ones to tell when an
+/// attempt there must stop, whichever kind runs it.
+pub fn all_workers_of(scope: &str, node: &NodeName) -> Vec<ActorCell> {
+    let scope = scope.to_owned();
+    let mut workers = ractor::pg::get_scoped_members(&scope, &workers_group(node));
+    workers.extend(ractor::pg::get_scoped_members(&scope, &spares_group(node)));
+    workers
 }

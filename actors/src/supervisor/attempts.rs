@@ -16,7 +16,7 @@ use crate::counters::Attempt;
 use crate::job::{EventKind, JobState};
 use crate::paths;
 use crate::protocol::{
-    workers_group, Assignment, AttemptReport, GatewayMsg, SupervisorMsg, WorkerMsg,
+    all_workers_of, Assignment, AttemptReport, GatewayMsg, SupervisorMsg, WorkerMsg,
 };
 
 /// An attempt whose worker has not said it started by then is lost (the
@@ -156,7 +156,7 @@ impl SupervisorState {
             }
             Step::Requeue => {
                 self.release(true);
-                self.requeue();
+                self.requeue(GatewayMsg::DispatchFailed(self.job.id));
             }
             Step::Lost(loss, reason) => self.retry(loss, reason),
             Step::Nothing => {}
@@ -253,14 +253,16 @@ impl SupervisorState {
             self.record.lost_attempts = self.losses.worker;
             self.record.interrupted = self.losses.interrupted;
             self.dirty = true;
-            self.requeue();
+            self.requeue(GatewayMsg::AttemptLost(self.job.id));
         }
     }
 
-    fn requeue(&mut self) {
+    /// Puts the job back in the gateway's queue, as `requeue` says: after a
+    /// refused dispatch, or an attempt lost.
+    fn requeue(&mut self, requeue: GatewayMsg) {
         self.job.state = JobState::Queued;
         self.job.node = None;
-        let _ = self.gateway.cast(GatewayMsg::DispatchFailed(self.job.id));
+        let _ = self.gateway.cast(requeue);
         self.status_changed(None);
     }
 
@@ -269,7 +271,7 @@ impl SupervisorState {
     /// is re-established); only the one running the attempt acts on it.
     pub(super) fn stop_attempt(&self) {
         let Some(node) = &self.job.node else { return };
-        for cell in ractor::pg::get_scoped_members(&self.scope, &workers_group(node)) {
+        for cell in all_workers_of(&self.scope, node) {
             let _ = ActorRef::<WorkerMsg>::from(cell).cast(WorkerMsg::Cancel {
                 job: self.job.id,
                 attempt: self.job.attempt,

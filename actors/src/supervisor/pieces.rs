@@ -20,7 +20,7 @@ use crate::counters::Attempt;
 use crate::job::{EventKind, JobState, Piece};
 use crate::paths;
 use crate::protocol::{
-    workers_group, Assignment, AttemptReport, GatewayMsg, SupervisorMsg, WorkerMsg,
+    all_workers_of, Assignment, AttemptReport, GatewayMsg, SupervisorMsg, WorkerMsg,
 };
 use crate::record::{DonePiece, SplitRecord};
 use crate::replication;
@@ -448,7 +448,7 @@ impl SupervisorState {
     }
 
     fn stop_piece(&self, run: &Run) {
-        for cell in ractor::pg::get_scoped_members(&self.scope, &workers_group(&run.node)) {
+        for cell in all_workers_of(&self.scope, &run.node) {
             let _ = ActorRef::<WorkerMsg>::from(cell).cast(WorkerMsg::Cancel {
                 job: self.job.id,
                 attempt: run.attempt,

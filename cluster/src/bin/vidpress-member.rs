@@ -50,6 +50,7 @@ async fn run(config: ClusterConfig, workers: u32) -> i32 {
         workers,
         busy: 0,
         queued: 0,
+        spare: 0,
     });
     let mut term = signal(SignalKind::terminate()).expect("a SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("a SIGINT handler");
