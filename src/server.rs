@@ -267,21 +267,25 @@ impl Server {
 }
 
 /// Waits, up to `timeout`, until the node owns no unfinished job, its
-/// workers are idle and the standbys that are up hold the latest records of
+/// workers (spares too) are idle and the standbys that are up hold the latest records of
 /// its jobs (so no finished job is run again by a standby after the stop).
 async fn drain(jobs: &Jobs, timeout: Duration) {
     jobs.drain();
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         match jobs.stats().await {
-            Ok(stats) if stats.active == 0 && stats.busy == 0 && stats.unsynced == 0 => {
+            Ok(stats)
+                if stats.active == 0
+                    && stats.busy + stats.spare_busy == 0
+                    && stats.unsynced == 0 =>
+            {
                 info!("drained");
                 return;
             }
             Ok(stats) if tokio::time::Instant::now() >= deadline => {
                 warn!(
                     active = stats.active,
-                    busy = stats.busy,
+                    busy = stats.busy + stats.spare_busy,
                     unsynced = stats.unsynced,
                     "drain timeout: stopping with unfinished jobs"
                 );

@@ -148,6 +148,7 @@ impl GatewayState {
             busy: load.busy,
             queued: load.queued,
             spare: load.spare,
+            spare_busy: load.spare_busy,
             active: jobs
                 .iter()
                 .filter(|(status, _)| !status.is_terminal())

@@ -46,6 +46,7 @@ pub(super) struct Load {
     pub busy: usize,
     pub queued: usize,
     pub spare: usize,
+    pub spare_busy: usize,
 }
 
 impl Load {
@@ -283,15 +284,17 @@ impl GatewayState {
             .iter()
             .filter(|w| !self.local_busy.contains(&w.get_id()))
             .count();
+        let spare_busy = self
+            .local_busy
+            .iter()
+            .filter(|w| self.spares.contains(w))
+            .count();
         Load {
             workers: self.workers_of(me).len(),
-            busy: self
-                .local_busy
-                .iter()
-                .filter(|w| !self.spares.contains(w))
-                .count(),
+            busy: self.local_busy.len() - spare_busy,
             queued: self.queue.len(),
             spare,
+            spare_busy,
         }
     }
 

@@ -84,6 +84,8 @@ pub struct NodeStats {
     pub queued: usize,
     /// Spare workers free (held back for jobs whose attempt was lost).
     pub spare: usize,
+    /// Spare workers running an attempt (not counted in `busy`).
+    pub spare_busy: usize,
     /// Jobs owned here that are not terminal yet.
     pub active: usize,
     /// The node is shutting down and takes no new work.
