@@ -70,6 +70,24 @@ impl JobQueue {
         self.add(bytes);
     }
 
+    /// Moves the next `count` jobs of the tenants' lines, in turn, to the
+    /// end of the line of jobs whose attempt was lost; returns them.
+    pub fn promote(&mut self, count: usize) -> Vec<JobId> {
+        let mut promoted = Vec::new();
+        while promoted.len() < count {
+            let Some(lane) = self.next_lane().cloned() else {
+                break;
+            };
+            let Some(id) = self.lines.get(&lane).and_then(|l| l.jobs.front()).map(|j| j.0) else {
+                break;
+            };
+            let bytes = self.take_from(&lane);
+            self.recovering.push_back((id, bytes));
+            promoted.push(id);
+        }
+        promoted
+    }
+
     /// Returns the job whose turn is next.
     pub fn front(&self) -> Option<JobId> {
         if let Some((id, _)) = self.recovering.front() {
@@ -92,18 +110,28 @@ impl JobQueue {
             return Some(id);
         }
         let lane = self.next_lane()?.clone();
-        self.pops += 1;
-        let pops = self.pops;
-        let line = self.lines.get_mut(&lane)?;
-        let (id, bytes) = line.jobs.pop_front()?;
-        line.turns += 1;
-        line.served_at = pops;
-        if line.jobs.is_empty() {
-            self.lines.remove(&lane);
-        }
+        let id = self.lines.get(&lane)?.jobs.front()?.0;
+        let bytes = self.take_from(&lane);
         self.len -= 1;
         self.bytes -= bytes;
         Some(id)
+    }
+
+    /// Takes the first job of `lane`'s line out as a turn of that line, and
+    /// returns its size (the totals are the caller's to keep).
+    fn take_from(&mut self, lane: &Lane) -> u64 {
+        self.pops += 1;
+        let pops = self.pops;
+        let Some(line) = self.lines.get_mut(lane) else {
+            return 0;
+        };
+        let bytes = line.jobs.pop_front().map_or(0, |(_, bytes)| bytes);
+        line.turns += 1;
+        line.served_at = pops;
+        if line.jobs.is_empty() {
+            self.lines.remove(lane);
+        }
+        bytes
     }
 
     /// Takes a job out wherever it is in line.
@@ -226,6 +254,23 @@ mod tests {
         let rest = [queue.pop_front(), queue.pop_front()];
         assert!(rest.contains(&Some(a)) && rest.contains(&Some(b)));
         assert!(queue.is_empty());
+    }
+
+    #[test]
+    fn promoted_jobs_join_the_line_of_lost_ones_in_turn() {
+        let node = node();
+        let mut queue = JobQueue::default();
+        let (a1, a2, b1) = (JobId::new(&node), JobId::new(&node), JobId::new(&node));
+        let lost = JobId::new(&node);
+        queue.push_back(a1, 1, tenant("acme"));
+        queue.push_back(a2, 1, tenant("acme"));
+        queue.push_back(b1, 1, tenant("globex"));
+        queue.push_recovering(lost, 1);
+        assert_eq!(queue.promote(2), vec![a1, b1]);
+        assert_eq!((queue.len(), queue.bytes()), (4, 4));
+        let order: Vec<_> = std::iter::from_fn(|| queue.pop_front()).collect();
+        assert_eq!(order, vec![lost, a1, b1, a2]);
+        assert!(queue.promote(3).is_empty());
     }
 
     #[test]

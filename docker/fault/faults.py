@@ -698,7 +698,10 @@ class Harness:
 
     def track(self, f: Fault, timeout: float = 150.0) -> None:
         """Polls the affected jobs every 100 ms until each runs again
-        elsewhere under a higher attempt, or is terminal."""
+        elsewhere under a higher attempt, or is terminal. A job running at
+        the fault that ends under that same attempt was never stopped (a
+        drain let it finish, or only its owner was lost): its recovery is 0,
+        and `how` says when it ended."""
         pending = set(f.affected)
         while pending and not STOP.is_set() and now() - f.t0 < timeout:
             for jid in list(pending):
@@ -717,7 +720,13 @@ class Harness:
                 healed = f.t_heal is not None
                 lost = f.affected[jid].get("lost_segments")
                 how = None
-                if st in TERMINAL:
+                secs = now() - f.t0
+                kept = (f.affected[jid]["status"] == "running" and a0 > 0 and attempt == a0
+                        and lost is None)
+                if st in TERMINAL and kept:
+                    how = f"kept running: attempt {a0} {st} after {secs:.2f}s"
+                    secs = 0.0
+                elif st in TERMINAL:
                     how = st
                 elif lost is not None:
                     # A split job: every piece dispatch raises the attempt, so
@@ -734,7 +743,6 @@ class Harness:
                 elif st == "running" and attempt > a0 and (on != f.target or healed):
                     how = f"running attempt {attempt} on {on}"
                 if how:
-                    secs = now() - f.t0
                     f.recovered[jid] = (round(secs, 3), how)
                     pending.discard(jid)
                     LOG("recovered", f"{jid} after {f.kind} of {f.target}: {how} after {secs:.2f}s (asked {node})",
@@ -1378,6 +1386,8 @@ def summarize(h: Harness, check: dict | None, started: float) -> dict:
             "rounds": h.rounds_done.count(k),
             "affected_jobs": sum(len(f.affected) for f in fs),
             "recovered_jobs": sum(len(f.recovered) for f in fs),
+            "kept_running_jobs": sum(1 for f in fs for r in f.recovered.values()
+                                     if r[1].startswith("kept running")),
             "unrecovered_jobs": sum(len(f.affected) - len(f.recovered) for f in fs),
             "accepted_in_rounds": sum(1 for j in h.jobs.values() if h.kinds[j.round] == k),
             "lost_in_rounds": sum(1 for j in lost if h.kinds[h.jobs[j].round] == k),
@@ -1599,6 +1609,7 @@ def main() -> int:
                   f"{e['state']}; {'; '.join(e['problems'] + e['duplicates'])}")
     print(f"{c['checks']['passed']} passed, {c['checks']['failed']} failed")
     rec = "; ".join(f"{k} x{v['faults']}: median {v['recovery_s']['median']}s worst {v['recovery_s']['worst']}s"
+                    f"{' (' + str(v['kept_running_jobs']) + ' of ' + str(v['recovered_jobs']) + ' kept running)' if v['kept_running_jobs'] else ''}"
                     f"{' (' + str(v['unrecovered_jobs']) + ' unrecovered)' if v['unrecovered_jobs'] else ''}"
                     for k, v in c["faults"].items())
     by_tenant = ", ".join(f"{t} {n}" for t, n in c["accepted_by_tenant"].items())

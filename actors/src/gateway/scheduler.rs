@@ -264,6 +264,12 @@ impl GatewayState {
         for cell in self.local_workers() {
             let _ = ActorRef::<WorkerMsg>::from(cell).cast(WorkerMsg::Drain);
         }
+        // The node's slots are gone until it is back: as many of its queued
+        // jobs as it had slots go first in line, with the spares elsewhere,
+        // as when a node is lost.
+        for id in self.queue.promote(self.args.workers) {
+            self.recovering.insert(id);
+        }
         self.pump();
     }
 
