@@ -78,7 +78,12 @@ impl JobQueue {
             let Some(lane) = self.next_lane().cloned() else {
                 break;
             };
-            let Some(id) = self.lines.get(&lane).and_then(|l| l.jobs.front()).map(|j| j.0) else {
+            let Some(id) = self
+                .lines
+                .get(&lane)
+                .and_then(|l| l.jobs.front())
+                .map(|j| j.0)
+            else {
                 break;
             };
             let bytes = self.take_from(&lane);
