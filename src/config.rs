@@ -37,9 +37,10 @@ pub struct ServeConfig {
     pub workers: Option<usize>,
     /// Spare workers held back for jobs whose attempt was lost (their node
     /// died, froze, was cut off or restarted): such a job runs again on one
-    /// at once when every other worker is busy, instead of behind the queue.
-    #[arg(long, env = "VIDPRESS_SPARE_WORKERS", default_value_t = 1)]
-    pub spare_workers: usize,
+    /// at once when every other worker is busy, instead of behind the queue
+    /// [default: 1, none on a node with no workers].
+    #[arg(long, env = "VIDPRESS_SPARE_WORKERS")]
+    pub spare_workers: Option<usize>,
     /// Largest upload accepted, in bytes.
     #[arg(long, env = "VIDPRESS_MAX_UPLOAD_BYTES", default_value_t = 4 << 30)]
     pub max_upload_bytes: u64,
@@ -270,6 +271,13 @@ impl ServeConfig {
         })
     }
 
+    /// Returns the number of spare workers to start: one unless set, none
+    /// on a node that runs no transcodes.
+    pub fn spare_workers(&self) -> usize {
+        self.spare_workers
+            .unwrap_or(if self.workers() == 0 { 0 } else { 1 })
+    }
+
     /// Returns how long videos are split, and from what length.
     pub fn split(&self) -> SplitPolicy {
         SplitPolicy {
@@ -317,5 +325,16 @@ mod tests {
         assert_eq!(config.http_url(bound), "https://node-2:8443");
         config.advertise_http = Some("https://vidpress.example/".into());
         assert_eq!(config.http_url(bound), "https://vidpress.example");
+    }
+
+    #[test]
+    fn a_node_without_workers_has_no_spare_unless_asked() {
+        let mut config = ServeConfig::defaults();
+        config.workers = Some(2);
+        assert_eq!(config.spare_workers(), 1);
+        config.workers = Some(0);
+        assert_eq!(config.spare_workers(), 0);
+        config.spare_workers = Some(3);
+        assert_eq!(config.spare_workers(), 3);
     }
 }

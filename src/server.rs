@@ -161,7 +161,7 @@ impl Server {
             node: config.node_name(),
             data_dir: config.data_dir.clone(),
             workers: config.workers(),
-            spare_workers: config.spare_workers,
+            spare_workers: config.spare_workers(),
             queue_capacity: config.queue_capacity,
             tenant_max_active: config.tenant_max_active,
             command: ChildCommand {
