@@ -70,23 +70,29 @@ pub(super) enum Queued<S> {
 /// slots that has a worker to hand out, the first listed on a tie (this
 /// node is listed first).
 pub(super) fn pick_node<W>(nodes: &[NodeSlots<W>]) -> Option<usize> {
-    nodes
-        .iter()
-        .enumerate()
-        .filter(|(_, n)| n.free > 0 && !n.workers.is_empty())
-        .max_by_key(|(i, n)| (n.free, std::cmp::Reverse(*i)))
-        .map(|(i, _)| i)
+    most_free(nodes, |n| (n.free, n.workers.len()))
 }
 
 /// Returns the node the next spare worker comes from, for a job whose
 /// attempt was lost: the one with the most spares free that has one to
 /// hand out, the first listed on a tie.
 pub(super) fn pick_spare<W>(nodes: &[NodeSlots<W>]) -> Option<usize> {
+    most_free(nodes, |n| (n.spare, n.spares.len()))
+}
+
+/// Returns the node with the most free (`free`: how many it has free, and
+/// how many workers this gateway may hand out there), of those with both;
+/// the first listed on a tie.
+fn most_free<W>(
+    nodes: &[NodeSlots<W>],
+    free: impl Fn(&NodeSlots<W>) -> (usize, usize),
+) -> Option<usize> {
     nodes
         .iter()
         .enumerate()
-        .filter(|(_, n)| n.spare > 0 && !n.spares.is_empty())
-        .max_by_key(|(i, n)| (n.spare, std::cmp::Reverse(*i)))
+        .map(|(i, n)| (i, free(n)))
+        .filter(|(_, (free, workers))| *free > 0 && *workers > 0)
+        .max_by_key(|(i, (free, _))| (*free, std::cmp::Reverse(*i)))
         .map(|(i, _)| i)
 }
 
@@ -453,6 +459,29 @@ mod tests {
         (sent, queue)
     }
 
+    /// Walks `queue` over `nodes` where the dispatch of `unsent` cannot be
+    /// sent (its supervisor stopped); returns what was sent, and with what.
+    fn walk_unsent(
+        queue: &mut JobQueue,
+        nodes: &mut [NodeSlots<&'static str>],
+        unsent: JobId,
+    ) -> Vec<(JobId, &'static str)> {
+        let mut sent = Vec::new();
+        walk(
+            queue,
+            nodes,
+            |_| Queued::Live(()),
+            |id, (), _, w| {
+                if id == unsent {
+                    return Err(w);
+                }
+                sent.push((id, w));
+                Ok(())
+            },
+        );
+        sent
+    }
+
     #[test]
     fn a_job_whose_attempt_was_lost_takes_a_spare_when_every_slot_is_busy() {
         let ids = ids(3);
@@ -502,19 +531,7 @@ mod tests {
         queue.push_recovering(gone, 10);
         queue.push_recovering(lost, 10);
         let mut nodes = [with_spares(slots("a", 0, &[]), &["a-spare"])];
-        let mut sent = Vec::new();
-        walk(
-            &mut queue,
-            &mut nodes,
-            |_| Queued::Live(()),
-            |id, (), _, w| {
-                if id == gone {
-                    return Err(w);
-                }
-                sent.push((id, w));
-                Ok(())
-            },
-        );
+        let sent = walk_unsent(&mut queue, &mut nodes, gone);
         assert_eq!(sent, vec![(lost, "a-spare")]);
         assert_eq!((nodes[0].free, nodes[0].spare), (0, 0));
     }
@@ -670,19 +687,7 @@ mod tests {
         let (a, b) = (ids[0], ids[1]);
         let mut queue = queue_of(&ids);
         let mut nodes = [slots("a", 1, &["a1"])];
-        let mut sent = Vec::new();
-        walk(
-            &mut queue,
-            &mut nodes,
-            |_| Queued::Live(()),
-            |id, (), _, w| {
-                if id == a {
-                    return Err(w);
-                }
-                sent.push((id, w));
-                Ok(())
-            },
-        );
+        let sent = walk_unsent(&mut queue, &mut nodes, a);
         assert_eq!(sent, vec![(b, "a1")]);
         assert!(queue.is_empty());
         assert!(nodes[0].workers.is_empty());
