@@ -3,8 +3,8 @@
 //! the libav* libraries and every codec library they pull in) for each
 //! one. Measured on the two-core machine the benchmarks run on, on a
 //! 227 KB 320x240 clip: 60 ms of CPU for a probe in a child of its own,
-//! 49 ms of it the start-up; the probe itself (open, decode one picture,
-//! scale, JPEG) about 10 ms.
+//! 49 ms of it the start-up; 3 ms for each probe of a kept child (2 ms
+//! once the thumbnail's decoder ran on one thread).
 //!
 //! **Invariant:** a served probe costs the node what a probe in a child of
 //! its own does, save the start-up. Each child is started in the same
