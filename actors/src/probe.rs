@@ -7,16 +7,18 @@
 //!
 //! A [`Prober`] is the node's: it holds the child command, the node's
 //! [`Limits`] and a semaphore of [`MAX_PROBES`] permits, so a burst of
-//! uploads queues for a few children rather than forking one each. It
-//! runs in a task of its own, never in an actor's handler, and holds no
-//! worker slot.
+//! uploads queues for a few children rather than forking one each. Probes
+//! run in children that serve one after another ([`ProbeChildren`]), since
+//! starting the binary costs several times what probing a small clip
+//! does; a plan or a join gets a child of its own. It runs in a task of
+//! its own, never in an actor's handler, and holds no worker slot.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
-use vidpress_transcode::driver::{self, ChildCommand};
+use vidpress_transcode::driver::{self, ChildCommand, ProbeChildren};
 use vidpress_transcode::{
     ChildEvent, EncodeOptions, ErrorCode, JoinWork, Limits, MediaInfo, Output, SegmentPlan, Task,
     TranscodeError, TranscodeJob,
@@ -44,16 +46,19 @@ pub struct Prober {
     limits: Limits,
     stall_timeout: Duration,
     permits: Arc<Semaphore>,
+    probes: Arc<ProbeChildren>,
 }
 
 impl Prober {
     /// Returns a prober running `command` under `limits`, at most
     /// [`MAX_PROBES`] at once.
     pub fn new(command: ChildCommand, limits: Limits, stall_timeout: Duration) -> Self {
+        let stall_timeout = stall_timeout.min(PROBE_TIMEOUT);
         Prober {
+            probes: Arc::new(ProbeChildren::new(command.clone(), limits, stall_timeout)),
             command,
             limits,
-            stall_timeout: stall_timeout.min(PROBE_TIMEOUT),
+            stall_timeout,
             permits: Arc::new(Semaphore::new(MAX_PROBES)),
         }
     }
@@ -69,28 +74,22 @@ impl Prober {
                 thumbnail: false,
             };
         };
-        let job = TranscodeJob {
-            input,
-            output: thumbnail,
-            options: EncodeOptions::default(),
-            limits: self.limits,
-            task: Task::Probe,
-        };
         let mut media = None;
-        let run = driver::run(&self.command, &job, self.stall_timeout, |event| {
+        let run = self.probes.probe(input.clone(), thumbnail, |event| {
             if let ChildEvent::Probed(found) = event {
                 media = Some(found);
             }
         });
+        // Dropping the probe at the timeout kills its child.
         let outcome = tokio::time::timeout(PROBE_TIMEOUT, run).await;
         let thumbnail = match outcome {
             Ok(Ok(_bytes)) => true,
             Ok(Err(e)) => {
-                tracing::debug!(input = %job.input.display(), error = %e, "probe failed");
+                tracing::debug!(input = %input.display(), error = %e, "probe failed");
                 false
             }
             Err(_elapsed) => {
-                tracing::warn!(input = %job.input.display(), "probe timed out");
+                tracing::warn!(input = %input.display(), "probe timed out");
                 false
             }
         };

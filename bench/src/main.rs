@@ -341,12 +341,22 @@ impl Bench {
             ("baseline that fsyncs", format!("{durable_url}/jobs")),
             ("one node, no workers", format!("{}/jobs", node.base())),
         ];
+        let pids = [_base.0.id(), _durable.0.id(), node.pid()];
+        // CPU each side spent during its runs; the node's also in all,
+        // from its first run until the probes it still had queued are done.
+        let mut cpu = [0.0f64; 3];
+        let mut node_from = None;
         let half = self.duration / 2;
         let mut runs: Vec<Option<wrk::Load>> = vec![None; urls.len()];
         for i in (0..urls.len()).chain((0..urls.len()).rev()) {
             let (name, url) = &urls[i];
             eprintln!("submit: {name}");
+            let before = node::cpu_seconds_with_children(pids[i])?;
+            if i == 2 && node_from.is_none() {
+                node_from = Some(before);
+            }
             let load = self.load_for(half, "submit.lua", url, &env)?;
+            cpu[i] += node::cpu_seconds_with_children(pids[i])? - before;
             runs[i] = Some(match runs[i] {
                 Some(first) => first.merge(&load),
                 None => load,
@@ -356,6 +366,15 @@ impl Bench {
         let [Some(base), Some(durable), Some(ours)] = runs[..] else {
             bail!("a submit run is missing");
         };
+        let node_all = node_idle_cpu(&node).await? - node_from.unwrap_or_default();
+        let per_request = |cpu: f64, load: &wrk::Load| 1e3 * cpu / load.requests.max(1) as f64;
+        let cpu_note = format!(
+            "during the runs: {:.3} ms (a bare handler that fdatasyncs: {:.3} ms); \
+             all the node's CPU from its first run until its probes were done: {:.3} ms",
+            per_request(cpu[2], &ours),
+            per_request(cpu[1], &durable),
+            per_request(node_all, &ours),
+        );
         drop((node, _base, _durable));
         for name in ["submit-baseline", "submit-durable", "submit-one"] {
             self.settle(name)?;
@@ -398,6 +417,14 @@ impl Bench {
                 &durable,
                 Goal::Report,
                 note(&durable),
+            ),
+            Entry::new(
+                "submit CPU per request",
+                "ms",
+                per_request(cpu[2], &ours),
+                per_request(cpu[0], &base),
+                Goal::Report,
+                cpu_note,
             ),
             Entry::throughput(
                 "submit throughput, replicated (2 nodes)",
@@ -942,6 +969,22 @@ impl FanOut {
 
 /// Writes every dirty page to the disk (sync(2)), so that a run does not pay
 /// for the writeback of the one before.
+/// Waits until `node` has used no CPU for a second (the probes of the jobs
+/// it accepted are done), five minutes at most; returns its CPU seconds,
+/// its children's included.
+async fn node_idle_cpu(node: &Node) -> anyhow::Result<f64> {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut last = node::cpu_seconds_with_children(node.pid())?;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = node::cpu_seconds_with_children(node.pid())?;
+        if now - last < 0.02 || Instant::now() > deadline {
+            return Ok(now);
+        }
+        last = now;
+    }
+}
+
 fn flush_dirty_pages() {
     // SAFETY: sync(2) takes no arguments and cannot fail.
     unsafe { libc::sync() };

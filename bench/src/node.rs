@@ -146,24 +146,7 @@ impl Node {
     /// CPU seconds of the node and of the children it has reaped (its
     /// transcoder processes), from `/proc`.
     pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))?;
-        // Fields after the command name, which is in parentheses.
-        let rest = stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest)
-            .context("malformed /proc stat")?;
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        // utime, stime, cutime, cstime are fields 14-17 (1-based) of the
-        // line; `rest` starts at field 3.
-        let ticks: u64 = fields
-            .get(11..15)
-            .context("short /proc stat")?
-            .iter()
-            .map(|f| f.parse::<u64>().unwrap_or(0))
-            .sum();
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-        Ok(ticks as f64 / hz)
+        cpu_seconds(self.pid())
     }
 }
 
@@ -208,4 +191,41 @@ pub fn set_affinity(tid: libc::pid_t, core: Option<usize>) -> std::io::Result<()
     } else {
         Ok(())
     }
+}
+
+/// CPU seconds of process `pid` and of its children, those it has reaped
+/// and those still running (a node's kept probe children).
+pub fn cpu_seconds_with_children(pid: u32) -> anyhow::Result<f64> {
+    let mut total = cpu_seconds(pid)?;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let children = std::fs::read_to_string(task?.path().join("children")).unwrap_or_default();
+        for child in children.split_whitespace().filter_map(|c| c.parse().ok()) {
+            // A child may end (and be reaped into `pid`'s figure) meanwhile.
+            total += cpu_seconds(child).unwrap_or(0.0);
+        }
+    }
+    Ok(total)
+}
+
+/// CPU seconds of process `pid`: its own user and system time and that of
+/// the children it has reaped.
+pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name, which is in parentheses.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .context("malformed /proc stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime, stime, cutime, cstime are fields 14-17 (1-based) of the
+    // line; `rest` starts at field 3.
+    let ticks: u64 = fields
+        .get(11..15)
+        .context("short /proc stat")?
+        .iter()
+        .map(|f| f.parse::<u64>().unwrap_or(0))
+        .sum();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    Ok(ticks as f64 / hz)
 }

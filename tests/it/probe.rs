@@ -228,7 +228,8 @@ async fn an_accepted_file_that_is_not_a_video_fails_with_its_error_and_no_thumbn
     assert_eq!(error["error"]["code"], "no_thumbnail", "{error}");
 }
 
-/// Probe children of this test process now (the node runs in it).
+/// Probe children of this test process now (the node runs in it): the
+/// children serving probes, `vidpress __transcode probes`.
 fn probe_children() -> usize {
     let me = std::process::id().to_string();
     let Ok(entries) = std::fs::read_dir("/proc") else {
@@ -243,8 +244,12 @@ fn probe_children() -> usize {
                 .rsplit_once(')')
                 .and_then(|(_, rest)| rest.split_whitespace().nth(1).map(str::to_owned));
             let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
             ppid.as_deref() == Some(me.as_str())
-                && String::from_utf8_lossy(&cmdline).contains("\"task\":\"probe\"")
+                && args.windows(2).any(|pair| {
+                    pair[0] == vidpress_transcode::child::SUBCOMMAND.as_bytes()
+                        && pair[1] == vidpress_transcode::child::PROBES.as_bytes()
+                })
         })
         .count()
 }

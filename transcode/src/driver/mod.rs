@@ -28,11 +28,13 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+mod probes;
 mod sandbox;
 
+pub use self::probes::ProbeChildren;
 use self::sandbox::sandbox;
 use crate::protocol::{
-    ChildEvent, ErrorCode, Output, SegmentPlan, Task, TranscodeError, TranscodeJob,
+    ChildEvent, ErrorCode, Limits, Output, SegmentPlan, Task, TranscodeError, TranscodeJob,
 };
 
 /// How much of the child's stderr is kept to explain a crash.
@@ -139,11 +141,56 @@ async fn run_child(
     // Declared before the child so that, on drop, the child is killed first
     // and its file removed after.
     let mut output_guard = RemoveOnDrop(Some(job.output.clone()));
+    let mut command = child_command(cmd, &job_json, &job.limits);
+    command.stdin(Stdio::null());
+    let mut child = command.spawn().map_err(not_started)?;
+    let pid = child.id();
+    tracing::debug!(pid, input = %job.input.display(), "transcoder started");
+
+    let stderr_tail = child.stderr.take().map(|stderr| tokio::spawn(tail(stderr)));
+    let Some(stdout) = child.stdout.take() else {
+        return Err(unreadable());
+    };
+    let mut stdout = BufReader::new(stdout);
+    let (ending, _) = read_events(&mut stdout, stall_timeout, &mut on_event).await;
+
+    let status = match ending {
+        Ending::Done(..) | Ending::Failed(_) | Ending::Vanished => {
+            // It is about to exit on its own; give it a moment, no more.
+            wait_or_kill(&mut child, stall_timeout.min(Duration::from_secs(5))).await
+        }
+        Ending::Stalled | Ending::Malformed => wait_or_kill(&mut child, Duration::ZERO).await,
+    };
+    let stderr = match stderr_tail {
+        Some(task) => tokio::time::timeout(Duration::from_secs(1), task)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default(),
+        None => String::new(),
+    };
+
+    if matches!(ending, Ending::Done(..)) {
+        output_guard.0 = None;
+        if !status.as_ref().is_some_and(ExitStatus::success) {
+            tracing::warn!(
+                pid,
+                ?status,
+                "transcoder reported done but exited uncleanly"
+            );
+        }
+    }
+    conclude(ending, pid, status, &stderr, &job.limits, stall_timeout)
+}
+
+/// Returns the command that starts a child of `cmd` with `last` as its
+/// last argument, in its sandbox under `limits`: stdout and stderr piped,
+/// killed when dropped. Its stdin is the caller's to set.
+fn child_command(cmd: &ChildCommand, last: &str, limits: &Limits) -> Command {
     let mut command = Command::new(&cmd.program);
     command
         .args(&cmd.args)
-        .arg(job_json)
-        .stdin(Stdio::null())
+        .arg(last)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
@@ -156,34 +203,39 @@ async fn run_child(
     if std::env::var_os("SVT_LOG").is_none() {
         command.env("SVT_LOG", "1");
     }
-    sandbox(&mut command, &job.limits);
+    sandbox(&mut command, limits);
+    command
+}
 
-    let mut child = command.spawn().map_err(|err| {
-        TranscodeError::new(
-            ErrorCode::Io,
-            format!(
-                "the transcoder could not be started: {}",
-                err.to_string().to_lowercase()
-            ),
-        )
-    })?;
-    let pid = child.id();
-    tracing::debug!(pid, input = %job.input.display(), "transcoder started");
+fn not_started(err: io::Error) -> TranscodeError {
+    TranscodeError::new(
+        ErrorCode::Io,
+        format!(
+            "the transcoder could not be started: {}",
+            err.to_string().to_lowercase()
+        ),
+    )
+}
 
-    let stderr_tail = child.stderr.take().map(|stderr| tokio::spawn(tail(stderr)));
-    let Some(stdout) = child.stdout.take() else {
-        return Err(TranscodeError::new(
-            ErrorCode::Io,
-            "the transcoder's output could not be read",
-        ));
-    };
-    let mut stdout = BufReader::new(stdout);
+fn unreadable() -> TranscodeError {
+    TranscodeError::new(ErrorCode::Io, "the transcoder's output could not be read")
+}
 
+/// Reads event lines from a child's `stdout`, giving `on_event` the ones
+/// before the outcome, until the outcome, the end of the stream, a line
+/// that is not an event, or no line for `stall_timeout`. Returns how it
+/// ended and whether any line came.
+async fn read_events(
+    stdout: &mut (impl AsyncBufReadExt + Unpin),
+    stall_timeout: Duration,
+    on_event: &mut (impl FnMut(ChildEvent) + Send),
+) -> (Ending, bool) {
+    let mut answered = false;
     let ending = loop {
         let mut line = Vec::new();
         let read = tokio::time::timeout(
             stall_timeout,
-            (&mut stdout)
+            (&mut *stdout)
                 .take(MAX_LINE_BYTES)
                 .read_until(b'\n', &mut line),
         )
@@ -191,7 +243,7 @@ async fn run_child(
         match read {
             Err(_elapsed) => break Ending::Stalled,
             Ok(Err(_)) | Ok(Ok(0)) => break Ending::Vanished,
-            Ok(Ok(_)) => {}
+            Ok(Ok(_)) => answered = true,
         }
         if line.last() != Some(&b'\n') {
             if line.len() as u64 >= MAX_LINE_BYTES {
@@ -217,46 +269,32 @@ async fn run_child(
             Err(_) => break Ending::Malformed,
         }
     };
+    (ending, answered)
+}
 
-    let status = match ending {
-        Ending::Done(..) | Ending::Failed(_) | Ending::Vanished => {
-            // It is about to exit on its own; give it a moment, no more.
-            wait_or_kill(&mut child, stall_timeout.min(Duration::from_secs(5))).await
-        }
-        Ending::Stalled | Ending::Malformed => wait_or_kill(&mut child, Duration::ZERO).await,
-    };
-    let stderr = match stderr_tail {
-        Some(task) => tokio::time::timeout(Duration::from_secs(1), task)
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .unwrap_or_default(),
-        None => String::new(),
-    };
-
+/// Turns how a child's events ended, with its exit `status` (if it
+/// exited) and the tail of its `stderr`, into the job's outcome.
+fn conclude(
+    ending: Ending,
+    pid: Option<u32>,
+    status: Option<ExitStatus>,
+    stderr: &str,
+    limits: &Limits,
+    stall_timeout: Duration,
+) -> Result<(Output, Option<SegmentPlan>), TranscodeError> {
     match ending {
-        Ending::Done(output, plan) => {
-            output_guard.0 = None;
-            if !status.as_ref().is_some_and(ExitStatus::success) {
-                tracing::warn!(
-                    pid,
-                    ?status,
-                    "transcoder reported done but exited uncleanly"
-                );
-            }
-            Ok((output, plan))
-        }
+        Ending::Done(output, plan) => Ok((output, plan)),
         Ending::Failed(err)
             if err.code != ErrorCode::LimitsExceeded
-                && (out_of_memory(&err.message) || out_of_memory(&stderr)) =>
+                && (out_of_memory(&err.message) || out_of_memory(stderr)) =>
         {
             tracing::warn!(pid, error = %err, "transcoder ran out of memory");
-            Err(job.limits.memory_exceeded())
+            Err(limits.memory_exceeded())
         }
         Ending::Failed(err) => Err(err),
-        Ending::Vanished if out_of_memory(&stderr) => {
+        Ending::Vanished if out_of_memory(stderr) => {
             tracing::warn!(pid, ?status, stderr = %stderr, "transcoder ran out of memory");
-            Err(job.limits.memory_exceeded())
+            Err(limits.memory_exceeded())
         }
         Ending::Stalled => {
             tracing::warn!(pid, stderr = %stderr, "transcoder stalled and was killed");

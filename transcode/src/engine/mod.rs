@@ -186,6 +186,17 @@ fn open_decoder(
     kind: &str,
     limits: &Limits,
 ) -> Result<ffmpeg_next::decoder::Opened, TranscodeError> {
+    open_decoder_with_threads(stream, kind, limits, "auto")
+}
+
+/// Opens a decoder for `stream` as [`open_decoder`] does, with `threads`
+/// (libavcodec's option: a count, or `auto`).
+fn open_decoder_with_threads(
+    stream: &ffmpeg_next::format::stream::Stream,
+    kind: &str,
+    limits: &Limits,
+    threads: &str,
+) -> Result<ffmpeg_next::decoder::Opened, TranscodeError> {
     let parameters = stream.parameters();
     let codec = ffmpeg_next::decoder::find(parameters.id()).ok_or_else(|| {
         TranscodeError::new(
@@ -203,7 +214,7 @@ fn open_decoder(
         (*context.as_mut_ptr()).pkt_timebase = stream.time_base().into();
     }
     let mut options = ffmpeg_next::Dictionary::new();
-    options.set("threads", "auto");
+    options.set("threads", threads);
     options.set("max_pixels", &input::decoder_max_pixels(limits));
     context
         .decoder()

@@ -13,7 +13,7 @@ use std::path::Path;
 use ffmpeg_next::{codec, encoder, ffi, format, frame, software::scaling, Error, Packet, Rational};
 
 use super::input::{self, Input};
-use super::{decode_error_is_fatal, encoder_error, invalid, open_decoder};
+use super::{decode_error_is_fatal, encoder_error, invalid, open_decoder_with_threads};
 use crate::protocol::{ErrorCode, TranscodeError, THUMBNAIL_MAX_WIDTH};
 
 /// Packets read after a seek before giving up on getting a picture there.
@@ -93,7 +93,11 @@ fn first_frame(input: &mut Input) -> Result<Option<frame::Video>, TranscodeError
     let stream = input.ctx.stream(input.video_index).ok_or_else(|| {
         TranscodeError::new(ErrorCode::NoVideoStream, "the file has no video stream")
     })?;
-    let mut decoder = open_decoder(&stream, "video", &input.limits)?
+    // One thread: a frame-threaded decoder holds back its first picture
+    // until each of its threads has a packet (cores + 1 of them), so it
+    // would decode that many pictures, each thread with a copy of the
+    // decoder's state, to give the one wanted here.
+    let mut decoder = open_decoder_with_threads(&stream, "video", &input.limits, "1")?
         .video()
         .map_err(|err| invalid("the video decoder could not be opened", err))?;
     let mut picture = frame::Video::empty();
