@@ -244,24 +244,14 @@ fn find_child(marker: &Path) -> Option<u32> {
         .find_map(|entry| {
             let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-            let (_, ppid) = stat(pid)?;
+            let (_, ppid) = fixtures::stat(pid)?;
             (ppid == me && String::from_utf8_lossy(&cmdline).contains(&marker)).then_some(pid)
         })
 }
 
 /// Returns whether `pid` exists and is not a zombie (a zombie uses no CPU).
 fn is_running(pid: u32) -> bool {
-    stat(pid).is_some_and(|(state, _)| state != 'Z' && state != 'X')
-}
-
-/// Returns the state letter and parent pid of `pid` from /proc.
-fn stat(pid: u32) -> Option<(char, u32)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may contain spaces; fields resume after its ')'.
-    let mut fields = stat[stat.rfind(')')? + 2..].split(' ');
-    let state = fields.next()?.chars().next()?;
-    let ppid = fields.next()?.parse().ok()?;
-    Some((state, ppid))
+    fixtures::stat(pid).is_some_and(|(state, _)| state != 'Z' && state != 'X')
 }
 
 /// Runs the child binary on `job` directly (no driver, so no resource

@@ -410,3 +410,13 @@ pub fn streams<'a>(probe: &'a Value, kind: &str) -> Vec<&'a Value> {
         })
         .unwrap_or_default()
 }
+
+/// Returns the state letter and parent pid of `pid` from /proc.
+pub fn stat(pid: u32) -> Option<(char, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces; fields resume after its ')'.
+    let mut fields = stat[stat.rfind(')')? + 2..].split(' ');
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    Some((state, ppid))
+}

@@ -76,7 +76,7 @@ fn children_marked(marker: &str) -> Vec<u32> {
         .flatten()
         .filter_map(|entry| {
             let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-            let (state, ppid) = stat(pid)?;
+            let (state, ppid) = fixtures::stat(pid)?;
             let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
             let marked = environ
                 .split(|&b| b == 0)
@@ -88,19 +88,10 @@ fn children_marked(marker: &str) -> Vec<u32> {
     found
 }
 
-/// Returns the state letter and parent pid of `pid` from /proc.
-fn stat(pid: u32) -> Option<(char, u32)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let mut fields = stat[stat.rfind(')')? + 2..].split(' ');
-    let state = fields.next()?.chars().next()?;
-    let ppid = fields.next()?.parse().ok()?;
-    Some((state, ppid))
-}
-
 /// Waits up to a second for `pid` to be gone (or a zombie).
 async fn assert_gone(pid: u32) {
     let started = Instant::now();
-    while stat(pid).is_some_and(|(state, _)| state != 'Z' && state != 'X') {
+    while fixtures::stat(pid).is_some_and(|(state, _)| state != 'Z' && state != 'X') {
         assert!(
             started.elapsed() < Duration::from_secs(1),
             "child {pid} still running"
