@@ -366,6 +366,9 @@ class Fault:
     notes: list = field(default_factory=list)
     answers: dict = field(default_factory=dict)  # status code -> count while tracking
     answerable: dict = field(default_factory=dict)  # job -> seconds to the first valid answer
+    # False when docker could not inject it (e.g. the freezer refused a
+    # pause): its jobs are tracked, but left out of the recovery figures.
+    injected: bool = True
 
 
 class Cluster:
@@ -408,6 +411,17 @@ class Cluster:
         LOG("docker", f"docker {' '.join(argv)} -> {'ok' if ok else 'FAILED ' + err} ({now() - t:.2f}s)",
             argv=argv, ok=ok, error=err, took=round(now() - t, 3))
         return ok
+
+    def inject(self, *argv: str, tries: int = 3) -> bool:
+        """Runs a fault's docker command, again after a moment when docker
+        refuses it (the cgroup freezer can fail to freeze a container
+        whose processes are busy forking)."""
+        for attempt in range(tries):
+            if self.docker(*argv):
+                return True
+            if attempt + 1 < tries:
+                time.sleep(0.3)
+        return False
 
     def view(self, node: str) -> dict | None:
         code, body, _ = request(self.url[node], "GET", "/cluster", timeout=1.0, key="admin")
@@ -721,8 +735,12 @@ class Harness:
                 lost = f.affected[jid].get("lost_segments")
                 how = None
                 secs = now() - f.t0
+                # Only a drain lets the faulted node's own attempt go on; of
+                # another node's, only the owner was lost.
                 kept = (f.affected[jid]["status"] == "running" and a0 > 0 and attempt == a0
-                        and lost is None)
+                        and lost is None
+                        and (f.affected[jid]["node"] != f.target
+                             or f.kind in ("restart", "rolling-restart")))
                 if st in TERMINAL and kept:
                     how = f"kept running: attempt {a0} {st} after {secs:.2f}s"
                     secs = 0.0
@@ -853,11 +871,14 @@ class Harness:
             target = self.choose_target(docs, round_no)
             if kind == "pause":
                 c.faulted[target] = "paused"
-                c.docker("pause", c.cid[target])
+                injected = c.inject("pause", c.cid[target])
             else:
                 c.faulted[target] = "disconnected"
-                c.docker("network", "disconnect", c.network, c.cid[target])
+                injected = c.inject("network", "disconnect", c.network, c.cid[target])
             f = self.start_fault(kind, round_no, target, self.affected_by(target, docs))
+            if not injected:
+                f.injected = False
+                f.notes.append(f"docker could not {kind} {target}: not injected, left out of the recovery figures")
             # Submissions during the fault: to a live node (should be
             # accepted) and to the faulted one (cannot be; not a loss).
             live = c.live()
@@ -1049,11 +1070,14 @@ class Harness:
                                                        for s in at_fault)}
         if kind == "kill-segment":
             c.faulted[target] = "killed"
-            c.docker("kill", c.cid[target])
+            injected = c.inject("kill", c.cid[target])
         else:
             c.faulted[target] = "paused"
-            c.docker("pause", c.cid[target])
+            injected = c.inject("pause", c.cid[target])
         f = self.start_fault(kind, round_no, target, affected)
+        if not injected:
+            f.injected = False
+            f.notes.append(f"docker could not {kind} {target}: not injected, left out of the recovery figures")
         f.notes.append(f"split job {jid}: segments {lost} were running on {target} ({role}); "
                        f"done before: {run['done_before_fault']}")
         if kind == "pause-segment":
@@ -1375,14 +1399,16 @@ def summarize(h: Harness, check: dict | None, started: float) -> dict:
         if not fs:
             continue
         fs_steps = [b for (i, _), b in steps.items() if h.faults[i].kind == k]
-        samples = [r[0] for f in fs for r in f.recovered.values()]
-        per_fault = [max((r[0] for r in f.recovered.values()), default=None) for f in fs]
+        injected = [f for f in fs if f.injected]
+        samples = [r[0] for f in injected for r in f.recovered.values()]
+        per_fault = [max((r[0] for r in f.recovered.values()), default=None) for f in injected]
         # Jobs the faulted node owned: how long until a live node answered
         # for them again (a takeover, or the node back).
         owned = [f.answerable[j] for f in fs for j, a in f.affected.items()
                  if a["owner"] == f.target and j in f.answerable]
         kinds[k] = {
             "faults": len(fs),
+            "not_injected": len(fs) - len(injected),
             "rounds": h.rounds_done.count(k),
             "affected_jobs": sum(len(f.affected) for f in fs),
             "recovered_jobs": sum(len(f.recovered) for f in fs),
@@ -1610,6 +1636,7 @@ def main() -> int:
     print(f"{c['checks']['passed']} passed, {c['checks']['failed']} failed")
     rec = "; ".join(f"{k} x{v['faults']}: median {v['recovery_s']['median']}s worst {v['recovery_s']['worst']}s"
                     f"{' (' + str(v['kept_running_jobs']) + ' of ' + str(v['recovered_jobs']) + ' kept running)' if v['kept_running_jobs'] else ''}"
+                    f"{' (' + str(v['not_injected']) + ' not injected)' if v['not_injected'] else ''}"
                     f"{' (' + str(v['unrecovered_jobs']) + ' unrecovered)' if v['unrecovered_jobs'] else ''}"
                     for k, v in c["faults"].items())
     by_tenant = ", ".join(f"{t} {n}" for t, n in c["accepted_by_tenant"].items())
