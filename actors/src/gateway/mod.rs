@@ -23,6 +23,7 @@
 //! | `NodeDown`, `NodeUp`, `TakeOverDown`, `CompareCopies`, `FormerOwnerKept` | `failover` |
 //! | children's ends (supervision events) | `supervision` |
 //!
+//! `slots` holds the scheduler's pure choice of the next worker;
 //! `recovery` brings the jobs of a previous run back in `pre_start`;
 //! `estimate` makes the time estimates that submissions answer with.
 
@@ -33,6 +34,7 @@ mod index;
 mod recovery;
 mod retention;
 mod scheduler;
+mod slots;
 mod supervision;
 
 pub use admission::standby_among;

@@ -15,7 +15,7 @@ use ractor::{ActorId, ActorRef, SupervisionEvent};
 use tracing::{error, info};
 use vidpress_transcode::{ErrorCode, TranscodeError};
 
-use super::scheduler::take_slots;
+use super::slots::take_slots;
 use super::{spawn_worker, GatewayState, WorkerKind};
 use crate::job::{JobId, JobSnapshot, JobState, JobStatus};
 use crate::paths;

@@ -23,6 +23,7 @@ use std::ffi::OsString;
 use std::io;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
@@ -401,24 +402,30 @@ fn describe_duration(duration: Duration) -> String {
 }
 
 /// Reads a pipe to its end, keeping only the last [`STDERR_TAIL_BYTES`].
-async fn tail(mut pipe: impl AsyncRead + Unpin) -> String {
-    let mut kept: Vec<u8> = Vec::with_capacity(2 * STDERR_TAIL_BYTES);
+async fn tail(pipe: impl AsyncRead + Unpin) -> String {
+    let kept = Arc::new(Mutex::new(Vec::new()));
+    keep_tail(pipe, kept.clone()).await;
+    let kept = kept.lock().unwrap_or_else(PoisonError::into_inner);
+    String::from_utf8_lossy(&kept).into_owned()
+}
+
+/// Reads a pipe to its end, keeping its last [`STDERR_TAIL_BYTES`] in
+/// `kept` as they come (a kept probe child's is read between probes).
+async fn keep_tail(mut pipe: impl AsyncRead + Unpin, kept: Arc<Mutex<Vec<u8>>>) {
     let mut chunk = [0u8; 4096];
     loop {
         match pipe.read(&mut chunk).await {
             Ok(0) | Err(_) => break,
             Ok(n) => {
+                let mut kept = kept.lock().unwrap_or_else(PoisonError::into_inner);
                 kept.extend_from_slice(&chunk[..n]);
-                if kept.len() > 2 * STDERR_TAIL_BYTES {
-                    kept.drain(..kept.len() - STDERR_TAIL_BYTES);
+                if kept.len() > STDERR_TAIL_BYTES {
+                    let excess = kept.len() - STDERR_TAIL_BYTES;
+                    kept.drain(..excess);
                 }
             }
         }
     }
-    if kept.len() > STDERR_TAIL_BYTES {
-        kept.drain(..kept.len() - STDERR_TAIL_BYTES);
-    }
-    String::from_utf8_lossy(&kept).into_owned()
 }
 
 #[cfg(test)]

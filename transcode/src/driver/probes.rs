@@ -22,12 +22,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 
 use super::{
-    child_command, conclude, not_started, read_events, unreadable, wait_or_kill, ChildCommand,
-    Ending, RemoveOnDrop, STDERR_TAIL_BYTES,
+    child_command, conclude, keep_tail, not_started, read_events, unreadable, wait_or_kill,
+    ChildCommand, Ending, RemoveOnDrop,
 };
 use crate::child::{PROBES, PROBES_IDLE};
 use crate::protocol::{
@@ -278,23 +278,4 @@ impl ProbeChild {
 /// Returns whether `err` is the memory limit's error.
 fn out_of_memory_error(err: &TranscodeError, limits: &Limits) -> bool {
     err.message == limits.memory_exceeded().message
-}
-
-/// Reads a pipe to its end, keeping its last [`STDERR_TAIL_BYTES`] in
-/// `kept`.
-async fn keep_tail(mut pipe: impl AsyncRead + Unpin, kept: Arc<Mutex<Vec<u8>>>) {
-    let mut chunk = [0u8; 4096];
-    loop {
-        match pipe.read(&mut chunk).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                let mut kept = kept.lock().unwrap_or_else(PoisonError::into_inner);
-                kept.extend_from_slice(&chunk[..n]);
-                if kept.len() > STDERR_TAIL_BYTES {
-                    let excess = kept.len() - STDERR_TAIL_BYTES;
-                    kept.drain(..excess);
-                }
-            }
-        }
-    }
 }
