@@ -333,15 +333,15 @@ impl Bench {
         // measured later would lose: each side runs twice, half as long, in
         // the order A B C C B A, and each run starts with no dirty pages of
         // the one before.
-        let (base_url, _base) = self.baseline("submit-baseline", None)?;
-        let (durable_url, _durable) = self.baseline_server("submit-durable", None, true)?;
+        let (base_url, base_server) = self.baseline("submit-baseline", None)?;
+        let (durable_url, durable_server) = self.baseline_server("submit-durable", None, true)?;
         let node = self.solo("submit-one", 0)?;
         let urls = [
             ("baseline", format!("{base_url}/jobs")),
             ("baseline that fsyncs", format!("{durable_url}/jobs")),
             ("one node, no workers", format!("{}/jobs", node.base())),
         ];
-        let pids = [_base.0.id(), _durable.0.id(), node.pid()];
+        let pids = [base_server.0.id(), durable_server.0.id(), node.pid()];
         // CPU each side spent during its runs; the node's also in all,
         // from its first run until the probes it still had queued are done.
         let mut cpu = [0.0f64; 3];
@@ -375,7 +375,7 @@ impl Bench {
             per_request(cpu[1], &durable),
             per_request(node_all, &ours),
         );
-        drop((node, _base, _durable));
+        drop((node, base_server, durable_server));
         for name in ["submit-baseline", "submit-durable", "submit-one"] {
             self.settle(name)?;
         }
@@ -967,8 +967,6 @@ impl FanOut {
     }
 }
 
-/// Writes every dirty page to the disk (sync(2)), so that a run does not pay
-/// for the writeback of the one before.
 /// Waits until `node` has used no CPU for a second (the probes of the jobs
 /// it accepted are done), five minutes at most; returns its CPU seconds,
 /// its children's included.
@@ -985,6 +983,8 @@ async fn node_idle_cpu(node: &Node) -> anyhow::Result<f64> {
     }
 }
 
+/// Writes every dirty page to the disk (sync(2)), so that a run does not pay
+/// for the writeback of the one before.
 fn flush_dirty_pages() {
     // SAFETY: sync(2) takes no arguments and cannot fail.
     unsafe { libc::sync() };

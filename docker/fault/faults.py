@@ -1412,7 +1412,7 @@ def summarize(h: Harness, check: dict | None, started: float) -> dict:
             "rounds": h.rounds_done.count(k),
             "affected_jobs": sum(len(f.affected) for f in fs),
             "recovered_jobs": sum(len(f.recovered) for f in fs),
-            "kept_running_jobs": sum(1 for f in fs for r in f.recovered.values()
+            "kept_running_jobs": sum(1 for f in injected for r in f.recovered.values()
                                      if r[1].startswith("kept running")),
             "unrecovered_jobs": sum(len(f.affected) - len(f.recovered) for f in fs),
             "accepted_in_rounds": sum(1 for j in h.jobs.values() if h.kinds[j.round] == k),
