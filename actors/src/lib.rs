@@ -25,6 +25,8 @@
 //! - [`replicas`]: the copies a node keeps, as standby, of other nodes' jobs.
 //! - [`tenant`]: [`Tenant`], who a job belongs to.
 //! - [`transfer`]: [`Transfer`], how workers move bytes between nodes.
+//! - [`writeback`]: the disk asked to write a file's bytes as they come,
+//!   so that its sync before an answer has little left to do.
 //!
 //! [`start`] brings a node's actors up.
 
@@ -46,6 +48,7 @@ pub mod supervisor;
 pub mod tenant;
 pub mod transfer;
 pub mod worker;
+pub mod writeback;
 
 pub use counters::{Attempt, Epoch, Seq};
 pub use gateway::{standby_among, ClusterLink, GatewayArgs};

@@ -15,6 +15,7 @@ use std::io::Write;
 use crate::counters::{Attempt, Epoch};
 use crate::job::{JobId, Piece};
 use crate::record::JobRecord;
+use crate::writeback;
 
 /// A file of a job that is copied to its standby.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -167,12 +168,15 @@ pub async fn next_within<S: Stream + Unpin>(
 }
 
 /// A file written from blocking threads in batches of chunks, one batch
-/// in flight while the next is gathered.
+/// in flight while the next is gathered, the disk asked to write each
+/// [`writeback::WINDOW`] as it fills.
 struct Batches {
     file: std::sync::Arc<std::fs::File>,
     writing: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     batch: Vec<Bytes>,
     batched: usize,
+    /// Bytes handed to the file so far.
+    written: u64,
 }
 
 impl Batches {
@@ -182,6 +186,7 @@ impl Batches {
             writing: None,
             batch: Vec::new(),
             batched: 0,
+            written: 0,
         }
     }
 
@@ -202,10 +207,14 @@ impl Batches {
         }
         self.wait().await?;
         let (file, chunks) = (self.file.clone(), std::mem::take(&mut self.batch));
-        self.batched = 0;
+        let before = self.written;
+        self.written += std::mem::take(&mut self.batched) as u64;
+        let after = self.written;
         self.writing = Some(tokio::task::spawn_blocking(move || {
             let mut out = &*file;
-            chunks.iter().try_for_each(|c| out.write_all(c))
+            chunks.iter().try_for_each(|c| out.write_all(c))?;
+            writeback::wrote(&file, before, after);
+            Ok(())
         }));
         Ok(())
     }

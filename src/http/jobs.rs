@@ -137,14 +137,12 @@ pub async fn submit(
             .map_err(|e| limits.body_error(&e));
         upload::receive(&app.uploads_dir, limits, hash, copy.as_mut(), body).await?
     };
-    let Upload {
-        file,
-        bytes,
-        digest,
-    } = upload;
     let copied = match &mut copy {
         None => None,
-        Some(copy) => match copy.finish().await {
+        // This node's copy goes to its disk while the standby makes its
+        // own durable, rather than after. An error here is met again, and
+        // answered, by the job's commit.
+        Some(copy) => match tokio::join!(copy.finish(), upload.sync_data()).0 {
             Ok(copied) => Some(copied),
             Err(e) => {
                 // The supervisor copies the input after the upload, to
@@ -154,6 +152,11 @@ pub async fn submit(
             }
         },
     };
+    let Upload {
+        file,
+        bytes,
+        digest,
+    } = upload;
     let submitted = app
         .jobs
         .submit(SubmitRequest {

@@ -15,7 +15,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
+use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::warn;
@@ -24,8 +25,9 @@ use vidpress_actors::{standby_among, CopiedInput, JobId};
 use super::App;
 use crate::transfer::HttpTransfer;
 
-/// Bytes gathered before they go on to the standby: one write to its
-/// socket for many of the client's chunks (tens of KiB each).
+/// Bytes gathered before they go on to the standby: one wake of its
+/// request for many of the client's chunks (tens of KiB each), which go
+/// on as they are, uncopied.
 const BATCH_BYTES: usize = 256 * 1024;
 
 /// Batches in flight to the standby at most.
@@ -45,9 +47,10 @@ pub struct StandbyCopy {
     standby_http: String,
     transfer: Arc<HttpTransfer>,
     /// `None` once given up on (or finished).
-    sender: Option<mpsc::Sender<Bytes>>,
-    /// Bytes not sent on yet.
-    pending: BytesMut,
+    sender: Option<mpsc::Sender<Vec<Bytes>>>,
+    /// Chunks not sent on yet, and their bytes.
+    pending: Vec<Bytes>,
+    pending_bytes: usize,
     /// Set before the sender is dropped by [`Self::finish`]: the end of the
     /// bytes is then the end of the input, not an upload that broke off.
     complete: Arc<AtomicBool>,
@@ -84,7 +87,8 @@ impl StandbyCopy {
             standby_http,
             transfer: app.transfer.clone(),
             sender: Some(sender),
-            pending: BytesMut::new(),
+            pending: Vec::new(),
+            pending_bytes: 0,
             complete,
             request,
             failed: None,
@@ -98,8 +102,9 @@ impl StandbyCopy {
         if self.sender.is_none() {
             return;
         }
-        self.pending.extend_from_slice(chunk);
-        if self.pending.len() >= BATCH_BYTES {
+        self.pending_bytes += chunk.len();
+        self.pending.push(chunk.clone());
+        if self.pending_bytes >= BATCH_BYTES {
             self.flush().await;
         }
     }
@@ -111,7 +116,8 @@ impl StandbyCopy {
         if self.pending.is_empty() {
             return;
         }
-        let batch = self.pending.split().freeze();
+        let batch = std::mem::take(&mut self.pending);
+        self.pending_bytes = 0;
         match tokio::time::timeout(STALL_LIMIT, sender.send(batch)).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => self.give_up("the standby's request ended early".into()),
@@ -180,29 +186,35 @@ impl Drop for StandbyCopy {
     }
 }
 
-/// The body of the standby's request: the chunks sent, then an end if the
-/// copy was finished, else an error, which makes the standby drop what it
-/// received.
+/// The body of the standby's request: the chunks of the batches sent,
+/// then an end if the copy was finished, else an error, which makes the
+/// standby drop what it received.
 fn input_stream(
-    receiver: mpsc::Receiver<Bytes>,
+    receiver: mpsc::Receiver<Vec<Bytes>>,
     complete: Arc<AtomicBool>,
 ) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send + 'static {
-    futures::stream::unfold(Some(receiver), move |receiver| {
+    let batches = futures::stream::unfold(Some(receiver), move |receiver| {
         let complete = complete.clone();
         async move {
             let mut receiver = receiver?;
             match receiver.recv().await {
-                Some(chunk) => Some((Ok(chunk), Some(receiver))),
+                Some(batch) => Some((Ok(batch), Some(receiver))),
                 None if complete.load(Ordering::Acquire) => None,
                 None => Some((Err(std::io::Error::other("the upload broke off")), None)),
             }
         }
+    });
+    batches.flat_map(|batch| {
+        let chunks: Vec<std::io::Result<Bytes>> = match batch {
+            Ok(chunks) => chunks.into_iter().map(Ok).collect(),
+            Err(e) => vec![Err(e)],
+        };
+        futures::stream::iter(chunks)
     })
 }
 
 #[cfg(test)]
 mod tests {
-    use futures::StreamExt;
 
     use super::*;
 
@@ -212,14 +224,16 @@ mod tests {
             let (sender, receiver) = mpsc::channel(4);
             let flag = Arc::new(AtomicBool::new(false));
             let body = input_stream(receiver, flag.clone());
-            sender.send(Bytes::from_static(b"abc")).await.unwrap();
+            let batch = vec![Bytes::from_static(b"ab"), Bytes::from_static(b"c")];
+            sender.send(batch).await.unwrap();
             flag.store(complete, Ordering::Release);
             drop(sender);
             let items: Vec<_> = body.collect().await;
-            assert_eq!(items.len(), if complete { 1 } else { 2 });
-            assert_eq!(items[0].as_ref().unwrap(), &Bytes::from_static(b"abc"));
+            assert_eq!(items.len(), if complete { 2 } else { 3 });
+            assert_eq!(items[0].as_ref().unwrap(), &Bytes::from_static(b"ab"));
+            assert_eq!(items[1].as_ref().unwrap(), &Bytes::from_static(b"c"));
             if !complete {
-                assert!(items[1].is_err(), "a copy broken off must not end cleanly");
+                assert!(items[2].is_err(), "a copy broken off must not end cleanly");
             }
         }
     }
