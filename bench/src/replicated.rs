@@ -62,6 +62,16 @@ impl Bench {
                 }
             }
         }
+        // Each round's two sides ran one after the other, in the same state
+        // of the machine's memory (whose first touch, on this VM, can cost
+        // ten times a warm write): their ratios show the drift the medians
+        // hide.
+        let rounds: Vec<f64> = one
+            .seconds
+            .iter()
+            .zip(&two.seconds)
+            .map(|(one, two)| two / one)
+            .collect();
         let (one_median, two_median) = (median(&mut one.seconds), median(&mut two.seconds));
         if pinned {
             pin_self_anywhere()?;
@@ -73,10 +83,11 @@ impl Bench {
         };
         let note = format!(
             "{megabytes} MB raw body on loopback, {placement}, {repeats} runs each (medians), s: one node {}, \
-             two nodes {}; CPU s of the nodes per upload: one node {}, owner and standby {} \
-             (owner's in all {}, standby's {})",
+             two nodes {}; each round's ratio, two nodes to one: {}; CPU s of the nodes per upload: \
+             one node {}, owner and standby {} (owner's in all {}, standby's {})",
             list(&one.seconds),
             list(&two.seconds),
+            list(&rounds),
             list(&one.cpu),
             list(&two.cpu),
             list(&two.owner_cpu),
