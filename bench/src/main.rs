@@ -76,7 +76,7 @@ struct Cli {
     #[arg(long, default_value_t = 500)]
     replicated_mb: u64,
     /// Runs of each side of the replicated submit benchmark.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     replicated_runs: usize,
     /// Benchmarks to run (submit, replicated, poll, secure, events, fanout, scale, fairness, transcode, codecs); all by default.
     #[arg(long, value_delimiter = ',')]
@@ -329,10 +329,11 @@ impl Bench {
         let clip = self.small_clip()?;
         let env = [("BENCH_BODY", clip.as_path())];
         let size = std::fs::metadata(&clip)?.len();
-        // This machine's disk slows down as runs write gigabytes, so a side
-        // measured later would lose: each side runs twice, half as long, in
-        // the order A B C C B A, and each run starts with no dirty pages of
-        // the one before.
+        // This machine slows down as runs write gigabytes (its disk, and
+        // page cache put in memory the VM's host had taken back), so a side
+        // measured later would lose: each side runs four times, a quarter
+        // as long, in the order A B C C B A A B C C B A, and each run
+        // starts with no dirty pages of the one before.
         let (base_url, base_server) = self.baseline("submit-baseline", None)?;
         let (durable_url, durable_server) = self.baseline_server("submit-durable", None, true)?;
         let node = self.solo("submit-one", 0)?;
@@ -346,16 +347,17 @@ impl Bench {
         // from its first run until the probes it still had queued are done.
         let mut cpu = [0.0f64; 3];
         let mut node_from = None;
-        let half = self.duration / 2;
+        let leg = self.duration / 4;
+        let there_and_back: Vec<usize> = (0..urls.len()).chain((0..urls.len()).rev()).collect();
         let mut runs: Vec<Option<wrk::Load>> = vec![None; urls.len()];
-        for i in (0..urls.len()).chain((0..urls.len()).rev()) {
+        for &i in there_and_back.iter().chain(&there_and_back) {
             let (name, url) = &urls[i];
             eprintln!("submit: {name}");
             let before = node::cpu_seconds_with_children(pids[i])?;
             if i == 2 && node_from.is_none() {
                 node_from = Some(before);
             }
-            let load = self.load_for(half, "submit.lua", url, &env)?;
+            let load = self.load_for(leg, "submit.lua", url, &env)?;
             cpu[i] += node::cpu_seconds_with_children(pids[i])? - before;
             runs[i] = Some(match runs[i] {
                 Some(first) => first.merge(&load),

@@ -26,6 +26,23 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// Returns whether `address` answers an HTTP request: the node serves
+/// only once its cluster listener is bound too, whereas its HTTP socket
+/// takes connections (into its backlog) from the moment it is bound, also
+/// in a node about to exit because the cluster port was taken.
+fn answers_http(address: std::net::SocketAddr) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&address, Duration::from_millis(200))
+    else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut head = [0u8; 5];
+    stream.write_all(b"GET /healthz HTTP/1.0\r\n\r\n").is_ok()
+        && stream.read_exact(&mut head).is_ok()
+        && &head == b"HTTP/"
+}
+
 /// One node process; killed (and reaped) on drop.
 pub struct NodeProc {
     pub name: String,
@@ -100,7 +117,7 @@ impl NodeProc {
             if exited {
                 return false;
             }
-            if std::net::TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_ok() {
+            if answers_http(address) {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(50));

@@ -3,7 +3,8 @@
 //! WebSockets on them. No poll answers 5xx, the streams go on across the
 //! takeover with every `seq` once and in order, a subscriber that resumes
 //! with `since` gets no duplicate and no gap, and a cancel asked during the
-//! failover is carried out after the takeover.
+//! failover is carried out after the takeover; a cancel answered by the
+//! owner just before it dies stays carried out.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -290,8 +291,92 @@ async fn a_cancel_asked_during_the_failover_is_carried_out_after_the_takeover() 
     );
 
     let (_, doc) = poll_until_terminal(&url_c).await;
+    if doc["status"] != "canceled" {
+        for node in &trio.nodes {
+            eprintln!("--- {}'s log:\n{}", node.name, node.log());
+        }
+    }
     assert_eq!(doc["status"], "canceled", "{doc}");
     trio.nodes[0].signal(libc::SIGCONT);
+}
+
+#[tokio::test]
+async fn a_job_canceled_on_its_owner_stays_canceled_when_the_owner_dies_right_after() {
+    let mut trio = Trio::start().await;
+    // Three jobs take the three workers; the fourth waits in node-a's queue.
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        ids.push(submit(&trio.nodes[0], "?preset=veryfast").await);
+    }
+    let url = |node: &NodeProc, id: &str| format!("{}/jobs/{id}", node.base());
+    let waiting = eventually(
+        "three jobs running, one queued",
+        Duration::from_secs(60),
+        || async {
+            let mut queued = Vec::new();
+            let mut running = 0;
+            for id in &ids {
+                match get_json(&url(&trio.nodes[0], id)).await {
+                    Some((_, doc)) if doc["status"] == "running" => running += 1,
+                    Some((_, doc)) if doc["status"] == "queued" => queued.push(id.clone()),
+                    other => return Err(format!("{other:?}")),
+                }
+            }
+            match (running, &queued[..]) {
+                (3, [one]) => Ok(one.clone()),
+                _ => Err(format!("{running} running, queued {queued:?}")),
+            }
+        },
+    )
+    .await;
+
+    // The owner answers that the job is canceled, and dies right after.
+    // Its standby is frozen for the first 300 ms of the cancel: an answer
+    // that did not wait for the standby's copy comes (and the owner dies)
+    // before the ended record could reach it.
+    let standby = (1..3)
+        .find(|&i| trio.nodes[i].data.join("replicas").join(&waiting).is_dir())
+        .expect("a node holds the queued job's copy");
+    trio.nodes[standby].signal(libc::SIGSTOP);
+    let (owner, cancel_url) = (trio.nodes[0].pid(), url(&trio.nodes[0], &waiting));
+    let cancel = tokio::spawn(async move {
+        let response = reqwest::Client::new().delete(cancel_url).send().await;
+        // SAFETY: kill(2) on the test's own child (reaped by `kill` below).
+        unsafe {
+            libc::kill(owner, libc::SIGKILL);
+        }
+        response
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let answered_early = cancel.is_finished();
+    trio.nodes[standby].signal(libc::SIGCONT);
+    let response = cancel
+        .await
+        .expect("the cancel's task")
+        .expect("an answer to the cancel");
+    trio.nodes[0].kill();
+    assert_eq!(response.status(), 200);
+    let doc: Value = response.json().await.expect("a JSON answer");
+    assert_eq!(doc["status"], "canceled", "{doc}");
+
+    // Through the failover and after it, the job stays canceled: its
+    // standby never runs it.
+    let mut seen = Vec::new();
+    let until = std::time::Instant::now() + Duration::from_secs(6);
+    while std::time::Instant::now() < until {
+        for node in &trio.nodes[1..] {
+            if let Some((_, doc)) = get_json(&url(node, &waiting)).await {
+                seen.push(doc["status"].as_str().unwrap_or("?").to_owned());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(seen.len() > 20, "polls answered: {seen:?}");
+    assert!(
+        seen.iter().all(|s| s == "canceled"),
+        "answered {} the standby held the canceled record; seen since: {seen:?}",
+        if answered_early { "before" } else { "after" }
+    );
 }
 
 /// Polls until the job ends; every answer on the way is a 2xx.

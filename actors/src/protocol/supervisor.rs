@@ -70,6 +70,9 @@ pub enum SupervisorMsg {
     /// Another node holds the job now: stop the attempt and drop this
     /// node's copy; replies once done (the gateway then stops the actor).
     DropCopy(RpcReplyPort<()>),
+    /// Sent to itself a while after a cancel ended the job: answers the
+    /// cancels still waiting for the standby to hold the ended record.
+    AnswerCancels,
     /// Sent to itself a few seconds after the job finished.
     LingerOver,
     /// Sent to itself by the probe started at acceptance: what the input

@@ -25,6 +25,11 @@ use crate::record::{JobRecord, Outcome};
 /// allocator keeps after them.
 const HIBERNATE_AFTER: Duration = Duration::from_secs(5);
 
+/// The longest a cancel that ended the job waits for the standby to hold
+/// the ended record before it is answered: under the handle's deadline for
+/// a cancel (5 s), and long after a standby that is up has answered.
+pub(super) const CANCEL_COPY_WAIT: Duration = Duration::from_secs(2);
+
 /// Where a job stands on its way out of memory.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Exit {
@@ -133,8 +138,16 @@ impl SupervisorState {
     }
 
     /// `Cancel`: cancels the job and answers with its snapshot, published
-    /// first so that a poll after the answer sees it.
-    pub(super) async fn on_cancel(&mut self, reply: RpcReplyPort<JobSnapshot>) -> After {
+    /// first so that a poll after the answer sees it. A cancel that ended
+    /// the job is answered once the standby holds the ended record too (at
+    /// most [`CANCEL_COPY_WAIT`] later): an owner lost right after its
+    /// answer would otherwise leave a copy that runs the job again, after
+    /// the client was told it was canceled.
+    pub(super) async fn on_cancel(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        reply: RpcReplyPort<JobSnapshot>,
+    ) -> After {
         let running = matches!(self.job.state, JobState::Running { .. });
         match transitions::on_cancel(&self.job.state) {
             // A split job's pieces are told to stop, and it ends now.
@@ -163,8 +176,26 @@ impl SupervisorState {
         // A job canceled here is canceled on disk before the client hears it.
         self.make_durable().await;
         self.board.publish(&self.job);
-        let _ = reply.send(self.job.clone());
+        let standby_down = self.standby_down_check();
+        if self.job.status().is_terminal() && self.copied < self.version && !standby_down() {
+            if self.cancel_replies.is_empty() {
+                myself.send_after(CANCEL_COPY_WAIT, || SupervisorMsg::AnswerCancels);
+            }
+            self.cancel_replies.push(reply);
+        } else {
+            let _ = reply.send(self.job.clone());
+        }
         After::Settle
+    }
+
+    /// Answers the cancels waiting for the standby's copy: once it holds
+    /// the ended record, or once they waited [`CANCEL_COPY_WAIT`] (a
+    /// standby that does not answer is not waited for longer).
+    pub(super) fn answer_cancels(&mut self) -> After {
+        for reply in self.cancel_replies.drain(..) {
+            let _ = reply.send(self.job.clone());
+        }
+        After::Nothing
     }
 
     /// Moves to a terminal state, cleans up and tells everyone.

@@ -41,7 +41,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::{broadcast, watch};
 use tracing::{error, info, info_span, Instrument};
 use vidpress_cluster::{ClusterView, NodeName};
@@ -101,6 +101,9 @@ pub struct SupervisorState {
     /// it is on disk (see [`Self::settle`]), with the completed attempt's
     /// input bytes and time for the gateway's estimates.
     unsaid_end: Option<Option<(u64, Duration)>>,
+    /// Cancels that ended the job, answered once the standby holds the
+    /// ended record (or after [`lifecycle::CANCEL_COPY_WAIT`]).
+    cancel_replies: Vec<RpcReplyPort<JobSnapshot>>,
     data_dir: PathBuf,
     gateway: ActorRef<GatewayMsg>,
     owner: NodeName,
@@ -190,6 +193,7 @@ impl Actor for JobSupervisor {
             record,
             dirty: false,
             unsaid_end: None,
+            cancel_replies: Vec::new(),
             data_dir: args.data_dir,
             gateway: args.gateway,
             owner: args.node,
@@ -313,7 +317,8 @@ async fn handle_message(
             After::Settle
         }
         SupervisorMsg::Subscribe { since, reply } => state.on_subscribe(since, reply),
-        SupervisorMsg::Cancel(reply) => state.on_cancel(reply).await,
+        SupervisorMsg::Cancel(reply) => state.on_cancel(&myself, reply).await,
+        SupervisorMsg::AnswerCancels => state.answer_cancels(),
         SupervisorMsg::Dispatch { worker, node } => state.on_dispatch(&myself, worker, node).await,
         SupervisorMsg::Report { attempt, report } => state.on_report(&myself, attempt, report),
         SupervisorMsg::Watch(attempt) => state.on_watch(&myself, attempt),
