@@ -25,9 +25,10 @@ use crate::record::{JobRecord, Outcome};
 /// allocator keeps after them.
 const HIBERNATE_AFTER: Duration = Duration::from_secs(5);
 
-/// The longest a cancel that ended the job waits for the standby to hold
+/// The longest a cancel waits for the job to end and the standby to hold
 /// the ended record before it is answered: under the handle's deadline for
-/// a cancel (5 s), and long after a standby that is up has answered.
+/// a cancel (5 s), and long after an attempt stops (within a second) and a
+/// standby that is up has answered.
 pub(super) const CANCEL_COPY_WAIT: Duration = Duration::from_secs(2);
 
 /// Where a job stands on its way out of memory.
@@ -138,11 +139,11 @@ impl SupervisorState {
     }
 
     /// `Cancel`: cancels the job and answers with its snapshot, published
-    /// first so that a poll after the answer sees it. A cancel that ended
-    /// the job is answered once the standby holds the ended record too (at
-    /// most [`CANCEL_COPY_WAIT`] later): an owner lost right after its
-    /// answer would otherwise leave a copy that runs the job again, after
-    /// the client was told it was canceled.
+    /// first so that a poll after the answer sees it. The answer waits (at
+    /// most [`CANCEL_COPY_WAIT`]) for the job to end, its attempt stopped,
+    /// and for the standby to hold the ended record: an owner lost right
+    /// after its answer would otherwise leave a copy that runs the job
+    /// again, after the client was told it was canceled or canceling.
     pub(super) async fn on_cancel(
         &mut self,
         myself: &ActorRef<SupervisorMsg>,
@@ -176,21 +177,27 @@ impl SupervisorState {
         // A job canceled here is canceled on disk before the client hears it.
         self.make_durable().await;
         self.board.publish(&self.job);
-        let standby_down = self.standby_down_check();
-        if self.job.status().is_terminal() && self.copied < self.version && !standby_down() {
-            if self.cancel_replies.is_empty() {
-                myself.send_after(CANCEL_COPY_WAIT, || SupervisorMsg::AnswerCancels);
-            }
-            self.cancel_replies.push(reply);
-        } else {
-            let _ = reply.send(self.job.clone());
+        if self.cancel_replies.is_empty() {
+            myself.send_after(CANCEL_COPY_WAIT, || SupervisorMsg::AnswerCancels);
         }
+        self.cancel_replies.push(reply);
+        self.answer_settled_cancels();
         After::Settle
     }
 
-    /// Answers the cancels waiting for the standby's copy: once it holds
-    /// the ended record, or once they waited [`CANCEL_COPY_WAIT`] (a
-    /// standby that does not answer is not waited for longer).
+    /// Answers the waiting cancels once the job has ended and the standby
+    /// holds the ended record (or there is none, or it is down).
+    pub(super) fn answer_settled_cancels(&mut self) {
+        let standby_down = self.standby_down_check();
+        if self.job.status().is_terminal() && (self.copied >= self.version || standby_down()) {
+            self.answer_cancels();
+        }
+    }
+
+    /// Answers the waiting cancels with the job as it is: once settled, or
+    /// once they waited [`CANCEL_COPY_WAIT`] (202 if the attempt has not
+    /// stopped yet; a standby that does not answer is not waited for
+    /// longer).
     pub(super) fn answer_cancels(&mut self) -> After {
         for reply in self.cancel_replies.drain(..) {
             let _ = reply.send(self.job.clone());

@@ -101,8 +101,8 @@ pub struct SupervisorState {
     /// it is on disk (see [`Self::settle`]), with the completed attempt's
     /// input bytes and time for the gateway's estimates.
     unsaid_end: Option<Option<(u64, Duration)>>,
-    /// Cancels that ended the job, answered once the standby holds the
-    /// ended record (or after [`lifecycle::CANCEL_COPY_WAIT`]).
+    /// Cancels waiting for the job to end and the standby to hold the
+    /// ended record (at most [`lifecycle::CANCEL_COPY_WAIT`]).
     cancel_replies: Vec<RpcReplyPort<JobSnapshot>>,
     data_dir: PathBuf,
     gateway: ActorRef<GatewayMsg>,
@@ -360,6 +360,7 @@ impl SupervisorState {
 
     async fn settle(&mut self, myself: &ActorRef<SupervisorMsg>, was_terminal: bool) {
         self.make_durable().await;
+        self.answer_settled_cancels();
         self.report_sync();
         self.board.publish(&self.job);
         if !was_terminal && self.job.status().is_terminal() {

@@ -106,9 +106,6 @@ impl SupervisorState {
     /// `RecordCopied`: version `version` of the record is on the standby.
     pub(super) fn on_record_copied(&mut self, version: u64) -> After {
         self.copied = self.copied.max(version);
-        if self.copied >= self.version {
-            self.answer_cancels();
-        }
         After::Settle
     }
 
