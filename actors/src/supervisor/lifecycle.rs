@@ -180,8 +180,8 @@ impl SupervisorState {
         if self.cancel_replies.is_empty() {
             myself.send_after(CANCEL_COPY_WAIT, || SupervisorMsg::AnswerCancels);
         }
+        // Answered by `settle`, which follows, once the job is settled.
         self.cancel_replies.push(reply);
-        self.answer_settled_cancels();
         After::Settle
     }
 
