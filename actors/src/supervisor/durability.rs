@@ -65,13 +65,26 @@ impl SupervisorState {
         Ok(())
     }
 
-    /// Writes the record to disk, off the runtime's threads.
+    /// Writes the record to disk, off the runtime's threads: to its
+    /// temporary file, then synced and renamed over the old record, and
+    /// the job's folder synced, in the node's group commit (so the updates
+    /// of many jobs, the probes' findings after a burst of uploads among
+    /// them, share their syncs).
     async fn persist(&mut self) -> std::io::Result<()> {
         let record = self.record.clone();
-        let path = paths::record(&self.data_dir, self.job.id);
-        tokio::task::spawn_blocking(move || record.write(&path))
+        let (data, id) = (&self.data_dir, self.job.id);
+        let path = paths::record(data, id);
+        let written = path.clone();
+        let tmp = tokio::task::spawn_blocking(move || record.write_temporary(&written))
             .await
             .map_err(std::io::Error::other)??;
+        self.committer
+            .commit(Commit {
+                sync: vec![tmp.clone()],
+                renames: vec![(tmp, path)],
+                folders: vec![paths::job_dir(data, id)],
+            })
+            .await?;
         self.dirty = false;
         Ok(())
     }

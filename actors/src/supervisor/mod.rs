@@ -341,10 +341,6 @@ async fn handle_message(
 }
 
 impl SupervisorState {
-    /// Settles what a message changed: the record saved (and handed to the
-    /// standby's copier) if dirty, the gateway told whether the standby is
-    /// current, the snapshot published, the linger started if the job just
-    /// finished, and the actor stopped once the job is done with it.
     /// Writes the record if dirty, then says a terminal status that waited
     /// for it.
     async fn make_durable(&mut self) {
@@ -358,6 +354,11 @@ impl SupervisorState {
         }
     }
 
+    /// Settles what a message changed: the record saved (and handed to the
+    /// standby's copier) if dirty, the waiting cancels answered if the job
+    /// is settled, the gateway told whether the standby is current, the
+    /// snapshot published, the linger started if the job just finished,
+    /// and the actor stopped once the job is done with it.
     async fn settle(&mut self, myself: &ActorRef<SupervisorMsg>, was_terminal: bool) {
         self.make_durable().await;
         self.answer_settled_cancels();

@@ -411,6 +411,17 @@ pub fn streams<'a>(probe: &'a Value, kind: &str) -> Vec<&'a Value> {
         .unwrap_or_default()
 }
 
+/// Returns the scheduling niceness of `pid` from /proc.
+pub fn niceness(pid: u32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name: state, ppid, ... nice is the 17th field.
+    stat[stat.rfind(')')? + 2..]
+        .split(' ')
+        .nth(16)?
+        .parse()
+        .ok()
+}
+
 /// Returns the state letter and parent pid of `pid` from /proc.
 pub fn stat(pid: u32) -> Option<(char, u32)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
