@@ -141,7 +141,7 @@ impl NodeProc {
             .args(["--http", &format!("127.0.0.1:{}", self.http)])
             .args(["--cluster-listen", &format!("127.0.0.1:{}", self.cluster)])
             .args(["--workers", &self.workers.to_string()])
-            .args(["--heartbeat-ms", "200", "--failure-timeout-ms", "1500"])
+            .args(["--heartbeat-ms", "200"])
             .arg("--data-dir")
             .arg(&self.data)
             .env("RUST_LOG", "info")
@@ -150,6 +150,14 @@ impl NodeProc {
             .stderr(log);
         if !seeds.is_empty() {
             command.args(["--seeds", &seeds.join(",")]);
+        }
+        // A test may set its own in the environment.
+        if !self
+            .env
+            .iter()
+            .any(|(k, _)| k == "VIDPRESS_FAILURE_TIMEOUT_MS")
+        {
+            command.args(["--failure-timeout-ms", "1500"]);
         }
         self.child = Some(command.spawn().expect("node starts"));
     }
@@ -598,6 +606,70 @@ async fn sigstop_of_the_worker_node_reruns_the_job_and_sigcont_changes_nothing()
     assert_eq!(
         stream(&ffprobe(&out), "video").unwrap()["codec_name"],
         "h264"
+    );
+}
+
+/// A cancel whose attempt cannot stop within the wait for it (2 s): its
+/// worker's node is frozen, and not yet marked down (a failure timeout of
+/// 20 s). The cancel answers 202 with the job still stopping, and the job
+/// ends canceled once that node is back.
+#[tokio::test]
+async fn a_cancel_whose_attempt_cannot_stop_yet_answers_202_and_the_job_ends_canceled() {
+    let trio = Trio::start_with_env([1, 1, 1], &[("VIDPRESS_FAILURE_TIMEOUT_MS", "20000")]).await;
+    let a = &trio.nodes[0];
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        ids.push(submit(a, &long_clip(), "?preset=veryslow").await);
+    }
+    let running = eventually(
+        "a job running on another node",
+        Duration::from_secs(30),
+        || async {
+            for id in &ids {
+                if let Some((_, doc)) = get_json(&format!("{}/jobs/{id}", a.base())).await {
+                    if doc["status"] == "running" && doc["node"] != "node-a" {
+                        return Ok(doc);
+                    }
+                }
+            }
+            Err("none yet")
+        },
+    )
+    .await;
+    let id = running["id"].as_str().unwrap().to_owned();
+    let worker = trio
+        .nodes
+        .iter()
+        .find(|n| n.name == running["node"].as_str().unwrap())
+        .unwrap();
+
+    worker.signal(libc::SIGSTOP);
+    let asked = Instant::now();
+    let response = reqwest::Client::new()
+        .delete(format!("{}/jobs/{id}", a.base()))
+        .send()
+        .await
+        .unwrap();
+    let waited = asked.elapsed();
+    let status = response.status().as_u16();
+    let doc: Value = response.json().await.unwrap();
+    worker.signal(libc::SIGCONT);
+    assert_eq!(status, 202, "still stopping: {doc}");
+    assert_eq!(doc["status"], "running", "{doc}");
+    assert!(
+        waited >= Duration::from_millis(1900) && waited < Duration::from_secs(5),
+        "answered after {waited:?}"
+    );
+
+    let (code, doc) = wait_for_terminal(&a.base(), &id, Duration::from_secs(30)).await;
+    assert_eq!(
+        (code, doc["status"].as_str()),
+        (400, Some("canceled")),
+        "{doc}"
+    );
+    assert_eq!(
+        doc["attempt"], running["attempt"],
+        "no attempt after the cancel"
     );
 }
 
