@@ -78,6 +78,10 @@ struct Cli {
     /// Runs of each side of the replicated submit benchmark.
     #[arg(long, default_value_t = 5)]
     replicated_runs: usize,
+    /// The client's link in the replicated submit's second run, in Mbit/s
+    /// (0: that run is left out).
+    #[arg(long, default_value_t = 1000)]
+    replicated_link_mbit: u64,
     /// Benchmarks to run (submit, replicated, poll, secure, events, fanout, scale, fairness, transcode, codecs); all by default.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
@@ -132,11 +136,17 @@ async fn main() -> anyhow::Result<()> {
         entries.extend(bench.submit().await?);
     }
     if wanted("replicated") {
-        entries.push(
-            bench
-                .replicated(cli.replicated_mb, cli.replicated_runs)
-                .await?,
-        );
+        let mut links = vec![None];
+        if cli.replicated_link_mbit > 0 {
+            links.push(Some(cli.replicated_link_mbit));
+        }
+        for link in links {
+            entries.push(
+                bench
+                    .replicated(cli.replicated_mb, cli.replicated_runs, link)
+                    .await?,
+            );
+        }
     }
     if wanted("poll") {
         entries.extend(bench.poll().await?);
@@ -333,7 +343,8 @@ impl Bench {
         // page cache put in memory the VM's host had taken back), so a side
         // measured later would lose: each side runs four times, a quarter
         // as long, in the order A B C C B A A B C C B A, and each run
-        // starts with no dirty pages of the one before.
+        // starts with no dirty pages of the one before and, after the
+        // node's, once its probes are done.
         let (base_url, base_server) = self.baseline("submit-baseline", None)?;
         let (durable_url, durable_server) = self.baseline_server("submit-durable", None, true)?;
         let node = self.solo("submit-one", 0)?;
@@ -363,6 +374,12 @@ impl Bench {
                 Some(first) => first.merge(&load),
                 None => load,
             });
+            if i == 2 {
+                // The probes a run leaves queued (they yield to the node's
+                // answers) are done before the next run, so that they take
+                // no CPU from a baseline's.
+                node_idle_cpu(&node).await?;
+            }
             flush_dirty_pages();
         }
         let [Some(base), Some(durable), Some(ours)] = runs[..] else {

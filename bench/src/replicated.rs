@@ -3,11 +3,20 @@
 //! to its standby while it arrives) against one node alone, which keeps a
 //! single copy. Both sides run in turn (A B B A ...), each run after the
 //! page cache's dirty pages are flushed; medians are compared.
+//!
+//! Run twice: with the client sending as fast as loopback takes it (every
+//! party then bound by the CPU of a two-core machine, the standby's copy
+//! included), and with the client sending at a link's rate (`--replicated-
+//! link-mbit`, 1000 by default), as a client elsewhere on a network does,
+//! the two nodes' own link left unbounded. A copy made after the upload
+//! would add its whole time at any rate; a copy streamed during it adds
+//! only what the standby has left when the last byte arrives.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use futures::StreamExt;
 
 use crate::node::{self, Node};
 use crate::report::{Entry, Goal};
@@ -17,11 +26,19 @@ use crate::{flush_dirty_pages, Bench};
 const TARGET: f64 = 1.2;
 
 impl Bench {
-    pub(crate) async fn replicated(&self, megabytes: u64, repeats: usize) -> anyhow::Result<Entry> {
+    /// Times the upload of `megabytes` to 202, `repeats` times on each
+    /// side, the client sending at `link_mbit` megabits a second if given.
+    pub(crate) async fn replicated(
+        &self,
+        megabytes: u64,
+        repeats: usize,
+        link_mbit: Option<u64>,
+    ) -> anyhow::Result<Entry> {
         let input = self.large_input(megabytes)?;
         let body = bytes::Bytes::from(std::fs::read(&input)?);
-        let solo = self.solo("replicated-one", 0)?;
-        let (owner, standby) = self.pair("replicated-two", [0, 0]).await?;
+        let paced = link_mbit.map_or("", |_| "-paced");
+        let solo = self.solo(&format!("replicated-one{paced}"), 0)?;
+        let (owner, standby) = self.pair(&format!("replicated-two{paced}"), [0, 0]).await?;
         // The standby, the one party the cluster adds, on a core of its
         // own, as on a machine of its own. Two cores cannot give the client
         // one too: it shares core 0 with the node it uploads to, on both
@@ -51,7 +68,7 @@ impl Bench {
                 };
                 let before = cpu(&nodes)?;
                 side.seconds.push(
-                    self.time_to_202(nodes[0], body.clone())
+                    self.time_to_202(nodes[0], body.clone(), link_mbit)
                         .await?
                         .as_secs_f64(),
                 );
@@ -81,8 +98,12 @@ impl Bench {
         } else {
             "not pinned (one core)"
         };
+        let link = link_mbit.map_or_else(
+            || "sent as fast as loopback takes it".to_owned(),
+            |mbit| format!("sent at {mbit} Mbit/s (the nodes' own link unbounded)"),
+        );
         let note = format!(
-            "{megabytes} MB raw body on loopback, {placement}, {repeats} runs each (medians), s: one node {}, \
+            "{megabytes} MB raw body on loopback, {link}, {placement}, {repeats} runs each (medians), s: one node {}, \
              two nodes {}; each round's ratio, two nodes to one: {}; CPU s of the nodes per upload: \
              one node {}, owner and standby {} (owner's in all {}, standby's {})",
             list(&one.seconds),
@@ -93,8 +114,14 @@ impl Bench {
             list(&two.owner_cpu),
             list(&two.standby_cpu)
         );
+        let name = match link_mbit {
+            None => format!("replicated submit of {megabytes} MB: time to 202, 2 nodes vs 1"),
+            Some(mbit) => format!(
+                "replicated submit of {megabytes} MB from a {mbit} Mbit/s client: time to 202, 2 nodes vs 1"
+            ),
+        };
         Ok(Entry::new(
-            &format!("replicated submit of {megabytes} MB: time to 202, 2 nodes vs 1"),
+            &name,
             "s",
             two_median,
             one_median,
@@ -121,9 +148,19 @@ impl Bench {
         Ok(path)
     }
 
-    /// Submits `body` to `node` and returns how long its 202 took.
-    async fn time_to_202(&self, node: &Node, body: bytes::Bytes) -> anyhow::Result<Duration> {
+    /// Submits `body` to `node`, at `link_mbit` megabits a second if
+    /// given, and returns how long its 202 took.
+    async fn time_to_202(
+        &self,
+        node: &Node,
+        body: bytes::Bytes,
+        link_mbit: Option<u64>,
+    ) -> anyhow::Result<Duration> {
         let started = Instant::now();
+        let body = match link_mbit {
+            Some(mbit) => paced(body, mbit, started),
+            None => reqwest::Body::from(body),
+        };
         let response = self
             .client
             .post(format!("{}/jobs", node.base()))
@@ -151,6 +188,25 @@ struct Side {
     /// The owner's and the standby's CPU seconds so far, after each run.
     owner_cpu: Vec<f64>,
     standby_cpu: Vec<f64>,
+}
+
+/// Bytes a paced body sends at a time.
+const PACED_CHUNK: usize = 256 << 10;
+
+/// `body` as a stream that sends each chunk once a link of `mbit` megabits
+/// a second, starting at `started`, would have carried the bytes before it.
+fn paced(body: bytes::Bytes, mbit: u64, started: Instant) -> reqwest::Body {
+    let bytes_per_second = (mbit.max(1) * 1_000_000 / 8) as f64;
+    let starts = (0..body.len()).step_by(PACED_CHUNK);
+    let chunks = futures::stream::iter(starts).then(move |start| {
+        let chunk = body.slice(start..(start + PACED_CHUNK).min(body.len()));
+        let due = started + Duration::from_secs_f64(start as f64 / bytes_per_second);
+        async move {
+            tokio::time::sleep_until(due.into()).await;
+            Ok::<_, std::io::Error>(chunk)
+        }
+    });
+    reqwest::Body::wrap_stream(chunks)
 }
 
 /// Keeps every thread of this process to `core`.
