@@ -33,7 +33,7 @@ mod probes;
 mod sandbox;
 
 pub use self::probes::ProbeChildren;
-use self::sandbox::{sandbox, Priority};
+use self::sandbox::sandbox;
 use crate::protocol::{
     ChildEvent, ErrorCode, Limits, Output, SegmentPlan, Task, TranscodeError, TranscodeJob,
 };
@@ -142,7 +142,7 @@ async fn run_child(
     // Declared before the child so that, on drop, the child is killed first
     // and its file removed after.
     let mut output_guard = RemoveOnDrop(Some(job.output.clone()));
-    let mut command = child_command(cmd, &job_json, &job.limits, Priority::Job);
+    let mut command = child_command(cmd, &job_json, &job.limits);
     command.stdin(Stdio::null());
     let mut child = command.spawn().map_err(not_started)?;
     let pid = child.id();
@@ -185,9 +185,9 @@ async fn run_child(
 }
 
 /// Returns the command that starts a child of `cmd` with `last` as its
-/// last argument, in its sandbox under `limits` at `priority`: stdout and
-/// stderr piped, killed when dropped. Its stdin is the caller's to set.
-fn child_command(cmd: &ChildCommand, last: &str, limits: &Limits, priority: Priority) -> Command {
+/// last argument, in its sandbox under `limits`: stdout and stderr piped,
+/// killed when dropped. Its stdin is the caller's to set.
+fn child_command(cmd: &ChildCommand, last: &str, limits: &Limits) -> Command {
     let mut command = Command::new(&cmd.program);
     command
         .args(&cmd.args)
@@ -204,7 +204,7 @@ fn child_command(cmd: &ChildCommand, last: &str, limits: &Limits, priority: Prio
     if std::env::var_os("SVT_LOG").is_none() {
         command.env("SVT_LOG", "1");
     }
-    sandbox(&mut command, limits, priority);
+    sandbox(&mut command, limits);
     command
 }
 

@@ -7,10 +7,9 @@
 //! once the thumbnail's decoder ran on one thread).
 //!
 //! **Invariant:** a served probe costs the node what a probe in a child of
-//! its own does, save the start-up and its priority. Each child is
-//! started in the same sandbox (`sandbox`: killed with its parent,
-//! `RLIMIT_AS` at the node's `max_memory_bytes`, `RLIMIT_NOFILE`, no core
-//! dumps), niced below the encodes (`Priority::Background`), and runs one
+//! its own does, save the start-up. Each child is started in the same
+//! sandbox (`sandbox`: killed with its parent, niced, `RLIMIT_AS` at the
+//! node's `max_memory_bytes`, `RLIMIT_NOFILE`, no core dumps) and runs one
 //! probe at a time, each under the job's [`Limits`]; a child that crashes,
 //! stalls, talks nonsense or runs out of memory fails the probe it was on
 //! as [`run`](super::run) would and is not used again (killed, reaped);
@@ -28,7 +27,7 @@ use tokio::process::{Child, ChildStdin, ChildStdout};
 
 use super::{
     child_command, conclude, keep_tail, not_started, read_events, unreadable, wait_or_kill,
-    ChildCommand, Ending, Priority, RemoveOnDrop,
+    ChildCommand, Ending, RemoveOnDrop,
 };
 use crate::child::{PROBES, PROBES_IDLE};
 use crate::protocol::{
@@ -154,7 +153,7 @@ struct ProbeChild {
 
 impl ProbeChild {
     fn start(cmd: &ChildCommand, limits: &Limits) -> Result<Self, TranscodeError> {
-        let mut command = child_command(cmd, PROBES, limits, Priority::Background);
+        let mut command = child_command(cmd, PROBES, limits);
         command.stdin(std::process::Stdio::piped());
         let mut child = command.spawn().map_err(not_started)?;
         let pid = child.id();

@@ -9,39 +9,16 @@ use tokio::process::Command;
 
 use crate::protocol::Limits;
 
-/// How a child's work ranks against the node's own (answering uploads and
-/// polls, pushing events), which runs at the default priority.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Priority {
-    /// A job's own work (an encode, a split job's plan or join): niceness
-    /// 10, so it yields to the node's work when both want the CPU and,
-    /// alone, runs at full speed.
-    Job,
-    /// The probe at acceptance, done for every upload after its 202:
-    /// niceness 19, the lowest, so that a burst of uploads is answered
-    /// first and its probes catch up behind it (they also yield to the
-    /// encodes, a CFS weight of 15 against 110: a probe of a few
-    /// milliseconds then takes some tens).
-    Background,
-}
-
-impl Priority {
-    /// Scheduling niceness (0 is the default, 19 the lowest priority).
-    #[cfg(target_os = "linux")]
-    fn niceness(self) -> libc::c_int {
-        match self {
-            Priority::Job => 10,
-            Priority::Background => 19,
-        }
-    }
-}
+/// Scheduling niceness of transcoder children (0 is the default, 19 the
+/// lowest priority).
+#[cfg(target_os = "linux")]
+const CHILD_NICENESS: libc::c_int = 10;
 
 /// Makes the child a sandbox: the kernel SIGKILLs it when its parent goes
-/// away, its scheduling priority is lowered to `priority`, and it runs
-/// under `limits` (address space, open files) with no core dumps.
+/// away, its scheduling priority is lowered, and it runs under `limits`
+/// (address space, open files) with no core dumps.
 #[cfg(target_os = "linux")]
-pub(super) fn sandbox(command: &mut Command, limits: &Limits, priority: Priority) {
-    let niceness = priority.niceness();
+pub(super) fn sandbox(command: &mut Command, limits: &Limits) {
     let parent = std::process::id() as libc::pid_t;
     let memory = limits.max_memory_bytes as libc::rlim_t;
     let files = limits.max_open_files as libc::rlim_t;
@@ -63,8 +40,10 @@ pub(super) fn sandbox(command: &mut Command, limits: &Limits, priority: Priority
             if libc::getppid() != parent {
                 return Err(io::Error::from_raw_os_error(libc::ESRCH));
             }
-            // A failure leaves the default priority.
-            libc::setpriority(libc::PRIO_PROCESS, 0, niceness);
+            // Encoding yields to the node's own work (answering polls,
+            // pushing events) when both want the CPU; alone, it runs at full
+            // speed. A failure leaves the default priority.
+            libc::setpriority(libc::PRIO_PROCESS, 0, CHILD_NICENESS);
             set_limit(libc::RLIMIT_AS, memory)?;
             set_limit(libc::RLIMIT_NOFILE, files)?;
             set_limit(libc::RLIMIT_CORE, 0)
@@ -108,4 +87,4 @@ type Resource = libc::__rlimit_resource_t;
 type Resource = libc::c_int;
 
 #[cfg(not(target_os = "linux"))]
-pub(super) fn sandbox(_command: &mut Command, _limits: &Limits, _priority: Priority) {}
+pub(super) fn sandbox(_command: &mut Command, _limits: &Limits) {}

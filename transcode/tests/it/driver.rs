@@ -420,7 +420,7 @@ async fn the_child_runs_under_the_jobs_resource_limits_without_core_dumps() {
     }
     let pid = find_child(&job.output).expect("the child process is running");
     let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
-    // A job's own work yields to the node's, above the probes.
+    // A job's own work yields to the node's.
     assert_eq!(fixtures::niceness(pid), Some(10));
     drop(run);
 
