@@ -141,23 +141,18 @@ impl NodeProc {
             .args(["--http", &format!("127.0.0.1:{}", self.http)])
             .args(["--cluster-listen", &format!("127.0.0.1:{}", self.cluster)])
             .args(["--workers", &self.workers.to_string()])
-            .args(["--heartbeat-ms", "200"])
             .arg("--data-dir")
             .arg(&self.data)
             .env("RUST_LOG", "info")
+            // Quick failure detection; a test's own settings come after
+            // and win.
+            .env("VIDPRESS_HEARTBEAT_MS", "200")
+            .env("VIDPRESS_FAILURE_TIMEOUT_MS", "1500")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(log);
         if !seeds.is_empty() {
             command.args(["--seeds", &seeds.join(",")]);
-        }
-        // A test may set its own in the environment.
-        if !self
-            .env
-            .iter()
-            .any(|(k, _)| k == "VIDPRESS_FAILURE_TIMEOUT_MS")
-        {
-            command.args(["--failure-timeout-ms", "1500"]);
         }
         self.child = Some(command.spawn().expect("node starts"));
     }

@@ -1,5 +1,5 @@
 //! Durability: the job's folder and record on this node's disk, written off
-//! the runtime's threads (a new job's in the node's group commit), and each
+//! the runtime's threads in the node's group commit, and each
 //! saved record handed to the task that keeps the standby's copy current.
 
 use std::path::PathBuf;
@@ -47,30 +47,26 @@ impl SupervisorState {
     /// job). A 202 is answered only after all of it; until the rename there
     /// is no record, and a folder without one is removed at start-up.
     pub(super) async fn persist_new(&mut self) -> std::io::Result<()> {
-        let record = self.record.clone();
         let (data, id) = (&self.data_dir, self.job.id);
-        let path = paths::record(data, id);
-        let written = path.clone();
-        let tmp = tokio::task::spawn_blocking(move || record.write_temporary(&written))
-            .await
-            .map_err(std::io::Error::other)??;
-        self.committer
-            .commit(Commit {
-                sync: vec![paths::input(data, id), tmp.clone()],
-                renames: vec![(tmp, path)],
-                folders: vec![paths::job_dir(data, id), paths::jobs_dir(data)],
-            })
-            .await?;
-        self.dirty = false;
-        Ok(())
+        let (input, jobs) = (paths::input(data, id), paths::jobs_dir(data));
+        self.commit_record(Some(input), Some(jobs)).await
     }
 
-    /// Writes the record to disk, off the runtime's threads: to its
-    /// temporary file, then synced and renamed over the old record, and
-    /// the job's folder synced, in the node's group commit (so the updates
-    /// of many jobs, the probes' findings after a burst of uploads among
-    /// them, share their syncs).
+    /// Writes the record to disk in the node's group commit, so that the
+    /// updates of many jobs (the probes' findings after a burst of
+    /// uploads among them) share their syncs.
     async fn persist(&mut self) -> std::io::Result<()> {
+        self.commit_record(None, None).await
+    }
+
+    /// Writes the record to its temporary file, off the runtime's threads,
+    /// then has the group commit sync it (and `also_sync`), rename it over
+    /// the record and sync the job's folder (and `also_folder`).
+    async fn commit_record(
+        &mut self,
+        also_sync: Option<PathBuf>,
+        also_folder: Option<PathBuf>,
+    ) -> std::io::Result<()> {
         let record = self.record.clone();
         let (data, id) = (&self.data_dir, self.job.id);
         let path = paths::record(data, id);
@@ -80,9 +76,12 @@ impl SupervisorState {
             .map_err(std::io::Error::other)??;
         self.committer
             .commit(Commit {
-                sync: vec![tmp.clone()],
+                sync: also_sync.into_iter().chain([tmp.clone()]).collect(),
                 renames: vec![(tmp, path)],
-                folders: vec![paths::job_dir(data, id)],
+                folders: [paths::job_dir(data, id)]
+                    .into_iter()
+                    .chain(also_folder)
+                    .collect(),
             })
             .await?;
         self.dirty = false;

@@ -188,6 +188,10 @@ impl SupervisorState {
     /// Answers the waiting cancels once the job has ended and the standby
     /// holds the ended record (or there is none, or it is down).
     pub(super) fn answer_settled_cancels(&mut self) {
+        // Called by every `settle`; a cancel waiting is rare.
+        if self.cancel_replies.is_empty() {
+            return;
+        }
         let standby_down = self.standby_down_check();
         if self.job.status().is_terminal() && (self.copied >= self.version || standby_down()) {
             self.answer_cancels();
