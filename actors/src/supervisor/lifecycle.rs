@@ -80,9 +80,11 @@ impl SupervisorState {
             },
         };
         if let Some(refused) = refused {
+            // Removed before the answer: a client told 503 finds nothing
+            // of its upload left.
+            let _ = std::fs::remove_dir_all(paths::job_dir(&self.data_dir, id));
             let _ = reply.send(Err(refused));
             let _ = self.gateway.cast(GatewayMsg::DropUnaccepted(id));
-            let _ = std::fs::remove_dir_all(paths::job_dir(&self.data_dir, id));
             myself.stop(None);
             return After::Nothing;
         }
