@@ -200,6 +200,7 @@ impl Server {
             verifier,
             peer_tls: PeerTls(peer_tls.clone()),
             cluster: link.map(|l| l.view),
+            lapses: cluster.as_ref().map(Cluster::lapses),
             // Joins are transitive and answered within a heartbeat or two;
             // by a failure timeout every live node has been heard of.
             view_settles_at: std::time::Instant::now()

@@ -36,6 +36,7 @@
 
 mod config;
 mod detector;
+mod lapses;
 mod membership;
 mod node_name;
 mod protocol;
@@ -56,6 +57,7 @@ use tokio::task::JoinHandle;
 pub use crate::config::{
     ClusterConfig, ClusterError, ClusterTls, DEFAULT_FAILURE_TIMEOUT, DEFAULT_HEARTBEAT_INTERVAL,
 };
+pub use crate::lapses::Lapses;
 use crate::membership::{Membership, MembershipArgs};
 pub use crate::node_name::{NodeName, NodeNameError};
 use crate::protocol::MembershipMsg;
@@ -81,6 +83,7 @@ pub struct Cluster {
     view: watch::Receiver<Arc<ClusterView>>,
     events: broadcast::Sender<MemberEvent>,
     directory: NodeDirectory,
+    lapses: Lapses,
 }
 
 /// How many member events a slow subscriber may fall behind by before it
@@ -141,6 +144,11 @@ impl Cluster {
         }));
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
         let directory = NodeDirectory::new(me.clone());
+        let lapses = Lapses::new(
+            config.heartbeat_interval,
+            config.failure_timeout,
+            REDIAL_MAX,
+        );
         let args = MembershipArgs {
             config,
             incarnation,
@@ -149,6 +157,7 @@ impl Cluster {
             view: view_tx,
             events: events.clone(),
             directory: directory.clone(),
+            lapses: lapses.clone(),
         };
         let (membership, membership_task) = match Actor::spawn(None, Membership, args).await {
             Ok(spawned) => spawned,
@@ -167,6 +176,7 @@ impl Cluster {
             view,
             events,
             directory,
+            lapses,
         })
     }
 
@@ -184,6 +194,12 @@ impl Cluster {
     /// Returns this node's name.
     pub fn me(&self) -> &NodeName {
         &self.me
+    }
+
+    /// Returns whether this node's answers about what it owns are in
+    /// doubt: it may have been found down while it did not run.
+    pub fn lapses(&self) -> Lapses {
+        self.lapses.clone()
     }
 
     /// Returns the map from actors seen in process groups to their node.

@@ -108,6 +108,9 @@ pub struct App {
     /// Until then the view may still lack nodes (the node just joined): a
     /// job whose owner is not in it is not known to be missing.
     pub view_settles_at: std::time::Instant,
+    /// Whether this node may have been found down while it did not run
+    /// (its answers about its own jobs then wait on their standbys).
+    pub lapses: Option<vidpress_cluster::Lapses>,
     /// Client for requests forwarded to other nodes.
     pub proxy: reqwest::Client,
     /// Node-to-node transfers: a new job's input streamed to its standby.

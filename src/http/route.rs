@@ -7,16 +7,25 @@
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderName, StatusCode};
+use std::sync::Arc;
+
+use axum::http::{header, HeaderName, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use tokio::sync::watch;
 use tracing::debug;
 use vidpress_actors::JobId;
+use vidpress_cluster::{ClusterView, Lapses};
 
 use super::bridge;
 use super::error::ApiError;
-use super::stops::{stops, until_lost, Stop, Target, FORWARDED, MAX_HOPS};
+use super::stops::{standby_of, stops, until_lost, Stop, Target, FORWARDED, MAX_HOPS};
 use super::AppState;
+
+/// Marks a request an owner in doubt sends its job's standby: answered
+/// only by a node that holds the job (it took it over), else refused with
+/// 421 Misdirected Request.
+const IF_HELD: HeaderName = HeaderName::from_static("x-vidpress-if-held");
 
 /// Headers that belong to one connection and are not passed on.
 const HOP_BY_HOP: [HeaderName; 5] = [
@@ -44,16 +53,30 @@ pub async fn to_owner(State(app): State<AppState>, request: Request, next: Next)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u8>().ok())
         .unwrap_or(0);
-    if app.jobs.is_local(id) || hops >= MAX_HOPS {
+    let held = app.jobs.is_local(id);
+    if hops > 0 && request.headers().contains_key(&IF_HELD) && !held {
+        // An owner in doubt asks: it answers itself, as this node did not
+        // take the job over.
+        return StatusCode::MISDIRECTED_REQUEST.into_response();
+    }
+    let is_websocket = request
+        .headers()
+        .get(header::UPGRADE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    let in_doubt = app.lapses.as_ref().is_some_and(Lapses::in_doubt);
+    if held && hops == 0 && in_doubt && !is_websocket && !has_body(request.method()) {
+        let (parts, body) = request.into_parts();
+        if let Some(answer) = ask_taker(&app, cluster, id, &parts).await {
+            return answer;
+        }
+        return next.run(Request::from_parts(parts, body)).await;
+    }
+    if held || hops >= MAX_HOPS {
         return next.run(request).await;
     }
     let view = cluster.borrow().clone();
     let settled = std::time::Instant::now() >= app.view_settles_at;
     let stops = stops(&view, id, hops, settled);
-    let is_websocket = request
-        .headers()
-        .get(header::UPGRADE)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
     if is_websocket && stops.iter().any(|s| matches!(s, Stop::At(_))) {
         return bridge::bridge(app.clone(), id, request, hops + 1)
             .await
@@ -74,7 +97,7 @@ pub async fn to_owner(State(app): State<AppState>, request: Request, next: Next)
             }
             Stop::Copy => {}
             Stop::At(target) => {
-                let forwarded = forward_http(&app, &target, &parts, body.take(), hops + 1);
+                let forwarded = forward_http(&app, &target, &parts, body.take(), hops + 1, false);
                 match until_lost(cluster, &target.node, forwarded).await {
                     Some(Ok(response)) if response.status() != StatusCode::SERVICE_UNAVAILABLE => {
                         return response
@@ -93,6 +116,37 @@ pub async fn to_owner(State(app): State<AppState>, request: Request, next: Next)
     refused.unwrap_or_else(|| ApiError::OwnerUnavailable.into_response())
 }
 
+/// Asks the standby of a job this node owns, while this node is in doubt
+/// (it did not run for a while: see [`Lapses`]), whether it took the job
+/// over meanwhile; returns its answer if it did. Until the two copies are
+/// compared, this node's own is stale, and answering from it would show a
+/// client an attempt older than the one it saw running there.
+async fn ask_taker(
+    app: &AppState,
+    cluster: &watch::Receiver<Arc<ClusterView>>,
+    id: JobId,
+    parts: &Parts,
+) -> Option<Response> {
+    let standby = standby_of(&cluster.borrow(), id)?;
+    let asked = forward_http(app, &standby, parts, None, 1, true);
+    match until_lost(cluster, &standby.node, asked).await {
+        Some(Ok(answer))
+            if answer.status() != StatusCode::MISDIRECTED_REQUEST
+                && !answer.status().is_server_error() =>
+        {
+            debug!(job_id = %id, standby = %standby.node, "in doubt: the standby holds the job");
+            Some(answer)
+        }
+        _ => None,
+    }
+}
+
+/// Returns whether requests of `method` carry a body (none of those about a
+/// job does: polls, downloads, cancels).
+fn has_body(method: &Method) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD | Method::DELETE)
+}
+
 /// Returns the job ID in a `/jobs/{id}…` path.
 fn job_id(path: &str) -> Option<JobId> {
     path.strip_prefix("/jobs/")?.split('/').next()?.parse().ok()
@@ -104,6 +158,7 @@ async fn forward_http(
     parts: &Parts,
     body: Option<Body>,
     hops: u8,
+    if_held: bool,
 ) -> Result<Response, ApiError> {
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let body = body.unwrap_or_else(Body::empty);
@@ -112,9 +167,12 @@ async fn forward_http(
         .request(parts.method.clone(), format!("{}{path}", target.http))
         .body(reqwest::Body::wrap_stream(body.into_data_stream()));
     for (name, value) in &parts.headers {
-        if !HOP_BY_HOP.contains(name) && *name != FORWARDED {
+        if !HOP_BY_HOP.contains(name) && *name != FORWARDED && *name != IF_HELD {
             outgoing = outgoing.header(name, value);
         }
+    }
+    if if_held {
+        outgoing = outgoing.header(&IF_HELD, "1");
     }
     let response = outgoing
         .header(&FORWARDED, hops.to_string())

@@ -91,6 +91,19 @@ pub fn stops(view: &ClusterView, id: JobId, hops: u8, settled: bool) -> Vec<Stop
     stops
 }
 
+/// Returns the standby of job `id` (the second tag in its ID) while it is
+/// in the view and not down.
+pub fn standby_of(view: &ClusterView, id: JobId) -> Option<Target> {
+    let tag = id.standby_tag()?;
+    view.members
+        .values()
+        .find(|m| node_tag(&m.name) == tag && m.name != view.me && m.state != MemberState::Down)
+        .map(|m| Target {
+            node: m.name.clone(),
+            http: m.http.clone(),
+        })
+}
+
 /// Runs `work` until it is done, or until `node` is no longer up in the
 /// cluster's view (suspected or down: a frozen node answers nothing), which
 /// gives `None`.

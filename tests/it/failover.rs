@@ -166,13 +166,7 @@ async fn the_owners_death_shows_no_client_a_5xx_nor_a_seq_out_of_order() {
     let mut trio = Trio::start().await;
     let id = submit(&trio.nodes[0], "?preset=veryfast").await;
     let url_c = format!("{}/jobs/{id}", trio.nodes[2].base());
-    eventually("the job to run", Duration::from_secs(60), || async {
-        match get_json(&url_c).await {
-            Some((202, doc)) if doc["status"] == "running" => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await;
+    wait_running(&url_c).await;
 
     // Pollers and subscribers through both other nodes; one more subscriber
     // that leaves before the kill and comes back after it with `since`.
@@ -266,13 +260,7 @@ async fn a_cancel_asked_during_the_failover_is_carried_out_after_the_takeover() 
     let trio = Trio::start().await;
     let id = submit(&trio.nodes[0], "?preset=veryfast").await;
     let url_c = format!("{}/jobs/{id}", trio.nodes[2].base());
-    eventually("the job to run", Duration::from_secs(60), || async {
-        match get_json(&url_c).await {
-            Some((202, doc)) if doc["status"] == "running" => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await;
+    wait_running(&url_c).await;
     // Freeze the owner (a kill is answered at once by a refused connection;
     // a frozen owner is found out by the failure detector): the cancel
     // comes while the takeover is under way.
@@ -389,4 +377,79 @@ async fn poll_until_terminal(url: &str) -> (u16, Value) {
         }
     })
     .await
+}
+
+/// Waits (at most 60 s) until the job at `url` runs.
+async fn wait_running(url: &str) {
+    eventually("the job to run", Duration::from_secs(60), || async {
+        match get_json(url).await {
+            Some((202, doc)) if doc["status"] == "running" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+}
+
+/// The attempt a job's document names while it runs (0 otherwise).
+fn running_attempt(doc: &Value) -> u64 {
+    match doc["status"].as_str() {
+        Some("running") => doc["attempt"].as_u64().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+#[tokio::test]
+async fn a_thawed_owner_never_answers_with_an_attempt_older_than_its_takeovers() {
+    let trio = Trio::start().await;
+    let id = submit(&trio.nodes[0], "?preset=veryfast").await;
+    let (url_a, url_b) = (
+        format!("{}/jobs/{id}", trio.nodes[0].base()),
+        format!("{}/jobs/{id}", trio.nodes[1].base()),
+    );
+    wait_running(&url_a).await;
+    // The owner freezes long enough for the others to find it down and
+    // the standby to take the job over, which gives it a new attempt.
+    trio.nodes[0].signal(libc::SIGSTOP);
+    let taken_over = eventually("a takeover's attempt", Duration::from_secs(30), || async {
+        match get_json(&url_b).await {
+            Some((202, doc)) if doc["attempt"].as_u64() >= Some(2) => {
+                Ok(doc["attempt"].as_u64().unwrap_or(2))
+            }
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    // Thawed, it still holds its copy of the job and the attempt it had
+    // started: polled at once and often, it must not show that attempt.
+    trio.nodes[0].signal(libc::SIGCONT);
+    let client = reqwest::Client::new();
+    let mut answers = Vec::new();
+    let until = tokio::time::Instant::now() + Duration::from_secs(3);
+    while tokio::time::Instant::now() < until {
+        if let Ok(response) = client
+            .get(&url_a)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+        {
+            let code = response.status().as_u16();
+            let doc: Value = response.json().await.unwrap_or_default();
+            answers.push((code, doc["status"].clone(), doc["attempt"].clone()));
+            let attempt = running_attempt(&doc);
+            if attempt != 0 && attempt < taken_over {
+                for node in &trio.nodes {
+                    eprintln!("--- {}'s log:\n{}", node.name, node.log());
+                }
+                panic!(
+                    "attempt {attempt} running after attempt {taken_over} was seen: {answers:?}"
+                );
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    eprintln!(
+        "the thawed owner's answers: {} ({:?} first)",
+        answers.len(),
+        answers.first()
+    );
 }

@@ -60,6 +60,7 @@ use tracing::info;
 
 use crate::config::ClusterConfig;
 use crate::detector::{MemberTable, Timing};
+use crate::lapses::Lapses;
 use crate::node_name::NodeName;
 use crate::protocol::{MembershipMsg, GROUP};
 use crate::reconnect::Targets;
@@ -84,6 +85,7 @@ pub struct MembershipArgs {
     pub view: watch::Sender<Arc<ClusterView>>,
     pub events: broadcast::Sender<MemberEvent>,
     pub directory: NodeDirectory,
+    pub lapses: Lapses,
 }
 
 /// The membership actor's state.
@@ -110,6 +112,8 @@ pub struct MembershipState {
     /// carry in `sent_at_ms`.
     started: Instant,
     last_tick: Instant,
+    /// Where each tick is marked, for those who answer for this node.
+    lapses: Lapses,
     published_at: Instant,
     /// `rtt`/`last_seen` changed since the last published view.
     stale: bool,
@@ -135,6 +139,7 @@ impl Actor for Membership {
             view,
             events,
             directory,
+            lapses,
         } = args;
         node_server.cast(NodeServerMessage::SubscribeToEvents {
             id: SUBSCRIPTION.to_owned(),
@@ -167,6 +172,7 @@ impl Actor for Membership {
             targets: Targets::default(),
             started: now,
             last_tick: now,
+            lapses,
             published_at: now,
             stale: false,
             refusals: Refusals::default(),

@@ -18,10 +18,12 @@ impl MembershipState {
         let now = Instant::now();
         let gap = now.saturating_duration_since(self.last_tick);
         self.last_tick = now;
-        if let Some(paused) = paused(gap, self.interval) {
+        let paused = paused(gap, self.interval);
+        if let Some(paused) = paused {
             debug!(node = %self.me, paused_ms = paused.as_millis() as u64, "membership tick late; forgiving silences");
             self.table.forgive(paused, now);
         }
+        self.lapses.ticked(now, paused);
 
         let mut change = Change::default();
         if self.load.has_changed().unwrap_or(false) {
