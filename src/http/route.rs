@@ -54,7 +54,8 @@ pub async fn to_owner(State(app): State<AppState>, request: Request, next: Next)
         .and_then(|v| v.parse::<u8>().ok())
         .unwrap_or(0);
     let held = app.jobs.is_local(id);
-    if hops > 0 && request.headers().contains_key(&IF_HELD) && !held {
+    let asked_if_held = hops > 0 && request.headers().contains_key(&IF_HELD);
+    if asked_if_held && !held {
         // An owner in doubt asks: it answers itself, as this node did not
         // take the job over.
         return StatusCode::MISDIRECTED_REQUEST.into_response();
@@ -64,7 +65,10 @@ pub async fn to_owner(State(app): State<AppState>, request: Request, next: Next)
         .get(header::UPGRADE)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
     let in_doubt = app.lapses.as_ref().is_some_and(Lapses::in_doubt);
-    if held && hops == 0 && in_doubt && !is_websocket && !has_body(request.method()) {
+    // Forwarded here or not (another node may see this one up again
+    // before this one learns its job was taken over); never when asked by
+    // an owner in doubt itself, which would ask back.
+    if held && in_doubt && !asked_if_held && !is_websocket && !has_body(request.method()) {
         let (parts, body) = request.into_parts();
         if let Some(answer) = ask_taker(&app, cluster, id, &parts).await {
             return answer;
@@ -128,7 +132,7 @@ async fn ask_taker(
     parts: &Parts,
 ) -> Option<Response> {
     let standby = standby_of(&cluster.borrow(), id)?;
-    let asked = forward_http(app, &standby, parts, None, 1, true);
+    let asked = forward_http(app, &standby, parts, None, MAX_HOPS, true);
     match until_lost(cluster, &standby.node, asked).await {
         Some(Ok(answer))
             if answer.status() != StatusCode::MISDIRECTED_REQUEST
