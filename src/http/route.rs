@@ -4,11 +4,11 @@
 //! while the owner is lost. HTTP requests are streamed through; a WebSocket
 //! is bridged frame by frame (`bridge`).
 
+use std::sync::Arc;
+
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::request::Parts;
-use std::sync::Arc;
-
 use axum::http::{header, HeaderName, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
