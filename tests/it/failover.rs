@@ -451,6 +451,15 @@ async fn after_the_owner_thaws_no_node_answers_with_an_attempt_older_than_the_ta
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    // Each node answered many times: the check above was not vacuous.
+    for n in 0..3 {
+        let answered = answers.iter().filter(|a| a.0 == n).count();
+        assert!(
+            answered >= 10,
+            "{} answered {answered} polls",
+            trio.nodes[n].name
+        );
+    }
     eprintln!(
         "answers after the thaw: {} ({:?} first)",
         answers.len(),
