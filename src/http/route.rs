@@ -64,11 +64,15 @@ pub async fn to_owner(State(app): State<AppState>, request: Request, next: Next)
         .headers()
         .get(header::UPGRADE)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
-    let in_doubt = app.lapses.as_ref().is_some_and(Lapses::in_doubt);
     // Forwarded here or not (another node may see this one up again
     // before this one learns its job was taken over); never when asked by
     // an owner in doubt itself, which would ask back.
-    if held && in_doubt && !asked_if_held && !is_websocket && !has_body(request.method()) {
+    if held
+        && !asked_if_held
+        && !is_websocket
+        && !has_body(request.method())
+        && app.lapses.as_ref().is_some_and(Lapses::in_doubt)
+    {
         let (parts, body) = request.into_parts();
         if let Some(answer) = ask_taker(&app, cluster, id, &parts).await {
             return answer;

@@ -49,13 +49,8 @@ pub enum Stop {
 /// `settled` yet (this node just joined) may well exist: the job is then
 /// unreachable, not unknown. No stop at all: unreachable.
 pub fn stops(view: &ClusterView, id: JobId, hops: u8, settled: bool) -> Vec<Stop> {
-    let tagged = |tag: u16| view.members.values().find(|m| node_tag(&m.name) == tag);
-    let at = |m: &Member| {
-        Stop::At(Target {
-            node: m.name.clone(),
-            http: m.http.clone(),
-        })
-    };
+    let tagged = |tag: u16| tagged(view, tag);
+    let at = |m: &Member| Stop::At(Target::of(m));
     let Some(owner) = tagged(id.owner_tag()) else {
         return if settled {
             vec![Stop::Here]
@@ -94,14 +89,24 @@ pub fn stops(view: &ClusterView, id: JobId, hops: u8, settled: bool) -> Vec<Stop
 /// Returns the standby of job `id` (the second tag in its ID) while it is
 /// in the view and not down.
 pub fn standby_of(view: &ClusterView, id: JobId) -> Option<Target> {
-    let tag = id.standby_tag()?;
-    view.members
-        .values()
-        .find(|m| node_tag(&m.name) == tag && m.name != view.me && m.state != MemberState::Down)
-        .map(|m| Target {
-            node: m.name.clone(),
-            http: m.http.clone(),
-        })
+    tagged(view, id.standby_tag()?)
+        .filter(|m| m.name != view.me && m.state != MemberState::Down)
+        .map(Target::of)
+}
+
+/// Returns the member of `view` whose name carries `tag`.
+fn tagged(view: &ClusterView, tag: u16) -> Option<&Member> {
+    view.members.values().find(|m| node_tag(&m.name) == tag)
+}
+
+impl Target {
+    /// Returns where `member` is reached.
+    fn of(member: &Member) -> Self {
+        Self {
+            node: member.name.clone(),
+            http: member.http.clone(),
+        }
+    }
 }
 
 /// Runs `work` until it is done, or until `node` is no longer up in the
