@@ -622,7 +622,11 @@ async fn a_cancel_whose_attempt_cannot_stop_yet_answers_202_and_the_job_ends_can
         || async {
             for id in &ids {
                 if let Some((_, doc)) = get_json(&format!("{}/jobs/{id}", a.base())).await {
-                    if doc["status"] == "running" && doc["node"] != "node-a" {
+                    // Under way on the worker (progress reported), not
+                    // only dispatched: a stop sent before the worker took
+                    // the attempt in is answered at once.
+                    let progress = doc["progress"].as_f64().unwrap_or(0.0);
+                    if doc["status"] == "running" && doc["node"] != "node-a" && progress > 0.0 {
                         return Ok(doc);
                     }
                 }
