@@ -136,10 +136,13 @@ impl HttpTransfer {
         standby_http: &str,
         job: JobId,
     ) -> Result<(), TransferError> {
-        let request = self
-            .client
-            .delete(format!("{standby_http}/internal/replicas/{job}"))
-            .timeout(SMALL_REQUEST);
+        self.drop_copy(format!("{standby_http}/internal/replicas/{job}"))
+            .await
+    }
+
+    /// Sends the standby's copy a `DELETE` at `url`.
+    async fn drop_copy(&self, url: String) -> Result<(), TransferError> {
+        let request = self.client.delete(url).timeout(SMALL_REQUEST);
         let response = self.send(request).await?;
         expect_success(&response)
     }
@@ -224,6 +227,17 @@ impl Transfer for HttpTransfer {
             }
             expect_success(&response).map(|()| Relinquished::GaveWay)
         })
+    }
+
+    fn drop_given_up<'a>(
+        &'a self,
+        standby_http: &'a str,
+        job: JobId,
+        epoch: Epoch,
+    ) -> TransferFuture<'a> {
+        Box::pin(self.drop_copy(format!(
+            "{standby_http}/internal/replicas/{job}?given-up={epoch}"
+        )))
     }
 
     fn push_output<'a>(

@@ -41,6 +41,9 @@ pub enum Stored {
     Stored,
     /// It was older than what this node holds of the job, and refused.
     Stale,
+    /// It is an unfinished job's, and its input is not here yet: refused
+    /// until it is, so that a copy this node takes over can always run.
+    WithoutInput,
 }
 
 /// Returns the folder of all the copies this node keeps: `<data>/replicas`.
@@ -88,10 +91,31 @@ where
 /// a job its owner did not accept after all. A copy with a record is a
 /// promised job's and stays. Returns whether a copy was dropped.
 pub async fn drop_unaccepted(data: &Path, id: JobId) -> std::io::Result<bool> {
+    drop_if(data, id, |record| !record.exists()).await
+}
+
+/// Drops the copy of `id` if its record's epoch is at most `given_up` (or
+/// it has no readable record): its owner, which held the job under that
+/// epoch, gave it up to a node holding a copy of its own, so this one is
+/// stale and must never be taken over. Returns whether a copy was dropped.
+pub async fn drop_given_up(data: &Path, id: JobId, given_up: Epoch) -> std::io::Result<bool> {
+    drop_if(data, id, move |record| {
+        JobRecord::read(record).map_or(true, |r| r.epoch <= given_up)
+    })
+    .await
+}
+
+/// Drops the copy of `id`, if there is one and `drop` says so of the path
+/// of its record, off the runtime's threads.
+async fn drop_if(
+    data: &Path,
+    id: JobId,
+    drop: impl FnOnce(&Path) -> bool + Send + 'static,
+) -> std::io::Result<bool> {
     let data = data.to_owned();
     tokio::task::spawn_blocking(move || {
         let folder = dir(&data, id);
-        if record_path(&data, id).exists() || !folder.exists() {
+        if !folder.exists() || !drop(&record_path(&data, id)) {
             return Ok(false);
         }
         std::fs::remove_dir_all(&folder).map(|()| true)
@@ -110,7 +134,9 @@ fn accepts(held: Option<Epoch>, owned: Option<Epoch>, incoming: Epoch) -> bool {
 
 /// Stores `record` as this node's copy of its job, durable before it
 /// returns; refuses it ([`Stored::Stale`]) if the copy held, or the job as
-/// this node owns it, has a newer epoch.
+/// this node owns it, has a newer epoch, and an unfinished job's before its
+/// input ([`Stored::WithoutInput`]): a new standby is sent the input first,
+/// but the owner's copies of each new record may come before it.
 pub async fn store_record(data: &Path, record: JobRecord) -> Result<Stored, ReplicaError> {
     let data = data.to_owned();
     tokio::task::spawn_blocking(move || {
@@ -120,6 +146,9 @@ pub async fn store_record(data: &Path, record: JobRecord) -> Result<Stored, Repl
         let owned = epoch_of(paths::record(&data, id));
         if !accepts(held, owned, record.epoch) {
             return Ok(Stored::Stale);
+        }
+        if record.outcome.is_none() && !file_path(&data, id, ReplicaFile::Input).exists() {
+            return Ok(Stored::WithoutInput);
         }
         std::fs::create_dir_all(dir(&data, id))?;
         record.write(&record_path(&data, id))?;
@@ -253,6 +282,9 @@ mod tests {
             ..record::sample(&node())
         };
         let id = newer.id;
+        store_file(data.path(), id, ReplicaFile::Input, chunks(&["x"]))
+            .await
+            .unwrap();
         let stored = store_record(data.path(), newer.clone()).await.unwrap();
         assert_eq!(stored, Stored::Stored);
         let older = JobRecord {
@@ -264,6 +296,56 @@ mod tests {
         assert_eq!(stored, Stored::Stale);
         let held = JobRecord::read(&record_path(data.path(), id)).unwrap();
         assert_eq!((held.epoch, held.attempt), (newer.epoch, newer.attempt));
+    }
+
+    #[tokio::test]
+    async fn an_unfinished_jobs_record_waits_for_its_input() {
+        let data = tempfile::tempdir().unwrap();
+        let unfinished = record::sample(&node());
+        let id = unfinished.id;
+        let stored = store_record(data.path(), unfinished.clone()).await.unwrap();
+        assert_eq!(stored, Stored::WithoutInput);
+        assert!(!record_path(data.path(), id).exists());
+        // An ended job's record needs no input (a canceled job's copy
+        // has none to keep).
+        let canceled = JobRecord {
+            outcome: Some(record::Outcome::Canceled),
+            ..unfinished.clone()
+        };
+        assert_eq!(
+            store_record(data.path(), canceled).await.unwrap(),
+            Stored::Stored
+        );
+        store_file(data.path(), id, ReplicaFile::Input, chunks(&["x"]))
+            .await
+            .unwrap();
+        assert_eq!(
+            store_record(data.path(), unfinished).await.unwrap(),
+            Stored::Stored
+        );
+    }
+
+    #[tokio::test]
+    async fn a_copy_given_up_by_its_owner_is_dropped_up_to_its_epoch() {
+        let data = tempfile::tempdir().unwrap();
+        let copy = JobRecord {
+            epoch: Epoch::new(2),
+            ..record::sample(&node())
+        };
+        let id = copy.id;
+        store_file(data.path(), id, ReplicaFile::Input, chunks(&["x"]))
+            .await
+            .unwrap();
+        store_record(data.path(), copy).await.unwrap();
+        // Given up under an older epoch: this copy is a later owner's.
+        assert!(!drop_given_up(data.path(), id, Epoch::new(1)).await.unwrap());
+        // Its records stay against a drop of an unaccepted upload too.
+        assert!(!drop_unaccepted(data.path(), id).await.unwrap());
+        assert!(dir(data.path(), id).exists());
+        assert!(drop_given_up(data.path(), id, Epoch::new(2)).await.unwrap());
+        assert!(!dir(data.path(), id).exists());
+        // Nothing left to drop.
+        assert!(!drop_given_up(data.path(), id, Epoch::new(2)).await.unwrap());
     }
 
     #[tokio::test]

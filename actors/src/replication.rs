@@ -262,6 +262,10 @@ mod tests {
             not_a_standbys_part()
         }
 
+        fn drop_given_up<'a>(&'a self, _: &'a str, _: JobId, _: Epoch) -> TransferFuture<'a> {
+            not_a_standbys_part()
+        }
+
         fn push_output<'a>(
             &'a self,
             _: &'a str,

@@ -102,6 +102,16 @@ pub trait Transfer: Send + Sync + 'static {
         finished: bool,
     ) -> TransferFuture<'a, Relinquished>;
 
+    /// Tells the standby at `standby_http` that this node gave `job` up,
+    /// which it held under `epoch`: the standby drops its copy if that copy
+    /// is of this epoch or an older one.
+    fn drop_given_up<'a>(
+        &'a self,
+        standby_http: &'a str,
+        job: JobId,
+        epoch: Epoch,
+    ) -> TransferFuture<'a>;
+
     /// Sends the output of attempt `attempt` of `job` from `from` to its owner.
     fn push_output<'a>(
         &'a self,

@@ -55,6 +55,9 @@ impl Transfer for NoTransfer {
     ) -> TransferFuture<'a, Relinquished> {
         alone()
     }
+    fn drop_given_up<'a>(&'a self, _: &'a str, _: JobId, _: Epoch) -> TransferFuture<'a> {
+        alone()
+    }
     fn push_output<'a>(
         &'a self,
         _: &'a str,

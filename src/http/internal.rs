@@ -124,22 +124,48 @@ pub async fn replica_file(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// The query of a copy's drop: `?given-up=N`, if the owner gave the job
+/// up, which it held under epoch N.
+#[derive(Debug, Deserialize)]
+pub struct DropQuery {
+    #[serde(rename = "given-up")]
+    given_up: Option<Parsed<u32>>,
+}
+
+impl DropQuery {
+    /// Returns the epoch the owner gave the job up under, if it did.
+    fn given_up(&self) -> Result<Option<Epoch>, ApiError> {
+        match &self.given_up {
+            None => Ok(None),
+            Some(Parsed(Some(epoch))) => Ok(Some(Epoch::new(*epoch))),
+            Some(Parsed(None)) => Err(ApiError::BadRequest("given-up must be a number".into())),
+        }
+    }
+}
+
 /// `DELETE /internal/replicas/{id}`: drops an input streamed here for a
 /// job its owner did not accept (a copy without a record); a copy with a
-/// record stays.
-pub async fn drop_unaccepted(
+/// record stays. With `?given-up=N`, the owner gave the job up to another
+/// node, which holds its own copy: this one goes if its epoch is N or
+/// older, so that it is never taken over.
+pub async fn drop_copy(
     State(app): State<AppState>,
     Path(id): Path<String>,
+    query: Result<Query<DropQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
-    replicas::drop_unaccepted(&app.data_dir, id)
-        .await
-        .map_err(|e| ApiError::Internal(format!("cannot drop the copy of {id}: {e}")))?;
+    let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let dropped = match query.given_up()? {
+        None => replicas::drop_unaccepted(&app.data_dir, id).await,
+        Some(epoch) => replicas::drop_given_up(&app.data_dir, id, epoch).await,
+    };
+    dropped.map_err(|e| ApiError::Internal(format!("cannot drop the copy of {id}: {e}")))?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// `PUT /internal/replicas/{id}/record`: the job's record, durable on this
-/// node before the answer. A record older than what is held is refused (409).
+/// node before the answer. A record older than what is held is refused (409),
+/// and so is an unfinished job's until its input is here.
 pub async fn replica_record(
     State(app): State<AppState>,
     Path(id): Path<String>,
@@ -153,10 +179,12 @@ pub async fn replica_record(
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(match stored {
-        Stored::Stored => StatusCode::NO_CONTENT,
-        Stored::Stale => StatusCode::CONFLICT,
-    }
-    .into_response())
+        Stored::Stored => StatusCode::NO_CONTENT.into_response(),
+        Stored::Stale => StatusCode::CONFLICT.into_response(),
+        Stored::WithoutInput => {
+            (StatusCode::CONFLICT, "the job's input is not here yet").into_response()
+        }
+    })
 }
 
 /// The query of a relinquish: `?epoch=N&finished=B`. Each value is kept as

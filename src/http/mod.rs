@@ -177,7 +177,7 @@ pub fn router(state: AppState) -> Router {
                 put(internal::output).layer(DefaultBodyLimit::disable()),
             )
             .route("/internal/jobs/{id}/relinquish", post(internal::relinquish))
-            .route("/internal/replicas/{id}", delete(internal::drop_unaccepted))
+            .route("/internal/replicas/{id}", delete(internal::drop_copy))
             .route(
                 "/internal/replicas/{id}/record",
                 put(internal::replica_record),

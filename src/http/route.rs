@@ -19,13 +19,43 @@ use vidpress_cluster::{ClusterView, Lapses};
 
 use super::bridge;
 use super::error::ApiError;
-use super::stops::{standby_of, stops, until_lost, Stop, Target, FORWARDED, MAX_HOPS};
+use super::stops::{others_up, standby_of, stops, until_lost, Stop, Target, FORWARDED, MAX_HOPS};
 use super::AppState;
 
-/// Marks a request an owner in doubt sends its job's standby: answered
-/// only by a node that holds the job (it took it over), else refused with
-/// 421 Misdirected Request.
+/// Marks a request answered only by a node that holds the job (it took it
+/// over), else refused with 421 Misdirected Request: what an owner in doubt
+/// asks its job's standby, and a node whose job moved on asks the others.
+/// With the value [`Ask::HeldOrCopy`] names, a copy of the job answers too.
 const IF_HELD: HeaderName = HeaderName::from_static("x-vidpress-if-held");
+
+/// What a node asked with [`IF_HELD`] answers from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ask {
+    /// The job, if this node holds it.
+    Held,
+    /// The job, or else this node's copy of it.
+    HeldOrCopy,
+}
+
+impl Ask {
+    /// The header's value.
+    fn value(self) -> &'static str {
+        match self {
+            Self::Held => "held",
+            Self::HeldOrCopy => "held-or-copy",
+        }
+    }
+
+    /// Reads the header of a request forwarded here, if it has one.
+    fn of(request: &Request) -> Option<Self> {
+        let value = request.headers().get(&IF_HELD)?;
+        Some(if value.as_bytes() == Self::HeldOrCopy.value().as_bytes() {
+            Self::HeldOrCopy
+        } else {
+            Self::Held
+        })
+    }
+}
 
 /// Headers that belong to one connection and are not passed on.
 const HOP_BY_HOP: [HeaderName; 5] = [
@@ -54,10 +84,14 @@ pub async fn to_owner(State(app): State<AppState>, request: Request, next: Next)
         .and_then(|v| v.parse::<u8>().ok())
         .unwrap_or(0);
     let held = app.jobs.is_local(id);
-    let asked_if_held = hops > 0 && request.headers().contains_key(&IF_HELD);
-    if asked_if_held && !held {
-        // An owner in doubt asks: it answers itself, as this node did not
-        // take the job over.
+    let ask = Ask::of(&request).filter(|_| hops > 0);
+    let asked_if_held = ask.is_some();
+    if let (Some(ask), false) = (ask, held) {
+        // Asked by an owner in doubt (it answers itself, as this node did
+        // not take the job over), or by a node the job moved on from.
+        if ask == Ask::HeldOrCopy && app.jobs.standby_copy(id).is_some() {
+            return next.run(request).await;
+        }
         return StatusCode::MISDIRECTED_REQUEST.into_response();
     }
     let is_websocket = request
@@ -105,8 +139,16 @@ pub async fn to_owner(State(app): State<AppState>, request: Request, next: Next)
             }
             Stop::Copy => {}
             Stop::At(target) => {
-                let forwarded = forward_http(&app, &target, &parts, body.take(), hops + 1, false);
+                let forwarded = forward_http(&app, &target, &parts, body.take(), hops + 1, None);
                 match until_lost(cluster, &target.node, forwarded).await {
+                    // The job moved on from a node its ID names, which
+                    // forgot it; this node's copy knows better.
+                    Some(Ok(response))
+                        if response.status() == StatusCode::NOT_FOUND
+                            && app.jobs.standby_copy(id).is_some() =>
+                    {
+                        refused = Some(response)
+                    }
                     Some(Ok(response)) if response.status() != StatusCode::SERVICE_UNAVAILABLE => {
                         return response
                     }
@@ -119,6 +161,25 @@ pub async fn to_owner(State(app): State<AppState>, request: Request, next: Next)
                 }
             }
         }
+    }
+    if hops == 0 && !has_body(&parts.method) {
+        // Neither node its ID names holds it: it may have moved on, taken
+        // over by a node its ID does not name (a taker's own standby), or
+        // be about to be, by a node that holds a copy.
+        let others = others_up(&cluster.borrow());
+        for ask in [Ask::Held, Ask::HeldOrCopy] {
+            for node in &others {
+                if let Some(answer) = ask_if(&app, cluster, id, &parts, node, ask).await {
+                    return answer;
+                }
+            }
+        }
+    }
+    if app.jobs.standby_copy(id).is_some() {
+        // This node stands by for a node its ID does not name, which is
+        // lost: it answers from its copy until it takes the job over.
+        let body = body.take().unwrap_or_else(Body::empty);
+        return next.run(Request::from_parts(parts, body)).await;
     }
     debug!(job_id = %id, "no reachable node holds the job");
     refused.unwrap_or_else(|| ApiError::OwnerUnavailable.into_response())
@@ -136,13 +197,26 @@ async fn ask_taker(
     parts: &Parts,
 ) -> Option<Response> {
     let standby = standby_of(&cluster.borrow(), id)?;
-    let asked = forward_http(app, &standby, parts, None, MAX_HOPS, true);
-    match until_lost(cluster, &standby.node, asked).await {
+    ask_if(app, cluster, id, parts, &standby, Ask::Held).await
+}
+
+/// Sends `node` the request, to be answered only from what `ask` says;
+/// returns its answer if it has that.
+async fn ask_if(
+    app: &AppState,
+    cluster: &watch::Receiver<Arc<ClusterView>>,
+    id: JobId,
+    parts: &Parts,
+    node: &Target,
+    ask: Ask,
+) -> Option<Response> {
+    let asked = forward_http(app, node, parts, None, MAX_HOPS, Some(ask));
+    match until_lost(cluster, &node.node, asked).await {
         Some(Ok(answer))
             if answer.status() != StatusCode::MISDIRECTED_REQUEST
                 && !answer.status().is_server_error() =>
         {
-            debug!(job_id = %id, standby = %standby.node, "in doubt: the standby holds the job");
+            debug!(job_id = %id, node = %node.node, "asked: it holds the job");
             Some(answer)
         }
         _ => None,
@@ -166,7 +240,7 @@ async fn forward_http(
     parts: &Parts,
     body: Option<Body>,
     hops: u8,
-    if_held: bool,
+    ask: Option<Ask>,
 ) -> Result<Response, ApiError> {
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let body = body.unwrap_or_else(Body::empty);
@@ -179,8 +253,8 @@ async fn forward_http(
             outgoing = outgoing.header(name, value);
         }
     }
-    if if_held {
-        outgoing = outgoing.header(&IF_HELD, "1");
+    if let Some(ask) = ask {
+        outgoing = outgoing.header(&IF_HELD, ask.value());
     }
     let response = outgoing
         .header(&FORWARDED, hops.to_string())

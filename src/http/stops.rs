@@ -94,6 +94,15 @@ pub fn standby_of(view: &ClusterView, id: JobId) -> Option<Target> {
         .map(Target::of)
 }
 
+/// Returns the other nodes that are up, the last resort for a job neither
+/// node its ID names holds any more.
+pub fn others_up(view: &ClusterView) -> Vec<Target> {
+    view.up()
+        .filter(|m| m.name != view.me)
+        .map(Target::of)
+        .collect()
+}
+
 /// Returns the member of `view` whose name carries `tag`.
 fn tagged(view: &ClusterView, tag: u16) -> Option<&Member> {
     view.members.values().find(|m| node_tag(&m.name) == tag)

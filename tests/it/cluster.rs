@@ -1087,6 +1087,124 @@ async fn a_completed_result_survives_the_loss_of_its_owner() {
     );
 }
 
+/// Takes job `id` of node-a over twice: node-a dies, node-b takes the job
+/// over and copies it (with `file`, the input or the result) to node-c, a
+/// new standby; node-a comes back and gives its own copy up; node-b dies,
+/// and node-c, in a majority with node-a, takes the job over.
+async fn take_over_twice(trio: &mut Trio, id: &str, file: &str) {
+    trio.nodes[0].kill();
+    let copy = trio.nodes[2].data.join("replicas").join(id);
+    eventually(
+        "node-c to hold a whole copy of the job node-b took over",
+        Duration::from_secs(30),
+        || async {
+            let (record, file) = (copy.join("job.json"), copy.join(file));
+            match (record.exists(), file.exists()) {
+                (true, true) => Ok(()),
+                held => Err(format!("{held:?}\n{}", trio.nodes[1].log())),
+            }
+        },
+    )
+    .await;
+
+    trio.nodes[0].start();
+    wait_members_up(&trio.nodes[2], 3, Duration::from_secs(30)).await;
+    let stale = trio.nodes[0].data.join("jobs").join(id);
+    eventually(
+        "node-a to give its copy up",
+        Duration::from_secs(15),
+        || async {
+            if stale.exists() {
+                Err("still there".to_owned())
+            } else {
+                Ok(())
+            }
+        },
+    )
+    .await;
+    trio.nodes[1].kill();
+}
+
+/// A job taken over from a lost owner has a new standby, so that it
+/// survives the loss of its new owner too: node-c, its second taker,
+/// answers for it, also through node-a, whose ID names neither node-c nor
+/// a node up.
+#[tokio::test]
+async fn a_job_taken_over_survives_the_loss_of_its_new_owner_too() {
+    let mut trio = Trio::start([1, 1, 1]).await;
+    let id = submit(&trio.nodes[0], &clip(1), "").await;
+    let done = wait_for_terminal(&trio.nodes[0].base(), &id, Duration::from_secs(60))
+        .await
+        .1;
+    assert_eq!(done["status"], "completed");
+
+    take_over_twice(&mut trio, &id, "output.mp4").await;
+    for node in [&trio.nodes[2], &trio.nodes[0]] {
+        let doc = poll_until(node, &id, Duration::from_secs(30), |status, _| {
+            status == 200
+        })
+        .await;
+        assert_eq!(doc["status"], "completed", "{doc}");
+        assert_eq!(doc["result"]["bytes"], done["result"]["bytes"]);
+    }
+    let response = reqwest::get(format!("{}/jobs/{id}/result", trio.nodes[0].base()))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let bytes = response.bytes().await.unwrap();
+    assert_eq!(done["result"]["bytes"], bytes.len() as u64);
+}
+
+/// The same for a job still running: its second taker runs it to the end,
+/// from the input the first one copied to it.
+#[tokio::test]
+async fn a_running_job_taken_over_twice_runs_to_the_end() {
+    let mut trio = Trio::start([1, 1, 1]).await;
+    let id = submit(&trio.nodes[0], &long_clip(), "?preset=veryfast").await;
+    poll_until(&trio.nodes[0], &id, Duration::from_secs(60), |_, doc| {
+        doc["status"] == "running"
+    })
+    .await;
+
+    take_over_twice(&mut trio, &id, "input").await;
+    let (_, doc) = get_json(&format!("{}/jobs/{id}", trio.nodes[2].base()))
+        .await
+        .unwrap();
+    assert!(
+        !["completed", "failed", "canceled"].contains(&doc["status"].as_str().unwrap_or("")),
+        "the job ended before its second owner was lost: {doc}"
+    );
+    // Polled through both nodes left, a majority, until it ends: neither
+    // answers 5xx while node-c takes the job over (DESIGN.md, invariant 7).
+    let mut answers = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let doc = loop {
+        assert!(
+            Instant::now() < deadline,
+            "the job did not end: {answers:?}"
+        );
+        let node = &trio.nodes[if answers.len() % 2 == 0 { 2 } else { 0 }];
+        if let Some((status, doc)) = get_json(&format!("{}/jobs/{id}", node.base())).await {
+            answers.push((node.name.clone(), status, doc["status"].clone()));
+            assert!(status < 500, "{} answered {status}: {doc}", node.name);
+            if status == 200 && node.name == "node-c" {
+                break doc;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(doc["status"], "completed", "{doc}");
+    assert!(
+        doc["attempt"].as_u64().unwrap() >= 3,
+        "each taker ran an attempt of its own: {doc}"
+    );
+    let (status, through_a) = get_json(&format!("{}/jobs/{id}", trio.nodes[0].base()))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(through_a["result"]["bytes"], doc["result"]["bytes"]);
+}
+
 #[tokio::test]
 async fn finished_jobs_and_their_copies_are_removed_after_the_retention() {
     let trio = Trio::start_with_env([1, 1, 1], &[("VIDPRESS_RETENTION_SECS", "3")]).await;

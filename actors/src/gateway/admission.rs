@@ -282,7 +282,7 @@ impl GatewayState {
     }
 
     /// Picks the standby of a new job among the nodes up.
-    fn pick_standby(&self) -> Option<NodeName> {
+    pub(super) fn pick_standby(&self) -> Option<NodeName> {
         let cluster = self.args.cluster.as_ref()?;
         let view = cluster.view.borrow();
         standby_among(&self.args.node, view.up().map(|m| &m.name))

@@ -12,7 +12,7 @@ use vidpress_cluster::{MemberState, NodeName};
 
 use super::GatewayState;
 use crate::counters::Epoch;
-use crate::job::JobId;
+use crate::job::{node_tag, JobId};
 use crate::paths;
 use crate::protocol::{GatewayMsg, KeptCancel, SupervisorMsg, WorkerMsg};
 use crate::record::{JobRecord, Outcome};
@@ -160,20 +160,36 @@ impl GatewayState {
             }
             record.epoch = record.epoch.next();
             record.owner = Some(self.args.node.clone());
-            record.standby = None;
+            // The owner's copy is lost with it: a new standby among the
+            // nodes up keeps the job on two nodes, so that it also
+            // survives the loss of this one.
+            record.standby = self.pick_standby();
             if let Err(e) = replicas::promote(&self.args.data_dir, &replica, &record) {
                 error!(job_id = %id, node = %self.args.node, attempt = record.attempt.get(), owner = %owner, error = %e, "cannot take the job over");
                 continue;
             }
-            let (epoch, unfinished, bytes, attempt) = (
+            let (epoch, unfinished, bytes, attempt, standby) = (
                 record.epoch,
                 record.outcome.is_none(),
                 record.input_bytes,
                 record.attempt,
+                record.standby.clone(),
             );
-            if let Err(e) = self.spawn_supervisor(myself, record, false).await {
-                error!(job_id = %id, node = %self.args.node, attempt = attempt.get(), error = %e, "cannot start the taken-over job");
-                continue;
+            let supervisor = match self.spawn_supervisor(myself, record, false).await {
+                Ok(supervisor) => supervisor,
+                Err(e) => {
+                    error!(job_id = %id, node = %self.args.node, attempt = attempt.get(), error = %e, "cannot start the taken-over job");
+                    continue;
+                }
+            };
+            if let Some(standby) = &standby {
+                // Its new standby is sent the whole copy: the input (or the
+                // result), then the record. A finished job's supervisor
+                // may stop at once, so its copy is sent from disk.
+                let resync = SupervisorMsg::Resync(standby.clone());
+                if !unfinished || supervisor.cast(resync).is_err() {
+                    self.resync_finished(standby, vec![id], Duration::ZERO);
+                }
             }
             self.taken_over.insert(id, (owner.clone(), epoch));
             if unfinished {
@@ -182,7 +198,8 @@ impl GatewayState {
                 self.recovering.insert(id);
                 self.queue.push_recovering(id, bytes);
             }
-            warn!(job_id = %id, owner = %owner, node = %self.args.node, attempt = attempt.get(), epoch = epoch.get(), "job taken over from a lost owner");
+            let standby = standby.as_ref().map_or("none", NodeName::as_str);
+            warn!(job_id = %id, owner = %owner, node = %self.args.node, attempt = attempt.get(), epoch = epoch.get(), standby, "job taken over from a lost owner");
         }
         // Dispatches the jobs taken over now rather than at the next tick.
         self.pump();
@@ -244,15 +261,18 @@ impl GatewayState {
         })
     }
 
-    /// Tells a node that came back which of its jobs this node now owns.
-    /// Where the former owner keeps its copy (it finished the job while this
-    /// node's copy did not), this node's copy gives way instead.
+    /// Tells a node that came back which of its jobs this node now owns:
+    /// those taken over from it, and those it accepted (the tag in their ID)
+    /// and this node took over from another after it (the node they went to
+    /// is lost too, and cannot tell it). Where the former owner keeps its
+    /// copy (it finished the job while this node's copy did not), this
+    /// node's copy gives way instead.
     fn relinquish_to(&self, myself: &ActorRef<GatewayMsg>, node: &NodeName) {
         let Some(http) = self.http_of(node) else {
             return;
         };
         for (job, (owner, epoch)) in &self.taken_over {
-            if owner != node {
+            if owner != node && job.owner_tag() != node_tag(node) {
                 continue;
             }
             let finished = self.jobs.get(job).is_some_and(|e| e.status.is_terminal());
@@ -360,6 +380,7 @@ impl GatewayState {
     /// files go, its supervisor stops, all before this returns, so a request
     /// answered after it is routed to the other copy.
     async fn abandon(&mut self, job: JobId) {
+        let given_up = JobRecord::read(&paths::record(&self.args.data_dir, job)).ok();
         if let Some(supervisor) = self.supervisor(job) {
             // The supervisor never calls the gateway, so this cannot deadlock.
             let _ = ractor::call_t!(supervisor, SupervisorMsg::DropCopy, 5_000);
@@ -369,6 +390,29 @@ impl GatewayState {
         // A finished job's actor had stopped already: its files go here.
         let _ = std::fs::remove_dir_all(paths::job_dir(&self.args.data_dir, job));
         self.forget(job);
+        if let Some(record) = given_up {
+            self.drop_standby_copy(&record);
+        }
+    }
+
+    /// Tells the standby of a job this node gave up to drop its copy: the
+    /// node that holds the job now keeps its own standby, and this copy,
+    /// stale, must never be taken over (if this node is lost later, its
+    /// standby would run the job a second time).
+    fn drop_standby_copy(&self, given_up: &JobRecord) {
+        let Some(standby) = given_up.standby.as_ref().filter(|s| **s != self.args.node) else {
+            return;
+        };
+        let Some(http) = self.http_of(standby) else {
+            return;
+        };
+        let (transfer, job, epoch) = (self.args.transfer.clone(), given_up.id, given_up.epoch);
+        let standby = standby.clone();
+        tokio::spawn(async move {
+            if let Err(e) = transfer.drop_given_up(&http, job, epoch).await {
+                warn!(job_id = %job, standby = %standby, error = %e, "cannot tell the standby to drop its copy of a job given up");
+            }
+        });
     }
 }
 
