@@ -162,7 +162,7 @@ pub async fn to_owner(State(app): State<AppState>, request: Request, next: Next)
             }
         }
     }
-    if hops == 0 && !has_body(&parts.method) {
+    if hops == 0 && !is_websocket && !has_body(&parts.method) {
         // Neither node its ID names holds it: it may have moved on, taken
         // over by a node its ID does not name (a taker's own standby), or
         // be about to be, by a node that holds a copy.
