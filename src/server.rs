@@ -301,7 +301,8 @@ async fn drain(jobs: &Jobs, timeout: Duration) {
 
 /// Tells the gateway about nodes that went down (their attempts run
 /// elsewhere, their jobs are taken over), came back (jobs taken over from
-/// them are relinquished there) or restarted (both).
+/// them are relinquished there) or restarted (both), and about this node's
+/// own stalls (its jobs may have been taken over meanwhile).
 async fn forward_member_events(mut events: broadcast::Receiver<MemberEvent>, jobs: Jobs) {
     loop {
         match events.recv().await {
@@ -311,6 +312,7 @@ async fn forward_member_events(mut events: broadcast::Receiver<MemberEvent>, job
                 jobs.node_up(node);
             }
             Ok(MemberEvent::Up(node)) => jobs.node_up(node),
+            Ok(MemberEvent::Stalled(_)) => jobs.stalled(),
             Ok(MemberEvent::Suspect(_)) => {}
             Err(broadcast::error::RecvError::Lagged(missed)) => {
                 warn!(missed, "membership events lagged");

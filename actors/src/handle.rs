@@ -231,6 +231,12 @@ impl Jobs {
         let _ = self.gateway.cast(GatewayMsg::NodeDown(node));
     }
 
+    /// Tells the gateway this node stalled: its jobs' standbys may have
+    /// taken them over meanwhile.
+    pub fn stalled(&self) {
+        let _ = self.gateway.cast(GatewayMsg::Stalled);
+    }
+
     /// Tells the gateway a node is up again.
     pub fn node_up(&self, node: NodeName) {
         let _ = self.gateway.cast(GatewayMsg::NodeUp(node));

@@ -56,15 +56,18 @@ impl Lapses {
     }
 
     /// Marks a tick at `now`, which found that the node had not run for
-    /// `paused` (if it had not).
-    pub(crate) fn ticked(&self, now: Instant, paused: Option<Duration>) {
+    /// `paused` (if it had not); returns whether that stall was long enough
+    /// to put the node in doubt.
+    pub(crate) fn ticked(&self, now: Instant, paused: Option<Duration>) -> bool {
         let inner = &self.inner;
         let at = inner.ms(now);
-        if paused.is_some_and(|p| p >= inner.suspicious) {
+        let stalled = paused.is_some_and(|p| p >= inner.suspicious);
+        if stalled {
             let until = at.saturating_add(inner.doubt.as_millis() as u64);
             inner.doubt_until_ms.fetch_max(until, Ordering::Relaxed);
         }
         inner.last_tick_ms.store(at, Ordering::Relaxed);
+        stalled
     }
 
     /// Returns whether the node's answers about what it owns are in doubt
@@ -127,7 +130,7 @@ mod tests {
     fn a_long_stall_keeps_the_doubt_after_the_tick_for_a_timeout_and_a_redial() {
         let (lapses, start) = lapses();
         let thawed = start + ms(9000);
-        lapses.ticked(thawed, Some(ms(8800)));
+        assert!(lapses.ticked(thawed, Some(ms(8800))), "a stall to tell");
         // Ticking on time after the thaw does not end the doubt early.
         let mut now = thawed;
         while now < thawed + ms(6400) {
@@ -145,7 +148,7 @@ mod tests {
         let (lapses, start) = lapses();
         let late = start + ms(900);
         // 700 ms: under half the failure timeout, no peer found it down.
-        lapses.ticked(late, Some(ms(700)));
+        assert!(!lapses.ticked(late, Some(ms(700))), "not a stall to tell");
         assert!(!lapses.in_doubt_at(late + ms(1)));
     }
 }

@@ -99,13 +99,21 @@ pub enum MemberEvent {
     /// Heard from under the same name with a higher incarnation: the node
     /// restarted and lost whatever it held. An `Up` follows.
     Restarted(NodeName),
+    /// This node (named) did not run for half a failure timeout or more (it
+    /// was frozen, or starved): the others may have found it down and taken
+    /// its jobs over meanwhile.
+    Stalled(NodeName),
 }
 
 impl MemberEvent {
     /// Returns the node the event is about.
     pub fn node(&self) -> &NodeName {
         match self {
-            Self::Up(n) | Self::Suspect(n) | Self::Down(n) | Self::Restarted(n) => n,
+            Self::Up(n)
+            | Self::Suspect(n)
+            | Self::Down(n)
+            | Self::Restarted(n)
+            | Self::Stalled(n) => n,
         }
     }
 }

@@ -466,3 +466,50 @@ async fn after_the_owner_thaws_no_node_answers_with_an_attempt_older_than_the_ta
         answers.first()
     );
 }
+
+/// A thawed owner asks its job's standby at once whether it took the job
+/// over meanwhile, and gives its own copy (and the attempt it had started)
+/// up within a second of the thaw, rather than when the taker sees it up
+/// again, which may wait for a redial.
+#[tokio::test]
+async fn a_thawed_owner_gives_up_a_job_taken_over_within_a_second() {
+    let trio = Trio::start().await;
+    let id = submit(&trio.nodes[0], "?preset=veryfast").await;
+    let url_b = format!("{}/jobs/{id}", trio.nodes[1].base());
+    wait_running(&format!("{}/jobs/{id}", trio.nodes[0].base())).await;
+    trio.nodes[0].signal(libc::SIGSTOP);
+    eventually("a takeover's attempt", Duration::from_secs(30), || async {
+        match get_json(&url_b).await {
+            Some((202, doc)) if doc["attempt"].as_u64() >= Some(2) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    trio.nodes[0].signal(libc::SIGCONT);
+    let thawed = std::time::Instant::now();
+    let copy = trio.nodes[0].data.join("jobs").join(&id);
+    let given_up = eventually(
+        "node-a to give its copy up",
+        Duration::from_secs(30),
+        || {
+            let copy = copy.clone();
+            async move {
+                if copy.exists() {
+                    Err("still there")
+                } else {
+                    Ok(thawed.elapsed())
+                }
+            }
+        },
+    )
+    .await;
+    eprintln!("node-a gave its copy up {given_up:?} after the thaw");
+    assert!(
+        given_up <= Duration::from_secs(1),
+        "node-a gave its copy up {given_up:?} after the thaw:\n{}",
+        trio.nodes[0].log()
+    );
+    trio.nodes[0]
+        .wait_for_log("job given up to its standby, which took it over while this node stalled")
+        .await;
+}

@@ -361,9 +361,11 @@ impl GatewayState {
         });
     }
 
-    /// Drops this node's unfinished copy of a job taken over from a former
-    /// owner that kept its own, finished copy.
-    pub(super) async fn yield_to_owner(&mut self, job: JobId) {
+    /// Drops this node's unfinished copy of a job another node kept its own
+    /// copy of (see [`mine_is_kept`]), logging `why`: a former owner that
+    /// had finished it, or a standby that took it over while this node
+    /// stalled.
+    pub(super) async fn give_way(&mut self, job: JobId, why: &str) {
         let Some(entry) = self.jobs.get(&job) else {
             return;
         };
@@ -373,7 +375,47 @@ impl GatewayState {
         }
         let attempt = self.published_attempt(job);
         self.abandon(job).await;
-        warn!(job_id = %job, node = %self.args.node, attempt = attempt.get(), "job given back to its former owner, which had finished it");
+        warn!(job_id = %job, node = %self.args.node, attempt = attempt.get(), "{why}");
+    }
+
+    /// This node stalled for long enough that the others may have found it
+    /// down: the standby of each of its unfinished jobs is asked at once
+    /// whether it took the job over (as a taker tells a former owner it sees
+    /// again, with the copies compared there), rather than when the standby
+    /// next sees this node up, which may take a redial. Meanwhile the HTTP
+    /// layer asks the standby before answering (see `Lapses`).
+    pub(super) fn ask_standbys(&self, myself: &ActorRef<GatewayMsg>) {
+        for (id, entry) in &self.jobs {
+            if entry.status.is_terminal() {
+                continue;
+            }
+            let Ok(record) = JobRecord::read(&paths::record(&self.args.data_dir, *id)) else {
+                continue;
+            };
+            let Some(standby) = record.standby.filter(|s| *s != self.args.node) else {
+                continue;
+            };
+            let Some(http) = self.http_of(&standby) else {
+                continue;
+            };
+            let (transfer, myself, job, epoch) = (
+                self.args.transfer.clone(),
+                myself.clone(),
+                *id,
+                record.epoch,
+            );
+            tokio::spawn(async move {
+                match transfer.relinquish(&http, job, epoch, false).await {
+                    Ok(Relinquished::Kept) => {
+                        let _ = myself.cast(GatewayMsg::TakenOverMeanwhile(job));
+                    }
+                    Ok(Relinquished::GaveWay) => {}
+                    Err(e) => {
+                        warn!(job_id = %job, standby = %standby, error = %e, "cannot ask the standby whether it took the job over")
+                    }
+                }
+            });
+        }
     }
 
     /// Drops this node's copy of a job held elsewhere: its attempt stops, its

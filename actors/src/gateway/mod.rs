@@ -20,7 +20,7 @@
 //! | `Submit` | `admission` |
 //! | `List`, `Stats`, `StatusChanged`, `Report`, `Synced`, `DropUnaccepted` | `index` |
 //! | `SlotFreed`, `WorkerBusy`, `DispatchFailed`, `AttemptLost`, `CanceledWhileQueued`, `Drain`, `Tick` | `scheduler` (`Tick` also `retention`) |
-//! | `NodeDown`, `NodeUp`, `TakeOverDown`, `CompareCopies`, `FormerOwnerKept` | `failover` |
+//! | `NodeDown`, `NodeUp`, `TakeOverDown`, `CompareCopies`, `FormerOwnerKept`, `Stalled`, `TakenOverMeanwhile` | `failover` |
 //! | children's ends (supervision events) | `supervision` |
 //!
 //! `slots` holds the scheduler's pure choice of the next worker;
@@ -281,7 +281,23 @@ impl Actor for Gateway {
             } => {
                 let _ = reply.send(state.keeps_own_copy(job, epoch, finished).await);
             }
-            GatewayMsg::FormerOwnerKept(job) => state.yield_to_owner(job).await,
+            GatewayMsg::FormerOwnerKept(job) => {
+                state
+                    .give_way(
+                        job,
+                        "job given back to its former owner, which had finished it",
+                    )
+                    .await
+            }
+            GatewayMsg::Stalled => state.ask_standbys(&myself),
+            GatewayMsg::TakenOverMeanwhile(job) => {
+                state
+                    .give_way(
+                        job,
+                        "job given up to its standby, which took it over while this node stalled",
+                    )
+                    .await
+            }
             GatewayMsg::Synced {
                 job,
                 standby,

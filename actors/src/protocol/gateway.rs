@@ -167,6 +167,12 @@ pub enum GatewayMsg {
     /// The former owner of a job this node took over kept its copy (it had
     /// finished the job): this node's unfinished copy gives way.
     FormerOwnerKept(JobId),
+    /// This node stalled: the standbys of its unfinished jobs are asked
+    /// whether they took them over meanwhile.
+    Stalled,
+    /// The standby of a job owned here took it over while this node was
+    /// stalled, and kept its copy: this node's gives way.
+    TakenOverMeanwhile(JobId),
     /// Whether the standby of a job owned here holds its latest record.
     Synced {
         job: JobId,

@@ -116,6 +116,7 @@ fn print_event(event: &MemberEvent) {
         MemberEvent::Suspect(_) => "suspect",
         MemberEvent::Down(_) => "down",
         MemberEvent::Restarted(_) => "restarted",
+        MemberEvent::Stalled(_) => "stalled",
     };
     emit(&json!({ "event": kind, "node": event.node() }).to_string());
 }

@@ -55,6 +55,9 @@ impl MembershipState {
             MemberEvent::Down(node) => {
                 warn!(node = %node, silent_ms = silence_ms(member), "cluster member down")
             }
+            MemberEvent::Stalled(node) => {
+                warn!(node = %node, "this node stalled: the others may have found it down")
+            }
         }
     }
 

@@ -10,6 +10,7 @@ use tracing::debug;
 use super::MembershipState;
 use crate::detector::Change;
 use crate::protocol::MembershipMsg;
+use crate::view::MemberEvent;
 
 impl MembershipState {
     /// Runs one round of detection, heartbeats, discovery and redials, and schedules
@@ -23,7 +24,7 @@ impl MembershipState {
             debug!(node = %self.me, paused_ms = paused.as_millis() as u64, "membership tick late; forgiving silences");
             self.table.forgive(paused, now);
         }
-        self.lapses.ticked(now, paused);
+        let stalled = self.lapses.ticked(now, paused);
 
         let mut change = Change::default();
         if self.load.has_changed().unwrap_or(false) {
@@ -31,6 +32,9 @@ impl MembershipState {
             change.visible |= self.table.set_own_load(load);
         }
         change.events = self.table.check(now);
+        if stalled {
+            change.events.push(MemberEvent::Stalled(self.me.clone()));
+        }
         self.apply(change);
 
         self.drop_sessions_to_down_members(now);
