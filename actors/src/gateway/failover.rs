@@ -4,6 +4,7 @@
 //! former owner returns the two copies of a job are compared and one gives
 //! way; standbys that come back are resynced.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use ractor::ActorRef;
@@ -141,6 +142,9 @@ impl GatewayState {
             warn!(node = %self.args.node, owner = %owner, "owner lost but no majority in sight: no takeover");
             return;
         }
+        // Finished jobs' copies for their new standbys, sent one after the
+        // other: a lost node may leave many behind.
+        let mut finished: BTreeMap<NodeName, Vec<JobId>> = BTreeMap::new();
         for replica in replicas::list(&self.args.data_dir) {
             let Some(mut record) = replica.record() else {
                 continue;
@@ -188,7 +192,7 @@ impl GatewayState {
                 // may stop at once, so its copy is sent from disk.
                 let resync = SupervisorMsg::Resync(standby.clone());
                 if !unfinished || supervisor.cast(resync).is_err() {
-                    self.resync_finished(standby, vec![id], Duration::ZERO);
+                    finished.entry(standby.clone()).or_default().push(id);
                 }
             }
             self.taken_over.insert(id, (owner.clone(), epoch));
@@ -200,6 +204,9 @@ impl GatewayState {
             }
             let standby = standby.as_ref().map_or("none", NodeName::as_str);
             warn!(job_id = %id, owner = %owner, node = %self.args.node, attempt = attempt.get(), epoch = epoch.get(), standby, "job taken over from a lost owner");
+        }
+        for (standby, jobs) in finished {
+            self.resync_finished(&standby, jobs, Duration::ZERO);
         }
         // Dispatches the jobs taken over now rather than at the next tick.
         self.pump();
