@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -53,6 +54,9 @@ pub struct Board {
     /// majority, which may have taken its unfinished jobs over: their
     /// snapshots here may be stale.
     cut_off: AtomicBool,
+    /// Jobs this node held and gave up to another node's copy, with when:
+    /// they exist, held elsewhere, so this node never calls them unknown.
+    given_up: RwLock<HashMap<JobId, Instant>>,
 }
 
 impl Board {
@@ -89,5 +93,53 @@ impl Board {
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&id);
+    }
+
+    /// Takes a job off the board that this node gave up to another node,
+    /// which holds it now, and remembers that it did.
+    pub(crate) fn give_up(&self, id: JobId) {
+        self.remove(id);
+        self.given_up
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, Instant::now());
+    }
+
+    /// Returns whether this node gave the job up to another node (and has
+    /// not forgotten it since: see [`Self::forget_given_up`]).
+    pub fn gave_up(&self, id: JobId) -> bool {
+        self.given_up
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(&id)
+    }
+
+    /// Forgets the jobs given up longer than `kept` ago: their holders have
+    /// removed them after the retention since.
+    pub(crate) fn forget_given_up(&self, kept: Duration) {
+        self.given_up
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|_, at| at.elapsed() < kept);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn a_job_given_up_is_off_the_board_and_remembered_until_forgotten() {
+        let board = Board::default();
+        let id = JobId::new(&"node-a".parse().expect("a node name"));
+        board.give_up(id);
+        assert!(board.get(id).is_none());
+        assert!(board.gave_up(id));
+        board.forget_given_up(Duration::from_secs(3600));
+        assert!(board.gave_up(id), "given up a moment ago");
+        board.forget_given_up(Duration::ZERO);
+        assert!(!board.gave_up(id));
     }
 }

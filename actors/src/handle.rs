@@ -169,6 +169,12 @@ impl Jobs {
             .collect())
     }
 
+    /// Returns whether this node gave the job up to another node, which
+    /// holds it: it exists, even if no node reachable holds it now.
+    pub fn gave_up(&self, id: JobId) -> bool {
+        self.board.gave_up(id)
+    }
+
     /// Returns whether this node owns the job (its supervisor runs here).
     pub fn is_local(&self, id: JobId) -> bool {
         self.board.get(id).is_some()

@@ -30,7 +30,7 @@ use vidpress_actors::JobId;
 
 use super::error::ApiError;
 use super::events::MOVING;
-use super::stops::{self, Stop, Target, FORWARDED, MAX_HOPS};
+use super::stops::{self, Ask, Stop, Target, FORWARDED, IF_HELD, MAX_HOPS};
 use super::ws::{self, Beat, Liveness, ReadError};
 use super::AppState;
 
@@ -136,11 +136,13 @@ impl Dial {
         for stop in stops {
             let (target, hops) = match stop {
                 Stop::At(target) => (target, self.hops),
+                // No copy here (yet, or any more): nothing to answer from.
+                Stop::Copy if self.app.jobs.standby_copy(self.id).is_none() => continue,
                 // Asked locally: the job's own handler answers (and, for a
                 // copy, waits for the takeover).
                 Stop::Here | Stop::Copy => (here.clone(), MAX_HOPS),
             };
-            let dialed = self.dial(&target, hops, query);
+            let dialed = self.dial(&target, hops, query, None);
             match stops::until_lost(cluster, &target.node, dialed).await {
                 Some(Ok(socket)) => return Dialed::Socket(Box::new(socket)),
                 Some(Err(Some(response)))
@@ -150,6 +152,26 @@ impl Dial {
                 }
                 Some(Err(response)) => refused = response.or(refused),
                 None => debug!(job_id = %self.id, node = %target.node, "suspected while dialed"),
+            }
+        }
+        if self.hops_in == 0 {
+            // Neither node its ID names holds it: the others are asked, as
+            // a poll asks them (see `route`).
+            let others = stops::others_up(&view);
+            for ask in [Ask::Held, Ask::HeldOrCopy] {
+                for target in &others {
+                    let dialed = self.dial(target, MAX_HOPS, query, Some(ask));
+                    match stops::until_lost(cluster, &target.node, dialed).await {
+                        Some(Ok(socket)) => return Dialed::Socket(Box::new(socket)),
+                        Some(Err(Some(response)))
+                            if response.status() != StatusCode::MISDIRECTED_REQUEST
+                                && !response.status().is_server_error() =>
+                        {
+                            return Dialed::Refused(response)
+                        }
+                        _ => {}
+                    }
+                }
             }
         }
         refused.map_or(Dialed::Nobody, Dialed::Refused)
@@ -162,6 +184,7 @@ impl Dial {
         target: &Target,
         hops: u8,
         query: &str,
+        ask: Option<Ask>,
     ) -> Result<HolderSocket, Option<Response>> {
         let url = format!("{}{}{query}", websocket_base(&target.http), self.path);
         let mut request =
@@ -177,6 +200,11 @@ impl Dial {
             request
                 .headers_mut()
                 .insert(header::AUTHORIZATION, token.clone());
+        }
+        if let Some(ask) = ask {
+            request
+                .headers_mut()
+                .insert(IF_HELD, HeaderValue::from_static(ask.value()));
         }
         // The holder sends only event documents; a bound keeps a peer from
         // making this node buffer more.

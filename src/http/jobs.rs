@@ -317,6 +317,8 @@ pub fn held(app: &AppState, caller: &Caller, id: JobId) -> Result<Held, ApiError
     match app.jobs.get(id) {
         Err(ServiceError::NotFound) => match app.jobs.standby_copy(id) {
             Some(copy) => Ok(Held::Copy(caller.check(copy)?)),
+            // Held elsewhere, by a node that did not answer: not unknown.
+            None if app.jobs.gave_up(id) => Err(ApiError::OwnerUnavailable),
             None => Err(ApiError::NotFound),
         },
         found => Ok(Held::Here(caller.check(found?)?)),

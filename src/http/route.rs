@@ -19,43 +19,10 @@ use vidpress_cluster::{ClusterView, Lapses};
 
 use super::bridge;
 use super::error::ApiError;
-use super::stops::{others_up, standby_of, stops, until_lost, Stop, Target, FORWARDED, MAX_HOPS};
+use super::stops::{
+    others_up, standby_of, stops, until_lost, Ask, Stop, Target, FORWARDED, IF_HELD, MAX_HOPS,
+};
 use super::AppState;
-
-/// Marks a request answered only by a node that holds the job (it took it
-/// over), else refused with 421 Misdirected Request: what an owner in doubt
-/// asks its job's standby, and a node whose job moved on asks the others.
-/// With the value [`Ask::HeldOrCopy`] names, a copy of the job answers too.
-const IF_HELD: HeaderName = HeaderName::from_static("x-vidpress-if-held");
-
-/// What a node asked with [`IF_HELD`] answers from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Ask {
-    /// The job, if this node holds it.
-    Held,
-    /// The job, or else this node's copy of it.
-    HeldOrCopy,
-}
-
-impl Ask {
-    /// The header's value.
-    fn value(self) -> &'static str {
-        match self {
-            Self::Held => "held",
-            Self::HeldOrCopy => "held-or-copy",
-        }
-    }
-
-    /// Reads the header of a request forwarded here, if it has one.
-    fn of(request: &Request) -> Option<Self> {
-        let value = request.headers().get(&IF_HELD)?;
-        Some(if value.as_bytes() == Self::HeldOrCopy.value().as_bytes() {
-            Self::HeldOrCopy
-        } else {
-            Self::Held
-        })
-    }
-}
 
 /// Headers that belong to one connection and are not passed on.
 const HOP_BY_HOP: [HeaderName; 5] = [
@@ -119,7 +86,15 @@ pub async fn to_owner(State(app): State<AppState>, request: Request, next: Next)
     let view = cluster.borrow().clone();
     let settled = std::time::Instant::now() >= app.view_settles_at;
     let stops = stops(&view, id, hops, settled);
-    if is_websocket && stops.iter().any(|s| matches!(s, Stop::At(_))) {
+    // A WebSocket is bridged to a node its ID names, or, when none is up
+    // and this node could only refuse it (it is not the last resort, or
+    // gave the job up, and holds no copy), to whichever node holds it.
+    let bridged = || {
+        let last_resort = stops.contains(&Stop::Here) && !app.jobs.gave_up(id);
+        stops.iter().any(|s| matches!(s, Stop::At(_)))
+            || (hops == 0 && !last_resort && app.jobs.standby_copy(id).is_none())
+    };
+    if is_websocket && bridged() {
         return bridge::bridge(app.clone(), id, request, hops + 1)
             .await
             .unwrap_or_else(IntoResponse::into_response);
@@ -129,6 +104,9 @@ pub async fn to_owner(State(app): State<AppState>, request: Request, next: Next)
     let mut refused = None;
     for stop in stops {
         match stop {
+            // Given up here to a node that holds it now: the others are
+            // asked below, not this node's handler, which can only say so.
+            Stop::Here if app.jobs.gave_up(id) => {}
             Stop::Here => {
                 let body = body.take().unwrap_or_else(Body::empty);
                 return next.run(Request::from_parts(parts, body)).await;
@@ -142,13 +120,11 @@ pub async fn to_owner(State(app): State<AppState>, request: Request, next: Next)
                 let forwarded = forward_http(&app, &target, &parts, body.take(), hops + 1, None);
                 match until_lost(cluster, &target.node, forwarded).await {
                     // The job moved on from a node its ID names, which
-                    // forgot it; this node's copy knows better.
+                    // forgot it; this node, with a copy or having held
+                    // the job, knows better.
                     Some(Ok(response))
                         if response.status() == StatusCode::NOT_FOUND
-                            && app.jobs.standby_copy(id).is_some() =>
-                    {
-                        refused = Some(response)
-                    }
+                            && (app.jobs.gave_up(id) || app.jobs.standby_copy(id).is_some()) => {}
                     Some(Ok(response)) if response.status() != StatusCode::SERVICE_UNAVAILABLE => {
                         return response
                     }

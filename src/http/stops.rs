@@ -8,6 +8,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use axum::extract::Request;
 use axum::http::HeaderName;
 use tokio::sync::watch;
 use vidpress_actors::job::node_tag;
@@ -17,6 +18,41 @@ use vidpress_cluster::{ClusterView, Member, MemberState, NodeName};
 /// Marks a forwarded request, which is never forwarded again: its value is
 /// the number of hops so far.
 pub const FORWARDED: HeaderName = HeaderName::from_static("x-vidpress-forwarded");
+
+/// Marks a request answered only by a node that holds the job (it took it
+/// over), else refused with 421 Misdirected Request: what an owner in doubt
+/// asks its job's standby, and a node whose job moved on asks the others.
+/// With the value [`Ask::HeldOrCopy`] names, a copy of the job answers too.
+pub const IF_HELD: HeaderName = HeaderName::from_static("x-vidpress-if-held");
+
+/// What a node asked with [`IF_HELD`] answers from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ask {
+    /// The job, if this node holds it.
+    Held,
+    /// The job, or else this node's copy of it.
+    HeldOrCopy,
+}
+
+impl Ask {
+    /// The header's value.
+    pub fn value(self) -> &'static str {
+        match self {
+            Self::Held => "held",
+            Self::HeldOrCopy => "held-or-copy",
+        }
+    }
+
+    /// Reads the header of a request forwarded here, if it has one.
+    pub fn of(request: &Request) -> Option<Self> {
+        let value = request.headers().get(&IF_HELD)?;
+        Some(if value.as_bytes() == Self::HeldOrCopy.value().as_bytes() {
+            Self::HeldOrCopy
+        } else {
+            Self::Held
+        })
+    }
+}
 
 /// A request is forwarded at most this many times: a node to the owner,
 /// the owner (which gave the job up) to the standby.

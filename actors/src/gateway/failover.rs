@@ -439,6 +439,7 @@ impl GatewayState {
         // A finished job's actor had stopped already: its files go here.
         let _ = std::fs::remove_dir_all(paths::job_dir(&self.args.data_dir, job));
         self.forget(job);
+        self.board.give_up(job);
         if let Some(record) = given_up {
             self.drop_standby_copy(&record);
         }

@@ -78,6 +78,9 @@ impl GatewayState {
         if !expired.is_empty() {
             info!(node = %self.args.node, removed = expired.len(), "finished jobs past retention removed");
         }
+        // A job given up is removed by its holder a retention after it
+        // finishes; most finish within another.
+        self.board.forget_given_up(retention.saturating_mul(2));
         self.sweep_replicas();
     }
 
