@@ -20,7 +20,8 @@
 //! | `Submit` | `admission` |
 //! | `List`, `Stats`, `StatusChanged`, `Report`, `Synced`, `DropUnaccepted` | `index` |
 //! | `SlotFreed`, `WorkerBusy`, `DispatchFailed`, `AttemptLost`, `CanceledWhileQueued`, `Drain`, `Tick` | `scheduler` (`Tick` also `retention`) |
-//! | `NodeDown`, `NodeUp`, `TakeOverDown`, `CompareCopies`, `FormerOwnerKept`, `Stalled`, `TakenOverMeanwhile` | `failover` |
+//! | `NodeDown`, `NodeUp`, `TakeOverDown`, `KeepCancel` | `failover` |
+//! | `CompareCopies`, `FormerOwnerKept`, `Stalled`, `TakenOverMeanwhile` | `copies` |
 //! | children's ends (supervision events) | `supervision` |
 //!
 //! `slots` holds the scheduler's pure choice of the next worker;
@@ -28,6 +29,7 @@
 //! `estimate` makes the time estimates that submissions answer with.
 
 mod admission;
+mod copies;
 mod estimate;
 mod failover;
 mod index;
